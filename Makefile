@@ -1,0 +1,36 @@
+# The two Quickstart commands, `make demo` and `make test`, each build .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: demo test test-gpu lint bench compare clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.base
+	$(VENV)/bin/minitransformer demo
+
+test: $(VENV)/.dev
+	$(VENV)/bin/ruff check minitransformer tests examples benchmarks
+	$(PY) -m pytest -n 2 -q
+
+test-gpu: $(VENV)/.dev
+	$(PY) scripts/gpu_check.py
+
+bench: $(VENV)/.base
+	$(PY) benchmarks/engine_bench.py
+
+compare: $(VENV)/.base
+	$(VENV)/bin/minitransformer compare
+
+clean:
+	rm -rf $(VENV) build *.egg-info runs .pytest_cache

@@ -1,0 +1,86 @@
+"""minitransformer: a small reverse-mode autograd engine and the attention layers built on it.
+
+    import minitransformer as mt
+    x = mt.tensor([[1.0, 2.0]], requires_grad=True)
+    y = (x @ x.T).tanh().sum()
+    y.backward()
+    x.grad
+"""
+
+from minitransformer import backend, ops
+from minitransformer.autograd import Function, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
+from minitransformer.backend import cuda_is_available
+from minitransformer.errors import (
+    AxisError,
+    CheckpointError,
+    DeviceError,
+    DtypeError,
+    GradcheckError,
+    GraphError,
+    ShapeError,
+)
+from minitransformer.gradcheck import gradcheck, gradgradcheck
+from minitransformer.ops import (
+    abs,
+    broadcast_to,
+    cat,
+    clamp,
+    clip,
+    concat,
+    cos,
+    dropout,
+    erf,
+    exp,
+    expand_dims,
+    flatten,
+    gelu,
+    log,
+    log_softmax,
+    logsumexp,
+    masked_fill,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    permute,
+    relu,
+    reshape,
+    sigmoid,
+    sin,
+    softmax,
+    split,
+    sqrt,
+    squeeze,
+    stack,
+    sum,
+    swapaxes,
+    tanh,
+    transpose,
+    unsqueeze,
+    var,
+    where,
+)
+from minitransformer.tensor import (
+    Tensor,
+    arange,
+    as_tensor,
+    bool_,
+    float16,
+    float32,
+    float64,
+    full,
+    int32,
+    int64,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    randn_like,
+    tensor,
+    zeros,
+    zeros_like,
+)
+
+__version__ = "0.1.0"

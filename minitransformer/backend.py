@@ -1,0 +1,130 @@
+"""The array backends: NumPy for ``"cpu"``, CuPy for ``"cuda"``.
+
+Every op reaches its array library through :func:`array_module`, so the same op code
+runs on both devices. CuPy is imported only when a CUDA tensor is first asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from minitransformer.errors import DeviceError
+
+DEVICES = ("cpu", "cuda")
+_cupy: ModuleType | None = None
+
+
+def _load_cupy() -> ModuleType:
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy
+        except ImportError as exc:
+            raise DeviceError(
+                "device 'cuda' needs CuPy, which is not installed; "
+                "install the GPU extra: pip install 'minitransformer[gpu]'"
+            ) from exc
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # CUDA driver missing or broken
+            raise DeviceError(
+                f"CuPy is installed but no CUDA GPU is usable ({exc}); "
+                "device 'cuda' needs an NVIDIA GPU and driver (the 'gpu' extra is installed)"
+            ) from exc
+        if count == 0:
+            raise DeviceError("CuPy is installed but found no CUDA GPU; use device='cpu'")
+        _cupy = cupy
+    return _cupy
+
+
+def cuda_is_available() -> bool:
+    """True when CuPy imports and sees at least one GPU."""
+    try:
+        _load_cupy()
+    except DeviceError:
+        return False
+    return True
+
+
+def normalize_device(device: Any) -> str:
+    """Map ``"cpu"``, ``"cuda"``, ``"cuda:0"`` (or an object with ``.device``) to a device name."""
+    if device is None:
+        return default_device()
+    name = str(device).lower()
+    if name.startswith("cuda:"):
+        name = "cuda"
+    if name not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    return name
+
+
+def default_device() -> str:
+    """The device for new tensors: ``$MINITRANSFORMER_DEVICE`` or ``"cpu"``."""
+    name = os.environ.get("MINITRANSFORMER_DEVICE", "cpu").lower()
+    if name.startswith("cuda:"):
+        name = "cuda"
+    if name not in DEVICES:
+        raise DeviceError(
+            f"MINITRANSFORMER_DEVICE={name!r} is not a device; expected one of {', '.join(DEVICES)}"
+        )
+    return name
+
+
+def array_module(device: str) -> ModuleType:
+    """NumPy or CuPy, for a normalised device name."""
+    return np if device == "cpu" else _load_cupy()
+
+
+def device_of(array: Any) -> str:
+    """The device an array lives on."""
+    return "cpu" if isinstance(array, np.ndarray | np.generic) else "cuda"
+
+
+def to_device(array: Any, device: str) -> Any:
+    """Copy ``array`` to ``device`` (no copy if it is already there)."""
+    if device_of(array) == device:
+        return array
+    if device == "cpu":
+        return array.get()
+    return _load_cupy().asarray(array)
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """A NumPy array on the host (copied from the GPU if needed)."""
+    return np.asarray(array) if device_of(array) == "cpu" else array.get()
+
+
+def scatter_add(target: Any, index: Any, values: Any) -> None:
+    """``target[index] += values`` with repeated indices accumulated, in place."""
+    if device_of(target) == "cpu":
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+
+
+def erf(array: Any) -> Any:
+    """The error function, elementwise (NumPy has none: SciPy's if present, else ``math.erf``)."""
+    if device_of(array) != "cpu":
+        from cupyx.scipy.special import erf as cupy_erf
+
+        return cupy_erf(array)
+    try:
+        from scipy.special import erf as scipy_erf
+    except ImportError:
+        return _np_erf(array).astype(array.dtype, copy=False)
+    return scipy_erf(array)
+
+
+_np_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def is_array(x: Any) -> bool:
+    """A NumPy or CuPy ndarray (not a NumPy scalar)."""
+    return isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")

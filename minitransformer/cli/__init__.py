@@ -1,0 +1,5 @@
+"""The ``minitransformer`` command line."""
+
+from minitransformer.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,207 @@
+"""Nonlinearities and the softmax family, with hand-derived backward rules."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from minitransformer import backend
+from minitransformer.autograd import Function
+from minitransformer.ops.shape import normalize_axes, normalize_axis
+from minitransformer.tensor import Tensor
+
+
+def _xp(x: Any) -> Any:
+    return backend.array_module(backend.device_of(x))
+
+
+class Tanh(Function):
+    """y = tanh x;  dy/dx = 1 - y^2."""
+
+    uses_output = True
+
+    def forward(self, x: Any) -> Any:
+        return _xp(x).tanh(x)
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        y = self.output()
+        return (grad * (1 - y * y),)
+
+
+class Sigmoid(Function):
+    """y = 1 / (1 + e^-x);  dy/dx = y (1 - y)."""
+
+    uses_output = True
+
+    def forward(self, x: Any) -> Any:
+        # The same function as 1 / (1 + e^-x), but e^-x cannot overflow for very negative x.
+        return 0.5 * (1 + _xp(x).tanh(0.5 * x))
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        y = self.output()
+        return (grad * y * (1 - y),)
+
+
+class Relu(Function):
+    """y = max(x, 0);  dy/dx = 1 where x > 0, else 0."""
+
+    def forward(self, x: Any) -> Any:
+        self.positive = x > 0
+        return x * self.positive
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        return (grad * Tensor._from_array(self.positive.astype(grad.dtype), grad.device),)
+
+
+class Gelu(Function):
+    """GELU(x) = x * Phi(x), Phi the standard normal CDF.
+
+    ``approximate="none"``: Phi(x) = (1 + erf(x / sqrt 2)) / 2, and
+        dGELU/dx = Phi(x) + x * phi(x), with phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+    ``approximate="tanh"``: Phi(x) ~ (1 + tanh(u)) / 2 with u = sqrt(2/pi) (x + 0.044715 x^3),
+        dGELU/dx = (1 + tanh u) / 2 + x (1 - tanh^2 u) / 2 * du/dx.
+    Both match ``torch.nn.functional.gelu(x, approximate=...)``.
+    """
+
+    def forward(self, x: Any, approximate: str) -> Any:
+        self.approximate = approximate
+        if approximate == "tanh":
+            u = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+            return 0.5 * x * (1 + _xp(x).tanh(u))
+        return 0.5 * x * (1 + backend.erf(x / math.sqrt(2)))
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        x = self.inputs[0]
+        if self.approximate == "tanh":
+            c = math.sqrt(2 / math.pi)
+            t = (c * (x + 0.044715 * x**3)).tanh()
+            du_dx = c * (1 + 3 * 0.044715 * x * x)
+            return (grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx),)
+        cdf = 0.5 * (1 + (x / math.sqrt(2)).erf())
+        pdf = (-0.5 * x * x).exp() / math.sqrt(2 * math.pi)
+        return (grad * (cdf + x * pdf),)
+
+
+class Softmax(Function):
+    """s_i = e^{x_i} / sum_j e^{x_j} along ``axis``.
+
+    Jacobian ds_i/dx_j = s_i (delta_ij - s_j), so for an incoming gradient g:
+        dx_j = sum_i g_i s_i (delta_ij - s_j) = s_j (g_j - sum_i g_i s_i).
+    """
+
+    uses_output = True
+
+    def forward(self, x: Any, axis: int) -> Any:
+        self.axis = axis
+        xp = _xp(x)
+        e = xp.exp(x - x.max(axis=axis, keepdims=True))  # shifting by the max avoids overflow
+        return e / e.sum(axis=axis, keepdims=True)
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        s = self.output()
+        return (s * (grad - (grad * s).sum(axis=self.axis, keepdims=True)),)
+
+
+class LogSoftmax(Function):
+    """y_i = x_i - log sum_j e^{x_j};  dx_j = g_j - softmax(x)_j * sum_i g_i."""
+
+    uses_output = True
+
+    def forward(self, x: Any, axis: int) -> Any:
+        self.axis = axis
+        xp = _xp(x)
+        shifted = x - x.max(axis=axis, keepdims=True)
+        return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        softmax = self.output().exp()
+        return (grad - softmax * grad.sum(axis=self.axis, keepdims=True),)
+
+
+class LogSumExp(Function):
+    """y = log sum_i e^{x_i};  dy/dx_i = e^{x_i - y} = softmax(x)_i."""
+
+    uses_output = True
+
+    def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
+        self.axes, self.keepdims = axes, keepdims
+        xp = _xp(x)
+        peak = x.max(axis=axes, keepdims=True)
+        peak = xp.where(xp.isfinite(peak), peak, 0)  # all -inf: log 0 = -inf, not nan
+        out = xp.log(xp.exp(x - peak).sum(axis=axes, keepdims=True)) + peak
+        return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in axes])
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        x, y = self.inputs[0], self.output()
+        if not self.keepdims:
+            kept = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
+            grad, y = grad.reshape(kept), y.reshape(kept)
+        return (grad * (x - y).exp(),)
+
+
+class Dropout(Function):
+    """y = x * m / (1 - p), m ~ Bernoulli(1 - p);  dy/dx = m / (1 - p)."""
+
+    def forward(self, x: Any, p: float, generator: np.random.Generator) -> Any:
+        keep = generator.random(x.shape) >= p
+        self.scale = backend.to_device(keep.astype(x.dtype) / (1 - p), backend.device_of(x))
+        return x * self.scale
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        return (grad * Tensor._from_array(self.scale, grad.device),)
+
+
+# ----- functional forms ----------------------------------------------------------------------
+def tanh(x: Tensor) -> Tensor:
+    return Tanh.apply(x)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    return Sigmoid.apply(x)
+
+
+def relu(x: Tensor) -> Tensor:
+    return Relu.apply(x)
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+    return Gelu.apply(x, approximate=approximate)
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    return Softmax.apply(x, axis=normalize_axis(axis, x.ndim))
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    return LogSoftmax.apply(x, axis=normalize_axis(axis, x.ndim))
+
+
+def logsumexp(x: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+    return LogSumExp.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
+
+
+def dropout(
+    x: Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    generator: np.random.Generator | None = None,
+    seed: int | None = None,
+) -> Tensor:
+    """Zero each element with probability ``p`` and scale the rest by 1/(1-p).
+
+    The identity when ``training`` is False or ``p`` is 0. Randomness is explicit: pass a
+    ``numpy.random.Generator`` or a ``seed``, so that every run can be reproduced.
+    """
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    if generator is None:
+        if seed is None:
+            raise ValueError("dropout needs a random generator or a seed (generator=, seed=)")
+        generator = np.random.default_rng(seed)
+    return Dropout.apply(x, p=p, generator=generator)

@@ -1,0 +1,61 @@
+"""Matrix product with NumPy's rules: batched, broadcast leading axes, 1-D operands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minitransformer.autograd import Function
+from minitransformer.errors import ShapeError
+from minitransformer.ops.shape import unbroadcast
+from minitransformer.tensor import Tensor, as_tensor
+
+
+class MatMul(Function):
+    """Z = A @ B, (..., n, k) @ (..., k, m) -> (..., n, m).
+
+    dA = dZ @ B^T  (..., n, m) @ (..., m, k) -> (..., n, k)
+    dB = A^T @ dZ  (..., k, n) @ (..., n, m) -> (..., k, m)
+    then summed over any broadcast leading axes. A 1-D A is a row (1, k) and a 1-D B a
+    column (k, 1), whose extra axis the product drops, so the backward puts it back.
+    """
+
+    def forward(self, a: Any, b: Any) -> Any:
+        inner_a = a.shape[-1] if a.ndim else None
+        inner_b = (b.shape[-2] if b.ndim > 1 else b.shape[0]) if b.ndim else None
+        if a.ndim == 0 or b.ndim == 0 or inner_a != inner_b:
+            raise ShapeError(
+                f"matmul of incompatible shapes {a.shape} and {b.shape}: "
+                f"inner dimensions {inner_a} and {inner_b} differ"
+                if a.ndim and b.ndim
+                else f"matmul needs at least 1-D operands, got shapes {a.shape} and {b.shape}"
+            )
+        try:
+            return a @ b
+        except ValueError:
+            raise ShapeError(
+                f"matmul of shapes {a.shape} and {b.shape}: leading (batch) dimensions "
+                f"{a.shape[:-2]} and {b.shape[:-2]} do not broadcast"
+            ) from None
+
+    def backward(self, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        a, b = self.inputs
+        a2 = a.reshape(1, -1) if a.ndim == 1 else a
+        b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+        if b.ndim == 1:
+            grad = grad.expand_dims(-1)
+        if a.ndim == 1:
+            grad = grad.expand_dims(-2)
+        da = db = None
+        if a.requires_grad:
+            da = unbroadcast(grad @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+        if b.requires_grad:
+            db = unbroadcast(a2.swapaxes(-1, -2) @ grad, b2.shape).reshape(b.shape)
+        return da, db
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    if not isinstance(a, Tensor):
+        a = as_tensor(a, b)
+    elif not isinstance(b, Tensor):
+        b = as_tensor(b, a)
+    return MatMul.apply(a, b)

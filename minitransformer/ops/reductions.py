@@ -1,0 +1,105 @@
+"""Reductions over axes. Backward spreads the gradient of each reduced value back over
+the elements it came from (``_expand`` undoes the lost axes, then broadcasting copies)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from minitransformer.autograd import Function
+from minitransformer.ops.shape import normalize_axes
+from minitransformer.tensor import Tensor
+
+Axis = int | Sequence[int] | None
+
+
+def _expand(grad: Tensor, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Tensor:
+    """Broadcast a reduced gradient back to ``shape``: (2, 4) -> (2, 1, 4) -> (2, 3, 4)."""
+    if not keepdims:
+        grad = grad.reshape(tuple(1 if i in axes else n for i, n in enumerate(shape)))
+    return grad.broadcast_to(shape)
+
+
+class Sum(Function):
+    """y = sum_i x_i;  dy/dx_i = 1."""
+
+    def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
+        self.axes, self.keepdims = axes, keepdims
+        return x.sum(axis=axes, keepdims=keepdims)
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        return (_expand(grad, self.inputs[0].shape, self.axes, self.keepdims),)
+
+
+class Mean(Function):
+    """y = (1/n) sum_i x_i;  dy/dx_i = 1/n."""
+
+    def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
+        self.axes, self.keepdims = axes, keepdims
+        self.count = _count(x.shape, axes)
+        return x.mean(axis=axes, keepdims=keepdims)
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        return (_expand(grad, self.inputs[0].shape, self.axes, self.keepdims) / self.count,)
+
+
+class Var(Function):
+    """y = sum_i (x_i - mean)^2 / (n - ddof);  dy/dx_i = 2 (x_i - mean) / (n - ddof)."""
+
+    def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool, ddof: int) -> Any:
+        self.axes, self.keepdims = axes, keepdims
+        self.denominator = _count(x.shape, axes) - ddof
+        return x.var(axis=axes, keepdims=keepdims, ddof=ddof)
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        x = self.inputs[0]
+        centered = x - x.mean(axis=self.axes, keepdims=True)
+        grad = _expand(grad, x.shape, self.axes, self.keepdims)
+        return (grad * centered * (2 / self.denominator),)
+
+
+class Max(Function):
+    """y = max_i x_i;  dy/dx_i = 1 where x_i is the max (split evenly between ties)."""
+
+    def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
+        self.axes, self.keepdims = axes, keepdims
+        out = x.max(axis=axes, keepdims=True)
+        winners = (x == out).astype(x.dtype)
+        self.share = winners / winners.sum(axis=axes, keepdims=True)
+        return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in axes])
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        grad = _expand(grad, self.inputs[0].shape, self.axes, self.keepdims)
+        return (grad * Tensor._from_array(self.share, grad.device),)
+
+
+def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
+    count = 1
+    for a in axes:
+        count *= shape[a]
+    return count
+
+
+def _reduce(fn: type[Function], x: Tensor, axis: Axis, keepdims: bool, **params: Any) -> Tensor:
+    return fn.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims, **params)
+
+
+def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return _reduce(Sum, x, axis, keepdims)
+
+
+def mean(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    return _reduce(Mean, x, axis, keepdims)
+
+
+def var(x: Tensor, axis: Axis = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    """Variance with NumPy's convention: ``ddof=0`` (biased) unless asked otherwise."""
+    return _reduce(Var, x, axis, keepdims, ddof=ddof)
+
+
+def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return _reduce(Max, x, axis, keepdims)
+
+
+def min(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return -_reduce(Max, -x, axis, keepdims)

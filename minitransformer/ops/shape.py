@@ -1,0 +1,277 @@
+"""Ops that move values around without changing them: reshape, transpose, broadcast,
+indexing, concatenation. Their backward rules move the gradient back the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from minitransformer import backend
+from minitransformer.autograd import Function
+from minitransformer.errors import AxisError, ShapeError
+from minitransformer.tensor import Tensor
+
+
+def normalize_axis(axis: int, ndim: int) -> int:
+    if not -ndim <= axis < max(ndim, 1):
+        raise AxisError(f"axis {axis} is out of range for a tensor with {ndim} dimensions")
+    return axis % max(ndim, 1)
+
+
+def normalize_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    """``None`` -> every axis; an int or a sequence -> sorted non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    return tuple(sorted(normalize_axis(a, ndim) for a in axis))
+
+
+def _shape_arg(shape: tuple) -> tuple:
+    """Accept both ``f(2, 3)`` and ``f((2, 3))``."""
+    if len(shape) == 1 and isinstance(shape[0], tuple | list):
+        return tuple(shape[0])
+    return shape
+
+
+def unbroadcast(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Sum ``grad`` over the axes that broadcasting stretched, giving it back ``shape``.
+
+    If ``x`` of shape (3, 1) was broadcast to (2, 3, 4), each of its values was used 2*4
+    times, so its gradient is the sum over the leading axis and over the size-1 axis.
+    """
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    stretched = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1
+    )
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad.reshape(shape)
+
+
+class Reshape(Function):
+    """y = x viewed with another shape; dx = dy viewed with x's shape."""
+
+    def forward(self, x: Any, shape: tuple) -> Any:
+        try:
+            return x.reshape(shape)
+        except ValueError:
+            raise ShapeError(
+                f"cannot reshape a tensor of shape {x.shape} ({x.size} elements) "
+                f"into shape {shape}"
+            ) from None
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        return (grad.reshape(self.inputs[0].shape),)
+
+
+class Permute(Function):
+    """y = x with its axes reordered; dx = dy with the inverse reordering."""
+
+    def forward(self, x: Any, axes: tuple[int, ...]) -> Any:
+        self.axes = axes
+        return x.transpose(axes)
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        return (grad.permute(*np.argsort(self.axes).tolist()),)
+
+
+class BroadcastTo(Function):
+    """y = x stretched to ``shape``; dx = dy summed over the stretched axes."""
+
+    def forward(self, x: Any, shape: tuple) -> Any:
+        xp = backend.array_module(backend.device_of(x))
+        try:
+            return xp.broadcast_to(x, shape)
+        except ValueError:
+            raise ShapeError(f"cannot broadcast shape {x.shape} to shape {shape}") from None
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        return (unbroadcast(grad, self.inputs[0].shape),)
+
+
+def _array_index(index: Any) -> Any:
+    """Tensors inside an index become arrays; lists become integer/boolean arrays."""
+    if isinstance(index, tuple):
+        return tuple(_array_index(i) for i in index)
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+def _is_advanced(index: Any) -> bool:
+    """Whether the index holds integer arrays, which may repeat positions."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(hasattr(p, "dtype") and p.dtype.kind in "iu" for p in parts)
+
+
+class GetItem(Function):
+    """y = x[index]; dx = zeros with dy added at ``index`` (repeats accumulate)."""
+
+    def forward(self, x: Any, index: Any) -> Any:
+        self.index = index
+        try:
+            return x[index]
+        except IndexError as exc:
+            raise IndexError(f"index {index!r} into a tensor of shape {x.shape}: {exc}") from None
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        return (IndexAdd.apply(grad, index=self.index, shape=self.inputs[0].shape),)
+
+
+class IndexAdd(Function):
+    """y = zeros(shape) with x added at ``index``: the adjoint of GetItem.
+
+    Its backward is a GetItem again, so gradients of gradients flow through indexing.
+    """
+
+    def forward(self, x: Any, index: Any, shape: tuple) -> Any:
+        self.index = index
+        xp = backend.array_module(backend.device_of(x))
+        out = xp.zeros(shape, dtype=x.dtype)
+        if _is_advanced(index):
+            backend.scatter_add(out, index, x)  # repeated indices must add up
+        else:
+            out[index] = x
+        return out
+
+    def backward(self, grad: Tensor) -> tuple[Tensor]:
+        return (grad[self.index],)
+
+
+class Concat(Function):
+    """y = [x1, x2, ...] joined along ``axis``; each dx_i is its slice of dy."""
+
+    def forward(self, *xs: Any, axis: int) -> Any:
+        self.axis = axis
+        xp = backend.array_module(backend.device_of(xs[0]))
+        try:
+            return xp.concatenate(xs, axis=axis)
+        except ValueError:
+            shapes = ", ".join(str(x.shape) for x in xs)
+            raise ShapeError(f"cannot concatenate shapes {shapes} along axis {axis}") from None
+
+    def backward(self, grad: Tensor) -> tuple[Tensor, ...]:
+        grads, start = [], 0
+        for x in self.inputs:
+            index = [slice(None)] * grad.ndim
+            index[self.axis] = slice(start, start + x.shape[self.axis])
+            grads.append(grad[tuple(index)])
+            start += x.shape[self.axis]
+        return tuple(grads)
+
+
+# ----- functional forms ----------------------------------------------------------------------
+def reshape(x: Tensor, *shape: Any) -> Tensor:
+    shape = _shape_arg(shape)
+    if shape == x.shape:
+        return x
+    return Reshape.apply(x, shape=shape)
+
+
+def permute(x: Tensor, *axes: Any) -> Tensor:
+    axes = _shape_arg(axes)
+    if len(axes) != x.ndim:
+        raise AxisError(f"permute needs {x.ndim} axes for shape {x.shape}, got {axes}")
+    axes = tuple(normalize_axis(a, x.ndim) for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise AxisError(f"permute axes {axes} are not a permutation of range({x.ndim})")
+    return Permute.apply(x, axes=axes)
+
+
+def transpose(x: Tensor, *axes: Any) -> Tensor:
+    """Reverse the axes (no argument) or reorder them as given, like ``numpy.transpose``."""
+    axes = _shape_arg(axes)
+    if not axes:
+        axes = tuple(reversed(range(x.ndim)))
+    return permute(x, *axes)
+
+
+def swapaxes(x: Tensor, axis1: int, axis2: int) -> Tensor:
+    axes = list(range(x.ndim))
+    a, b = normalize_axis(axis1, x.ndim), normalize_axis(axis2, x.ndim)
+    axes[a], axes[b] = axes[b], axes[a]
+    return Permute.apply(x, axes=tuple(axes))
+
+
+def expand_dims(x: Tensor, axis: int) -> Tensor:
+    axis = normalize_axis(axis, x.ndim + 1)
+    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
+
+
+unsqueeze = expand_dims
+
+
+def squeeze(x: Tensor, axis: int | Sequence[int] | None = None) -> Tensor:
+    if axis is None:
+        axes = tuple(i for i, n in enumerate(x.shape) if n == 1)
+    else:
+        axes = normalize_axes(axis, x.ndim)
+        for a in axes:
+            if x.shape[a] != 1:
+                raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]} (shape {x.shape})")
+    return reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+
+
+def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
+    shape = _shape_arg(shape)
+    if shape == x.shape:
+        return x
+    return BroadcastTo.apply(x, shape=shape)
+
+
+def flatten(x: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    start, end = normalize_axis(start_axis, x.ndim), normalize_axis(end_axis, x.ndim)
+    merged = int(np.prod(x.shape[start : end + 1]))
+    return reshape(x, x.shape[:start] + (merged,) + x.shape[end + 1 :])
+
+
+def getitem(x: Tensor, index: Any) -> Tensor:
+    return GetItem.apply(x, index=_array_index(index))
+
+
+def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    if not tensors:
+        raise ValueError("concat needs at least one tensor")
+    return Concat.apply(*tensors, axis=normalize_axis(axis, tensors[0].ndim))
+
+
+cat = concat
+
+
+def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    if not tensors:
+        raise ValueError("stack needs at least one tensor")
+    shapes = {t.shape for t in tensors}
+    if len(shapes) > 1:
+        raise ShapeError(f"stack needs tensors of one shape, got {sorted(shapes)}")
+    axis = normalize_axis(axis, tensors[0].ndim + 1)
+    return concat([expand_dims(t, axis) for t in tensors], axis=axis)
+
+
+def split(x: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
+    """Pieces of ``x`` along ``axis``: of size ``n`` each (an int), or of the given sizes."""
+    axis = normalize_axis(axis, x.ndim)
+    length = x.shape[axis]
+    if isinstance(split_size_or_sections, int):
+        size = split_size_or_sections
+        sizes = [min(size, length - start) for start in range(0, length, size)]
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != length:
+            raise ShapeError(f"split sizes {sizes} do not add up to {length} (shape {x.shape})")
+    pieces, start = [], 0
+    for n in sizes:
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(start, start + n)
+        pieces.append(x[tuple(index)])
+        start += n
+    return pieces

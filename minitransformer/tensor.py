@@ -1,0 +1,514 @@
+"""The Tensor: an array (NumPy or CuPy) plus what autograd needs to send gradients back.
+
+A tensor made by an op remembers the :class:`~minitransformer.autograd.Function` that made
+it (``_ctx``); following those links from a result back to the leaves is the computation
+graph. Operators and methods here are thin: each one calls an op in
+:mod:`minitransformer.ops`, where the forward and backward of every op live side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from minitransformer import backend
+from minitransformer.errors import DtypeError, GraphError
+
+float16, float32, float64 = np.dtype("float16"), np.dtype("float32"), np.dtype("float64")
+int32, int64, bool_ = np.dtype("int32"), np.dtype("int64"), np.dtype("bool")
+
+Scalar = int | float | bool
+
+
+def _as_dtype(dtype: Any) -> np.dtype | None:
+    if dtype is None:
+        return None
+    if isinstance(dtype, str) and dtype == "bool":
+        return bool_
+    try:
+        return np.dtype(dtype)
+    except TypeError as exc:
+        raise DtypeError(f"unknown dtype {dtype!r}") from exc
+
+
+class Tensor:
+    """An n-dimensional array that can record the ops applied to it.
+
+    Attributes:
+        data: the backend array (``numpy.ndarray`` on ``"cpu"``, ``cupy.ndarray`` on ``"cuda"``).
+        grad: the accumulated gradient (a Tensor) after ``backward``, or None.
+        requires_grad: whether gradients flow to (and through) this tensor.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "device", "_ctx", "_hooks", "_retains_grad",
+                 "name", "__weakref__")
+    __array_priority__ = 1000  # so that ndarray + Tensor calls Tensor.__radd__
+
+    def __init__(
+        self,
+        data: Any,
+        requires_grad: bool = False,
+        dtype: Any = None,
+        device: Any = None,
+    ) -> None:
+        dtype = _as_dtype(dtype)
+        if isinstance(data, Tensor):
+            data = data.data
+        if device is None:
+            device = backend.device_of(data) if _is_array(data) else backend.default_device()
+        device = backend.normalize_device(device)
+        xp = backend.array_module(device)
+        from_python = not _is_array(data) and not isinstance(data, np.generic)
+        array = xp.array(backend.to_device(data, device) if _is_array(data) else data, dtype=dtype)
+        if dtype is None and from_python and array.dtype == float64:
+            array = array.astype(float32)  # Python floats become float32, as in PyTorch
+        self.data = array
+        self.device = device
+        self.grad: Tensor | None = None
+        self.requires_grad = False
+        self._ctx = None
+        self._hooks: list[Callable] = []
+        self._retains_grad = False
+        self.name: str | None = None
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _from_array(cls, array: Any, device: str) -> Tensor:
+        """Wrap an array without copying or checks (the fast path ops use)."""
+        t = cls.__new__(cls)
+        t.data = array
+        t.device = device
+        t.grad = None
+        t.requires_grad = False
+        t._ctx = None
+        t._hooks = []
+        t._retains_grad = False
+        t.name = None
+        return t
+
+    # ----- attributes ---------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors the user made (or that need no grad); False for op results."""
+        return self._ctx is None
+
+    @property
+    def grad_fn(self) -> Any:
+        return self._ctx
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        body = np.array2string(backend.to_numpy(self.data), separator=", ", precision=4,
+                               prefix="tensor(")
+        extras = []
+        if self.dtype not in (float32, int64, bool_):
+            extras.append(f"dtype={self.dtype}")
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self._ctx is not None:
+            extras.append(f"grad_fn=<{self._ctx.name}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body, *extras]) + ")"
+
+    # ----- conversion ---------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The values as a NumPy array (copied from the GPU if needed)."""
+        if self.requires_grad:
+            raise GraphError(
+                "can't call numpy() on a tensor that requires grad; use t.detach().numpy()"
+            )
+        return backend.to_numpy(self.data)
+
+    def item(self) -> Scalar:
+        if self.data.size != 1:
+            raise ValueError(
+                f"item() needs a tensor with exactly one element, got shape {self.shape}"
+            )
+        return self.data.item()
+
+    def tolist(self) -> Any:
+        return backend.to_numpy(self.data).tolist()
+
+    def detach(self) -> Tensor:
+        """The same values, cut from the graph (shares memory)."""
+        return Tensor._from_array(self.data, self.device)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and self.dtype.kind not in "fc":
+            raise DtypeError(
+                f"only floating-point tensors can require gradients, got dtype {self.dtype}"
+            )
+        if not requires_grad and self._ctx is not None:
+            raise GraphError("requires_grad can only be turned off on leaf tensors; use detach()")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` on this non-leaf tensor after backward."""
+        if not self.requires_grad:
+            raise GraphError("retain_grad() on a tensor that does not require grad")
+        self._retains_grad = True
+
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> Callable[[], None]:
+        """Call ``hook(grad)`` when this tensor's gradient is computed; it may return a
+        replacement. Returns a function that removes the hook."""
+        if not self.requires_grad:
+            raise GraphError("cannot register a hook on a tensor that does not require grad")
+        self._hooks.append(hook)
+        return lambda: self._hooks.remove(hook)
+
+    def to(self, target: Any = None, dtype: Any = None, device: Any = None) -> Tensor:
+        """A copy on another device and/or with another dtype (differentiable)."""
+        if target is not None:
+            if isinstance(target, str):
+                device = target
+            else:
+                dtype = target
+        return ops.to(self, dtype=_as_dtype(dtype), device=device)
+
+    def double(self) -> Tensor:
+        return self.to(float64)
+
+    def float(self) -> Tensor:
+        return self.to(float32)
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self) -> Tensor:
+        return self.to("cuda")
+
+    # ----- autograd -----------------------------------------------------------------------
+    def backward(
+        self, gradient: Any = None, retain_graph: bool = False, create_graph: bool = False
+    ) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``."""
+        autograd.run_backward([self], [gradient], retain_graph or create_graph, create_graph)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # ----- operators ----------------------------------------------------------------------
+    def __add__(self, other: Any) -> Tensor:
+        return ops.add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return ops.add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return ops.sub(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return ops.sub(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return ops.mul(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return ops.mul(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return ops.div(other, self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return ops.pow(self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return ops.pow(other, self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return ops.matmul(other, self)
+
+    def __neg__(self) -> Tensor:
+        return ops.neg(self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return ops.getitem(self, index)
+
+    # Comparisons give boolean tensors outside the graph.
+    def _compare(self, other: Any, op: Callable) -> Tensor:
+        other_data = other.data if isinstance(other, Tensor) else other
+        return Tensor._from_array(op(self.data, other_data), self.device)
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(other, lambda a, b: a != b)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return self._compare(other, lambda a, b: a < b)
+
+    def __le__(self, other: Any) -> Tensor:
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __gt__(self, other: Any) -> Tensor:
+        return self._compare(other, lambda a, b: a > b)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return self._compare(other, lambda a, b: a >= b)
+
+    def __invert__(self) -> Tensor:
+        return Tensor._from_array(~self.data, self.device)
+
+    def __and__(self, other: Any) -> Tensor:
+        return self._compare(other, lambda a, b: a & b)
+
+    def __or__(self, other: Any) -> Tensor:
+        return self._compare(other, lambda a, b: a | b)
+
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError(
+                f"the truth value of a tensor of shape {self.shape} is ambiguous; "
+                "use .any() or .all()"
+            )
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def any(self) -> bool:
+        return bool(self.data.any())
+
+    def all(self) -> bool:
+        return bool(self.data.all())
+
+    # ----- math methods (each defined once, in ops) --------------------------------------
+    def exp(self) -> Tensor:
+        return ops.exp(self)
+
+    def log(self) -> Tensor:
+        return ops.log(self)
+
+    def sqrt(self) -> Tensor:
+        return ops.sqrt(self)
+
+    def abs(self) -> Tensor:
+        return ops.abs(self)
+
+    def sin(self) -> Tensor:
+        return ops.sin(self)
+
+    def cos(self) -> Tensor:
+        return ops.cos(self)
+
+    def tanh(self) -> Tensor:
+        return ops.tanh(self)
+
+    def sigmoid(self) -> Tensor:
+        return ops.sigmoid(self)
+
+    def relu(self) -> Tensor:
+        return ops.relu(self)
+
+    def gelu(self, approximate: str = "none") -> Tensor:
+        return ops.gelu(self, approximate)
+
+    def erf(self) -> Tensor:
+        return ops.erf(self)
+
+    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+        return ops.clip(self, min, max)
+
+    clamp = clip
+
+    def maximum(self, other: Any) -> Tensor:
+        return ops.maximum(self, other)
+
+    def minimum(self, other: Any) -> Tensor:
+        return ops.minimum(self, other)
+
+    def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return ops.sum(self, axis, keepdims)
+
+    def mean(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return ops.mean(self, axis, keepdims)
+
+    def max(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return ops.max(self, axis, keepdims)
+
+    def min(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return ops.min(self, axis, keepdims)
+
+    def var(
+        self, axis: int | Sequence[int] | None = None, keepdims: bool = False, ddof: int = 0
+    ) -> Tensor:
+        return ops.var(self, axis, keepdims, ddof)
+
+    def argmax(self, axis: int | None = None) -> Tensor:
+        return Tensor._from_array(self.data.argmax(axis=axis), self.device)
+
+    def argmin(self, axis: int | None = None) -> Tensor:
+        return Tensor._from_array(self.data.argmin(axis=axis), self.device)
+
+    def softmax(self, axis: int = -1) -> Tensor:
+        return ops.softmax(self, axis)
+
+    def log_softmax(self, axis: int = -1) -> Tensor:
+        return ops.log_softmax(self, axis)
+
+    def logsumexp(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        return ops.logsumexp(self, axis, keepdims)
+
+    def matmul(self, other: Any) -> Tensor:
+        return ops.matmul(self, other)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return ops.reshape(self, *shape)
+
+    view = reshape
+
+    def transpose(self, *axes: Any) -> Tensor:
+        return ops.transpose(self, *axes)
+
+    def permute(self, *axes: Any) -> Tensor:
+        return ops.permute(self, *axes)
+
+    def swapaxes(self, axis1: int, axis2: int) -> Tensor:
+        return ops.swapaxes(self, axis1, axis2)
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802
+        return ops.transpose(self)
+
+    def expand_dims(self, axis: int) -> Tensor:
+        return ops.expand_dims(self, axis)
+
+    unsqueeze = expand_dims
+
+    def squeeze(self, axis: int | Sequence[int] | None = None) -> Tensor:
+        return ops.squeeze(self, axis)
+
+    def broadcast_to(self, *shape: Any) -> Tensor:
+        return ops.broadcast_to(self, *shape)
+
+    expand = broadcast_to
+
+    def flatten(self, start_axis: int = 0, end_axis: int = -1) -> Tensor:
+        return ops.flatten(self, start_axis, end_axis)
+
+    def split(self, split_size_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
+        return ops.split(self, split_size_or_sections, axis)
+
+    def masked_fill(self, mask: Any, value: float) -> Tensor:
+        return ops.masked_fill(self, mask, value)
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")
+
+
+# ----- constructors ---------------------------------------------------------------------------
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: Any = None) -> Tensor:
+    """A new leaf tensor holding a copy of ``data`` (Python floats become float32)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def _filled(fill: Callable, shape: tuple, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
+    if len(shape) == 1 and isinstance(shape[0], tuple | list):
+        shape = tuple(shape[0])
+    device = backend.normalize_device(device)
+    xp = backend.array_module(device)
+    array = fill(xp, shape, _as_dtype(dtype) or float32)
+    return Tensor._from_array(array, device).requires_grad_(requires_grad)
+
+
+def zeros(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    return _filled(lambda xp, s, d: xp.zeros(s, d), shape, dtype, device, requires_grad)
+
+
+def ones(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    return _filled(lambda xp, s, d: xp.ones(s, d), shape, dtype, device, requires_grad)
+
+
+def full(shape: Sequence[int], fill_value: float, dtype: Any = None, device: Any = None,
+         requires_grad: bool = False) -> Tensor:
+    return _filled(lambda xp, s, d: xp.full(s, fill_value, d), (tuple(shape),), dtype, device,
+                   requires_grad)
+
+
+def randn(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+          generator: np.random.Generator | None = None) -> Tensor:
+    """Standard-normal samples, drawn on the host from ``generator`` (or NumPy's default)."""
+    rng = generator if generator is not None else np.random.default_rng()
+    return _filled(lambda xp, s, d: xp.asarray(rng.standard_normal(s).astype(d)), shape, dtype,
+                   device, requires_grad)
+
+
+def rand(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+         generator: np.random.Generator | None = None) -> Tensor:
+    rng = generator if generator is not None else np.random.default_rng()
+    return _filled(lambda xp, s, d: xp.asarray(rng.random(s).astype(d)), shape, dtype,
+                   device, requires_grad)
+
+
+def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any = None,
+           device: Any = None) -> Tensor:
+    if stop is None:
+        start, stop = 0, start
+    device = backend.normalize_device(device)
+    array = backend.array_module(device).arange(start, stop, step, dtype=_as_dtype(dtype))
+    return Tensor._from_array(array, device)
+
+
+def zeros_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    return zeros(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
+
+
+def ones_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    return ones(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
+
+
+def randn_like(t: Tensor, dtype: Any = None, requires_grad: bool = False,
+               generator: np.random.Generator | None = None) -> Tensor:
+    return randn(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad,
+                 generator=generator)
+
+
+def as_tensor(x: Any, like: Tensor) -> Tensor:
+    """``x`` as a tensor next to ``like``: scalars take ``like``'s float dtype and device."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, int | float) and like.dtype.kind == "f":
+        return Tensor._from_array(backend.array_module(like.device).asarray(x, like.dtype),
+                                  like.device)
+    return Tensor(x, device=like.device)
+
+
+from minitransformer import autograd, ops  # noqa: E402  (ops need Tensor defined first)
