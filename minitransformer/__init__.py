@@ -8,7 +8,14 @@
 """
 
 from minitransformer import backend, ops
-from minitransformer.autograd import Function, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
+from minitransformer.autograd import (
+    Function,
+    enable_grad,
+    grad,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+)
 from minitransformer.backend import cuda_is_available
 from minitransformer.errors import (
     AxisError,
@@ -67,12 +74,14 @@ from minitransformer.tensor import (
     arange,
     as_tensor,
     bool_,
+    default_generator,
     float16,
     float32,
     float64,
     full,
     int32,
     int64,
+    manual_seed,
     ones,
     ones_like,
     rand,

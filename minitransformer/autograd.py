@@ -24,7 +24,6 @@ import numpy as np
 from minitransformer import backend
 from minitransformer.errors import DeviceError, GraphError, ShapeError
 
-
 _grad_enabled = True
 # The Modules whose forward is running, innermost last; each recorded node remembers the
 # innermost one, so that graphs can be drawn grouped by module (see minitransformer.viz).

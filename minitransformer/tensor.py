@@ -434,6 +434,22 @@ def _is_array(x: Any) -> bool:
     return isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")
 
 
+# ----- randomness ----------------------------------------------------------------------------
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> np.random.Generator:
+    """Reseed the generator behind ``randn``, ``rand`` and layer initialisation."""
+    global _generator
+    _generator = np.random.default_rng(seed)
+    return _generator
+
+
+def default_generator() -> np.random.Generator:
+    """The generator used when none is passed (reseeded by :func:`manual_seed`)."""
+    return _generator
+
+
 # ----- constructors ---------------------------------------------------------------------------
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: Any = None) -> Tensor:
     """A new leaf tensor holding a copy of ``data`` (Python floats become float32)."""
@@ -449,7 +465,9 @@ def _filled(fill: Callable, shape: tuple, dtype: Any, device: Any, requires_grad
     return Tensor._from_array(array, device).requires_grad_(requires_grad)
 
 
-def zeros(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def zeros(
+    *shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
     return _filled(lambda xp, s, d: xp.zeros(s, d), shape, dtype, device, requires_grad)
 
 
@@ -465,15 +483,15 @@ def full(shape: Sequence[int], fill_value: float, dtype: Any = None, device: Any
 
 def randn(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
           generator: np.random.Generator | None = None) -> Tensor:
-    """Standard-normal samples, drawn on the host from ``generator`` (or NumPy's default)."""
-    rng = generator if generator is not None else np.random.default_rng()
+    """Standard-normal samples, drawn on the host from ``generator`` (or the default one)."""
+    rng = generator if generator is not None else _generator
     return _filled(lambda xp, s, d: xp.asarray(rng.standard_normal(s).astype(d)), shape, dtype,
                    device, requires_grad)
 
 
 def rand(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
          generator: np.random.Generator | None = None) -> Tensor:
-    rng = generator if generator is not None else np.random.default_rng()
+    rng = generator if generator is not None else _generator
     return _filled(lambda xp, s, d: xp.asarray(rng.random(s).astype(d)), shape, dtype,
                    device, requires_grad)
 

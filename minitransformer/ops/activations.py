@@ -180,7 +180,9 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     return LogSoftmax.apply(x, axis=normalize_axis(axis, x.ndim))
 
 
-def logsumexp(x: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+def logsumexp(
+    x: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
+) -> Tensor:
     return LogSumExp.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
 
 
