@@ -1,20 +1,23 @@
 """Reverse-mode automatic differentiation: recording ops, and walking them backwards.
 
-Every differentiable op is a :class:`Function` with a ``forward`` on raw arrays and a
-``backward`` on tensors, written side by side. Running an op while grad mode is on
-records a node: the output tensor points at the Function, which points at its inputs.
-:func:`backward` walks that graph in reverse topological order (iteratively, so deep
-graphs cannot hit Python's recursion limit), calling each node's ``backward`` once with
-the sum of the gradients that reached its output (the multivariate chain rule).
+Every differentiable op is a :class:`Function` whose ``forward`` and ``backward`` sit side
+by side. Running an op while grad mode is on records a node: the output tensor points at
+the Function, which points at its input tensors. :func:`run_backward` walks that graph in
+reverse topological order (iteratively, so deep graphs cannot hit Python's recursion
+limit), calling each node's ``backward`` once with the sum of the gradients that reached
+its output: the multivariate chain rule.
 
-Backward rules are written with tensor ops, so with ``create_graph=True`` the backward
-pass is itself recorded and can be differentiated again.
+One backward formula, two kinds of values. A plain ``backward()`` hands each formula raw
+arrays (NumPy or CuPy), which is fast. With ``create_graph=True`` the same formula gets
+tensors instead and runs with recording on, so the backward pass becomes a graph of its
+own that can be differentiated again (gradients of gradients).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -91,38 +94,44 @@ def module_scope(module: Any) -> Iterator[None]:
 
 
 class Function:
-    """One differentiable op: ``forward`` on arrays, ``backward`` on tensors.
+    """One differentiable op: ``forward`` on arrays, ``backward`` on arrays or tensors.
 
     Subclasses implement::
 
-        def forward(self, *arrays, **params) -> array      # may stash values on self
-        def backward(self, grad) -> tuple of Tensor|None   # one entry per input
+        def forward(self, *arrays, **params) -> array   # may stash arrays on self
+        def backward(self, grad) -> tuple                # one gradient (or None) per input
 
-    Inside ``backward``, ``self.inputs`` are the input tensors and, when the class sets
-    ``uses_output = True``, ``self.output()`` is the output tensor (held weakly, so that
-    a node never keeps its own output alive).
+    Inside ``backward``, read the inputs as ``self.args`` and the output as
+    ``self.output()`` (for classes with ``uses_output = True``), and take math functions
+    from ``self.xp``. In a plain backward these are arrays and NumPy/CuPy; under
+    ``create_graph=True`` they are tensors and :mod:`minitransformer.ops`, which have the
+    same names. Either way the formula reads the same.
     """
 
-    uses_output = False
+    uses_output = False  # keep a weak reference to the output for backward
     changes_device = False  # only To: its output lives on another device than its input
 
-    inputs: tuple[Tensor, ...]
+    inputs: tuple[Tensor, ...]  # the input tensors: the graph's edges
     module: Any  # the innermost Module running when this node was recorded, or None
-    released: bool = False
+    released = False  # set once backward has freed what forward saved
 
     @classmethod
     def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
         """Run the op on ``inputs`` and, if any needs a gradient, record it."""
         device = inputs[0].device
         for t in inputs:
-            if t.device is not device and t.device != device:
+            if t.device != device:
                 raise DeviceError(
                     f"{cls.__name__} got tensors on different devices: "
                     f"{', '.join(x.device for x in inputs)}; move them with .to(device)"
                 )
         fn = cls()
-        data = fn.forward(*[t.data for t in inputs], **params)
-        out = _wrap(data, backend.device_of(data) if cls.changes_device else device)
+        data = fn.forward(*map(_data_of, inputs), **params)
+        if cls.changes_device:
+            device = backend.device_of(data)
+        elif data.__class__ in _NUMPY_SCALARS:  # NumPy returns scalars from 0-d ops
+            data = np.asarray(data)
+        out = Tensor._from_array(data, device)
         if _grad_enabled:
             for t in inputs:
                 if t.requires_grad:
@@ -135,13 +144,33 @@ class Function:
                     break
         return out
 
-    def output(self) -> Tensor:
-        return self._output_ref()
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The inputs, as arrays in a plain backward and as tensors under create_graph."""
+        if _grad_enabled:
+            return self.inputs
+        return tuple([t.data for t in self.inputs])
+
+    def output(self) -> Any:
+        """The output, as an array or a tensor like :attr:`args`."""
+        out = self._output_ref()
+        return out if _grad_enabled else out.data
+
+    @property
+    def xp(self) -> Any:
+        """Math functions for :attr:`args`: NumPy/CuPy, or the tensor ops under create_graph."""
+        if _grad_enabled:
+            return ops
+        return backend.array_math(self.inputs[0].device)
+
+    @property
+    def needs_input_grad(self) -> tuple[bool, ...]:
+        return tuple([t.requires_grad for t in self.inputs])
 
     def forward(self, *arrays: Any, **params: Any) -> Any:
         raise NotImplementedError
 
-    def backward(self, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(self, grad: Any) -> tuple[Any, ...]:
         raise NotImplementedError
 
     def release(self) -> None:
@@ -156,10 +185,11 @@ class Function:
         return type(self).__name__
 
 
-def _wrap(data: Any, device: str) -> Tensor:
-    if isinstance(data, np.generic):  # NumPy returns scalars from 0-d ops; keep arrays
-        data = np.asarray(data)
-    return Tensor._from_array(data, device)
+_data_of = operator.attrgetter("data")
+_NUMPY_SCALARS = frozenset(
+    {np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
+     np.bool_, np.complex64, np.complex128}
+)
 
 
 def _topological_order(roots: Sequence[Tensor]) -> list[Tensor]:
@@ -183,9 +213,8 @@ def _topological_order(roots: Sequence[Tensor]) -> list[Tensor]:
     return order
 
 
-def _check_root_gradient(root: Tensor, gradient: Any) -> Tensor:
-    from minitransformer.tensor import Tensor, ones_like
-
+def _root_gradient(root: Tensor, gradient: Any) -> Tensor:
+    """The gradient to start from: ones for a scalar, else the caller's, checked."""
     if not root.requires_grad:
         raise GraphError(
             f"backward on a tensor that does not require grad (shape {root.shape}); "
@@ -197,7 +226,8 @@ def _check_root_gradient(root: Tensor, gradient: Any) -> Tensor:
                 f"backward on a non-scalar tensor of shape {root.shape} needs a `gradient` "
                 "argument of that shape (grad can be implicitly created only for scalars)"
             )
-        return ones_like(root)
+        return Tensor._from_array(backend.array_module(root.device).ones_like(root.data),
+                                  root.device)
     if not isinstance(gradient, Tensor):
         gradient = Tensor(gradient, dtype=root.dtype, device=root.device)
     if gradient.shape != root.shape:
@@ -205,6 +235,18 @@ def _check_root_gradient(root: Tensor, gradient: Any) -> Tensor:
             f"gradient has shape {gradient.shape} but the tensor it is for has shape {root.shape}"
         )
     return gradient
+
+
+def _accumulate_into(tensor: Tensor, g: Any, create_graph: bool) -> None:
+    """Add ``g`` to ``tensor.grad``; plain gradients get memory of their own first, since
+    one array may have been handed to several tensors (``x + y`` passes ``grad`` to both)."""
+    if create_graph:
+        tensor.grad = g if tensor.grad is None else tensor.grad + g
+        return
+    if tensor.grad is None:
+        tensor.grad = Tensor._from_array(g.copy(), tensor.device)
+    else:
+        tensor.grad = Tensor._from_array(tensor.grad.data + g, tensor.device)
 
 
 def run_backward(
@@ -216,37 +258,32 @@ def run_backward(
 ) -> list[Tensor | None] | None:
     """The engine behind ``Tensor.backward`` and :func:`grad`.
 
-    Gradients of leaves are accumulated into ``.grad`` unless ``capture`` is given, in
-    which case the gradients of those tensors are returned and no ``.grad`` is touched.
+    Gradients of leaves (and of tensors that called ``retain_grad``) are accumulated into
+    ``.grad``, unless ``capture`` is given: then the gradients of those tensors are
+    returned and no ``.grad`` is touched.
     """
-    grads: dict[int, Tensor] = {}
+    # Gradients travel as arrays in a plain backward and as tensors under create_graph.
+    grads: dict[int, Any] = {}
     for root, gradient in zip(roots, root_grads):
-        g = _check_root_gradient(root, gradient)
-        if not create_graph:
-            g = g.detach()
+        g = _root_gradient(root, gradient)
+        g = g if create_graph else g.data
         grads[id(root)] = grads[id(root)] + g if id(root) in grads else g
 
-    order = _topological_order(roots)
-    captured: dict[int, Tensor | None] = {}
-    if capture is not None:
-        captured = {id(t): None for t in capture}
-
+    captured: dict[int, Any] = {} if capture is None else {id(t): None for t in capture}
     global _grad_enabled
     previous, _grad_enabled = _grad_enabled, bool(create_graph)
     try:
-        for tensor in reversed(order):
+        for tensor in reversed(_topological_order(roots)):
             g = grads.pop(id(tensor), None)
             if g is None:
                 continue
-            for hook in tensor._hooks:
-                replaced = hook(g)
-                if replaced is not None:
-                    g = replaced
+            if tensor._hooks:
+                g = _run_hooks(tensor, g, create_graph)
             if capture is not None:
                 if id(tensor) in captured:
                     captured[id(tensor)] = g
             elif tensor._ctx is None or tensor._retains_grad:
-                tensor.grad = g if tensor.grad is None else tensor.grad + g
+                _accumulate_into(tensor, g, create_graph)
             fn = tensor._ctx
             if fn is None:
                 continue
@@ -262,6 +299,8 @@ def run_backward(
             for parent, pg in zip(fn.inputs, input_grads):
                 if pg is None or not parent.requires_grad:
                     continue
+                if not create_graph and pg.__class__ is Tensor:
+                    pg = pg.data  # a formula that built a tensor from a saved constant
                 key = id(parent)
                 grads[key] = grads[key] + pg if key in grads else pg
     finally:
@@ -269,7 +308,23 @@ def run_backward(
 
     if capture is None:
         return None
-    return [captured[id(t)] for t in capture]
+    return [_as_tensor_grad(captured[id(t)], t) for t in capture]
+
+
+def _run_hooks(tensor: Tensor, g: Any, create_graph: bool) -> Any:
+    """Hooks see (and may replace) the gradient as a tensor."""
+    as_tensor = g if create_graph else Tensor._from_array(g, tensor.device)
+    for hook in tensor._hooks:
+        replaced = hook(as_tensor)
+        if replaced is not None:
+            as_tensor = replaced
+    return as_tensor if create_graph else as_tensor.data
+
+
+def _as_tensor_grad(g: Any, like: Tensor) -> Tensor | None:
+    if g is None or isinstance(g, Tensor):
+        return g
+    return Tensor._from_array(g, like.device)
 
 
 def grad(
@@ -284,8 +339,6 @@ def grad(
 
     Like ``torch.autograd.grad``: ``retain_graph`` defaults to ``create_graph``.
     """
-    from minitransformer.tensor import Tensor
-
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_outputs is None:
@@ -309,4 +362,5 @@ def grad(
     return tuple(result)
 
 
-from minitransformer.tensor import Tensor  # noqa: E402  (tensor.py imports this module)
+from minitransformer import ops  # noqa: E402  (ops and tensor import this module)
+from minitransformer.tensor import Tensor  # noqa: E402

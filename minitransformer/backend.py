@@ -128,3 +128,32 @@ _np_erf = np.vectorize(math.erf, otypes=[np.float64])
 def is_array(x: Any) -> bool:
     """A NumPy or CuPy ndarray (not a NumPy scalar)."""
     return isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")
+
+
+class _ArrayMath:
+    """NumPy or CuPy under the names the tensor ops use, plus ``erf`` (which NumPy lacks).
+
+    Backward formulas call ``self.xp.exp(...)``: this in a plain backward, and
+    :mod:`minitransformer.ops` under ``create_graph=True``.
+    """
+
+    def __init__(self, xp: ModuleType) -> None:
+        self._xp = xp
+
+    def __getattr__(self, name: str) -> Any:
+        function = getattr(self._xp, name)
+        setattr(self, name, function)  # cache: the next lookup is a plain attribute
+        return function
+
+    @staticmethod
+    def erf(array: Any) -> Any:
+        return erf(array)
+
+
+_array_math: dict[str, _ArrayMath] = {}
+
+
+def array_math(device: str) -> _ArrayMath:
+    if device not in _array_math:
+        _array_math[device] = _ArrayMath(array_module(device))
+    return _array_math[device]

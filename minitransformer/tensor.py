@@ -44,7 +44,7 @@ class Tensor:
 
     __slots__ = ("data", "grad", "requires_grad", "device", "_ctx", "_hooks", "_retains_grad",
                  "name", "__weakref__")
-    __array_priority__ = 1000  # so that ndarray + Tensor calls Tensor.__radd__
+    __array_ufunc__ = None  # so that ndarray * Tensor defers to Tensor.__rmul__
 
     def __init__(
         self,
@@ -69,7 +69,7 @@ class Tensor:
         self.grad: Tensor | None = None
         self.requires_grad = False
         self._ctx = None
-        self._hooks: list[Callable] = []
+        self._hooks: tuple[Callable, ...] | list[Callable] = ()
         self._retains_grad = False
         self.name: str | None = None
         if requires_grad:
@@ -84,7 +84,7 @@ class Tensor:
         t.grad = None
         t.requires_grad = False
         t._ctx = None
-        t._hooks = []
+        t._hooks = ()
         t._retains_grad = False
         t.name = None
         return t
@@ -178,7 +178,7 @@ class Tensor:
         replacement. Returns a function that removes the hook."""
         if not self.requires_grad:
             raise GraphError("cannot register a hook on a tensor that does not require grad")
-        self._hooks.append(hook)
+        self._hooks = [*self._hooks, hook]
         return lambda: self._hooks.remove(hook)
 
     def to(self, target: Any = None, dtype: Any = None, device: Any = None) -> Tensor:
@@ -214,28 +214,28 @@ class Tensor:
 
     # ----- operators ----------------------------------------------------------------------
     def __add__(self, other: Any) -> Tensor:
-        return ops.add(self, other)
+        return _binary(_elementwise.Add, self, other)
 
     def __radd__(self, other: Any) -> Tensor:
-        return ops.add(other, self)
+        return _binary(_elementwise.Add, other, self)
 
     def __sub__(self, other: Any) -> Tensor:
-        return ops.sub(self, other)
+        return _binary(_elementwise.Sub, self, other)
 
     def __rsub__(self, other: Any) -> Tensor:
-        return ops.sub(other, self)
+        return _binary(_elementwise.Sub, other, self)
 
     def __mul__(self, other: Any) -> Tensor:
-        return ops.mul(self, other)
+        return _binary(_elementwise.Mul, self, other)
 
     def __rmul__(self, other: Any) -> Tensor:
-        return ops.mul(other, self)
+        return _binary(_elementwise.Mul, other, self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        return ops.div(self, other)
+        return _binary(_elementwise.Div, self, other)
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        return ops.div(other, self)
+        return _binary(_elementwise.Div, other, self)
 
     def __pow__(self, other: Any) -> Tensor:
         return ops.pow(self, other)
@@ -530,3 +530,5 @@ def as_tensor(x: Any, like: Tensor) -> Tensor:
 
 
 from minitransformer import autograd, ops  # noqa: E402  (ops need Tensor defined first)
+from minitransformer.ops import elementwise as _elementwise  # noqa: E402
+from minitransformer.ops.elementwise import _binary  # noqa: E402

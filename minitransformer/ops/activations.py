@@ -25,7 +25,7 @@ class Tanh(Function):
     def forward(self, x: Any) -> Any:
         return _xp(x).tanh(x)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
+    def backward(self, grad: Any) -> tuple[Any]:
         y = self.output()
         return (grad * (1 - y * y),)
 
@@ -39,7 +39,7 @@ class Sigmoid(Function):
         # The same function as 1 / (1 + e^-x), but e^-x cannot overflow for very negative x.
         return 0.5 * (1 + _xp(x).tanh(0.5 * x))
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
+    def backward(self, grad: Any) -> tuple[Any]:
         y = self.output()
         return (grad * y * (1 - y),)
 
@@ -51,8 +51,8 @@ class Relu(Function):
         self.positive = x > 0
         return x * self.positive
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        return (grad * Tensor._from_array(self.positive.astype(grad.dtype), grad.device),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (grad * self.positive,)
 
 
 class Gelu(Function):
@@ -72,15 +72,16 @@ class Gelu(Function):
             return 0.5 * x * (1 + _xp(x).tanh(u))
         return 0.5 * x * (1 + backend.erf(x / math.sqrt(2)))
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        x = self.inputs[0]
+    def backward(self, grad: Any) -> tuple[Any]:
+        (x,) = self.args
+        xp = self.xp
         if self.approximate == "tanh":
             c = math.sqrt(2 / math.pi)
-            t = (c * (x + 0.044715 * x**3)).tanh()
+            t = xp.tanh(c * (x + 0.044715 * x**3))
             du_dx = c * (1 + 3 * 0.044715 * x * x)
             return (grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx),)
-        cdf = 0.5 * (1 + (x / math.sqrt(2)).erf())
-        pdf = (-0.5 * x * x).exp() / math.sqrt(2 * math.pi)
+        cdf = 0.5 * (1 + xp.erf(x / math.sqrt(2)))
+        pdf = xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
         return (grad * (cdf + x * pdf),)
 
 
@@ -99,7 +100,7 @@ class Softmax(Function):
         e = xp.exp(x - x.max(axis=axis, keepdims=True))  # shifting by the max avoids overflow
         return e / e.sum(axis=axis, keepdims=True)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
+    def backward(self, grad: Any) -> tuple[Any]:
         s = self.output()
         return (s * (grad - (grad * s).sum(axis=self.axis, keepdims=True)),)
 
@@ -115,8 +116,8 @@ class LogSoftmax(Function):
         shifted = x - x.max(axis=axis, keepdims=True)
         return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        softmax = self.output().exp()
+    def backward(self, grad: Any) -> tuple[Any]:
+        softmax = self.xp.exp(self.output())
         return (grad - softmax * grad.sum(axis=self.axis, keepdims=True),)
 
 
@@ -133,12 +134,12 @@ class LogSumExp(Function):
         out = xp.log(xp.exp(x - peak).sum(axis=axes, keepdims=True)) + peak
         return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in axes])
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        x, y = self.inputs[0], self.output()
+    def backward(self, grad: Any) -> tuple[Any]:
+        (x,), y = self.args, self.output()
         if not self.keepdims:
             kept = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
             grad, y = grad.reshape(kept), y.reshape(kept)
-        return (grad * (x - y).exp(),)
+        return (grad * self.xp.exp(x - y),)
 
 
 class Dropout(Function):
@@ -149,8 +150,8 @@ class Dropout(Function):
         self.scale = backend.to_device(keep.astype(x.dtype) / (1 - p), backend.device_of(x))
         return x * self.scale
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        return (grad * Tensor._from_array(self.scale, grad.device),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (grad * self.scale,)
 
 
 # ----- functional forms ----------------------------------------------------------------------

@@ -1,26 +1,27 @@
-"""Elementwise arithmetic and math. Each backward is the derivative times the incoming
-gradient, then :func:`unbroadcast` gives every operand a gradient of its own shape."""
+"""Elementwise arithmetic and math. Each backward is the local derivative times the
+incoming gradient; :func:`unbroadcast` then gives every operand a gradient of its own shape.
+
+In every ``backward`` below, ``grad``, ``self.args`` and ``self.output()`` are arrays in a
+plain backward and tensors under ``create_graph=True``; ``xp`` is NumPy/CuPy or the tensor
+ops accordingly (see :class:`~minitransformer.autograd.Function`).
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import numpy as np
+
 from minitransformer import backend
 from minitransformer.autograd import Function
+from minitransformer.errors import ShapeError
 from minitransformer.ops.shape import unbroadcast
 from minitransformer.tensor import Tensor, as_tensor
 
 
-def _constant(array: Any, like: Tensor) -> Tensor:
-    """A tensor outside the graph (a mask, a sign): its derivative is zero almost everywhere."""
-    return Tensor._from_array(array, like.device)
-
-
-def _pair(x: Any, y: Any) -> tuple[Tensor, Tensor]:
-    if isinstance(x, Tensor):
-        return x, as_tensor(y, x)
-    return as_tensor(x, y), y
+def _xp(x: Any) -> Any:
+    return backend.array_module(backend.device_of(x))
 
 
 # ----- binary arithmetic ----------------------------------------------------------------------
@@ -30,8 +31,8 @@ class Add(Function):
     def forward(self, x: Any, y: Any) -> Any:
         return x + y
 
-    def backward(self, grad: Tensor) -> tuple[Tensor, Tensor]:
-        x, y = self.inputs
+    def backward(self, grad: Any) -> tuple[Any, Any]:
+        x, y = self.args
         return unbroadcast(grad, x.shape), unbroadcast(grad, y.shape)
 
 
@@ -41,8 +42,8 @@ class Sub(Function):
     def forward(self, x: Any, y: Any) -> Any:
         return x - y
 
-    def backward(self, grad: Tensor) -> tuple[Tensor, Tensor]:
-        x, y = self.inputs
+    def backward(self, grad: Any) -> tuple[Any, Any]:
+        x, y = self.args
         return unbroadcast(grad, x.shape), unbroadcast(-grad, y.shape)
 
 
@@ -52,10 +53,11 @@ class Mul(Function):
     def forward(self, x: Any, y: Any) -> Any:
         return x * y
 
-    def backward(self, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, y = self.inputs
-        dx = unbroadcast(grad * y, x.shape) if x.requires_grad else None
-        dy = unbroadcast(grad * x, y.shape) if y.requires_grad else None
+    def backward(self, grad: Any) -> tuple[Any, Any]:
+        x, y = self.args
+        need_x, need_y = self.needs_input_grad
+        dx = unbroadcast(grad * y, x.shape) if need_x else None
+        dy = unbroadcast(grad * x, y.shape) if need_y else None
         return dx, dy
 
 
@@ -65,23 +67,25 @@ class Div(Function):
     def forward(self, x: Any, y: Any) -> Any:
         return x / y
 
-    def backward(self, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, y = self.inputs
-        dx = unbroadcast(grad / y, x.shape) if x.requires_grad else None
-        dy = unbroadcast(-grad * x / (y * y), y.shape) if y.requires_grad else None
+    def backward(self, grad: Any) -> tuple[Any, Any]:
+        x, y = self.args
+        need_x, need_y = self.needs_input_grad
+        dx = unbroadcast(grad / y, x.shape) if need_x else None
+        dy = unbroadcast(-grad * x / (y * y), y.shape) if need_y else None
         return dx, dy
 
 
 class Pow(Function):
-    """z = x ** p;  dz/dx = p * x^(p-1),  dz/dp = z * log(x)."""
+    """z = x ** p;  dz/dx = p x^(p-1),  dz/dp = x^p ln x."""
 
     def forward(self, x: Any, p: Any) -> Any:
         return x**p
 
-    def backward(self, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, p = self.inputs
-        dx = unbroadcast(grad * p * x ** (p - 1), x.shape) if x.requires_grad else None
-        dp = unbroadcast(grad * x**p * x.log(), p.shape) if p.requires_grad else None
+    def backward(self, grad: Any) -> tuple[Any, Any]:
+        x, p = self.args
+        need_x, need_p = self.needs_input_grad
+        dx = unbroadcast(grad * p * x ** (p - 1), x.shape) if need_x else None
+        dp = unbroadcast(grad * x**p * self.xp.log(x), p.shape) if need_p else None
         return dx, dp
 
 
@@ -89,28 +93,28 @@ class Maximum(Function):
     """z = max(x, y); the gradient goes to the larger operand, split evenly on ties."""
 
     def forward(self, x: Any, y: Any) -> Any:
-        xp = backend.array_module(backend.device_of(x))
-        self.x_share = (x > y) + 0.5 * (x == y)
-        return xp.maximum(x, y)
+        self.x_share = ((x > y) + 0.5 * (x == y)).astype(x.dtype)
+        return _xp(x).maximum(x, y)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor, Tensor]:
-        x, y = self.inputs
-        share = _constant(self.x_share.astype(grad.dtype), grad)
-        return unbroadcast(grad * share, x.shape), unbroadcast(grad * (1 - share), y.shape)
+    def backward(self, grad: Any) -> tuple[Any, Any]:
+        x, y = self.args
+        return unbroadcast(grad * self.x_share, x.shape), unbroadcast(
+            grad * (1 - self.x_share), y.shape
+        )
 
 
 class Minimum(Function):
     """z = min(x, y); the gradient goes to the smaller operand, split evenly on ties."""
 
     def forward(self, x: Any, y: Any) -> Any:
-        xp = backend.array_module(backend.device_of(x))
-        self.x_share = (x < y) + 0.5 * (x == y)
-        return xp.minimum(x, y)
+        self.x_share = ((x < y) + 0.5 * (x == y)).astype(x.dtype)
+        return _xp(x).minimum(x, y)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor, Tensor]:
-        x, y = self.inputs
-        share = _constant(self.x_share.astype(grad.dtype), grad)
-        return unbroadcast(grad * share, x.shape), unbroadcast(grad * (1 - share), y.shape)
+    def backward(self, grad: Any) -> tuple[Any, Any]:
+        x, y = self.args
+        return unbroadcast(grad * self.x_share, x.shape), unbroadcast(
+            grad * (1 - self.x_share), y.shape
+        )
 
 
 # ----- unary math -------------------------------------------------------------------------------
@@ -120,7 +124,7 @@ class Neg(Function):
     def forward(self, x: Any) -> Any:
         return -x
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
+    def backward(self, grad: Any) -> tuple[Any]:
         return (-grad,)
 
 
@@ -130,9 +134,9 @@ class Exp(Function):
     uses_output = True
 
     def forward(self, x: Any) -> Any:
-        return backend.array_module(backend.device_of(x)).exp(x)
+        return _xp(x).exp(x)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
+    def backward(self, grad: Any) -> tuple[Any]:
         return (grad * self.output(),)
 
 
@@ -140,10 +144,11 @@ class Log(Function):
     """y = ln x;  dy/dx = 1 / x."""
 
     def forward(self, x: Any) -> Any:
-        return backend.array_module(backend.device_of(x)).log(x)
+        return _xp(x).log(x)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        return (grad / self.inputs[0],)
+    def backward(self, grad: Any) -> tuple[Any]:
+        (x,) = self.args
+        return (grad / x,)
 
 
 class Sqrt(Function):
@@ -152,9 +157,9 @@ class Sqrt(Function):
     uses_output = True
 
     def forward(self, x: Any) -> Any:
-        return backend.array_module(backend.device_of(x)).sqrt(x)
+        return _xp(x).sqrt(x)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
+    def backward(self, grad: Any) -> tuple[Any]:
         return (grad / (2 * self.output()),)
 
 
@@ -162,60 +167,60 @@ class Abs(Function):
     """y = |x|;  dy/dx = sign(x) (0 at x = 0, as in PyTorch)."""
 
     def forward(self, x: Any) -> Any:
-        xp = backend.array_module(backend.device_of(x))
-        self.sign = xp.sign(x)
-        return xp.abs(x)
+        self.sign = _xp(x).sign(x)
+        return _xp(x).abs(x)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        return (grad * _constant(self.sign, grad),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (grad * self.sign,)
 
 
 class Sin(Function):
     """y = sin x;  dy/dx = cos x."""
 
     def forward(self, x: Any) -> Any:
-        return backend.array_module(backend.device_of(x)).sin(x)
+        return _xp(x).sin(x)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        return (grad * self.inputs[0].cos(),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        (x,) = self.args
+        return (grad * self.xp.cos(x),)
 
 
 class Cos(Function):
     """y = cos x;  dy/dx = -sin x."""
 
     def forward(self, x: Any) -> Any:
-        return backend.array_module(backend.device_of(x)).cos(x)
+        return _xp(x).cos(x)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        return (-grad * self.inputs[0].sin(),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        (x,) = self.args
+        return (-grad * self.xp.sin(x),)
 
 
 class Erf(Function):
-    """y = erf x;  dy/dx = 2 / sqrt(pi) * exp(-x^2)."""
+    """y = erf x;  dy/dx = 2 / sqrt(pi) * e^(-x^2)."""
 
     def forward(self, x: Any) -> Any:
         return backend.erf(x)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        x = self.inputs[0]
-        return (grad * (2 / math.sqrt(math.pi)) * (-x * x).exp(),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        (x,) = self.args
+        return (grad * (2 / math.sqrt(math.pi)) * self.xp.exp(-x * x),)
 
 
 class Clip(Function):
     """y = min(max(x, lo), hi);  dy/dx = 1 inside [lo, hi], 0 outside."""
 
     def forward(self, x: Any, low: float | None, high: float | None) -> Any:
-        xp = backend.array_module(backend.device_of(x))
-        inside = xp.ones(x.shape, dtype=bool)
+        inside = _xp(x).ones(x.shape, dtype=bool)
         if low is not None:
             inside &= x >= low
         if high is not None:
             inside &= x <= high
-        self.inside = inside
-        return xp.clip(x, low, high)
+        self.inside = inside.astype(x.dtype)
+        return _xp(x).clip(x, low, high)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        return (grad * _constant(self.inside.astype(grad.dtype), grad),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (grad * self.inside,)
 
 
 class Where(Function):
@@ -223,13 +228,14 @@ class Where(Function):
 
     def forward(self, x: Any, y: Any, condition: Any) -> Any:
         self.condition = condition
-        return backend.array_module(backend.device_of(x)).where(condition, x, y)
+        return _xp(x).where(condition, x, y)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, y = self.inputs
-        zero = as_tensor(0.0, grad)
-        dx = unbroadcast(where(self.condition, grad, zero), x.shape) if x.requires_grad else None
-        dy = unbroadcast(where(self.condition, zero, grad), y.shape) if y.requires_grad else None
+    def backward(self, grad: Any) -> tuple[Any, Any]:
+        x, y = self.args
+        need_x, need_y = self.needs_input_grad
+        where = self.xp.where
+        dx = unbroadcast(where(self.condition, grad, 0.0), x.shape) if need_x else None
+        dy = unbroadcast(where(self.condition, 0.0, grad), y.shape) if need_y else None
         return dx, dy
 
 
@@ -242,38 +248,65 @@ class To(Function):
         moved = backend.to_device(x, device)
         return moved.astype(dtype) if dtype is not None else moved.copy()
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        x = self.inputs[0]
-        return (grad.to(dtype=x.dtype, device=x.device),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        (x,) = self.inputs
+        if isinstance(grad, Tensor):
+            return (grad.to(dtype=x.dtype, device=x.device),)
+        return (backend.to_device(grad, x.device).astype(x.dtype),)
 
 
 # ----- functional forms ----------------------------------------------------------------------
+def _binary(op: type[Function], x: Any, y: Any, **params: Any) -> Tensor:
+    """``op`` on two operands, with a ShapeError naming the shapes if they don't broadcast.
+
+    A Python number or array next to a tensor is lifted to a tensor (numbers take the
+    tensor's dtype, so ``x * 0.5`` stays float32)."""
+    if not isinstance(y, Tensor):
+        y = as_tensor(y, x)
+    elif not isinstance(x, Tensor):
+        x = as_tensor(x, y)
+    try:
+        return op.apply(x, y, **params)
+    except ValueError:
+        shapes = {"x": x.shape, "y": y.shape}
+        if "condition" in params:
+            shapes["condition"] = np.shape(params["condition"])
+        try:
+            np.broadcast_shapes(*shapes.values())
+        except ValueError:
+            named = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+            raise ShapeError(
+                f"{op.__name__.lower()}: shapes do not broadcast together: {named}"
+            ) from None
+        raise
+
+
 def add(x: Any, y: Any) -> Tensor:
-    return Add.apply(*_pair(x, y))
+    return _binary(Add, x, y)
 
 
 def sub(x: Any, y: Any) -> Tensor:
-    return Sub.apply(*_pair(x, y))
+    return _binary(Sub, x, y)
 
 
 def mul(x: Any, y: Any) -> Tensor:
-    return Mul.apply(*_pair(x, y))
+    return _binary(Mul, x, y)
 
 
 def div(x: Any, y: Any) -> Tensor:
-    return Div.apply(*_pair(x, y))
+    return _binary(Div, x, y)
 
 
 def pow(x: Any, p: Any) -> Tensor:  # noqa: A001
-    return Pow.apply(*_pair(x, p))
+    return _binary(Pow, x, p)
 
 
 def maximum(x: Any, y: Any) -> Tensor:
-    return Maximum.apply(*_pair(x, y))
+    return _binary(Maximum, x, y)
 
 
 def minimum(x: Any, y: Any) -> Tensor:
-    return Minimum.apply(*_pair(x, y))
+    return _binary(Minimum, x, y)
 
 
 def neg(x: Tensor) -> Tensor:
@@ -320,8 +353,7 @@ clamp = clip
 def where(condition: Any, x: Any, y: Any) -> Tensor:
     """``x`` where ``condition`` holds, else ``y`` (broadcast together)."""
     cond = condition.data if isinstance(condition, Tensor) else condition
-    x, y = _pair(x, y)
-    return Where.apply(x, y, condition=cond)
+    return _binary(Where, x, y, condition=cond)
 
 
 def masked_fill(x: Tensor, mask: Any, value: float) -> Tensor:

@@ -37,18 +37,19 @@ class MatMul(Function):
                 f"{a.shape[:-2]} and {b.shape[:-2]} do not broadcast"
             ) from None
 
-    def backward(self, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        a, b = self.inputs
-        a2 = a.reshape(1, -1) if a.ndim == 1 else a
-        b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+    def backward(self, grad: Any) -> tuple[Any, Any]:
+        a, b = self.args
+        need_a, need_b = self.needs_input_grad
+        a2 = a.reshape(1, -1) if a.ndim == 1 else a  # (k,) -> (1, k)
+        b2 = b.reshape(-1, 1) if b.ndim == 1 else b  # (k,) -> (k, 1)
         if b.ndim == 1:
-            grad = grad.expand_dims(-1)
+            grad = self.xp.expand_dims(grad, -1)  # (..., n) -> (..., n, 1)
         if a.ndim == 1:
-            grad = grad.expand_dims(-2)
+            grad = self.xp.expand_dims(grad, -2)  # (..., m) -> (..., 1, m)
         da = db = None
-        if a.requires_grad:
+        if need_a:
             da = unbroadcast(grad @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
-        if b.requires_grad:
+        if need_b:
             db = unbroadcast(a2.swapaxes(-1, -2) @ grad, b2.shape).reshape(b.shape)
         return da, db
 

@@ -1,5 +1,5 @@
 """Reductions over axes. Backward spreads the gradient of each reduced value back over
-the elements it came from (``_expand`` undoes the lost axes, then broadcasting copies)."""
+the elements it came from (``_expand`` restores the reduced axes, then broadcasts)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from minitransformer.tensor import Tensor
 Axis = int | Sequence[int] | None
 
 
-def _expand(grad: Tensor, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Tensor:
-    """Broadcast a reduced gradient back to ``shape``: (2, 4) -> (2, 1, 4) -> (2, 3, 4)."""
-    if not keepdims:
-        grad = grad.reshape(tuple(1 if i in axes else n for i, n in enumerate(shape)))
-    return grad.broadcast_to(shape)
+def _expand(fn: Function, grad: Any) -> Any:
+    """Broadcast a reduced gradient back to the input's shape: (2, 4) -> (2, 1, 4) -> (2, 3, 4)."""
+    shape = fn.inputs[0].shape
+    if not fn.keepdims:
+        grad = grad.reshape(tuple(1 if i in fn.axes else n for i, n in enumerate(shape)))
+    return fn.xp.broadcast_to(grad, shape)
 
 
 class Sum(Function):
@@ -27,8 +28,8 @@ class Sum(Function):
         self.axes, self.keepdims = axes, keepdims
         return x.sum(axis=axes, keepdims=keepdims)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        return (_expand(grad, self.inputs[0].shape, self.axes, self.keepdims),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (_expand(self, grad),)
 
 
 class Mean(Function):
@@ -39,8 +40,8 @@ class Mean(Function):
         self.count = _count(x.shape, axes)
         return x.mean(axis=axes, keepdims=keepdims)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        return (_expand(grad, self.inputs[0].shape, self.axes, self.keepdims) / self.count,)
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (_expand(self, grad) / self.count,)
 
 
 class Var(Function):
@@ -51,11 +52,10 @@ class Var(Function):
         self.denominator = _count(x.shape, axes) - ddof
         return x.var(axis=axes, keepdims=keepdims, ddof=ddof)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        x = self.inputs[0]
+    def backward(self, grad: Any) -> tuple[Any]:
+        (x,) = self.args
         centered = x - x.mean(axis=self.axes, keepdims=True)
-        grad = _expand(grad, x.shape, self.axes, self.keepdims)
-        return (grad * centered * (2 / self.denominator),)
+        return (_expand(self, grad) * centered * (2 / self.denominator),)
 
 
 class Max(Function):
@@ -68,9 +68,8 @@ class Max(Function):
         self.share = winners / winners.sum(axis=axes, keepdims=True)
         return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in axes])
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        grad = _expand(grad, self.inputs[0].shape, self.axes, self.keepdims)
-        return (grad * Tensor._from_array(self.share, grad.device),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (_expand(self, grad) * self.share,)
 
 
 def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:

@@ -36,7 +36,7 @@ def _shape_arg(shape: tuple) -> tuple:
     return shape
 
 
-def unbroadcast(grad: Tensor, shape: tuple[int, ...]) -> Tensor:
+def unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:
     """Sum ``grad`` over the axes that broadcasting stretched, giving it back ``shape``.
 
     If ``x`` of shape (3, 1) was broadcast to (2, 3, 4), each of its values was used 2*4
@@ -65,7 +65,7 @@ class Reshape(Function):
                 f"into shape {shape}"
             ) from None
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
+    def backward(self, grad: Any) -> tuple[Any]:
         return (grad.reshape(self.inputs[0].shape),)
 
 
@@ -76,8 +76,9 @@ class Permute(Function):
         self.axes = axes
         return x.transpose(axes)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        return (grad.permute(*np.argsort(self.axes).tolist()),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        inverse = tuple(np.argsort(self.axes).tolist())
+        return (grad.transpose(inverse),)
 
 
 class BroadcastTo(Function):
@@ -90,7 +91,7 @@ class BroadcastTo(Function):
         except ValueError:
             raise ShapeError(f"cannot broadcast shape {x.shape} to shape {shape}") from None
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
+    def backward(self, grad: Any) -> tuple[Any]:
         return (unbroadcast(grad, self.inputs[0].shape),)
 
 
@@ -121,8 +122,11 @@ class GetItem(Function):
         except IndexError as exc:
             raise IndexError(f"index {index!r} into a tensor of shape {x.shape}: {exc}") from None
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        return (IndexAdd.apply(grad, index=self.index, shape=self.inputs[0].shape),)
+    def backward(self, grad: Any) -> tuple[Any]:
+        shape = self.inputs[0].shape
+        if isinstance(grad, Tensor):  # create_graph: record the scatter as an op of its own
+            return (IndexAdd.apply(grad, index=self.index, shape=shape),)
+        return (_index_add(grad, self.index, shape),)
 
 
 class IndexAdd(Function):
@@ -133,16 +137,20 @@ class IndexAdd(Function):
 
     def forward(self, x: Any, index: Any, shape: tuple) -> Any:
         self.index = index
-        xp = backend.array_module(backend.device_of(x))
-        out = xp.zeros(shape, dtype=x.dtype)
-        if _is_advanced(index):
-            backend.scatter_add(out, index, x)  # repeated indices must add up
-        else:
-            out[index] = x
-        return out
+        return _index_add(x, index, shape)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
+    def backward(self, grad: Any) -> tuple[Any]:
         return (grad[self.index],)
+
+
+def _index_add(values: Any, index: Any, shape: tuple) -> Any:
+    """zeros(shape) with ``values`` added at ``index``."""
+    out = backend.array_module(backend.device_of(values)).zeros(shape, dtype=values.dtype)
+    if _is_advanced(index):
+        backend.scatter_add(out, index, values)  # repeated indices must add up
+    else:
+        out[index] = values  # basic indexing never repeats a position
+    return out
 
 
 class Concat(Function):
@@ -157,7 +165,7 @@ class Concat(Function):
             shapes = ", ".join(str(x.shape) for x in xs)
             raise ShapeError(f"cannot concatenate shapes {shapes} along axis {axis}") from None
 
-    def backward(self, grad: Tensor) -> tuple[Tensor, ...]:
+    def backward(self, grad: Any) -> tuple[Any, ...]:
         grads, start = [], 0
         for x in self.inputs:
             index = [slice(None)] * grad.ndim
