@@ -269,11 +269,21 @@ def run_backward(
         g = g if create_graph else g.data
         grads[id(root)] = grads[id(root)] + g if id(root) in grads else g
 
+    order = _topological_order(roots)
+    # Fail before any .grad changes, rather than leave some gradients half-accumulated.
+    for tensor in order:
+        if tensor._ctx is not None and tensor._ctx.released:
+            raise GraphError(
+                f"trying to backward through the graph a second time: the values saved "
+                f"by {tensor._ctx.name} were freed after the first backward; call backward "
+                "with retain_graph=True the first time if you need to backward twice"
+            )
+
     captured: dict[int, Any] = {} if capture is None else {id(t): None for t in capture}
     global _grad_enabled
     previous, _grad_enabled = _grad_enabled, bool(create_graph)
     try:
-        for tensor in reversed(_topological_order(roots)):
+        for tensor in reversed(order):
             g = grads.pop(id(tensor), None)
             if g is None:
                 continue
@@ -287,12 +297,6 @@ def run_backward(
             fn = tensor._ctx
             if fn is None:
                 continue
-            if fn.released:
-                raise GraphError(
-                    f"trying to backward through the graph a second time: the values saved "
-                    f"by {fn.name} were freed after the first backward; call backward with "
-                    "retain_graph=True the first time if you need to backward twice"
-                )
             input_grads = fn.backward(g)
             if not retain_graph:
                 fn.release()

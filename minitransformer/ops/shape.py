@@ -209,6 +209,11 @@ def swapaxes(x: Tensor, axis1: int, axis2: int) -> Tensor:
 
 
 def expand_dims(x: Tensor, axis: int) -> Tensor:
+    if not -x.ndim - 1 <= axis <= x.ndim:  # the new axis may also go after the last one
+        raise AxisError(
+            f"expand_dims axis {axis} is out of range for a tensor with {x.ndim} dimensions "
+            f"(shape {x.shape}); expected {-x.ndim - 1} <= axis <= {x.ndim}"
+        )
     axis = normalize_axis(axis, x.ndim + 1)
     return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
 

@@ -1,0 +1,38 @@
+"""Layers and models: ``import minitransformer.nn as nn``.
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8))
+    y = model(x)
+    model.state_dict()
+"""
+
+from minitransformer.nn.attention import Attention, MultiHeadAttention
+from minitransformer.nn.layers import (
+    Dropout,
+    Embedding,
+    FeedForward,
+    LayerNorm,
+    Linear,
+    Softmax,
+)
+from minitransformer.nn.module import (
+    IncompatibleKeys,
+    Module,
+    ModuleList,
+    Parameter,
+    Sequential,
+    StateDictError,
+)
+from minitransformer.nn.transformer import (
+    LearnedPositionalEncoding,
+    PositionalEncoding,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    reseed_dropout,
+)
+
+__all__ = [
+    "Attention", "Dropout", "Embedding", "FeedForward", "IncompatibleKeys", "LayerNorm",
+    "LearnedPositionalEncoding", "Linear", "Module", "ModuleList", "MultiHeadAttention",
+    "Parameter", "PositionalEncoding", "Sequential", "Softmax", "StateDictError",
+    "TransformerEncoder", "TransformerEncoderLayer", "reseed_dropout",
+]
