@@ -93,3 +93,9 @@ from minitransformer.tensor import (
 )
 
 __version__ = "0.1.0"
+
+# The layers, losses, optimizers and checkpoints built on the engine (imported last: they
+# use the names above).
+from minitransformer import functional, nn, optim  # noqa: E402
+from minitransformer.nn import Parameter  # noqa: E402
+from minitransformer.serialization import load, save  # noqa: E402

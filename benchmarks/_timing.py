@@ -1,0 +1,46 @@
+"""Timing helpers shared by the benchmark scripts: medians of repeated runs."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 15, warmup: int = 3) -> float:
+    """The median wall time of ``fn()`` over ``repeats`` runs, after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine_description() -> str:
+    """CPU model, core count and library versions, for the record in docs/benchmarks.md."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import os
+
+    parts = [cpu, f"{os.cpu_count()} cores", f"Python {platform.python_version()}",
+             f"NumPy {np.__version__}"]
+    try:
+        import torch
+
+        parts.append(f"PyTorch {torch.__version__}")
+    except ImportError:
+        pass
+    return ", ".join(parts)

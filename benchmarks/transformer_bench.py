@@ -1,0 +1,183 @@
+"""A Transformer training step and multi-head attention throughput, next to PyTorch (CPU).
+
+(1) One training step (forward, cross-entropy, backward, AdamW step) of a TransformerEncoder
+    built from minitransformer's layers, and of the identical PyTorch model (same weights),
+    float32, at two sizes:
+      small: 2 layers, d_model 64, 4 heads, seq 32, batch 64
+      large: 2 layers, d_model 256, 8 heads, seq 128, batch 16
+(2) MultiHeadAttention forward+backward at seq 1024, d_model 512, 8 heads: achieved GFLOP/s
+    of its matrix products, as a fraction of the float32 matmul rate NumPy reaches here.
+
+Run: python -m benchmarks.transformer_bench
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+import minitransformer as mt
+import minitransformer.functional as F
+from benchmarks._timing import machine_description, median_seconds
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+NUM_CLASSES = 16
+SIZES = {
+    "small": dict(layers=2, d_model=64, heads=4, seq=32, batch=64),
+    "large": dict(layers=2, d_model=256, heads=8, seq=128, batch=16),
+}
+
+
+class TokenClassifier(mt.nn.Module):
+    """Encoder + a linear head that labels every token: enough to exercise every layer."""
+
+    def __init__(self, layers: int, d_model: int, heads: int) -> None:
+        super().__init__()
+        layer = mt.nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=4 * d_model)
+        self.encoder = mt.nn.TransformerEncoder(layer, layers)
+        self.head = mt.nn.Linear(d_model, NUM_CLASSES)
+
+    def forward(self, x: mt.Tensor) -> mt.Tensor:
+        return self.head(self.encoder(x))
+
+
+def torch_state_dict(model: mt.nn.Module) -> dict[str, np.ndarray]:
+    """Our parameters under PyTorch's names: q/k/v projections packed into in_proj."""
+    ours = {name: p.numpy() for name, p in model.state_dict().items()}
+    theirs: dict[str, np.ndarray] = {}
+    for name, value in ours.items():
+        prefix, _, leaf = name.rpartition(".")
+        if prefix.endswith(("q_proj", "k_proj", "v_proj")):
+            attn = prefix[: -len(".q_proj")]
+            if prefix.endswith("q_proj"):
+                parts = [ours[f"{attn}.{p}_proj.{leaf}"] for p in "qkv"]
+                theirs[f"{attn}.in_proj_{leaf}"] = np.concatenate(parts)
+            continue
+        theirs[name] = value
+    return theirs
+
+
+def torch_twin(model: TokenClassifier, layers: int, d_model: int, heads: int):
+    layer = torch.nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=4 * d_model,
+                                             dropout=0.0, batch_first=True)
+    twin = torch.nn.Sequential()
+    twin.encoder = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+    twin.head = torch.nn.Linear(d_model, NUM_CLASSES)
+    state = {k: torch.from_numpy(v.copy()) for k, v in torch_state_dict(model).items()}
+    twin.load_state_dict(state, strict=True)
+    return twin
+
+
+def bench_training_step(size: str, repeats: int) -> dict[str, float]:
+    cfg = SIZES[size]
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((cfg["batch"], cfg["seq"], cfg["d_model"])).astype(np.float32)
+    y0 = rng.integers(0, NUM_CLASSES, (cfg["batch"], cfg["seq"]))
+
+    mt.manual_seed(0)
+    model = TokenClassifier(cfg["layers"], cfg["d_model"], cfg["heads"])
+    optimizer = mt.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = mt.tensor(x0), mt.tensor(y0)
+
+    def ours() -> None:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+    results = {"minitransformer": median_seconds(ours, repeats)}
+    if torch is not None:
+        twin = torch_twin(model, cfg["layers"], cfg["d_model"], cfg["heads"])
+        torch_optimizer = torch.optim.AdamW(twin.parameters(), lr=1e-3)
+        tx, ty = torch.from_numpy(x0), torch.from_numpy(y0)
+
+        def theirs() -> None:
+            torch_optimizer.zero_grad()
+            logits = twin.head(twin.encoder(tx))
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, NUM_CLASSES),
+                                                     ty.reshape(-1))
+            loss.backward()
+            torch_optimizer.step()
+
+        results["torch"] = median_seconds(theirs, repeats)
+    return results
+
+
+def numpy_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    b = rng.standard_normal((n, n)).astype(np.float32)
+    seconds = median_seconds(lambda: a @ b, repeats, warmup=1)
+    return 2 * n**3 / seconds / 1e9
+
+
+def attention_flops(batch: int, seq: int, d_model: int) -> float:
+    """Matrix-product FLOPs of one MHA forward+backward (backward = 2x forward)."""
+    projections = 4 * 2 * batch * seq * d_model * d_model  # q, k, v, out
+    scores_and_mix = 2 * 2 * batch * seq * seq * d_model  # Q K^T and A V, all heads
+    return 3 * (projections + scores_and_mix)
+
+
+def bench_attention(seq: int, d_model: int, heads: int, repeats: int) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((1, seq, d_model)).astype(np.float32)
+    mt.manual_seed(0)
+    mha = mt.nn.MultiHeadAttention(d_model, heads)
+    x = mt.tensor(x0, requires_grad=True)
+
+    def ours() -> None:
+        out, _ = mha(x, need_weights=False)
+        out.sum().backward()
+
+    seconds = median_seconds(ours, repeats, warmup=1)
+    results = {"minitransformer s": seconds,
+               "minitransformer GFLOP/s": attention_flops(1, seq, d_model) / seconds / 1e9}
+    if torch is not None:
+        twin = torch.nn.MultiheadAttention(d_model, heads, batch_first=True)
+        tx = torch.from_numpy(x0).requires_grad_()
+
+        def theirs() -> None:
+            out, _ = twin(tx, tx, tx, need_weights=False)
+            out.sum().backward()
+
+        t_seconds = median_seconds(theirs, repeats, warmup=1)
+        results["torch s"] = t_seconds
+        results["torch GFLOP/s"] = attention_flops(1, seq, d_model) / t_seconds / 1e9
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=11)
+    args = parser.parse_args()
+    print(f"machine: {machine_description()}")
+
+    print("\n(1) training step: forward, cross-entropy, backward, AdamW (median, float32)")
+    for size, cfg in SIZES.items():
+        r = bench_training_step(size, args.repeats)
+        line = f"  {size:5s} {cfg}: minitransformer {r['minitransformer'] * 1e3:7.1f} ms"
+        if "torch" in r:
+            ratio = r["minitransformer"] / r["torch"]
+            target = 1.0 if size == "small" else 1.25
+            line += f", torch {r['torch'] * 1e3:7.1f} ms, ratio {ratio:.2f} (target <= {target})"
+        print(line)
+
+    peak = numpy_matmul_gflops()
+    print(f"\n(2) NumPy float32 matmul (2048^3): {peak:.1f} GFLOP/s")
+    r = bench_attention(1024, 512, 8, max(3, args.repeats // 2))
+    share = r["minitransformer GFLOP/s"] / peak
+    line = (f"  MultiHeadAttention seq 1024, d_model 512, 8 heads, fwd+bwd: "
+            f"{r['minitransformer s'] * 1e3:.1f} ms = {r['minitransformer GFLOP/s']:.1f} GFLOP/s "
+            f"= {share:.0%} of the matmul rate (target >= 50%)")
+    if "torch s" in r:
+        line += f"; torch {r['torch s'] * 1e3:.1f} ms = {r['torch GFLOP/s']:.1f} GFLOP/s"
+    print(line)
+
+
+if __name__ == "__main__":
+    main()

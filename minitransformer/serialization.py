@@ -1,0 +1,249 @@
+"""Checkpoints: save nested dicts of arrays, Tensors and plain values to one ``.npz`` file.
+
+What can be saved: dicts with string keys, lists and tuples, nested freely, whose leaves
+are NumPy or CuPy arrays, Tensors, NumPy scalars and the plain values ``int`` (of any
+size, e.g. a random generator's state), ``float``, ``str``, ``bool`` and ``None``: a model's
+``state_dict()``, an optimizer's ``state_dict()``, a config dict, an RNG state.
+
+The file is an ordinary ``.npz`` (a zip of ``.npy`` files) holding
+
+* one entry per array leaf, named by its key path: ``arrays/model/layer.weight``,
+  ``arrays/optimizer/state/0/exp_avg`` (list items by their index);
+* an entry ``manifest``: UTF-8 JSON (as a uint8 array) with a format marker and version
+  and the tree itself: each node is a dict, list or tuple, a plain value written inline,
+  or an array / Tensor leaf naming its entry, dtype and shape.
+
+Loading uses ``np.load(..., allow_pickle=False)``, so a checkpoint can never run code:
+an entry holding pickled Python objects is refused.
+
+The write is atomic: the data goes to a temporary file in the same directory, is flushed
+to disk, then renamed over ``path`` in one step. A crash mid-save leaves the previous
+checkpoint intact and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from minitransformer import backend
+from minitransformer.errors import CheckpointError
+from minitransformer.tensor import Tensor
+
+FORMAT = "minitransformer-checkpoint"
+VERSION = 1
+MANIFEST = "manifest"
+_PLAIN = (bool, int, float, str, type(None))
+
+PathLike = str | os.PathLike
+
+
+# ----- save -----------------------------------------------------------------------------------
+def save(state: Any, path: PathLike) -> None:
+    """Write ``state`` to ``path`` atomically, as one ``.npz`` file.
+
+    The file is written exactly at ``path`` (no ``.npz`` is appended). Tensors on the GPU
+    are copied to the host for writing; the tensors themselves stay where they are.
+
+    Raises:
+        TypeError: a dict key that is not a string, a value of an unsupported type, or an
+            array of Python objects (which could only be stored by pickling).
+    """
+    path = os.fspath(path)
+    arrays: dict[str, np.ndarray] = {}
+    tree = _encode(state, [], arrays)  # checks everything before the disk is touched
+    manifest = json.dumps({"format": FORMAT, "version": VERSION, "tree": tree})
+    arrays[MANIFEST] = np.frombuffer(manifest.encode("utf-8"), dtype=np.uint8)
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                                    suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp_path, _new_file_mode())  # mkstemp made it private (0o600)
+            # A file object, not a name: np.savez would append ".npz" to a name.
+            np.savez(f, allow_pickle=False, **arrays)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them live
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_path)
+        raise
+    _fsync_directory(directory)
+
+
+def _new_file_mode() -> int:
+    """The permissions ``open()`` would give a new file (0o666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename itself durable (POSIX; a no-op where directories can't be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _encode(value: Any, key_path: list[str], arrays: dict[str, np.ndarray]) -> Any:
+    """The manifest node for ``value``; its arrays are added to ``arrays``."""
+    where = "/".join(key_path) or "<root>"
+    if isinstance(value, Tensor):
+        return {"kind": "tensor", **_add_array(backend.to_numpy(value.data), key_path, arrays)}
+    if backend.is_array(value):
+        return {"kind": "array", **_add_array(backend.to_numpy(value), key_path, arrays)}
+    if isinstance(value, np.generic):
+        return {"kind": "scalar", **_add_array(np.asarray(value), key_path, arrays)}
+    if isinstance(value, _PLAIN):
+        return {"kind": "value", "value": value}
+    if isinstance(value, dict):
+        items = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"checkpoint dict keys must be strings, got {key!r} "
+                    f"({type(key).__name__}) in the dict at {where}"
+                )
+            items[key] = _encode(item, [*key_path, key], arrays)
+        return {"kind": "dict", "items": items}
+    if isinstance(value, list | tuple):
+        items = [_encode(item, [*key_path, str(i)], arrays) for i, item in enumerate(value)]
+        return {"kind": type(value).__name__, "items": items}
+    raise TypeError(
+        f"cannot save a {type(value).__name__} at {where}: a checkpoint holds dicts, lists, "
+        "tuples, arrays, Tensors, int, float, str, bool and None"
+    )
+
+
+def _add_array(array: np.ndarray, key_path: list[str], arrays: dict[str, np.ndarray]) -> dict:
+    where = "/".join(key_path) or "<root>"
+    if array.dtype.hasobject:
+        raise TypeError(
+            f"cannot save the array of Python objects at {where} (dtype {array.dtype}): "
+            "it could only be stored by pickling; convert it to a numeric array"
+        )
+    entry = "/".join(["arrays", *key_path])
+    unique, n = entry, 1
+    while unique in arrays:  # keys with "/" in them could collide with a nested path
+        unique, n = f"{entry}~{n}", n + 1
+    arrays[unique] = array
+    return {"entry": unique, "dtype": array.dtype.str, "shape": list(array.shape)}
+
+
+# ----- load -----------------------------------------------------------------------------------
+def load(path: PathLike, device: str = "cpu") -> Any:
+    """Read a checkpoint written by :func:`save`: the same nested structure, bit for bit.
+
+    Tensors come back as Tensors on ``device`` (not requiring grad), arrays as NumPy
+    arrays, tuples as tuples.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a checkpoint, has a bad
+            manifest, or holds pickled objects (which are never loaded).
+    """
+    path = os.fspath(path)
+    device = backend.normalize_device(device)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint file at {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in _ZIP_MAGICS:
+        raise CheckpointError(
+            f"{path} is not a minitransformer checkpoint (not an .npz file: it starts with "
+            f"{magic!r})"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return _decode_file(npz, path, device)
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from exc
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise CheckpointError(
+                f"{path} holds pickled Python objects, which are not loaded (they could run "
+                "code); a minitransformer checkpoint never contains any"
+            ) from exc
+        raise CheckpointError(f"{path} has an unreadable entry ({exc})") from exc
+
+
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
+
+
+def _decode_file(npz: Any, path: str, device: str) -> Any:
+    if MANIFEST not in npz.files:
+        raise CheckpointError(
+            f"{path} is not a minitransformer checkpoint (an .npz without a '{MANIFEST}' entry)"
+        )
+    try:
+        manifest = json.loads(npz[MANIFEST].tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} has an unreadable manifest ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a minitransformer checkpoint (no format marker)")
+    if manifest.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {manifest.get('version')!r}; "
+            f"this minitransformer reads version {VERSION}"
+        )
+    try:
+        return _decode(manifest["tree"], npz, device)
+    except (KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise CheckpointError(f"{path} has a bad manifest ({type(exc).__name__}: {exc})") from exc
+    except _BadNode as exc:
+        raise CheckpointError(f"{path} has a bad manifest: {exc}") from exc
+
+
+class _BadNode(Exception):
+    """A manifest node that does not describe a value."""
+
+
+def _decode(node: dict, npz: Any, device: str) -> Any:
+    kind = node["kind"]
+    if kind == "value":
+        value = node["value"]
+        if not isinstance(value, _PLAIN):
+            raise _BadNode(f"a plain value of type {type(value).__name__}")
+        return value
+    if kind == "dict":
+        return {key: _decode(item, npz, device) for key, item in node["items"].items()}
+    if kind in ("list", "tuple"):
+        items = [_decode(item, npz, device) for item in node["items"]]
+        return items if kind == "list" else tuple(items)
+    if kind in ("array", "tensor", "scalar"):
+        array = _read_array(node, npz)
+        if kind == "array":
+            return array
+        if kind == "scalar":
+            return array[()]
+        return Tensor._from_array(backend.to_device(array, device), device)
+    raise _BadNode(f"unknown node kind {kind!r}")
+
+
+def _read_array(node: dict, npz: Any) -> np.ndarray:
+    entry = node["entry"]
+    if entry not in npz.files:
+        raise _BadNode(f"it names an entry {entry!r} that the file lacks")
+    array = npz[entry]
+    if array.dtype.str != node["dtype"] or list(array.shape) != node["shape"]:
+        raise _BadNode(
+            f"entry {entry!r} has dtype {array.dtype.str} and shape {list(array.shape)}, "
+            f"the manifest says {node['dtype']} and {node['shape']}"
+        )
+    return array

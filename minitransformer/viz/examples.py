@@ -1,0 +1,93 @@
+"""Ready-made drawings: one forward and backward pass through each attention layer.
+
+Each function runs a tiny model (batch 1, 4 tokens, 8 features) on random input, takes a
+stand-in loss (the mean squared error against a random target), runs ``backward`` and
+returns the drawing, with gradient norms on the parameters. ``minitransformer draw
+--what NAME`` renders them; :data:`EXAMPLES` maps those names to the functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import graphviz
+
+import minitransformer as mt
+import minitransformer.functional as F
+from minitransformer import nn
+from minitransformer.tensor import Tensor
+from minitransformer.viz.graph import draw_graph
+
+BATCH, TOKENS, FEATURES = 1, 4, 8
+
+
+def _input_and_target(seed: int) -> tuple[Tensor, Tensor]:
+    """Reseed (layer weights come from the default generator too), then draw x and target."""
+    mt.manual_seed(seed)
+    x = mt.randn(BATCH, TOKENS, FEATURES, requires_grad=True)  # (B, T, E)
+    x.name = "x"
+    target = mt.randn(BATCH, TOKENS, FEATURES)  # (B, T, E)
+    target.name = "target"
+    return x, target
+
+
+def _loss(output: Tensor, target: Tensor) -> Tensor:
+    loss = F.mse_loss(output, target)
+    loss.name = "loss"
+    return loss
+
+
+def attention_graph(seed: int = 0) -> graphviz.Digraph:
+    """Single-head self-attention: Q, K, V projections, softmax(QK^T / sqrt(d)) V."""
+    x, target = _input_and_target(seed)
+    attention = nn.Attention(FEATURES)
+    z, _ = attention(x)  # (B, T, E)
+    loss = _loss(z, target)
+    loss.backward()
+    return draw_graph(loss, model=attention, show_grad=True)
+
+
+def mha_graph(seed: int = 0, num_heads: int = 2) -> graphviz.Digraph:
+    """Multi-head self-attention: the heads split, attend, and merge back."""
+    x, target = _input_and_target(seed)
+    attention = nn.MultiHeadAttention(FEATURES, num_heads)
+    out, _ = attention(x, need_weights=False)  # (B, T, E)
+    loss = _loss(out, target)
+    loss.backward()
+    return draw_graph(loss, model=attention, show_grad=True)
+
+
+def encoder_graph(seed: int = 0, num_layers: int = 2,
+                  collapse: list[str] | int | None = 3) -> graphviz.Digraph:
+    """A Transformer encoder. Every sub-layer (``layers.0.self_attn``, ``layers.0.norm1``,
+    ...) is collapsed to one node by default: the full graph has hundreds of ops."""
+    x, target = _input_and_target(seed)
+    layer = nn.TransformerEncoderLayer(FEATURES, nhead=2, dim_feedforward=2 * FEATURES)
+    encoder = nn.TransformerEncoder(layer, num_layers)
+    out = encoder(x)  # (B, T, E)
+    loss = _loss(out, target)
+    loss.backward()
+    return draw_graph(loss, model=encoder, collapse=collapse, show_grad=True)
+
+
+def backward_graph(seed: int = 0) -> graphviz.Digraph:
+    """The computation of dloss/dx through single-head attention.
+
+    ``backward(create_graph=True)`` records the backward pass as ops too, so ``x.grad``
+    has a graph of its own: every gradient formula, applied to values saved by the forward
+    pass (those forward ops sit inside their module clusters; the backward ops outside).
+    """
+    x, target = _input_and_target(seed)
+    attention = nn.Attention(FEATURES)
+    z, _ = attention(x)  # (B, T, E)
+    loss = _loss(z, target)
+    loss.backward(create_graph=True)
+    return draw_graph(x.grad, model=attention)
+
+
+EXAMPLES: dict[str, Callable[..., graphviz.Digraph]] = {
+    "attention": attention_graph,
+    "mha": mha_graph,
+    "encoder": encoder_graph,
+    "backward": backward_graph,
+}

@@ -1,0 +1,594 @@
+"""Draw the graph autograd recorded, as a ``graphviz.Digraph``.
+
+Two kinds of boxes: **tensors** (rectangles: name, shape, dtype) and **ops** (ellipses: the
+Function's name, e.g. ``MatMul``). Arrows follow the forward pass, inputs -> op -> output;
+the gradient flows back along the same arrows, against their direction.
+
+What makes a Transformer's graph readable:
+
+* ops recorded inside a Module's ``forward`` are grouped into nested clusters named by the
+  module's dotted path (``layers.0.self_attn``), and ``collapse=`` draws whole modules as a
+  single node with just their inputs and outputs;
+* scalar constants (the ``0.5`` in ``x * 0.5``) are written into the op's label instead of
+  getting a box of their own;
+* ``max_nodes=`` cuts a huge graph with a visible "... N more nodes not drawn" marker.
+
+The graph is walked breadth-first with an explicit queue (no recursion, so a 100,000-op
+chain is fine), and the DOT lines are appended to ``graph.body`` directly: building the
+Digraph is linear in the size of the graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import graphviz
+
+from minitransformer import backend
+from minitransformer.autograd import Function
+from minitransformer.tensor import Tensor
+
+# ----- colours --------------------------------------------------------------------------------
+# Fills from the Okabe-Ito palette, which stays distinguishable with every common form of
+# colour blindness; the kinds also differ in outline (parameters doubled, outputs bold), so
+# the drawing still reads in greyscale.
+KINDS: dict[str, dict[str, str]] = {
+    "parameter": {"fillcolor": "#E69F00", "shape": "box", "peripheries": "2"},  # orange
+    "input": {"fillcolor": "#56B4E9", "shape": "box"},  # sky blue
+    "intermediate": {"fillcolor": "#F2F2F2", "shape": "box"},  # light grey
+    "output": {"fillcolor": "#CC79A7", "shape": "box", "penwidth": "2.5"},  # reddish purple
+    "op": {"fillcolor": "#FFFFFF", "shape": "ellipse"},
+    "module": {"fillcolor": "#009E73", "shape": "box3d", "fontcolor": "#FFFFFF"},  # green
+    "more": {"fillcolor": "#F0E442", "shape": "note"},  # yellow
+}
+LEGEND_TEXT = {
+    "parameter": "parameter",
+    "input": "input (leaf)",
+    "intermediate": "intermediate value",
+    "output": "output",
+    "op": "op",
+    "module": "module (collapsed)",
+}
+
+GRAPH_ATTR = {"fontname": "Helvetica", "fontsize": "11", "nodesep": "0.25", "ranksep": "0.35"}
+NODE_ATTR = {"style": "filled,rounded", "fontname": "Helvetica", "fontsize": "10", "height": "0.3"}
+EDGE_ATTR = {"arrowsize": "0.6", "color": "#555555"}
+
+
+def draw_graph(
+    *outputs: Tensor,
+    params: Mapping[str, Tensor] | None = None,
+    model: Any = None,
+    show_grad: bool = False,
+    show_saved: bool = False,
+    group_modules: bool = True,
+    collapse: Iterable[str] | int | None = None,
+    max_nodes: int | None = None,
+    rankdir: str = "TB",
+    legend: bool = True,
+) -> graphviz.Digraph:
+    """The computation graph that produced ``outputs``, ready to render or show in Jupyter.
+
+    Args:
+        outputs: the tensors to draw the history of (e.g. the loss, or ``x.grad`` after
+            ``backward(create_graph=True)`` to see the backward pass itself).
+        params: ``{name: tensor}`` naming parameters (``dict(model.named_parameters())``).
+        model: the root ``nn.Module``: names parameters by their dotted path and groups ops
+            into clusters by the module that recorded them.
+        show_grad: add the gradient's norm and shape to tensors that have a ``.grad``.
+        show_saved: list what each op saved for its backward (or "released" once backward
+            has freed it).
+        group_modules: draw module clusters: nested and named by dotted path when ``model``
+            is given, otherwise one flat cluster per module, named by its class.
+        collapse: module paths to draw as one node each, or an int depth: every module whose
+            path has that many parts (``2`` collapses ``layers.0`` and ``layers.1``).
+        max_nodes: draw at most this many nodes (those nearest the outputs); the rest is
+            replaced by one marker node saying how many were left out.
+        rankdir: graphviz layout direction, ``"TB"`` (top to bottom) or ``"LR"``.
+        legend: add a small cluster explaining the colours.
+    """
+    for i, t in enumerate(outputs):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"draw_graph: output {i} is a {type(t).__name__}, not a Tensor")
+    if not outputs:
+        raise ValueError("draw_graph needs at least one tensor to draw")
+    if max_nodes is not None and max_nodes < 1:
+        raise ValueError(f"max_nodes must be at least 1, got {max_nodes}")
+    if rankdir not in ("TB", "LR", "BT", "RL"):
+        raise ValueError(f"rankdir must be one of TB, LR, BT, RL; got {rankdir!r}")
+
+    named = _named_parameters(params, model)
+    names = {id(p): name for name, p in named}
+    modules = _ModuleTree(model, collapse)
+    with _gc_paused():
+        walk = _walk(outputs)
+        picture = _Picture(walk, names, modules, show_grad, show_saved, group_modules)
+        picture.name_gradients(named)
+        picture.build()
+        if max_nodes is not None:
+            picture.cut(max_nodes)
+        body = picture.dot_lines()
+
+    graph = graphviz.Digraph(
+        name="minitransformer",
+        graph_attr={**GRAPH_ATTR, "rankdir": rankdir},
+        node_attr=NODE_ATTR,
+        edge_attr=EDGE_ATTR,
+    )
+    graph.body.extend(body)
+    if legend:
+        graph.body.extend(_legend_lines(with_module=bool(picture.groups)))
+    return graph
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building.
+
+    Building allocates a few objects per node; every so many allocations the collector
+    would walk the whole (large, long-lived) graph of tensors again, which made building
+    a 100,000-node drawing several times slower. Nothing built here forms cycles.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+# ----- naming ---------------------------------------------------------------------------------
+def _named_parameters(params: Mapping[str, Tensor] | None, model: Any) -> list[tuple[str, Tensor]]:
+    """(name, tensor) pairs from ``model.named_parameters()`` and from ``params``."""
+    named: list[tuple[str, Tensor]] = []
+    if model is not None:
+        named.extend(model.named_parameters())
+    if params is not None:
+        for name, p in params.items():
+            if not isinstance(p, Tensor):
+                raise TypeError(f"params[{name!r}] is a {type(p).__name__}, not a Tensor")
+            named.append((name, p))
+    return named
+
+
+class _ModuleTree:
+    """Dotted module paths (``layers.0.self_attn``) and which of them to collapse."""
+
+    def __init__(self, model: Any, collapse: Iterable[str] | int | None) -> None:
+        self.model = model
+        self.paths: dict[int, str] = {}  # id(module) -> dotted path; the root is ""
+        self.classes: dict[str, str] = {}  # path -> class name
+        if model is not None:
+            for path, module in model.named_modules():
+                self.paths.setdefault(id(module), path)
+                self.classes.setdefault(path, type(module).__name__)
+        self.collapsed = self._collapsed_paths(collapse)
+        self._group_cache: dict[str, str | None] = {}
+
+    def _collapsed_paths(self, collapse: Iterable[str] | int | None) -> set[str]:
+        if collapse is None:
+            return set()
+        if self.model is None:
+            raise ValueError("collapse= needs model= (the root Module), to know module paths")
+        known = [p for p in self.classes if p]
+        if isinstance(collapse, int) and not isinstance(collapse, bool):
+            if collapse < 1:
+                raise ValueError(f"collapse depth must be at least 1, got {collapse}")
+            return {p for p in known if p.count(".") + 1 == collapse}
+        if isinstance(collapse, str):
+            collapse = [collapse]
+        chosen = set(collapse)
+        unknown = sorted(chosen - set(known))
+        if unknown:
+            shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            raise ValueError(f"collapse: no module at path {unknown}; modules are: {shown}")
+        return chosen
+
+    def path_of(self, module: Any) -> str | None:
+        """The module's dotted path; None when it is not part of ``model``."""
+        return self.paths.get(id(module))
+
+    def group_of(self, path: str | None) -> str | None:
+        """The collapsed module that ``path`` lies in (itself or an ancestor), if any."""
+        if path is None or not self.collapsed:
+            return None
+        if path not in self._group_cache:
+            group = None
+            for ancestor in _ancestors(path):  # outermost first: it hides the inner ones
+                if ancestor in self.collapsed:
+                    group = ancestor
+                    break
+            self._group_cache[path] = group
+        return self._group_cache[path]
+
+
+def _ancestors(path: str) -> list[str]:
+    """``"a.b.c"`` -> ``["a", "a.b", "a.b.c"]``; the root ``""`` has none."""
+    if not path:
+        return []
+    parts = path.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _parent(path: str) -> str:
+    return path.rpartition(".")[0]
+
+
+# ----- walking the recorded graph -------------------------------------------------------------
+@dataclass
+class _Walk:
+    """Everything reachable from the outputs, in breadth-first order.
+
+    ``order`` numbers tensors and Functions together as they are discovered, so that
+    "the first N nodes" means the N nearest the outputs.
+    """
+
+    outputs: list[Tensor]
+    tensors: list[Tensor] = field(default_factory=list)
+    functions: list[Function] = field(default_factory=list)
+    order: dict[int, int] = field(default_factory=dict)  # id(tensor or Function) -> rank
+
+
+def _walk(outputs: Iterable[Tensor]) -> _Walk:
+    walk = _Walk(outputs=list(outputs))
+
+    def discover(t: Tensor) -> bool:
+        if id(t) in walk.order:
+            return False
+        walk.order[id(t)] = len(walk.order)
+        walk.tensors.append(t)
+        return True
+
+    queue: deque[Tensor] = deque(t for t in walk.outputs if discover(t))
+    while queue:  # an explicit queue instead of recursion: depth is unlimited
+        fn = queue.popleft()._ctx
+        if fn is None:
+            continue
+        walk.order[id(fn)] = len(walk.order)
+        walk.functions.append(fn)
+        for t in fn.inputs:
+            if discover(t):
+                queue.append(t)
+    return walk
+
+
+# ----- the picture: nodes, clusters and edges, before they become DOT text ---------------------
+@dataclass(slots=True)
+class _Node:
+    id: str
+    kind: str  # a key of KINDS
+    rank: int  # discovery order: smaller is nearer the outputs
+    cluster: str | None  # dotted module path of the cluster it sits in, or None
+    subject: Any  # the Tensor, the Function, or the collapsed module's path
+
+
+class _Picture:
+    """The nodes and edges to draw. Labels are written only for the nodes that are kept."""
+
+    def __init__(self, walk: _Walk, names: dict[int, str], modules: _ModuleTree,
+                 show_grad: bool, show_saved: bool, group_modules: bool) -> None:
+        self.walk = walk
+        self.names = names
+        self.modules = modules
+        self.show_grad = show_grad
+        self.show_saved = show_saved
+        self.group_modules = group_modules
+        self.nodes: dict[str, _Node] = {}  # node id -> node
+        self.edges: dict[tuple[str, str], None] = {}  # an ordered set of (tail, head)
+        self.groups: dict[str, str] = {}  # collapsed module path -> its node id
+        self.ops_inside: dict[str, int] = {}  # collapsed module path -> how many ops it hides
+        self.cluster_labels: dict[str, str] = {}  # cluster path -> label, when not from model
+        self.constants: set[int] = set()  # ids of scalar constants, folded into op labels
+        self.gradient_names: dict[int, str] = {}  # id(p.grad) -> "p.grad", for outputs
+
+    def name_gradients(self, named: list[tuple[str, Tensor]]) -> None:
+        """Call an output that is some tensor's ``.grad`` by that name: ``x.grad``.
+
+        After ``backward(create_graph=True)``, ``draw_graph(x.grad)`` draws how the gradient
+        was computed; its result box then reads ``x.grad`` rather than ``output``.
+        """
+        outputs = {id(t) for t in self.walk.outputs}
+        for name, t in [*named, *((t.name, t) for t in self.walk.tensors if t.name)]:
+            if t.grad is not None and id(t.grad) in outputs:
+                self.gradient_names.setdefault(id(t.grad), f"{name}.grad")
+
+    # -- which module, which cluster --
+    def _module_path(self, fn: Function) -> str | None:
+        module = getattr(fn, "module", None)
+        if module is None:
+            return None
+        path = self.modules.path_of(module)
+        if path is None and self.modules.model is None:
+            # No model to name it: one flat cluster per module object, by class name.
+            path = f"{type(module).__name__} @{id(module):x}"
+            self.cluster_labels.setdefault(path, type(module).__name__)
+        return path
+
+    def _param_home(self, t: Tensor) -> str | None:
+        """The module path a named parameter belongs to (``a.b.weight`` -> ``a.b``)."""
+        name = self.names.get(id(t))
+        if name is None or self.modules.model is None:
+            return None
+        return _parent(name)
+
+    def _cluster_for(self, path: str | None) -> str | None:
+        """Where a node recorded in module ``path`` is drawn: that module's cluster, or
+        for a collapsed module, the cluster around the collapsed node."""
+        if path is None or not self.group_modules:
+            return None
+        group = self.modules.group_of(path)
+        if group is not None:
+            path = _parent(group)
+        return path or None  # the root module is not a cluster
+
+    # -- building --
+    def build(self) -> None:
+        walk, modules, order = self.walk, self.modules, self.walk.order
+        outputs = {id(t) for t in walk.outputs}
+        fn_path = {id(fn): self._module_path(fn) for fn in walk.functions}
+        fn_group = {key: modules.group_of(path) for key, path in fn_path.items()}
+        tensor_kind = self._tensor_kind
+
+        # Where each tensor lives: the module of the op that made it or, for a parameter,
+        # the module that owns it.
+        tensor_path: dict[int, str | None] = {}
+        for t in walk.tensors:
+            fn = t._ctx
+            tensor_path[id(t)] = fn_path[id(fn)] if fn is not None else self._param_home(t)
+            if id(t) not in outputs and _is_scalar_constant(t, self.names):
+                self.constants.add(id(t))
+        # A handful of distinct module paths: find each one's cluster once.
+        cluster = {path: self._cluster_for(path)
+                   for path in {*fn_path.values(), *tensor_path.values()}}
+
+        # A tensor inside a collapsed module is drawn only if something outside it uses it.
+        hidden: set[int] = set(self.constants)
+        if modules.collapsed:
+            used_outside: set[int] = set()
+            for fn in walk.functions:
+                for t in fn.inputs:
+                    if modules.group_of(tensor_path[id(t)]) != fn_group[id(fn)]:
+                        used_outside.add(id(t))
+            hidden.update(id(t) for t in walk.tensors
+                          if modules.group_of(tensor_path[id(t)]) is not None
+                          and id(t) not in used_outside and id(t) not in outputs)
+
+        # Each Function becomes an op node, or its collapsed module's node.
+        fn_node: dict[int, str] = {}
+        for fn in walk.functions:
+            rank, group = order[id(fn)], fn_group[id(fn)]
+            if group is None:
+                node_id = f"f{rank}"
+                self.nodes[node_id] = _Node(node_id, "op", rank, cluster[fn_path[id(fn)]], fn)
+            else:
+                node_id = self.groups.get(group)
+                if node_id is None:
+                    node_id = self.groups[group] = f"m{len(self.groups)}"
+                    self.nodes[node_id] = _Node(node_id, "module", rank, self._cluster_for(group),
+                                                group)
+                self.ops_inside[group] = self.ops_inside.get(group, 0) + 1
+            fn_node[id(fn)] = node_id
+
+        # Each tensor becomes a node, with arrows from its op and to the ops that use it.
+        for t in walk.tensors:
+            key = id(t)
+            if key in hidden:
+                continue
+            node_id = f"t{order[key]}"
+            kind = tensor_kind(t, key in outputs)
+            self.nodes[node_id] = _Node(node_id, kind, order[key], cluster[tensor_path[key]], t)
+            if t._ctx is not None:
+                self.edges[(fn_node[id(t._ctx)], node_id)] = None
+        for fn in walk.functions:
+            head = fn_node[id(fn)]
+            for t in fn.inputs:
+                if id(t) not in hidden and fn_node.get(id(t._ctx)) != head:
+                    self.edges[(f"t{order[id(t)]}", head)] = None
+
+    def cut(self, max_nodes: int) -> None:
+        """Keep the ``max_nodes`` nodes nearest the outputs; a marker stands for the rest."""
+        if len(self.nodes) <= max_nodes:
+            return
+        ranked = sorted(self.nodes.values(), key=lambda n: n.rank)
+        kept = {n.id: n for n in ranked[:max_nodes]}
+        marker = "more"
+        edges: dict[tuple[str, str], None] = {}
+        for tail, head in self.edges:
+            if head in kept:
+                # an arrow the cut runs through comes from the marker instead
+                edges[(tail if tail in kept else marker, head)] = None
+        dropped = len(ranked) - max_nodes
+        kept[marker] = _Node(marker, "more", len(ranked), None, f"… {dropped} more nodes not drawn")
+        self.nodes, self.edges = kept, edges
+        self.groups = {g: i for g, i in self.groups.items() if i in kept}
+
+    # -- labels --
+    def _tensor_kind(self, t: Tensor, is_output: bool) -> str:
+        if is_output:
+            return "output"
+        if id(t) in self.names:
+            return "parameter"
+        return "input" if t._ctx is None else "intermediate"
+
+    def _label(self, node: _Node) -> list[str]:
+        subject = node.subject
+        if node.kind == "op":
+            return self._op_label(subject)
+        if node.kind == "module":
+            count = self.ops_inside.get(subject, 0)
+            return [subject, self.modules.classes.get(subject, ""),
+                    f"{count} op{'s' if count != 1 else ''} inside"]
+        if node.kind == "more":
+            return [subject]
+        return self._tensor_label(subject, node.kind)
+
+    def _tensor_label(self, t: Tensor, kind: str) -> list[str]:
+        name = self.names.get(id(t)) or t.name or self.gradient_names.get(id(t))
+        if name is None:
+            if kind == "output":
+                name = "output" if t._ctx is not None else "leaf"
+            elif kind == "input":
+                name = "input" if t.requires_grad else "constant"
+        lines = [name] if name else []
+        lines.append(_describe_array(t.data, t.device))
+        if self.show_grad:
+            lines.extend(_grad_lines(t))
+        return lines
+
+    def _op_label(self, fn: Function) -> list[str]:
+        constants = [_format_scalar(t) for t in fn.inputs if id(t) in self.constants]
+        lines = [f"{fn.name} ({', '.join(constants)})" if constants else fn.name]
+        if self.show_saved:
+            lines.extend(_saved_lines(fn))
+        return lines
+
+    # -- DOT text --
+    def dot_lines(self) -> list[str]:
+        by_cluster: dict[str | None, list[str]] = {}
+        for node in sorted(self.nodes.values(), key=lambda n: n.rank):
+            line = _node_line(node.id, node.kind, self._label(node))
+            by_cluster.setdefault(node.cluster, []).append(line)
+        lines = by_cluster.pop(None, [])
+        lines.extend(self._cluster_lines(by_cluster))
+        lines.extend(f"\t{tail} -> {head}\n" for tail, head in self.edges)
+        return lines
+
+    def _cluster_lines(self, by_cluster: dict[str, list[str]]) -> list[str]:
+        """Nested ``subgraph cluster_...`` blocks, one per module path, ancestors first.
+
+        Paths sorted by their parts put every module right after its parent, so one pass
+        with a stack of open clusters nests them (no recursion needed).
+        """
+        paths: set[str] = set()
+        for path in by_cluster:
+            if path in self.cluster_labels:  # flat clusters (no model): no ancestors
+                paths.add(path)
+            else:
+                paths.update(_ancestors(path))
+        lines: list[str] = []
+        open_paths: list[str] = []
+        for path in sorted(paths, key=_path_sort_key):
+            while open_paths and not _is_inside(path, open_paths[-1]):
+                open_paths.pop()
+                lines.append("\t" * (len(open_paths) + 1) + "}\n")
+            indent = "\t" * (len(open_paths) + 1)
+            label = self.cluster_labels.get(path)
+            if label is None:
+                label = f"{path} ({self.modules.classes.get(path, '?')})"
+            lines.append(f'{indent}subgraph "cluster_{_escape(path)}" {{\n')
+            lines.append(f'{indent}\tlabel="{_escape(label)}" style="rounded,dashed" '
+                         f'color="#777777" fontcolor="#333333" labeljust=l\n')
+            lines.extend(indent + line for line in by_cluster.get(path, []))
+            open_paths.append(path)
+        while open_paths:
+            open_paths.pop()
+            lines.append("\t" * (len(open_paths) + 1) + "}\n")
+        return lines
+
+
+def _path_sort_key(path: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort ``layers.2`` before ``layers.10``, and every path right after its parent."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in path.split("."))
+
+
+def _is_inside(path: str, ancestor: str) -> bool:
+    return path.startswith(ancestor + ".")
+
+
+# ----- small formatting helpers ---------------------------------------------------------------
+def _escape(text: str) -> str:
+    """Make ``text`` safe inside a double-quoted DOT string."""
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return text
+
+
+# The attributes of each kind, written out once (a 10,000-node graph writes them 10,000 times).
+_KIND_ATTRS = {kind: " ".join(f'{k}="{v}"' for k, v in attrs.items())
+               for kind, attrs in KINDS.items()}
+
+
+def _node_line(node_id: str, kind: str, label: list[str]) -> str:
+    text = "\\n".join(map(_escape, label))  # DOT's own line break, not a newline character
+    return f'\t{node_id} [label="{text}" {_KIND_ATTRS[kind]}]\n'
+
+
+def _legend_lines(with_module: bool) -> list[str]:
+    lines = ["\tsubgraph cluster_legend {\n",
+             '\t\tlabel="legend" style="rounded" color="#BBBBBB" fontsize="10"\n']
+    for kind, text in reversed(LEGEND_TEXT.items()):  # dot lays a rank out right to left
+        if kind != "module" or with_module:
+            lines.append("\t" + _node_line(f"legend_{kind}", kind, [text]))
+    lines.append("\t}\n")
+    return lines
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return str(tuple(shape)) if shape else "scalar"
+
+
+_dtype_names: dict[Any, str] = {}
+
+
+def _describe_array(array: Any, device: str | None = None) -> str:
+    """``(2, 4, 8) float32``, plus the device when it is not the CPU."""
+    dtype = array.dtype
+    name = _dtype_names.get(dtype)
+    if name is None:  # str(dtype) is slow enough to show up in a 10,000-node graph
+        name = _dtype_names[dtype] = str(dtype)
+    text = f"{_shape_text(array.shape)} {name}"
+    return text if device in (None, "cpu") else f"{text} {device}"
+
+
+def _grad_lines(t: Tensor) -> list[str]:
+    """The gradient's norm and shape, or a note that backward has not reached it."""
+    if t.grad is not None:
+        return [f"grad ‖·‖={_norm(t.grad.data):.3g}  {_shape_text(t.grad.shape)}"]
+    if t.requires_grad and (t._ctx is None or t._retains_grad):
+        return ["grad: None"]
+    return []
+
+
+def _norm(array: Any) -> float:
+    """The Euclidean (Frobenius) norm, computed on the array's own device."""
+    xp = backend.array_module(backend.device_of(array))
+    return math.sqrt(float(xp.sum(xp.square(array.astype("float64")))))
+
+
+def _is_scalar_constant(t: Tensor, names: dict[int, str]) -> bool:
+    """A one-element, unnamed leaf that needs no gradient: the ``2`` in ``x * 2``."""
+    return (t._ctx is None and not t.requires_grad and t.data.size == 1
+            and t.name is None and id(t) not in names)
+
+
+def _format_scalar(t: Tensor) -> str:
+    value = t.data.item()
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _saved_lines(fn: Function) -> list[str]:
+    """What ``fn`` stashed on itself for its backward, one line per value."""
+    if fn.released:
+        return ["saved: released"]
+    lines = []
+    for key, value in vars(fn).items():
+        if key in ("inputs", "module", "released") or key.startswith("_"):
+            continue
+        lines.append(f"saved {key}: {_describe_value(value)}")
+    return lines
+
+
+def _describe_value(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return _describe_array(value.data, value.device)
+    if backend.is_array(value):
+        return _describe_array(value)
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
