@@ -17,6 +17,10 @@ class MatMul(Function):
     dB = A^T @ dZ  (..., k, n) @ (..., n, m) -> (..., k, m)
     then summed over any broadcast leading axes. A 1-D A is a row (1, k) and a 1-D B a
     column (k, 1), whose extra axis the product drops, so the backward puts it back.
+
+    The common case of a layer, (..., n, k) @ (k, m), is done as ONE 2-D product over all
+    the rows, (N, k) @ (k, m): BLAS is much faster on one tall matrix than on a stack of
+    small ones, and dB = A^T dZ then sums over the rows inside the product itself.
     """
 
     def forward(self, a: Any, b: Any) -> Any:
@@ -29,6 +33,10 @@ class MatMul(Function):
                 if a.ndim and b.ndim
                 else f"matmul needs at least 1-D operands, got shapes {a.shape} and {b.shape}"
             )
+        a, b = _blas_ready(a), _blas_ready(b)
+        if a.ndim > 2 and b.ndim == 2:
+            rows = a.reshape(-1, a.shape[-1])  # (..., n, k) -> (N, k)
+            return (rows @ b).reshape(*a.shape[:-1], b.shape[-1])  # -> (..., n, m)
         try:
             return a @ b
         except ValueError:
@@ -40,6 +48,9 @@ class MatMul(Function):
     def backward(self, grad: Any) -> tuple[Any, Any]:
         a, b = self.args
         need_a, need_b = self.needs_input_grad
+        grad = _blas_ready(grad)
+        if a.ndim > 2 and b.ndim == 2:
+            return self._backward_rows(a, b, grad)
         a2 = a.reshape(1, -1) if a.ndim == 1 else a  # (k,) -> (1, k)
         b2 = b.reshape(-1, 1) if b.ndim == 1 else b  # (k,) -> (k, 1)
         if b.ndim == 1:
@@ -52,6 +63,26 @@ class MatMul(Function):
         if need_b:
             db = unbroadcast(a2.swapaxes(-1, -2) @ grad, b2.shape).reshape(b.shape)
         return da, db
+
+    def _backward_rows(self, a: Any, b: Any, grad: Any) -> tuple[Any, Any]:
+        """(..., n, k) @ (k, m) with the leading axes folded into rows: N = prod(...) * n."""
+        need_a, need_b = self.needs_input_grad
+        grad_rows = grad.reshape(-1, grad.shape[-1])  # (N, m)
+        da = db = None
+        if need_a:
+            da = (grad_rows @ b.swapaxes(-1, -2)).reshape(a.shape)  # (N, m) @ (m, k) -> (..., n, k)
+        if need_b:
+            rows = a.reshape(-1, a.shape[-1])  # (N, k)
+            db = rows.swapaxes(-1, -2) @ grad_rows  # (k, N) @ (N, m) -> (k, m)
+        return da, db
+
+
+def _blas_ready(x: Any) -> Any:
+    """A copy of an array that has a zero stride (a broadcast view, such as the gradient of
+    a sum); NumPy's matmul cannot hand those to BLAS and falls back to a slow loop."""
+    if isinstance(x, Tensor) or 0 not in x.strides:
+        return x
+    return x.copy()
 
 
 def matmul(a: Any, b: Any) -> Tensor:
