@@ -1,0 +1,462 @@
+"""The autograd engine itself: graph walking, accumulation, grad modes, hooks, memory."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+import weakref
+
+import numpy as np
+import pytest
+
+import minitransformer as mt
+from minitransformer import backend
+from minitransformer.errors import DeviceError, DtypeError, GraphError
+
+
+@pytest.fixture
+def no_cycle_collector():
+    """Turn the cycle collector off: only reference counting can free objects, and deep
+    graphs build faster without the collector rescanning them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def chain(n: int) -> tuple[mt.Tensor, mt.Tensor]:
+    """A graph n ops deep: y = (((x + 0) * 1) + 0) * 1 ..."""
+    x = mt.tensor([2.0], requires_grad=True)
+    zero, one = mt.tensor([0.0]), mt.tensor([1.0])
+    y = x
+    for i in range(n):
+        y = y + zero if i % 2 else y * one
+    return x, y
+
+
+# ----- graph walking ------------------------------------------------------------------------
+def test_deep_graph_backward_is_iterative_and_linear(no_cycle_collector) -> None:
+    """100,000 ops deep (far past the recursion limit), and 4x deeper takes ~4x longer."""
+    assert sys.getrecursionlimit() < 100_000
+
+    def seconds(n: int) -> float:
+        x, y = chain(n)
+        start = time.perf_counter()
+        y.sum().backward()
+        elapsed = time.perf_counter() - start
+        np.testing.assert_array_equal(x.grad.numpy(), [1.0])
+        return elapsed
+
+    seconds(1_000)  # warm up
+    shallow, deep = seconds(25_000), seconds(100_000)
+    assert deep / shallow < 8, f"4x deeper took {deep / shallow:.1f}x longer (quadratic?)"
+
+
+def test_reused_operands_get_exact_gradients() -> None:
+    x = mt.tensor([3.0, -2.0], dtype=mt.float64, requires_grad=True)
+    (x * x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [6.0, -4.0])
+    x.grad = None
+    (x + x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0])
+    x.grad = None
+    (x * x * x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [27.0, 12.0])
+
+
+def test_diamond_graph() -> None:
+    """x -> a, b -> c: the gradient reaching x is the sum over both paths."""
+    x = mt.tensor(1.5, dtype=mt.float64, requires_grad=True)
+    a = x * 2.0  # da/dx = 2
+    b = x**2  # db/dx = 2x
+    c = a * b  # dc/dx = 2 b + a * 2x = 6x^2
+    d = c + a  # dd/dx = 6x^2 + 2
+    d.backward()
+    assert x.grad.item() == pytest.approx(6 * 1.5**2 + 2, rel=1e-15)
+
+
+def test_each_node_runs_backward_once() -> None:
+    """Wide sharing: every op result feeds the next two ops; backward stays linear."""
+    x = mt.tensor(1.0, dtype=mt.float64, requires_grad=True)
+    y = x
+    for _ in range(40):  # a naive recursive backward would take 2^40 steps here
+        y = y * 0.5 + y * 0.5
+    y.backward()
+    assert x.grad.item() == pytest.approx(1.0, rel=1e-12)
+
+
+def test_grad_accumulates_across_backward_calls() -> None:
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    (x * 3).sum().backward()
+    (x * x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3 + 2, 3 + 4])
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_grad_of_a_shared_leaf_is_not_aliased() -> None:
+    """x + y hands one gradient to both; accumulating into one must not change the other."""
+    x = mt.tensor([1.0], requires_grad=True)
+    y = mt.tensor([1.0], requires_grad=True)
+    (x + y).sum().backward()
+    (x * 5).sum().backward()
+    assert x.grad.item() == 6.0 and y.grad.item() == 1.0
+
+
+def test_non_leaves_keep_no_grad_unless_retained() -> None:
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    h = x * 2
+    k = h * 3
+    k.retain_grad()
+    (k * k).sum().backward()
+    assert h.grad is None
+    np.testing.assert_array_equal(k.grad.numpy(), 2 * k.detach().numpy())
+    np.testing.assert_array_equal(x.grad.numpy(), 2 * k.detach().numpy() * 6)
+    with pytest.raises(GraphError):
+        mt.tensor([1.0]).retain_grad()
+
+
+def test_second_backward_needs_retain_graph() -> None:
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    y = (x.exp() * x).sum()
+    y.backward()
+    first = x.grad.numpy().copy()
+    with pytest.raises(GraphError, match="retain_graph=True"):
+        y.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), first)  # the failed call changed nothing
+
+    x.grad = None
+    z = (x.exp() * x).sum()
+    z.backward(retain_graph=True)
+    z.backward(retain_graph=True)
+    z.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 3 * first, rtol=1e-6)
+
+
+def test_failed_backward_leaves_every_grad_unchanged() -> None:
+    """The graph meets a part freed by an earlier backward: nothing may be half-updated."""
+    for combine in (lambda y, a: y * a, lambda y, a: y + a, lambda y, a: a * y):
+        x = mt.tensor([1.0, 2.0], requires_grad=True)
+        y = mt.tensor([3.0, 4.0], requires_grad=True)
+        a = x * 2
+        a.sum().backward()
+        with pytest.raises(GraphError, match="retain_graph=True"):
+            combine(y, a).sum().backward()
+        assert y.grad is None
+        np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0])
+
+
+# ----- higher order ---------------------------------------------------------------------------
+def test_create_graph_second_derivatives() -> None:
+    x0 = np.array([-1.5, 0.3, 2.0])
+    x = mt.tensor(x0, requires_grad=True)
+    (g,) = mt.grad(x.tanh().sum(), x, create_graph=True)
+    assert g.requires_grad
+    np.testing.assert_allclose(g.detach().numpy(), 1 - np.tanh(x0) ** 2, rtol=1e-14)
+    (h,) = mt.grad(g.sum(), x)
+    t = np.tanh(x0)
+    np.testing.assert_allclose(h.numpy(), -2 * t * (1 - t**2), rtol=1e-12)
+
+    y = (x**3).sum()
+    y.backward(create_graph=True)
+    np.testing.assert_allclose(x.grad.detach().numpy(), 3 * x0**2, rtol=1e-14)
+    (h,) = mt.grad(x.grad.sum(), x)
+    np.testing.assert_allclose(h.numpy(), 6 * x0, rtol=1e-14)
+    (third,) = mt.grad(mt.grad((x**3).sum(), x, create_graph=True)[0].sum(), x,
+                       create_graph=True)
+    (fourth,) = mt.grad(third.sum(), x)
+    np.testing.assert_allclose(fourth.numpy(), np.full(3, 6.0), rtol=1e-14)
+
+
+def test_softmax_hessian_matches_the_formula() -> None:
+    """d^2 s_0 / dx_i dx_j = s_0 ((d_0i - s_i)(d_0j - s_j) - s_i (d_ij - s_j))."""
+    x0 = np.array([0.2, -1.0, 0.7])
+    s = np.exp(x0) / np.exp(x0).sum()
+    eye = np.eye(3)
+    expected = s[0] * (np.outer(eye[0] - s, eye[0] - s) - (np.diag(s) - np.outer(s, s)))
+    x = mt.tensor(x0, requires_grad=True)
+    (g,) = mt.grad(mt.softmax(x, axis=0)[0], x, create_graph=True)
+    rows = [mt.grad(g[i], x, retain_graph=True)[0].numpy() for i in range(3)]
+    np.testing.assert_allclose(np.stack(rows), expected, rtol=1e-12, atol=1e-15)
+
+
+# ----- mt.grad --------------------------------------------------------------------------------
+def test_grad_returns_a_tuple_and_leaves_dot_grad_alone() -> None:
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    w = mt.tensor([3.0], requires_grad=True)
+    result = mt.grad((x * w).sum(), [x, w])
+    assert isinstance(result, tuple) and len(result) == 2
+    np.testing.assert_array_equal(result[0].numpy(), [3.0, 3.0])
+    np.testing.assert_array_equal(result[1].numpy(), [3.0])
+    assert x.grad is None and w.grad is None
+    (single,) = mt.grad((x * x).sum(), x)
+    np.testing.assert_array_equal(single.numpy(), [2.0, 4.0])
+
+
+def test_grad_allow_unused() -> None:
+    x = mt.tensor([1.0], requires_grad=True)
+    unused = mt.tensor([5.0], requires_grad=True)
+    with pytest.raises(GraphError, match=r"input 1 \(shape \(1,\)\).*allow_unused=True"):
+        mt.grad((x * 2).sum(), [x, unused])
+    gx, gu = mt.grad((x * 2).sum(), [x, unused], allow_unused=True)
+    assert gx.item() == 2.0 and gu is None
+    with pytest.raises(GraphError, match="does not require grad"):
+        mt.grad((x * 2).sum(), [mt.tensor([1.0])])
+
+
+def test_grad_outputs_weight_non_scalar_outputs() -> None:
+    x = mt.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = x * x
+    (g,) = mt.grad(y, x, grad_outputs=mt.tensor([1.0, 0.0, -1.0]))
+    np.testing.assert_array_equal(g.numpy(), [2.0, 0.0, -6.0])
+    a, b = x * 2, x.sum()
+    (g,) = mt.grad([a, b], x, grad_outputs=[mt.tensor([1.0, 1.0, 0.0]), None])
+    np.testing.assert_array_equal(g.numpy(), [3.0, 3.0, 1.0])
+    with pytest.raises(ValueError, match="2 grad_outputs for 1 outputs"):
+        mt.grad(y, x, grad_outputs=[None, None])
+    (x * x).backward(np.array([1.0, 1.0, 1.0], dtype=np.float32))  # arrays work too
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0, 6.0])
+
+
+# ----- grad modes -------------------------------------------------------------------------------
+def test_no_grad_records_nothing() -> None:
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    with mt.no_grad():
+        assert not mt.is_grad_enabled()
+        y = (x * 2).exp().sum()
+    assert mt.is_grad_enabled()
+    assert not y.requires_grad and y._ctx is None and y.is_leaf
+
+    @mt.no_grad()
+    def double(t: mt.Tensor) -> mt.Tensor:
+        return t * 2
+
+    z = double(x)
+    assert not z.requires_grad and z._ctx is None
+    assert mt.is_grad_enabled()
+
+
+def test_enable_grad_inside_no_grad() -> None:
+    x = mt.tensor([1.0], requires_grad=True)
+    with mt.no_grad():
+        with mt.enable_grad():
+            y = x * 3
+        z = x * 3
+    assert y.requires_grad and y._ctx is not None
+    assert not z.requires_grad
+    y.sum().backward()
+    assert x.grad.item() == 3.0
+    with mt.set_grad_enabled(False):
+        assert not (x * 2).requires_grad
+    assert mt.is_grad_enabled()
+
+
+def test_grad_mode_is_restored_after_an_exception() -> None:
+    with pytest.raises(ZeroDivisionError), mt.no_grad():
+        raise ZeroDivisionError
+    assert mt.is_grad_enabled()
+    x = mt.tensor([1.0], requires_grad=True)
+    y = x * 2
+
+    def failing_hook(grad: mt.Tensor) -> None:
+        assert not mt.is_grad_enabled()  # a plain backward records nothing
+        raise KeyError("from a hook")
+
+    y.register_hook(failing_hook)
+    with pytest.raises(KeyError, match="from a hook"):
+        y.sum().backward()
+    assert mt.is_grad_enabled()
+
+
+# ----- hooks, detach, flags ---------------------------------------------------------------------
+def test_hooks_can_read_and_replace_gradients() -> None:
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    h = x * 3
+    h.register_hook(lambda g: g * 10)  # replaces the gradient flowing on to x
+    remove = x.register_hook(lambda g: seen.append(g.numpy().copy()))  # observes only
+    h.sum().backward()
+    np.testing.assert_array_equal(seen[0], [30.0, 30.0])
+    np.testing.assert_array_equal(x.grad.numpy(), [30.0, 30.0])
+    remove()
+    x.grad = None
+    (x * 1).sum().backward()
+    assert len(seen) == 1
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 1.0])
+    with pytest.raises(GraphError):
+        mt.tensor([1.0]).register_hook(print)
+
+
+def test_hooks_work_under_create_graph() -> None:
+    x = mt.tensor([2.0], dtype=mt.float64, requires_grad=True)
+    y = x * x
+    y.register_hook(lambda g: g * x)  # the hook's result is part of the new graph
+    (g,) = mt.grad(y.sum(), x, create_graph=True)  # g = x * 2x = 2x^2
+    assert g.item() == 8.0
+    (h,) = mt.grad(g.sum(), x)
+    assert h.item() == 8.0  # d(2x^2)/dx = 4x
+
+
+def test_detach_cuts_the_graph_and_shares_memory() -> None:
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    d = x.detach()
+    assert not d.requires_grad and d.is_leaf and d.data is x.data
+    (x * d).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 2.0])  # d counts as a constant
+
+
+def test_requires_grad_and_is_leaf() -> None:
+    x = mt.tensor([1.0])
+    assert not x.requires_grad and x.is_leaf
+    assert x.requires_grad_() is x and x.requires_grad
+    y = x * 2
+    assert not y.is_leaf and y.grad_fn is y._ctx and y.grad_fn.name == "Mul"
+    assert (mt.tensor([1.0]) * 2).is_leaf  # no input needs grad: nothing recorded
+    with pytest.raises(GraphError, match="leaf"):
+        y.requires_grad_(False)
+    x.requires_grad_(False)
+    assert not (x * 2).requires_grad
+    w = mt.ones(2, requires_grad=True)
+    assert w.requires_grad and w.is_leaf
+
+
+def test_graph_structure_is_visible_for_drawing() -> None:
+    x = mt.tensor([1.0], requires_grad=True)
+    w = mt.tensor([2.0], requires_grad=True)
+    y = (x * w).tanh()
+    assert y._ctx.name == "Tanh"
+    (product,) = y._ctx.inputs
+    assert product._ctx.name == "Mul" and product._ctx.inputs == (x, w)
+    assert y._ctx.module is None
+    y.sum().backward()  # the structure outlives the release of saved values
+    assert y._ctx.inputs == (product,) and y._ctx.released
+
+
+# ----- memory -----------------------------------------------------------------------------------
+def test_graph_is_freed_by_reference_counting(no_cycle_collector) -> None:
+    x = mt.tensor(np.ones((3, 3)), requires_grad=True)
+    hidden = (x @ x).tanh()
+    probs = mt.softmax(hidden, axis=-1)
+    out = (probs * hidden).sum()
+    refs = [weakref.ref(t) for t in (hidden, probs, out)] + [weakref.ref(out._ctx)]
+    del hidden, probs
+    assert all(r() is not None for r in refs)  # the graph keeps its intermediates alive
+    out.backward()
+    del out
+    alive = [type(r()).__name__ for r in refs if r() is not None]
+    assert not alive, f"a reference cycle keeps {alive} alive"
+
+
+def test_graph_is_freed_without_backward(no_cycle_collector) -> None:
+    x = mt.tensor(np.ones(4), requires_grad=True)
+    h = x.exp()
+    out = mt.log_softmax(h * x, axis=0).sum()
+    ref_h, ref_out = weakref.ref(h), weakref.ref(out)
+    del h, out
+    assert ref_h() is None and ref_out() is None
+
+
+def test_create_graph_gradients_are_freed(no_cycle_collector) -> None:
+    x = mt.tensor(np.ones(3), requires_grad=True)
+    hidden = x.tanh()
+    (g,) = mt.grad((hidden**2).sum(), x, create_graph=True)
+    refs = [weakref.ref(hidden), weakref.ref(hidden._ctx), weakref.ref(g), weakref.ref(g._ctx)]
+    del hidden
+    assert refs[0]() is not None  # the graph of g (retained) still needs it
+    del g
+    alive = [type(r()).__name__ for r in refs if r() is not None]
+    assert not alive, f"a reference cycle keeps {alive} alive"
+
+
+def test_no_graph_is_kept_under_no_grad(no_cycle_collector) -> None:
+    x = mt.tensor(np.ones(3), requires_grad=True)
+    with mt.no_grad():
+        h = x * 2
+        out = h.exp()
+    assert out._ctx is None and h._ctx is None
+    ref = weakref.ref(h)
+    del h
+    assert ref() is None  # out does not hold on to h
+
+
+# ----- construction, dtypes, devices -----------------------------------------------------------
+def test_dtype_rules() -> None:
+    assert mt.tensor(1.5).dtype == mt.float32
+    assert mt.tensor([1.0, 2.0]).dtype == mt.float32
+    assert mt.tensor(np.array([1.0, 2.0])).dtype == mt.float64
+    assert mt.tensor(np.float64(2.0)).dtype == mt.float64
+    assert mt.tensor([1, 2]).dtype == mt.int64
+    assert mt.tensor([True, False]).dtype == mt.bool_
+    assert mt.tensor([1, 2], dtype=mt.float64).dtype == mt.float64
+    assert mt.tensor([1.0], dtype="float64").dtype == mt.float64
+    x64 = mt.tensor(np.ones(2))
+    assert (x64 + 1.5).dtype == mt.float64 and (2 * x64).dtype == mt.float64
+    x32 = mt.tensor([1.0, 2.0])
+    assert (x32 + 1.5).dtype == mt.float32 and (x32 / 3).dtype == mt.float32
+    assert mt.zeros(2, 3).dtype == mt.float32 and mt.zeros(2, 3).shape == (2, 3)
+    assert mt.ones((2, 3), dtype=mt.float64).dtype == mt.float64
+    assert mt.arange(3).dtype == mt.int64
+    with pytest.raises(DtypeError, match="floatish"):
+        mt.tensor([1.0], dtype="floatish")
+
+
+def test_tensor_copies_its_data() -> None:
+    a = np.array([1.0, 2.0])
+    t = mt.tensor(a)
+    a[0] = 100.0
+    assert t.data[0] == 1.0
+
+
+def test_repr_is_readable() -> None:
+    assert repr(mt.tensor([1.0, 2.0])) == "tensor([1., 2.])"
+    assert repr(mt.tensor([1.0, 2.0], requires_grad=True)) == (
+        "tensor([1., 2.], requires_grad=True)")
+    y = mt.tensor(np.array([0.5]), requires_grad=True) * 2
+    assert repr(y) == "tensor([1.], dtype=float64, grad_fn=<Mul>)"
+    assert repr(mt.tensor([1, 2])) == "tensor([1, 2])"
+
+
+def test_numpy_and_item() -> None:
+    x = mt.tensor([[1.5]], requires_grad=True)
+    with pytest.raises(GraphError, match=r"detach\(\)"):
+        x.numpy()
+    assert isinstance(x.detach().numpy(), np.ndarray)
+    assert x.item() == 1.5 and isinstance(x.item(), float)
+    assert float(x) == 1.5 and mt.tensor(3).item() == 3
+
+
+def test_cuda_without_cupy_names_the_gpu_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail
+    monkeypatch.setattr(backend, "_cupy", None)
+    with pytest.raises(DeviceError, match=r"minitransformer\[gpu\]"):
+        mt.tensor([1.0], device="cuda")
+    with pytest.raises(DeviceError, match="gpu"):
+        mt.zeros(2, device="cuda:0")
+    with pytest.raises(DeviceError, match="gpu"):
+        mt.tensor([1.0]).to("cuda")
+    assert not mt.cuda_is_available()
+
+
+def test_unknown_device_is_named() -> None:
+    with pytest.raises(DeviceError, match="'tpu'.*cpu, cuda"):
+        mt.tensor([1.0], device="tpu")
+    with pytest.raises(DeviceError, match="'gpu0'"):
+        mt.ones(2, device="gpu0")
+
+
+def test_manual_seed_makes_randomness_reproducible() -> None:
+    mt.manual_seed(7)
+    a, b = mt.randn(3, 4), mt.rand(5)
+    mt.manual_seed(7)
+    np.testing.assert_array_equal(mt.randn(3, 4).numpy(), a.numpy())
+    np.testing.assert_array_equal(mt.rand(5).numpy(), b.numpy())
+    mt.manual_seed(8)
+    assert not np.array_equal(mt.randn(3, 4).numpy(), a.numpy())
+    g1, g2 = np.random.default_rng(1), np.random.default_rng(1)
+    np.testing.assert_array_equal(mt.randn(2, generator=g1).numpy(),
+                                  mt.randn(2, generator=g2).numpy())
+    assert mt.randn(2, 2, dtype=mt.float64).dtype == mt.float64
