@@ -1,0 +1,132 @@
+"""The same checks on every available device: CPU always, CUDA where CuPy sees a GPU.
+
+Everything here goes through the backend module, so a test that passes on the CPU and
+fails on the GPU points at a device-specific path (CuPy's scatter-add, host copies, ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minitransformer as mt
+import minitransformer.functional as F
+
+# (name, function, input shapes); inputs are float64 leaves on the device under test.
+OPS = [
+    ("add-broadcast", lambda a, b: a + b, [(2, 3), (3,)]),
+    ("sub-mul-div", lambda a, b: (a - b) * a / (b * b + 1), [(2, 3), (2, 3)]),
+    ("pow", lambda a: (a * a + 1) ** 1.5, [(3,)]),
+    ("exp-log-sqrt", lambda a: (a.exp() + 1).log() + (a * a + 1).sqrt(), [(2, 3)]),
+    ("sin-cos-abs", lambda a: a.sin() * a.cos() + (a + 3).abs(), [(4,)]),
+    ("tanh-sigmoid-relu", lambda a: a.tanh() + a.sigmoid() + (a + 5).relu(), [(2, 3)]),
+    ("gelu-erf", lambda a: mt.gelu(a) + mt.erf(a), [(3,)]),
+    ("clip-max-min", lambda a, b: mt.maximum(a, b) + mt.minimum(a, b).clip(-5, 5),
+     [(2, 3), (2, 3)]),
+    ("reductions", lambda a: a.sum(axis=0) + a.mean(axis=0) + a.var(axis=0) + a.max(axis=0),
+     [(3, 2)]),
+    ("matmul-batched", lambda a, b: a @ b, [(2, 3, 4), (4, 2)]),
+    ("matmul-1d", lambda a, b: a @ b, [(4,), (2, 4, 3)]),
+    ("shape-ops", lambda a: a.reshape(3, 2).T.unsqueeze(0).permute(2, 0, 1).flatten(), [(2, 3)]),
+    ("broadcast_to", lambda a: a.broadcast_to(2, 3, 4), [(3, 1)]),
+    ("getitem-repeated", lambda a: a[np.array([0, 0, 2])] * a[1:, ::2].sum(), [(3, 4)]),
+    ("getitem-mask", lambda a: a[a.detach() > 0], [(3, 4)]),
+    ("concat-stack-split", lambda a, b: mt.stack([*mt.concat([a, b], axis=1).split(2, axis=1)]),
+     [(2, 2), (2, 2)]),
+    ("softmax-family",
+     lambda a: a.softmax(0) + a.log_softmax(-1) + a.logsumexp(1, keepdims=True), [(2, 3)]),
+    ("where-masked_fill", lambda a, b: mt.where(a.detach() > 0, a, b).masked_fill(b.detach() > 1, 0),
+     [(2, 3), (2, 3)]),
+    ("dropout", lambda a: mt.dropout(a, 0.5, seed=1), [(4, 4)]),
+]
+
+
+def leaf(shape: tuple[int, ...], device: str, seed: int) -> mt.Tensor:
+    data = np.random.default_rng(seed).standard_normal(shape)
+    return mt.tensor(data, requires_grad=True, device=device)
+
+
+@pytest.mark.parametrize("name, fn, shapes", OPS, ids=[op[0] for op in OPS])
+def test_op_gradcheck_on_device(name, fn, shapes, device: str) -> None:
+    inputs = [leaf(shape, device, seed) for seed, shape in enumerate(shapes)]
+    assert mt.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("name, fn, shapes", OPS, ids=[op[0] for op in OPS])
+def test_op_matches_cpu(name, fn, shapes, device: str) -> None:
+    on_device = [leaf(shape, device, seed) for seed, shape in enumerate(shapes)]
+    on_cpu = [leaf(shape, "cpu", seed) for seed, shape in enumerate(shapes)]
+    out, ref = fn(*on_device), fn(*on_cpu)
+    assert out.device == device
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), rtol=1e-10)
+    out.sum().backward()
+    ref.sum().backward()
+    for x, y in zip(on_device, on_cpu):
+        assert x.grad.device == device
+        np.testing.assert_allclose(x.grad.numpy(), y.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_attention_layers_gradcheck_on_device(device: str) -> None:
+    mt.manual_seed(0)
+    mha = mt.nn.MultiHeadAttention(4, 2).double().to(device)
+    x = leaf((1, 3, 4), device, 0)
+    allowed = mt.tensor(np.tril(np.ones((3, 3), dtype=bool)), device=device)
+    assert mt.gradcheck(lambda x: mha(x, attn_mask=allowed)[0], [x])
+    q, k, v = (leaf((1, 2, 3, 4), device, seed) for seed in range(3))
+    assert mt.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v)[0], [q, k, v])
+
+
+def test_encoder_layer_and_loss_on_device(device: str) -> None:
+    mt.manual_seed(0)
+    layer = mt.nn.TransformerEncoderLayer(4, 2, dim_feedforward=8).double().to(device)
+    x = leaf((2, 3, 4), device, 0)
+    target = mt.tensor(np.array([[0, 1, 2], [3, 0, 1]]), device=device)
+    assert mt.gradcheck(lambda x: F.cross_entropy(layer(x), target), [x])
+
+
+def test_optimizer_steps_match_cpu(device: str) -> None:
+    def run(dev: str) -> np.ndarray:
+        mt.manual_seed(0)
+        model = mt.nn.Linear(3, 2).double().to(dev)
+        optimizer = mt.optim.AdamW(model.parameters(), lr=0.1)
+        x = mt.tensor(np.linspace(-1, 1, 12).reshape(4, 3), device=dev)
+        for _ in range(5):
+            optimizer.zero_grad()
+            (model(x) ** 2).mean().backward()
+            mt.optim.clip_grad_norm_(model.parameters(), 0.5)
+            optimizer.step()
+        return model.weight.detach().numpy()
+
+    np.testing.assert_allclose(run(device), run("cpu"), rtol=1e-12)
+
+
+def test_checkpoint_crosses_devices(device: str, tmp_path) -> None:
+    mt.manual_seed(0)
+    model = mt.nn.Linear(3, 2).to(device)
+    path = tmp_path / "model.npz"
+    mt.save({"model": model.state_dict()}, path)
+    assert model.weight.device == device  # saving does not move the model
+    restored = mt.nn.Linear(3, 2)
+    restored.load_state_dict(mt.load(path)["model"])  # onto the CPU
+    np.testing.assert_array_equal(restored.weight.detach().numpy(),
+                                  model.weight.detach().numpy())
+    back = mt.load(path, device=device)["model"]["weight"]
+    assert back.device == device
+
+
+def test_module_to_keeps_parameters_and_trains(device: str) -> None:
+    mt.manual_seed(0)
+    model = mt.nn.Sequential(mt.nn.Linear(4, 8), mt.nn.Linear(8, 2))
+    weights = list(model.parameters())
+    model.to(device)
+    assert [p is q for p, q in zip(model.parameters(), weights)] == [True] * len(weights)
+    optimizer = mt.optim.SGD(model.parameters(), lr=0.1)
+    x = mt.randn(16, 4, device=device, generator=np.random.default_rng(0))
+    losses = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = (model(x) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
