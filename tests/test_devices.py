@@ -35,7 +35,8 @@ OPS = [
      [(2, 2), (2, 2)]),
     ("softmax-family",
      lambda a: a.softmax(0) + a.log_softmax(-1) + a.logsumexp(1, keepdims=True), [(2, 3)]),
-    ("where-masked_fill", lambda a, b: mt.where(a.detach() > 0, a, b).masked_fill(b.detach() > 1, 0),
+    ("where-masked_fill",
+     lambda a, b: mt.where(a.detach() > 0, a, b).masked_fill(b.detach() > 1, 0),
      [(2, 3), (2, 3)]),
     ("dropout", lambda a: mt.dropout(a, 0.5, seed=1), [(4, 4)]),
 ]
