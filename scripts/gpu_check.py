@@ -31,7 +31,8 @@ def main() -> int:
 
     props = cupy.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    print(f"GPU: {name}, CuPy {cupy.__version__}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}")
+    runtime = cupy.cuda.runtime.runtimeGetVersion()
+    print(f"GPU: {name}, CuPy {cupy.__version__}, CUDA runtime {runtime}")
 
     start = time.perf_counter()
     tests = subprocess.run(
@@ -42,7 +43,8 @@ def main() -> int:
     print(tests.stdout[-4000:])
     print(tests.stderr[-2000:])
     summary = tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else "no output"
-    counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)}
+    found = re.findall(r"(\d+) (passed|failed|skipped|error)", summary)
+    counts = {kind: int(n) for n, kind in found}
 
     start = time.perf_counter()
     bench = subprocess.run(
