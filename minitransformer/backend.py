@@ -131,7 +131,8 @@ def is_array(x: Any) -> bool:
 
 
 class _ArrayMath:
-    """NumPy or CuPy under the names the tensor ops use, plus ``erf`` (which NumPy lacks).
+    """NumPy or CuPy under the names the tensor ops use, plus ``erf`` and ``softmax``
+    (which NumPy lacks).
 
     Backward formulas call ``self.xp.exp(...)``: this in a plain backward, and
     :mod:`minitransformer.ops` under ``create_graph=True``.
@@ -148,6 +149,11 @@ class _ArrayMath:
     @staticmethod
     def erf(array: Any) -> Any:
         return erf(array)
+
+    def softmax(self, array: Any, axis: int = -1) -> Any:
+        """softmax along ``axis``, shifted by the max so that exp cannot overflow."""
+        e = self._xp.exp(array - array.max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
 
 
 _array_math: dict[str, _ArrayMath] = {}

@@ -215,20 +215,17 @@ class CrossEntropy(Function):
         total = losses.sum()
         return total / self.count if reduction == "mean" else total
 
-    def backward(self, grad: Tensor) -> tuple[Tensor]:
-        logits = self.inputs[0]
-        xp = _xp(logits.data)
-        num_classes = logits.shape[-1]
-        # Written with tensor ops (softmax of the input tensor), so that create_graph works.
-        probs = ops.softmax(logits, axis=-1)  # (..., C)
-        onehot = xp.arange(num_classes) == self.target[..., None]  # (..., C)
+    def backward(self, grad: Any) -> tuple[Any]:
+        (logits,) = self.args
+        probs = self.xp.softmax(logits, axis=-1)  # (..., C)
+        classes = _xp(self.target).arange(logits.shape[-1])
+        onehot = (classes == self.target[..., None]).astype(logits.dtype)  # (..., C)
         row_weight = self.keep[..., None].astype(logits.dtype)  # (..., 1): 0 on ignored rows
         if self.reduction == "mean":
             row_weight = row_weight / self.count
         if self.reduction == "none":
             grad = grad.reshape(grad.shape + (1,))  # (...) -> (..., 1)
-        scale = grad * _constant(row_weight, logits.device)  # (..., 1)
-        return ((probs - _constant(onehot.astype(logits.dtype), logits.device)) * scale,)
+        return ((probs - onehot) * (grad * row_weight),)
 
 
 def cross_entropy(
@@ -341,41 +338,42 @@ class ScaledDotProductAttention(Function):
             weights = weights * plan.keep
         return weights @ v  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
 
-    def backward(self, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(self, grad: Any) -> tuple[Any, ...]:
         if is_grad_enabled():  # create_graph: the backward must itself be recorded
             return self._backward_recorded(grad)
         return self._backward_fast(grad)
 
-    def _backward_fast(self, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def _backward_fast(self, d_out: Any) -> tuple[Any, ...]:
         """The formulas above on the saved arrays, updating fresh arrays in place."""
-        q, k, v = self.inputs
-        plan, device = self.plan, grad.device
-        weights, d_out = plan.weights, grad.data  # A (..., L, S), dZ (..., L, Ev)
+        q, k, v = self.args  # arrays
+        need_q, need_k, need_v = self.needs_input_grad
+        plan = self.plan
+        weights = plan.weights  # A (..., L, S); d_out is dZ (..., L, Ev)
         dropped = weights if plan.keep is None else weights * plan.keep  # what multiplied V
         dq = dk = dv = None
-        if v.requires_grad:
+        if need_v:
             dv = dropped.swapaxes(-1, -2) @ d_out  # (..., S, L) @ (..., L, Ev) -> (..., S, Ev)
-            dv = unbroadcast(_constant(dv, device), v.shape)
-        if q.requires_grad or k.requires_grad:
+            dv = unbroadcast(dv, v.shape)
+        if need_q or need_k:
             # dA = dZ V^T: (..., L, Ev) @ (..., Ev, S) -> (..., L, S), turned into dS in place
-            d_scores = d_out @ v.data.swapaxes(-1, -2)
+            d_scores = d_out @ v.swapaxes(-1, -2)
             if plan.keep is not None:
                 d_scores *= plan.keep
             d_scores -= (d_scores * weights).sum(axis=-1, keepdims=True)  # dA - sum(dA * A)
             d_scores *= weights  # dS = A * (dA - sum(dA * A)), (..., L, S)
             d_scores *= plan.scale  # the scale of S = Q K^T * scale, applied once here
-            if q.requires_grad:
-                dq = d_scores @ k.data  # (..., L, S) @ (..., S, E) -> (..., L, E)
-                dq = unbroadcast(_constant(dq, device), q.shape)
-            if k.requires_grad:
-                dk = d_scores.swapaxes(-1, -2) @ q.data  # (..., S, L) @ (..., L, E) -> (..., S, E)
-                dk = unbroadcast(_constant(dk, device), k.shape)
+            if need_q:
+                dq = unbroadcast(d_scores @ k, q.shape)  # (..., L, S) @ (..., S, E) -> (..., L, E)
+            if need_k:
+                dk = d_scores.swapaxes(-1, -2) @ q  # (..., S, L) @ (..., L, E) -> (..., S, E)
+                dk = unbroadcast(dk, k.shape)
         return dq, dk, dv
 
     def _backward_recorded(self, grad: Tensor) -> tuple[Tensor | None, ...]:
         """The same formulas with tensor ops, A recomputed from Q and K, so that the
         gradients are functions of the inputs that autograd can differentiate again."""
         q, k, v = self.inputs
+        need_q, need_k, _ = self.needs_input_grad
         plan = self.plan
         weights = _composed_weights(q, k, plan)  # A, (..., L, S)
         keep = None if plan.keep is None else _constant(plan.keep, grad.device)
@@ -389,7 +387,8 @@ class ScaledDotProductAttention(Function):
             d_weights = grad @ v.swapaxes(-1, -2)  # (..., L, Ev) @ (..., Ev, S) -> (..., L, S)
             if keep is not None:
                 d_weights = d_weights * keep
-            dq, dk = _softmax_scores_backward(weights, d_weights, q, k, plan.scale)
+            dq, dk = _softmax_scores_backward(weights, d_weights, q, k, plan.scale,
+                                              need_q, need_k)
         return dq, dk, dv
 
 
@@ -405,32 +404,26 @@ class AttentionWeights(Function):
         self.plan = plan
         return plan.weights
 
-    def backward(self, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        q, k = self.inputs
-        weights = _weights_for_backward(q, k, self.plan)
-        return _softmax_scores_backward(weights, grad, q, k, self.plan.scale)
-
-
-def _weights_for_backward(q: Tensor, k: Tensor, plan: _AttentionPlan) -> Tensor:
-    """A for a backward pass: the saved array (fast), or, under ``create_graph``, A
-    recomputed from Q and K with engine ops, so that the backward is itself recorded
-    and second derivatives reach Q and K through A."""
-    if is_grad_enabled():
-        return _composed_weights(q, k, plan)
-    return _constant(plan.weights, q.device)
+    def backward(self, grad: Any) -> tuple[Any, Any]:
+        q, k = self.args
+        # A: the saved array in a plain backward; under create_graph, recomputed from Q and
+        # K with engine ops, so that second derivatives reach Q and K through A.
+        weights = _composed_weights(q, k, self.plan) if is_grad_enabled() else self.plan.weights
+        return _softmax_scores_backward(weights, grad, q, k, self.plan.scale,
+                                        *self.needs_input_grad)
 
 
 def _softmax_scores_backward(
-    weights: Tensor, d_weights: Tensor, q: Tensor, k: Tensor, scale: float
-) -> tuple[Tensor | None, Tensor | None]:
-    """From dA to dQ and dK, through A = softmax(S) and S = Q K^T * scale."""
+    weights: Any, d_weights: Any, q: Any, k: Any, scale: float, need_q: bool, need_k: bool
+) -> tuple[Any, Any]:
+    """From dA to dQ and dK, through A = softmax(S) and S = Q K^T * scale (arrays or tensors)."""
     row_dot = (d_weights * weights).sum(axis=-1, keepdims=True)  # (..., L, 1)
     d_scores = weights * (d_weights - row_dot)  # (..., L, S)
     dq = dk = None
-    if q.requires_grad:
+    if need_q:
         dq = (d_scores @ k) * scale  # (..., L, S) @ (..., S, E) -> (..., L, E)
         dq = unbroadcast(dq, q.shape)
-    if k.requires_grad:
+    if need_k:
         dk = (d_scores.swapaxes(-1, -2) @ q) * scale  # (..., S, L) @ (..., L, E) -> (..., S, E)
         dk = unbroadcast(dk, k.shape)
     return dq, dk
