@@ -98,10 +98,10 @@ def gradcheck(
                 numeric.reshape(-1)[k] = (plus - minus) / (2 * eps)
             error = np.abs(a - numeric) - (atol + rtol * np.abs(numeric))
             if error.size and error.max() > 0:
-                worst = np.unravel_index(int(np.argmax(error)), x.shape)
+                worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(error)), x.shape))
                 label = f"input {i}" + (f" ({x.name})" if x.name else "")
                 raise GradcheckError(
-                    f"gradcheck failed for {label} of shape {x.shape} at index {tuple(worst)}: "
+                    f"gradcheck failed for {label} of shape {x.shape} at index {worst}: "
                     f"numerical {numeric[worst]:.10g}, analytical {a[worst]:.10g} "
                     f"(atol={atol}, rtol={rtol})"
                 )
