@@ -1,0 +1,12 @@
+"""Models built from the layers of :mod:`minitransformer.nn`."""
+
+from minitransformer.models.coref import (
+    CorefConfig,
+    CorefModel,
+    PointerHead,
+    PronounError,
+    Resolution,
+    SentenceError,
+    choose_pronoun,
+    resolve,
+)
