@@ -27,7 +27,9 @@ test-gpu: $(VENV)/.dev
 	$(PY) scripts/gpu_check.py
 
 bench: $(VENV)/.base
-	$(PY) benchmarks/engine_bench.py
+	$(PY) -m benchmarks.engine_bench
+	$(PY) -m benchmarks.transformer_bench
+	$(PY) -m benchmarks.graph_bench
 
 compare: $(VENV)/.base
 	$(VENV)/bin/minitransformer compare

@@ -1,4 +1,4 @@
-"""Entry point: ``minitransformer train | attend | demo | compare``.
+"""Entry point: ``minitransformer train | attend | demo | graph | compare``.
 
     minitransformer train --epochs 8 --seed 0 --out runs/coref
     minitransformer attend runs/coref "The animal didn't cross the street because it was too tired."
@@ -17,6 +17,7 @@ import os
 import sys
 
 from minitransformer.cli.compare import add_compare_command
+from minitransformer.cli.graph import add_graph_command
 from minitransformer.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE, UnknownWordError
 from minitransformer.errors import CheckpointError, DeviceError
 from minitransformer.models.coref import SentenceError
@@ -155,8 +156,21 @@ def _demo(args: argparse.Namespace) -> int:
             image = os.path.join(args.out, f"attention_{result.tokens[-1]}.png")
             plot_attention(result, image)
             print(f"  heatmaps of every layer, head and the pointer head: {image}")
+    _demo_graph(args.out)
     print(f"\n{correct}/{len(sentences)} pronouns resolved as expected")
     return 0 if correct == len(sentences) else 1
+
+
+def _demo_graph(out_dir: str) -> None:
+    """Draw one attention layer's forward and backward next to the heatmaps."""
+    from minitransformer.viz import GraphvizNotFoundError, render
+    from minitransformer.viz.examples import attention_graph
+
+    try:
+        path = render(attention_graph(), "attention_graph", format="svg", directory=out_dir)
+        print(f"\nthe computation graph of one attention layer: {path}")
+    except GraphvizNotFoundError as exc:
+        print(f"\n{exc}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -240,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(demo)
     demo.set_defaults(handler=_demo)
 
+    add_graph_command(commands)  # computation graphs with Graphviz
     add_compare_command(commands)  # self-attention against an LSTM and a CNN
     return parser
 

@@ -2,7 +2,7 @@
 
 Each function runs a tiny model (batch 1, 4 tokens, 8 features) on random input, takes a
 stand-in loss (the mean squared error against a random target), runs ``backward`` and
-returns the drawing, with gradient norms on the parameters. ``minitransformer draw
+returns the drawing, with gradient norms on the parameters. ``minitransformer graph
 --what NAME`` renders them; :data:`EXAMPLES` maps those names to the functions.
 """
 
