@@ -63,9 +63,22 @@ def bench_attention(seq: int, repeats: int) -> dict[str, float]:
 
 
 def bench_coref_step(device: str, repeats: int) -> float:
+    """One training step of the default coreference model on one batch of 32 sentences."""
     from minitransformer import training
+    from minitransformer.data import encode_batch
 
-    step = training.benchmark_step(device=device)
+    config = training.TrainConfig(train_size=64, test_size=8)
+    data = training.build_dataset(config)
+    model = training.build_model(config, data.vocabulary, device=device)
+    optimizer, _ = training.build_optimizer(model, config)
+    batch = encode_batch(data.train[: config.batch_size], data.vocabulary)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss, _ = training.batch_loss(model, batch)
+        loss.backward()
+        optimizer.step()
+
     if device == "cuda":
         return median_seconds(lambda: (step(), synchronize()), repeats, warmup=2)
     return median_seconds(step, repeats, warmup=2)
