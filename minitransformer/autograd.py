@@ -149,7 +149,7 @@ class Function:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
         if _grad_enabled:
             return self.inputs
-        return tuple([t.data for t in self.inputs])
+        return tuple(map(_data_of, self.inputs))
 
     def output(self) -> Any:
         """The output, as an array or a tensor like :attr:`args`."""
@@ -175,10 +175,7 @@ class Function:
 
     def release(self) -> None:
         """Drop what ``forward`` saved; the graph's structure stays for drawing."""
-        saved = self.__dict__
-        inputs, module = saved["inputs"], saved["module"]
-        saved.clear()
-        saved.update(inputs=inputs, module=module, released=True)
+        self.__dict__ = {"inputs": self.inputs, "module": self.module, "released": True}
 
     @property
     def name(self) -> str:
@@ -193,7 +190,11 @@ _NUMPY_SCALARS = frozenset(
 
 
 def _topological_order(roots: Sequence[Tensor]) -> list[Tensor]:
-    """Tensors that need gradients, each after everything it depends on (iterative DFS)."""
+    """Tensors that need gradients, each after everything it depends on (iterative DFS).
+
+    Also fails, before any ``.grad`` changes, if the walk reaches a node whose saved values
+    an earlier backward released: better no gradients than half of them.
+    """
     order: list[Tensor] = []
     visited: set[int] = set()
     stack: list[tuple[Tensor, bool]] = [(r, False) for r in roots]
@@ -206,8 +207,15 @@ def _topological_order(roots: Sequence[Tensor]) -> list[Tensor]:
             continue
         visited.add(id(tensor))
         stack.append((tensor, True))
-        if tensor._ctx is not None:
-            for parent in tensor._ctx.inputs:
+        fn = tensor._ctx
+        if fn is not None:
+            if fn.released:
+                raise GraphError(
+                    f"trying to backward through the graph a second time: the values saved "
+                    f"by {fn.name} were freed after the first backward; call backward with "
+                    "retain_graph=True the first time if you need to backward twice"
+                )
+            for parent in fn.inputs:
                 if parent.requires_grad and id(parent) not in visited:
                     stack.append((parent, False))
     return order
@@ -270,31 +278,23 @@ def run_backward(
         grads[id(root)] = grads[id(root)] + g if id(root) in grads else g
 
     order = _topological_order(roots)
-    # Fail before any .grad changes, rather than leave some gradients half-accumulated.
-    for tensor in order:
-        if tensor._ctx is not None and tensor._ctx.released:
-            raise GraphError(
-                f"trying to backward through the graph a second time: the values saved "
-                f"by {tensor._ctx.name} were freed after the first backward; call backward "
-                "with retain_graph=True the first time if you need to backward twice"
-            )
-
     captured: dict[int, Any] = {} if capture is None else {id(t): None for t in capture}
     global _grad_enabled
     previous, _grad_enabled = _grad_enabled, bool(create_graph)
     try:
         for tensor in reversed(order):
-            g = grads.pop(id(tensor), None)
+            key = id(tensor)
+            g = grads.pop(key, None)
             if g is None:
                 continue
             if tensor._hooks:
                 g = _run_hooks(tensor, g, create_graph)
-            if capture is not None:
-                if id(tensor) in captured:
-                    captured[id(tensor)] = g
-            elif tensor._ctx is None or tensor._retains_grad:
-                _accumulate_into(tensor, g, create_graph)
             fn = tensor._ctx
+            if capture is not None:
+                if key in captured:
+                    captured[key] = g
+            elif fn is None or tensor._retains_grad:
+                _accumulate_into(tensor, g, create_graph)
             if fn is None:
                 continue
             input_grads = fn.backward(g)
