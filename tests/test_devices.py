@@ -131,3 +131,21 @@ def test_module_to_keeps_parameters_and_trains(device: str) -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_default_device_comes_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("MINITRANSFORMER_DEVICE", "cpu")
+    assert mt.zeros(2).device == "cpu"
+    assert mt.tensor([1.0]).device == "cpu"
+    monkeypatch.setenv("MINITRANSFORMER_DEVICE", "tpu")
+    with pytest.raises(mt.DeviceError, match="MINITRANSFORMER_DEVICE='tpu'"):
+        mt.zeros(2)
+
+
+def test_cuda_default_lands_on_the_gpu_or_names_what_is_missing(monkeypatch) -> None:
+    monkeypatch.setenv("MINITRANSFORMER_DEVICE", "cuda")
+    if mt.cuda_is_available():
+        assert mt.tensor([1.0]).device == "cuda"
+        return
+    with pytest.raises(mt.DeviceError, match=r"minitransformer\[gpu\]|no CUDA GPU"):
+        mt.tensor([1.0])
