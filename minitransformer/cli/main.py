@@ -194,8 +194,11 @@ def _non_negative_int(text: str) -> int:
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="where to compute (cuda needs CuPy and an NVIDIA GPU)")
+    default = os.environ.get("MINITRANSFORMER_DEVICE", "cpu").lower().split(":")[0]
+    parser.add_argument("--device", choices=["cpu", "cuda"],
+                        default=default if default in ("cpu", "cuda") else "cpu",
+                        help="where to compute (default: $MINITRANSFORMER_DEVICE or cpu; "
+                             "cuda needs CuPy and an NVIDIA GPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
