@@ -6,6 +6,7 @@
 """
 
 from minitransformer.nn.attention import Attention, MultiHeadAttention
+from minitransformer.nn.conv import Conv1d
 from minitransformer.nn.layers import (
     Dropout,
     Embedding,
@@ -22,6 +23,7 @@ from minitransformer.nn.module import (
     Sequential,
     StateDictError,
 )
+from minitransformer.nn.rnn import LSTM, RNN
 from minitransformer.nn.transformer import (
     LearnedPositionalEncoding,
     PositionalEncoding,
@@ -31,8 +33,8 @@ from minitransformer.nn.transformer import (
 )
 
 __all__ = [
-    "Attention", "Dropout", "Embedding", "FeedForward", "IncompatibleKeys", "LayerNorm",
+    "Attention", "Conv1d", "Dropout", "Embedding", "FeedForward", "IncompatibleKeys", "LSTM", "LayerNorm",
     "LearnedPositionalEncoding", "Linear", "Module", "ModuleList", "MultiHeadAttention",
-    "Parameter", "PositionalEncoding", "Sequential", "Softmax", "StateDictError",
+    "Parameter", "PositionalEncoding", "RNN", "Sequential", "Softmax", "StateDictError",
     "TransformerEncoder", "TransformerEncoderLayer", "reseed_dropout",
 ]
