@@ -33,7 +33,8 @@ from minitransformer.nn.transformer import (
 )
 
 __all__ = [
-    "Attention", "Conv1d", "Dropout", "Embedding", "FeedForward", "IncompatibleKeys", "LSTM", "LayerNorm",
+    "Attention", "Conv1d", "Dropout", "Embedding", "FeedForward", "IncompatibleKeys", "LSTM",
+    "LayerNorm",
     "LearnedPositionalEncoding", "Linear", "Module", "ModuleList", "MultiHeadAttention",
     "Parameter", "PositionalEncoding", "RNN", "Sequential", "Softmax", "StateDictError",
     "TransformerEncoder", "TransformerEncoderLayer", "reseed_dropout",
