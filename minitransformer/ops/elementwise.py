@@ -353,6 +353,9 @@ clamp = clip
 def where(condition: Any, x: Any, y: Any) -> Tensor:
     """``x`` where ``condition`` holds, else ``y`` (broadcast together)."""
     cond = condition.data if isinstance(condition, Tensor) else condition
+    device = x.device if isinstance(x, Tensor) else y.device
+    if backend.is_array(cond):
+        cond = backend.to_device(cond, device)  # a NumPy mask may select on the GPU
     return _binary(Where, x, y, condition=cond)
 
 

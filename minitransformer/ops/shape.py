@@ -95,14 +95,17 @@ class BroadcastTo(Function):
         return (unbroadcast(grad, self.inputs[0].shape),)
 
 
-def _array_index(index: Any) -> Any:
-    """Tensors inside an index become arrays; lists become integer/boolean arrays."""
+def _array_index(index: Any, device: str) -> Any:
+    """Tensors inside an index become arrays, lists become integer/boolean arrays, and
+    arrays move to ``device`` (CuPy cannot index with NumPy arrays, nor the reverse)."""
     if isinstance(index, tuple):
-        return tuple(_array_index(i) for i in index)
+        return tuple(_array_index(i, device) for i in index)
     if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, list):
-        return np.asarray(index)
+        index = index.data
+    elif isinstance(index, list):
+        index = np.asarray(index)
+    if backend.is_array(index):
+        return backend.to_device(index, device)
     return index
 
 
@@ -248,7 +251,7 @@ def flatten(x: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
 
 
 def getitem(x: Tensor, index: Any) -> Tensor:
-    return GetItem.apply(x, index=_array_index(index))
+    return GetItem.apply(x, index=_array_index(index, x.device))
 
 
 def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
