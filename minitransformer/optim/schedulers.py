@@ -102,15 +102,37 @@ class LambdaLR(LRScheduler):
         return [base * fn(step) for base, fn in zip(self.base_lrs, self.lr_lambdas)]
 
 
-def _check_steps(warmup_steps: int, total_steps: int) -> None:
-    if not 0 <= warmup_steps <= total_steps or total_steps < 1:
-        raise ValueError(
-            "need 0 <= warmup_steps <= total_steps and total_steps >= 1, got "
-            f"warmup_steps={warmup_steps}, total_steps={total_steps}"
-        )
+class _Warmup(LRScheduler):
+    """Linear warm-up from 0 to the base lr over ``warmup_steps``, then ``_decay``:
+    the shared part of :class:`WarmupCosine` and :class:`WarmupLinear`."""
+
+    _saved = ("warmup_steps", "total_steps")
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int) -> None:
+        if not 0 <= warmup_steps <= total_steps or total_steps < 1:
+            raise ValueError(
+                "need 0 <= warmup_steps <= total_steps and total_steps >= 1, got "
+                f"warmup_steps={warmup_steps}, total_steps={total_steps}"
+            )
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        super().__init__(optimizer)
+
+    def lr_at(self, step: int) -> list[float]:
+        return [self._lr(base, step) for base in self.base_lrs]
+
+    def _lr(self, base_lr: float, step: int) -> float:
+        if step < self.warmup_steps:
+            return base_lr * step / self.warmup_steps
+        decay_steps = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / decay_steps)  # 0 -> 1 over the decay
+        return self._decay(base_lr, progress)
+
+    def _decay(self, base_lr: float, progress: float) -> float:
+        raise NotImplementedError
 
 
-class WarmupCosine(LRScheduler):
+class WarmupCosine(_Warmup):
     r"""Linear warm-up from 0 to the base lr, then a cosine decay to ``min_lr``.
 
     With warm-up length :math:`W`, total length :math:`T` and base lr :math:`\eta`:
@@ -130,24 +152,14 @@ class WarmupCosine(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int,
                  min_lr: float = 0.0) -> None:
-        _check_steps(warmup_steps, total_steps)
-        self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
         self.min_lr = min_lr
-        super().__init__(optimizer)
+        super().__init__(optimizer, warmup_steps, total_steps)
 
-    def lr_at(self, step: int) -> list[float]:
-        return [self._lr(base, step) for base in self.base_lrs]
-
-    def _lr(self, base_lr: float, step: int) -> float:
-        if step < self.warmup_steps:
-            return base_lr * step / self.warmup_steps
-        decay_steps = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
+    def _decay(self, base_lr: float, progress: float) -> float:
         return self.min_lr + 0.5 * (base_lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-class WarmupLinear(LRScheduler):
+class WarmupLinear(_Warmup):
     r"""Linear warm-up from 0 to the base lr, then a linear decay to 0 at ``total_steps``.
 
     .. math::
@@ -157,19 +169,5 @@ class WarmupLinear(LRScheduler):
         \end{cases}
     """
 
-    _saved = ("warmup_steps", "total_steps")
-
-    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int) -> None:
-        _check_steps(warmup_steps, total_steps)
-        self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
-        super().__init__(optimizer)
-
-    def lr_at(self, step: int) -> list[float]:
-        return [self._lr(base, step) for base in self.base_lrs]
-
-    def _lr(self, base_lr: float, step: int) -> float:
-        if step < self.warmup_steps:
-            return base_lr * step / self.warmup_steps
-        decay_steps = max(1, self.total_steps - self.warmup_steps)
-        return base_lr * max(0.0, (self.total_steps - step) / decay_steps)
+    def _decay(self, base_lr: float, progress: float) -> float:
+        return base_lr * (1.0 - progress)
