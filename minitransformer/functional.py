@@ -5,11 +5,12 @@
     out, weights = F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 Most functions here are compositions of engine ops, so autograd differentiates them with
-no new code. Two are fused :class:`~minitransformer.autograd.Function` s with a backward
+no new code. Three are fused :class:`~minitransformer.autograd.Function` s with a backward
 derived by hand, because they are where learners study backprop and where speed matters:
-:class:`CrossEntropy` and :class:`ScaledDotProductAttention`. Each is checked against
-finite differences and against PyTorch in the tests, and attention also against
-:func:`attention_reference`, the same maths built from primitive ops only.
+:class:`CrossEntropy`, :class:`LayerNorm` and :class:`ScaledDotProductAttention`. Each is
+checked against finite differences and against PyTorch in the tests, and layer norm and
+attention also against :func:`layer_norm_reference` and :func:`attention_reference`, the
+same maths built from primitive ops only.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ tanh = ops.tanh
 sigmoid = ops.sigmoid
 
 __all__ = [
-    "AttentionWeights", "CrossEntropy", "ScaledDotProductAttention", "attention_reference",
-    "cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear", "log_softmax",
+    "AttentionWeights", "CrossEntropy", "LayerNorm", "ScaledDotProductAttention",
+    "attention_reference", "cross_entropy", "dropout", "embedding", "gelu", "layer_norm",
+    "layer_norm_reference", "linear", "log_softmax",
     "logsumexp", "mse_loss", "relu", "scaled_dot_product_attention", "sigmoid", "softmax",
     "tanh",
 ]
@@ -127,20 +129,9 @@ def embedding(indices: Any, weight: Tensor) -> Tensor:
     return weight[index]  # (*indices.shape, dim)
 
 
-def layer_norm(
-    x: Tensor,
-    normalized_shape: int | Sequence[int],
-    weight: Tensor | None = None,
-    bias: Tensor | None = None,
-    eps: float = 1e-5,
-) -> Tensor:
-    """Normalise over the last ``len(normalized_shape)`` axes, then scale and shift:
-
-        y = (x - mean) / sqrt(var + eps) * weight + bias
-
-    with the biased variance (divide by n), as in PyTorch. Built from engine ops, so its
-    gradient is autograd's.
-    """
+def _normalized_axes(x: Tensor, normalized_shape: int | Sequence[int], weight: Tensor | None,
+                     bias: Tensor | None) -> tuple[int, ...]:
+    """The last ``len(normalized_shape)`` axes of ``x``, after checking the shapes."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if not shape or x.shape[x.ndim - len(shape) :] != shape or len(shape) > x.ndim:
         raise ShapeError(
@@ -152,7 +143,98 @@ def layer_norm(
             raise ShapeError(
                 f"layer_norm: {name} has shape {param.shape}, expected normalized_shape {shape}"
             )
-    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    return tuple(range(x.ndim - len(shape), x.ndim))
+
+
+def _normalize(x: Any, axes: tuple[int, ...], eps: float, xp: Any) -> tuple[Any, Any]:
+    """x_hat = (x - mean) / sqrt(var + eps) and 1 / sqrt(var + eps), over ``axes``.
+
+    Works on arrays (``xp`` NumPy/CuPy) and on tensors (``xp`` the engine's ops)."""
+    mean = x.mean(axis=axes, keepdims=True)  # (..., 1)
+    centered = x - mean  # (..., n)
+    var = (centered * centered).mean(axis=axes, keepdims=True)  # (..., 1), biased (divide by n)
+    inv_std = 1 / xp.sqrt(var + eps)  # (..., 1)
+    return centered * inv_std, inv_std
+
+
+class LayerNorm(Function):
+    """y = x_hat * gamma + beta, x_hat = (x - mean) / sigma, sigma = sqrt(var + eps), with the
+    mean and the (biased) variance taken over the last axes, one group of n values at a time.
+
+    Backward, from g = dL/dy (mean(.) over the normalised axes, sum(.) over the others):
+        dbeta  = sum(g)                              (beta is added at every position)
+        dgamma = sum(g * x_hat)                      (gamma multiplies x_hat)
+        dx     = (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)) / sigma,  g_hat = g * gamma
+
+    Derivation of dx: x_hat_i = (x_i - mu) / sigma with d mu / dx_j = 1/n and
+    d sigma / dx_j = x_hat_j / n (from var = mean((x - mu)^2)), so
+        d x_hat_i / dx_j = (delta_ij - 1/n - x_hat_i x_hat_j / n) / sigma,
+    and dx_j = sum_i g_hat_i d x_hat_i / dx_j gives the line above: the gradient minus its
+    mean (the mean was subtracted) minus its component along x_hat (the scale was divided).
+
+    :func:`layer_norm_reference` is the same maths from primitive ops, for the tests.
+    """
+
+    def forward(self, x: Any, weight: Any, bias: Any, axes: tuple[int, ...], eps: float) -> Any:
+        self.axes, self.eps = axes, eps
+        self.x_hat, self.inv_std = _normalize(x, axes, eps, _xp(x))  # saved for backward
+        return self.x_hat * weight + bias  # (..., n)
+
+    def backward(self, grad: Any) -> tuple[Any, Any, Any]:
+        x, weight, _ = self.args
+        axes = self.axes
+        if is_grad_enabled():  # create_graph: x_hat as a function of x, to differentiate again
+            x_hat, inv_std = _normalize(x, axes, self.eps, self.xp)
+        else:
+            x_hat, inv_std = self.x_hat, self.inv_std
+        need_x, need_weight, need_bias = self.needs_input_grad
+        dx = d_weight = d_bias = None
+        if need_x:
+            g_hat = grad * weight  # dL/dx_hat, (..., n)
+            mean_g = g_hat.mean(axis=axes, keepdims=True)  # (..., 1)
+            mean_g_x_hat = (g_hat * x_hat).mean(axis=axes, keepdims=True)  # (..., 1)
+            dx = (g_hat - mean_g - x_hat * mean_g_x_hat) * inv_std  # (..., n)
+        if need_weight:
+            d_weight = unbroadcast(grad * x_hat, weight.shape)  # (..., n) -> (n,)
+        if need_bias:
+            d_bias = unbroadcast(grad, weight.shape)  # (..., n) -> (n,)
+        return dx, d_weight, d_bias
+
+
+def layer_norm(
+    x: Tensor,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Normalise over the last ``len(normalized_shape)`` axes, then scale and shift:
+
+        y = (x - mean) / sqrt(var + eps) * weight + bias
+
+    with the biased variance (divide by n), as in PyTorch. One fused node,
+    :class:`LayerNorm`, with its backward derived by hand.
+    """
+    axes = _normalized_axes(x, normalized_shape, weight, bias)
+    shape = x.shape[axes[0] :]
+    xp = _xp(x.data)
+    if weight is None:  # no scale: gamma = 1, a constant
+        weight = _constant(xp.ones(shape, dtype=x.dtype), x.device)
+    if bias is None:  # no shift: beta = 0, a constant
+        bias = _constant(xp.zeros(shape, dtype=x.dtype), x.device)
+    return LayerNorm.apply(x, weight, bias, axes=axes, eps=eps)
+
+
+def layer_norm_reference(
+    x: Tensor,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """The same as :func:`layer_norm`, composed of primitive engine ops (mean, var, sqrt,
+    ...) so that autograd derives its backward. Slower; it exists to check the fused node."""
+    axes = _normalized_axes(x, normalized_shape, weight, bias)
     mean = x.mean(axis=axes, keepdims=True)  # (..., 1, ..., 1)
     var = x.var(axis=axes, keepdims=True)  # (..., 1, ..., 1), ddof=0
     y = (x - mean) / (var + eps).sqrt()
@@ -307,6 +389,13 @@ class ScaledDotProductAttention(Function):
     fully masked row (A = 0 throughout) gets a zero row of dQ.
     With dropout, Z = (A * keep) V, so dV uses A * keep and dA is multiplied by keep.
 
+    Two savings in the fast backward, both exact: the row sums of dA * A over the S keys
+    equal those of dZ * Z over the Ev features (with dA = dZ V^T and Z = A V, both are
+    sum_s sum_e dZ[l, e] A[l, s] V[s, e]; with dropout, A * keep takes A's place in both),
+    so they come from two small (..., L, Ev) arrays instead of an (..., L, S) product; and
+    the scale is applied to Q in the forward and to dQ and dK in the backward, which are
+    (..., L, E) rather than (..., L, S).
+
     The backward exists twice, line for line: on the saved arrays, in place (the usual
     case), and with tensor ops under ``create_graph=True``, where A is recomputed from Q
     and K so that second derivatives can flow through it.
@@ -315,8 +404,8 @@ class ScaledDotProductAttention(Function):
     def forward(self, q: Any, k: Any, v: Any, plan: _AttentionPlan) -> Any:
         xp = _xp(q)
         self.plan = plan
-        scores = q @ k.swapaxes(-1, -2)  # (..., L, E) @ (..., E, S) -> (..., L, S)
-        scores *= plan.scale
+        scaled_q = q * plan.scale  # (..., L, E): scaling Q is cheaper than scaling the scores
+        scores = scaled_q @ k.swapaxes(-1, -2)  # (..., L, E) @ (..., E, S) -> (..., L, S)
         if plan.bias is not None:
             scores += plan.bias
         if plan.blocked is not None:
@@ -336,7 +425,8 @@ class ScaledDotProductAttention(Function):
                 kept.astype(weights.dtype) / (1 - plan.dropout_p), backend.device_of(q)
             )
             weights = weights * plan.keep
-        return weights @ v  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+        self.z = weights @ v  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev), kept for backward
+        return self.z
 
     def backward(self, grad: Any) -> tuple[Any, ...]:
         if is_grad_enabled():  # create_graph: the backward must itself be recorded
@@ -359,13 +449,16 @@ class ScaledDotProductAttention(Function):
             d_scores = d_out @ v.swapaxes(-1, -2)
             if plan.keep is not None:
                 d_scores *= plan.keep
-            d_scores -= (d_scores * weights).sum(axis=-1, keepdims=True)  # dA - sum(dA * A)
+            row_dot = (d_out * self.z).sum(axis=-1, keepdims=True)  # = sum(dA * A), (..., L, 1)
+            d_scores -= row_dot  # dA - sum(dA * A)
             d_scores *= weights  # dS = A * (dA - sum(dA * A)), (..., L, S)
-            d_scores *= plan.scale  # the scale of S = Q K^T * scale, applied once here
             if need_q:
-                dq = unbroadcast(d_scores @ k, q.shape)  # (..., L, S) @ (..., S, E) -> (..., L, E)
+                dq = d_scores @ k  # (..., L, S) @ (..., S, E) -> (..., L, E)
+                dq *= plan.scale  # the scale of S = Q K^T * scale
+                dq = unbroadcast(dq, q.shape)
             if need_k:
                 dk = d_scores.swapaxes(-1, -2) @ q  # (..., S, L) @ (..., L, E) -> (..., S, E)
+                dk *= plan.scale
                 dk = unbroadcast(dk, k.shape)
         return dq, dk, dv
 

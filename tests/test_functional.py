@@ -131,6 +131,28 @@ def test_layer_norm_gradcheck(rng, normalized_shape, affine):
     assert mt.gradcheck(lambda x, *wb: F.layer_norm(x, normalized_shape, *wb), inputs)
 
 
+@pytest.mark.parametrize("normalized_shape", [4, (3, 4)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_fused_layer_norm_matches_composed(rng, normalized_shape, affine):
+    """The fused node and the composed reference: same values, same gradients for a random
+    upstream gradient, and second derivatives that pass gradgradcheck."""
+    x = randn(rng, 2, 3, 4)
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
+    weight, bias = (randn(rng, *shape), randn(rng, *shape)) if affine else (None, None)
+    inputs = [x, weight, bias] if affine else [x]
+    upstream = rng.standard_normal((2, 3, 4))
+    results = []
+    for fn in (F.layer_norm, F.layer_norm_reference):
+        y = fn(x, normalized_shape, weight, bias)
+        results.append((y.data, mt.grad(y, inputs, grad_outputs=mt.tensor(upstream))))
+    (y_fused, grads_fused), (y_ref, grads_ref) = results
+    assert isinstance(F.layer_norm(x, normalized_shape, weight, bias)._ctx, F.LayerNorm)
+    np.testing.assert_allclose(y_fused, y_ref, rtol=1e-12, atol=1e-12)
+    for fused, ref in zip(grads_fused, grads_ref):
+        np.testing.assert_allclose(fused.data, ref.data, rtol=1e-10, atol=1e-12)
+    assert mt.gradgradcheck(lambda x, *wb: F.layer_norm(x, normalized_shape, *wb), inputs)
+
+
 def test_layer_norm_errors(rng):
     x = randn(rng, 2, 3, 4)
     with pytest.raises(ShapeError, match=r"\(3,\).*\(2, 3, 4\)"):
