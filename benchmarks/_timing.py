@@ -22,6 +22,31 @@ def median_seconds(fn: Callable[[], object], repeats: int = 15, warmup: int = 3)
     return statistics.median(times)
 
 
+def paired_seconds(
+    ours: Callable[[], object], theirs: Callable[[], object], repeats: int = 15, warmup: int = 3
+) -> tuple[float, float, float]:
+    """Time two functions alternately: (median ours, median theirs, median of the ratios).
+
+    On a shared machine the speed drifts from second to second; timing the two side by
+    side, run after run, and taking the median of the per-pair ratios cancels most of it.
+    """
+    for _ in range(warmup):
+        ours()
+        theirs()
+    ours_times, theirs_times, ratios = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ours()
+        middle = time.perf_counter()
+        theirs()
+        end = time.perf_counter()
+        ours_times.append(middle - start)
+        theirs_times.append(end - middle)
+        ratios.append((middle - start) / (end - middle))
+    return (statistics.median(ours_times), statistics.median(theirs_times),
+            statistics.median(ratios))
+
+
 def machine_description() -> str:
     """CPU model, core count and library versions, for the record in docs/benchmarks.md."""
     cpu = platform.processor() or platform.machine()

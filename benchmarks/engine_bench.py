@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 
 import minitransformer as mt
-from benchmarks._timing import machine_description, median_seconds
+from benchmarks._timing import machine_description, median_seconds, paired_seconds
 
 try:
     import torch
@@ -42,34 +42,40 @@ def elementwise_chain(x, w, b, tanh, sigmoid):
 def bench_elementwise(repeats: int) -> dict[str, float]:
     rng = np.random.default_rng(0)
     x0, w0, b0 = (rng.standard_normal(SMALL).astype(np.float32) for _ in range(3))
-    results = {}
-
     x, w, b = (mt.tensor(a, requires_grad=True) for a in (x0, w0, b0))
 
-    def mt_step():
+    def ours_step() -> None:
         elementwise_chain(x, w, b, mt.tanh, mt.sigmoid).sum().backward()
 
-    results["minitransformer fwd+bwd"] = median_seconds(mt_step, repeats)
-    results["minitransformer fwd"] = median_seconds(
-        lambda: elementwise_chain(x, w, b, mt.tanh, mt.sigmoid), repeats
-    )
+    def ours_forward() -> None:
+        elementwise_chain(x, w, b, mt.tanh, mt.sigmoid)
 
     def numpy_sigmoid(a):
         return 1 / (1 + np.exp(-a))
 
-    results["numpy fwd"] = median_seconds(
-        lambda: elementwise_chain(x0, w0, b0, np.tanh, numpy_sigmoid), repeats
-    )
+    def numpy_forward() -> None:
+        elementwise_chain(x0, w0, b0, np.tanh, numpy_sigmoid)
+
+    results = {}
+    ours, numpy_time, ratio = paired_seconds(ours_forward, numpy_forward, repeats)
+    results.update({"minitransformer fwd": ours, "numpy fwd": numpy_time,
+                    "ratio fwd to numpy": ratio})
     if torch is not None:
         tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x0, w0, b0))
 
-        def torch_step():
+        def torch_step() -> None:
             elementwise_chain(tx, tw, tb, torch.tanh, torch.sigmoid).sum().backward()
 
-        results["torch fwd+bwd"] = median_seconds(torch_step, repeats)
-        results["torch fwd"] = median_seconds(
-            lambda: elementwise_chain(tx, tw, tb, torch.tanh, torch.sigmoid), repeats
-        )
+        def torch_forward() -> None:
+            elementwise_chain(tx, tw, tb, torch.tanh, torch.sigmoid)
+
+        ours, theirs, ratio = paired_seconds(ours_step, torch_step, repeats)
+        results.update({"minitransformer fwd+bwd": ours, "torch fwd+bwd": theirs,
+                        "ratio fwd+bwd to torch": ratio})
+        ours, theirs, ratio = paired_seconds(ours_forward, torch_forward, repeats)
+        results.update({"torch fwd": theirs, "ratio fwd to torch": ratio})
+    else:
+        results["minitransformer fwd+bwd"] = median_seconds(ours_step, repeats)
     return results
 
 
@@ -102,8 +108,8 @@ def bench_matmul(size: int, depth: int, repeats: int) -> dict[str, float]:
             _ = a.T @ grad
             grad = grad @ w.T
 
-    results["minitransformer fwd+bwd"] = median_seconds(mt_step, repeats, warmup=1)
-    results["numpy fwd+bwd"] = median_seconds(numpy_step, repeats, warmup=1)
+    ours, theirs, ratio = paired_seconds(mt_step, numpy_step, repeats, warmup=1)
+    results.update({"minitransformer fwd+bwd": ours, "numpy fwd+bwd": theirs, "ratio": ratio})
     return results
 
 
@@ -117,24 +123,22 @@ def main() -> None:
     print(f"machine: {machine_description()}")
     small = bench_elementwise(args.repeats)
     print(f"\n(a) chain of {CHAIN_OPS} elementwise ops on {SMALL[0]}x{SMALL[1]} float32 "
-          f"(median of {args.repeats})")
-    for name, seconds in small.items():
-        print(f"  {name:26s} {seconds * 1e3:8.2f} ms")
-    if "torch fwd+bwd" in small:
-        ratio = small["minitransformer fwd+bwd"] / small["torch fwd+bwd"]
-        print(f"  ratio to PyTorch eager (fwd+bwd): {ratio:.2f}  (target <= 1.0)")
-        ratio = small["minitransformer fwd"] / small["torch fwd"]
-        print(f"  ratio to PyTorch eager (fwd):     {ratio:.2f}")
-    print(f"  ratio of forward to raw NumPy:    "
-          f"{small['minitransformer fwd'] / small['numpy fwd']:.2f}")
+          f"(medians of {args.repeats} alternating runs)")
+    for name, value in small.items():
+        if not name.startswith("ratio"):
+            print(f"  {name:26s} {value * 1e3:8.2f} ms")
+    if "ratio fwd+bwd to torch" in small:
+        print(f"  ratio to PyTorch eager (fwd+bwd): {small['ratio fwd+bwd to torch']:.2f}"
+              "  (target <= 1.0)")
+        print(f"  ratio to PyTorch eager (fwd):     {small['ratio fwd to torch']:.2f}")
+    print(f"  ratio of forward to raw NumPy:    {small['ratio fwd to numpy']:.2f}")
 
     big = bench_matmul(args.matmul_size, args.matmul_depth, max(5, args.repeats // 3))
     n = args.matmul_size
     print(f"\n(b) chain of {args.matmul_depth} matmuls {n}x{n} float32, forward + backward")
-    for name, seconds in big.items():
-        print(f"  {name:26s} {seconds * 1e3:8.2f} ms")
-    ratio = big["minitransformer fwd+bwd"] / big["numpy fwd+bwd"]
-    print(f"  ratio to raw NumPy: {ratio:.2f}  (target <= 1.1)")
+    for name in ("minitransformer fwd+bwd", "numpy fwd+bwd"):
+        print(f"  {name:26s} {big[name] * 1e3:8.2f} ms")
+    print(f"  ratio to raw NumPy: {big['ratio']:.2f}  (target <= 1.1)")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import numpy as np
 
 import minitransformer as mt
 import minitransformer.functional as F
-from benchmarks._timing import machine_description, median_seconds
+from benchmarks._timing import machine_description, median_seconds, paired_seconds
 
 try:
     import torch
@@ -90,22 +90,22 @@ def bench_training_step(size: str, repeats: int) -> dict[str, float]:
         loss.backward()
         optimizer.step()
 
-    results = {"minitransformer": median_seconds(ours, repeats)}
-    if torch is not None:
-        twin = torch_twin(model, cfg["layers"], cfg["d_model"], cfg["heads"])
-        torch_optimizer = torch.optim.AdamW(twin.parameters(), lr=1e-3)
-        tx, ty = torch.from_numpy(x0), torch.from_numpy(y0)
+    if torch is None:
+        return {"minitransformer": median_seconds(ours, repeats)}
+    twin = torch_twin(model, cfg["layers"], cfg["d_model"], cfg["heads"])
+    torch_optimizer = torch.optim.AdamW(twin.parameters(), lr=1e-3)
+    tx, ty = torch.from_numpy(x0), torch.from_numpy(y0)
 
-        def theirs() -> None:
-            torch_optimizer.zero_grad()
-            logits = twin.head(twin.encoder(tx))
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, NUM_CLASSES),
-                                                     ty.reshape(-1))
-            loss.backward()
-            torch_optimizer.step()
+    def theirs() -> None:
+        torch_optimizer.zero_grad()
+        logits = twin.head(twin.encoder(tx))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, NUM_CLASSES),
+                                                 ty.reshape(-1))
+        loss.backward()
+        torch_optimizer.step()
 
-        results["torch"] = median_seconds(theirs, repeats)
-    return results
+    seconds, torch_seconds, ratio = paired_seconds(ours, theirs, repeats)
+    return {"minitransformer": seconds, "torch": torch_seconds, "ratio": ratio}
 
 
 def numpy_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -162,7 +162,7 @@ def main() -> None:
         r = bench_training_step(size, args.repeats)
         line = f"  {size:5s} {cfg}: minitransformer {r['minitransformer'] * 1e3:7.1f} ms"
         if "torch" in r:
-            ratio = r["minitransformer"] / r["torch"]
+            ratio = r["ratio"]
             target = 1.0 if size == "small" else 1.25
             line += f", torch {r['torch'] * 1e3:7.1f} ms, ratio {ratio:.2f} (target <= {target})"
         print(line)

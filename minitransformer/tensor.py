@@ -524,8 +524,9 @@ def as_tensor(x: Any, like: Tensor) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, int | float) and like.dtype.kind == "f":
-        return Tensor._from_array(backend.array_module(like.device).asarray(x, like.dtype),
-                                  like.device)
+        # A NumPy scalar of like's dtype: both NumPy and CuPy arrays combine with it, and it
+        # costs far less to make than a 0-d array (x * 0.5 is a hot path).
+        return Tensor._from_array(like.dtype.type(x), like.device)
     return Tensor(x, device=like.device)
 
 

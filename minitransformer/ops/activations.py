@@ -36,8 +36,12 @@ class Sigmoid(Function):
     uses_output = True
 
     def forward(self, x: Any) -> Any:
-        # The same function as 1 / (1 + e^-x), but e^-x cannot overflow for very negative x.
-        return 0.5 * (1 + _xp(x).tanh(0.5 * x))
+        # The same function as 1 / (1 + e^-x), written as (1 + tanh(x / 2)) / 2 so that no
+        # e^-x can overflow for very negative x; updated in place to save two temporaries.
+        y = _xp(x).tanh(0.5 * x)
+        y += 1
+        y *= 0.5
+        return y
 
     def backward(self, grad: Any) -> tuple[Any]:
         y = self.output()
