@@ -29,6 +29,7 @@ test-gpu: $(VENV)/.dev
 bench: $(VENV)/.base
 	$(PY) -m benchmarks.engine_bench
 	$(PY) -m benchmarks.transformer_bench
+	$(PY) -m benchmarks.transformer_bench --default-malloc
 	$(PY) -m benchmarks.graph_bench
 
 compare: $(VENV)/.base

@@ -47,6 +47,26 @@ def paired_seconds(
             statistics.median(ratios))
 
 
+def blockwise_seconds(
+    ours: Callable[[], object], theirs: Callable[[], object], repeats: int = 7, blocks: int = 3
+) -> tuple[float, float, float]:
+    """Like :func:`paired_seconds`, but in blocks: ``repeats`` runs of ours, then of
+    theirs, ``blocks`` times over; returns the medians and the median of the block ratios.
+
+    For multi-threaded work: a library's idle threads keep spinning for a moment after a
+    call, so running the two strictly in turn would slow each one down by the other.
+    """
+    ours_times, theirs_times, ratios = [], [], []
+    for _ in range(blocks):
+        a = median_seconds(ours, repeats, warmup=1)
+        b = median_seconds(theirs, repeats, warmup=1)
+        ours_times.append(a)
+        theirs_times.append(b)
+        ratios.append(a / b)
+    return (statistics.median(ours_times), statistics.median(theirs_times),
+            statistics.median(ratios))
+
+
 def machine_description() -> str:
     """CPU model, core count and library versions, for the record in docs/benchmarks.md."""
     cpu = platform.processor() or platform.machine()

@@ -118,9 +118,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--matmul-size", type=int, default=1024)
     parser.add_argument("--matmul-depth", type=int, default=4)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (by default both libraries run "
+                             "with freed memory kept for reuse, as the minitransformer "
+                             "command does)")
     args = parser.parse_args()
-
+    tuned = not args.default_malloc and mt.backend.retain_freed_memory()
     print(f"machine: {machine_description()}")
+    print(f"malloc: {'freed memory kept for reuse' if tuned else 'glibc defaults'}")
     small = bench_elementwise(args.repeats)
     print(f"\n(a) chain of {CHAIN_OPS} elementwise ops on {SMALL[0]}x{SMALL[1]} float32 "
           f"(medians of {args.repeats} alternating runs)")

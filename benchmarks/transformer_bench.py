@@ -19,7 +19,7 @@ import numpy as np
 
 import minitransformer as mt
 import minitransformer.functional as F
-from benchmarks._timing import machine_description, median_seconds, paired_seconds
+from benchmarks._timing import blockwise_seconds, machine_description, median_seconds
 
 try:
     import torch
@@ -104,7 +104,7 @@ def bench_training_step(size: str, repeats: int) -> dict[str, float]:
         loss.backward()
         torch_optimizer.step()
 
-    seconds, torch_seconds, ratio = paired_seconds(ours, theirs, repeats)
+    seconds, torch_seconds, ratio = blockwise_seconds(ours, theirs, repeats)
     return {"minitransformer": seconds, "torch": torch_seconds, "ratio": ratio}
 
 
@@ -154,8 +154,14 @@ def bench_attention(seq: int, d_model: int, heads: int, repeats: int) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (by default both libraries run "
+                             "with freed memory kept for reuse, as the minitransformer "
+                             "command does)")
     args = parser.parse_args()
+    tuned = not args.default_malloc and mt.backend.retain_freed_memory()
     print(f"machine: {machine_description()}")
+    print(f"malloc: {'freed memory kept for reuse' if tuned else 'glibc defaults'}")
 
     print("\n(1) training step: forward, cross-entropy, backward, AdamW (median, float32)")
     for size, cfg in SIZES.items():

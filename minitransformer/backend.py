@@ -6,8 +6,10 @@ runs on both devices. CuPy is imported only when a CUDA tensor is first asked fo
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -163,3 +165,26 @@ def array_math(device: str) -> _ArrayMath:
     if device not in _array_math:
         _array_math[device] = _ArrayMath(array_module(device))
     return _array_math[device]
+
+
+def retain_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
+
+    A training step frees and reallocates the same large arrays every time. By default
+    glibc gives blocks above its threshold back to the OS on free, so each step pays
+    again for fresh pages; measured on a 2-core VM, that was a quarter of a Transformer
+    step (docs/benchmarks.md). This raises the trim threshold to 1 GiB and serves blocks
+    below 32 MiB from the reusable heap. Process-wide, so the library never does it on
+    import: the ``minitransformer`` command and the benchmarks call it. Returns False
+    where it does not apply (not Linux with glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(
+        libc.mallopt(m_mmap_threshold, 32 << 20)
+    )

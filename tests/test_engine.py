@@ -463,3 +463,8 @@ def test_manual_seed_makes_randomness_reproducible() -> None:
     np.testing.assert_array_equal(mt.randn(2, generator=g1).numpy(),
                                   mt.randn(2, generator=g2).numpy())
     assert mt.randn(2, 2, dtype=mt.float64).dtype == mt.float64
+
+
+def test_retain_freed_memory_applies_on_linux() -> None:
+    applied = mt.backend.retain_freed_memory()
+    assert applied is sys.platform.startswith("linux")

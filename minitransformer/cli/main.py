@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+from minitransformer import backend
 from minitransformer.cli.compare import add_compare_command
 from minitransformer.cli.graph import add_graph_command
 from minitransformer.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE, UnknownWordError
@@ -266,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2: bad arguments, 1: other errors)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    backend.retain_freed_memory()  # steps reuse freed arrays instead of fresh pages
     try:
         return args.handler(args)
     except (CheckpointError, UnknownWordError, SentenceError, DeviceError, CommandError) as exc:
