@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import time
@@ -65,6 +66,22 @@ def blockwise_seconds(
         ratios.append(a / b)
     return (statistics.median(ours_times), statistics.median(theirs_times),
             statistics.median(ratios))
+
+
+def add_malloc_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (by default both libraries run "
+                             "with freed memory kept for reuse, as the minitransformer "
+                             "command does)")
+
+
+def apply_malloc_option(args: argparse.Namespace) -> str:
+    """Keep freed memory for reuse unless --default-malloc; says which setting is in use."""
+    from minitransformer import backend
+
+    if not args.default_malloc and backend.retain_freed_memory():
+        return "freed memory kept for reuse"
+    return "glibc defaults"
 
 
 def machine_description() -> str:

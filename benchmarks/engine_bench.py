@@ -16,7 +16,13 @@ import argparse
 import numpy as np
 
 import minitransformer as mt
-from benchmarks._timing import machine_description, median_seconds, paired_seconds
+from benchmarks._timing import (
+    add_malloc_option,
+    apply_malloc_option,
+    machine_description,
+    median_seconds,
+    paired_seconds,
+)
 
 try:
     import torch
@@ -118,14 +124,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--matmul-size", type=int, default=1024)
     parser.add_argument("--matmul-depth", type=int, default=4)
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's malloc as it is (by default both libraries run "
-                             "with freed memory kept for reuse, as the minitransformer "
-                             "command does)")
+    add_malloc_option(parser)
     args = parser.parse_args()
-    tuned = not args.default_malloc and mt.backend.retain_freed_memory()
     print(f"machine: {machine_description()}")
-    print(f"malloc: {'freed memory kept for reuse' if tuned else 'glibc defaults'}")
+    print(f"malloc: {apply_malloc_option(args)}")
     small = bench_elementwise(args.repeats)
     print(f"\n(a) chain of {CHAIN_OPS} elementwise ops on {SMALL[0]}x{SMALL[1]} float32 "
           f"(medians of {args.repeats} alternating runs)")

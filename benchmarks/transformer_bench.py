@@ -19,7 +19,13 @@ import numpy as np
 
 import minitransformer as mt
 import minitransformer.functional as F
-from benchmarks._timing import blockwise_seconds, machine_description, median_seconds
+from benchmarks._timing import (
+    add_malloc_option,
+    apply_malloc_option,
+    blockwise_seconds,
+    machine_description,
+    median_seconds,
+)
 
 try:
     import torch
@@ -154,14 +160,10 @@ def bench_attention(seq: int, d_model: int, heads: int, repeats: int) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's malloc as it is (by default both libraries run "
-                             "with freed memory kept for reuse, as the minitransformer "
-                             "command does)")
+    add_malloc_option(parser)
     args = parser.parse_args()
-    tuned = not args.default_malloc and mt.backend.retain_freed_memory()
     print(f"machine: {machine_description()}")
-    print(f"malloc: {'freed memory kept for reuse' if tuned else 'glibc defaults'}")
+    print(f"malloc: {apply_malloc_option(args)}")
 
     print("\n(1) training step: forward, cross-entropy, backward, AdamW (median, float32)")
     for size, cfg in SIZES.items():
