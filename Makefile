@@ -31,6 +31,7 @@ bench: $(VENV)/.base
 	$(PY) -m benchmarks.transformer_bench
 	$(PY) -m benchmarks.transformer_bench --default-malloc
 	$(PY) -m benchmarks.graph_bench
+	$(PY) benchmarks/attention_cost.py
 
 compare: $(VENV)/.base
 	$(VENV)/bin/minitransformer compare

@@ -179,7 +179,12 @@ class Tensor:
         if not self.requires_grad:
             raise GraphError("cannot register a hook on a tensor that does not require grad")
         self._hooks = [*self._hooks, hook]
-        return lambda: self._hooks.remove(hook)
+
+        def remove() -> None:
+            if hook in self._hooks:
+                self._hooks.remove(hook)
+
+        return remove
 
     def to(self, target: Any = None, dtype: Any = None, device: Any = None) -> Tensor:
         """A copy on another device and/or with another dtype (differentiable)."""

@@ -468,3 +468,17 @@ def test_manual_seed_makes_randomness_reproducible() -> None:
 def test_retain_freed_memory_applies_on_linux() -> None:
     applied = mt.backend.retain_freed_memory()
     assert applied is sys.platform.startswith("linux")
+
+
+def test_edge_cases_found_in_review() -> None:
+    np.testing.assert_array_equal(mt.relu(mt.tensor([-np.inf, -1.0, 2.0])).numpy(), [0, 0, 2])
+    picked = mt.where(np.array([True, False]), 1.0, 2.0)
+    np.testing.assert_array_equal(picked.numpy(), [1.0, 2.0])
+    with pytest.raises(ValueError, match="split size must be at least 1, got 0"):
+        mt.arange(4).split(0)
+    x = mt.tensor([1.0], requires_grad=True)
+    remove = x.register_hook(lambda g: g * 2)
+    remove()
+    remove()  # removing twice is harmless
+    (x * 3).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0])

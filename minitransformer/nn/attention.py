@@ -42,9 +42,11 @@ class Attention(Module):
 
     ``forward(x, attn_mask=None)`` takes X of shape (B, T, E) (or (T, E)) and returns
     ``(Z, A)``. ``attn_mask`` (T, T) or (B, T, T): boolean True where query i may attend to
-    key j, or float values added to S_hat. A query allowed no key at all gets zero weights
-    and Z = 0. Set ``store_attention = True`` to keep a detached copy of A, with a head
-    axis of size 1, as ``last_attention`` (B, 1, T, T) after every forward.
+    key j, or float values added to S_hat. A query that a boolean mask allows no key at all
+    gets zero weights and Z = 0 (with a float mask of -inf across a whole row it would be
+    NaN, as softmax(-inf, ..., -inf) is 0/0; ``F.scaled_dot_product_attention`` zeroes both
+    kinds). Set ``store_attention = True`` to keep a detached copy of A, with a head axis
+    of size 1, as ``last_attention`` ((B, 1, T, T), or (1, T, T) for a (T, E) input).
     """
 
     def __init__(self, embed_dim: int, bias: bool = True, dtype: Any = None,

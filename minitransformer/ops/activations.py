@@ -53,7 +53,7 @@ class Relu(Function):
 
     def forward(self, x: Any) -> Any:
         self.positive = x > 0
-        return x * self.positive
+        return _xp(x).maximum(x, 0)  # (x * positive would turn -inf into nan)
 
     def backward(self, grad: Any) -> tuple[Any]:
         return (grad * self.positive,)

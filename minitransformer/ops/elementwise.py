@@ -33,7 +33,10 @@ class Add(Function):
 
     def backward(self, grad: Any) -> tuple[Any, Any]:
         x, y = self.args
-        return unbroadcast(grad, x.shape), unbroadcast(grad, y.shape)
+        need_x, need_y = self.needs_input_grad
+        dx = unbroadcast(grad, x.shape) if need_x else None
+        dy = unbroadcast(grad, y.shape) if need_y else None
+        return dx, dy
 
 
 class Sub(Function):
@@ -44,7 +47,10 @@ class Sub(Function):
 
     def backward(self, grad: Any) -> tuple[Any, Any]:
         x, y = self.args
-        return unbroadcast(grad, x.shape), unbroadcast(-grad, y.shape)
+        need_x, need_y = self.needs_input_grad
+        dx = unbroadcast(grad, x.shape) if need_x else None
+        dy = unbroadcast(-grad, y.shape) if need_y else None
+        return dx, dy
 
 
 class Mul(Function):
@@ -98,9 +104,10 @@ class Maximum(Function):
 
     def backward(self, grad: Any) -> tuple[Any, Any]:
         x, y = self.args
-        return unbroadcast(grad * self.x_share, x.shape), unbroadcast(
-            grad * (1 - self.x_share), y.shape
-        )
+        need_x, need_y = self.needs_input_grad
+        dx = unbroadcast(grad * self.x_share, x.shape) if need_x else None
+        dy = unbroadcast(grad * (1 - self.x_share), y.shape) if need_y else None
+        return dx, dy
 
 
 class Minimum(Function):
@@ -112,9 +119,10 @@ class Minimum(Function):
 
     def backward(self, grad: Any) -> tuple[Any, Any]:
         x, y = self.args
-        return unbroadcast(grad * self.x_share, x.shape), unbroadcast(
-            grad * (1 - self.x_share), y.shape
-        )
+        need_x, need_y = self.needs_input_grad
+        dx = unbroadcast(grad * self.x_share, x.shape) if need_x else None
+        dy = unbroadcast(grad * (1 - self.x_share), y.shape) if need_y else None
+        return dx, dy
 
 
 # ----- unary math -------------------------------------------------------------------------------
@@ -353,6 +361,8 @@ clamp = clip
 def where(condition: Any, x: Any, y: Any) -> Tensor:
     """``x`` where ``condition`` holds, else ``y`` (broadcast together)."""
     cond = condition.data if isinstance(condition, Tensor) else condition
+    if not isinstance(x, Tensor) and not isinstance(y, Tensor):  # where(mask, 1.0, 0.0)
+        x = Tensor(x, device=backend.device_of(cond) if backend.is_array(cond) else None)
     device = x.device if isinstance(x, Tensor) else y.device
     if backend.is_array(cond):
         cond = backend.to_device(cond, device)  # a NumPy mask may select on the GPU

@@ -279,10 +279,12 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0)
     length = x.shape[axis]
     if isinstance(split_size_or_sections, int):
         size = split_size_or_sections
+        if size < 1:
+            raise ValueError(f"split size must be at least 1, got {size}")
         sizes = [min(size, length - start) for start in range(0, length, size)]
     else:
         sizes = list(split_size_or_sections)
-        if sum(sizes) != length:
+        if any(n < 0 for n in sizes) or sum(sizes) != length:
             raise ShapeError(f"split sizes {sizes} do not add up to {length} (shape {x.shape})")
     pieces, start = [], 0
     for n in sizes:
