@@ -20,14 +20,12 @@ same weights, bit-identical losses.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -356,48 +354,6 @@ def _log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Run the block with OpenBLAS on one thread, then restore its setting.
-
-    The matrices here are tiny (32 x 12 x 32): splitting a product over threads costs
-    more than it saves, and on a busy machine a thread that waits for a core makes every
-    step several times slower (measured: 8x on a loaded 2-core machine). A no-op where
-    NumPy does not use OpenBLAS.
-    """
-    library = _openblas()
-    if library is None:
-        yield
-        return
-    get_threads, set_threads = library
-    before = get_threads()
-    set_threads(1)
-    try:
-        yield
-    finally:
-        set_threads(before)
-
-
-def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
-    """OpenBLAS's get/set-number-of-threads functions, from the copy NumPy has loaded."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:  # Linux: the loaded libraries
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            library = ctypes.CDLL(path)  # the already loaded copy, not a second one
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
-            getter = getattr(library, f"{prefix}_get_num_threads{suffix}", None)
-            setter = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
-            if getter is not None and setter is not None:
-                return getter, setter
-    return None
-
-
 def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: optim.LRScheduler,
          batch_rng: np.random.Generator, progress: bool,
          log: Callable[[str], None] | None) -> TrainResult:
@@ -407,7 +363,7 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
     out_dir = os.path.dirname(run.path)
     os.makedirs(out_dir or ".", exist_ok=True)
 
-    with single_threaded_blas():
+    with backend.single_threaded_blas():
         for epoch in range(history.epochs_done + 1, config.epochs + 1):
             _train_epoch(run, data, optimizer, scheduler, batch_rng, epoch, progress)
             save_checkpoint(run.path, run, optimizer, scheduler, batch_rng)

@@ -37,7 +37,6 @@ from minitransformer.training import (
     evaluate,
     load_run,
     resume,
-    single_threaded_blas,
     train,
 )
 
@@ -263,7 +262,7 @@ def test_resume_refuses_a_run_for_other_data(finished_run, tmp_path):
 
 
 def test_single_threaded_blas_restores_the_setting():
-    from minitransformer.training import _openblas
+    from minitransformer.backend import _openblas, single_threaded_blas
 
     library = _openblas()
     if library is None:  # NumPy without OpenBLAS: the context is a no-op
