@@ -95,34 +95,34 @@ class Pow(Function):
         return dx, dp
 
 
-class Maximum(Function):
+class _Select(Function):
+    """Base of Maximum and Minimum: z picks x or y elementwise, so dz/dx = share (1 where
+    x was picked, 1/2 on ties, 0 elsewhere) and dz/dy = 1 - share. ``forward`` sets share."""
+
+    x_share: Any
+
+    def backward(self, grad: Any) -> tuple[Any, Any]:
+        x, y = self.args
+        need_x, need_y = self.needs_input_grad
+        dx = unbroadcast(grad * self.x_share, x.shape) if need_x else None
+        dy = unbroadcast(grad * (1 - self.x_share), y.shape) if need_y else None
+        return dx, dy
+
+
+class Maximum(_Select):
     """z = max(x, y); the gradient goes to the larger operand, split evenly on ties."""
 
     def forward(self, x: Any, y: Any) -> Any:
         self.x_share = ((x > y) + 0.5 * (x == y)).astype(x.dtype)
         return _xp(x).maximum(x, y)
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
-        x, y = self.args
-        need_x, need_y = self.needs_input_grad
-        dx = unbroadcast(grad * self.x_share, x.shape) if need_x else None
-        dy = unbroadcast(grad * (1 - self.x_share), y.shape) if need_y else None
-        return dx, dy
 
-
-class Minimum(Function):
+class Minimum(_Select):
     """z = min(x, y); the gradient goes to the smaller operand, split evenly on ties."""
 
     def forward(self, x: Any, y: Any) -> Any:
         self.x_share = ((x < y) + 0.5 * (x == y)).astype(x.dtype)
         return _xp(x).minimum(x, y)
-
-    def backward(self, grad: Any) -> tuple[Any, Any]:
-        x, y = self.args
-        need_x, need_y = self.needs_input_grad
-        dx = unbroadcast(grad * self.x_share, x.shape) if need_x else None
-        dy = unbroadcast(grad * (1 - self.x_share), y.shape) if need_y else None
-        return dx, dy
 
 
 # ----- unary math -------------------------------------------------------------------------------
