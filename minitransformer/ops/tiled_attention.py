@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from minitransformer import backend
+from minitransformer import backend, tuning
 from minitransformer.autograd import Function, grad, is_grad_enabled
 from minitransformer.errors import ShapeError
 from minitransformer.ops.shape import unbroadcast
@@ -91,7 +91,7 @@ def _run_parallel(work: Callable[[int, int], None], workers: int) -> None:
         pool = _pool
     # The pool is the parallelism: BLAS threads on top of it would fight for the same
     # cores, and waiting BLAS threads spin (measured: 20x slower on a loaded 2-core VM).
-    with backend.single_threaded_blas():
+    with tuning.single_threaded_blas():
         futures = [pool.submit(work, w, workers) for w in range(workers)]
         for f in futures:
             f.result()  # re-raises a worker's exception here
