@@ -63,3 +63,17 @@ def test_torch_multihead_attention_nan_only_with_weights(need_weights: bool, mas
         assert weights is None
         assert torch.allclose(out[0, row], mha.out_proj.bias)  # zero row, then the bias
         assert x.grad.isfinite().all()
+
+
+def test_readme_taste_runs_and_its_gradients_are_visible() -> None:
+    """README.md, "A taste": the first block runs, and x.grad is what its comment says."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## A taste"):]
+    block = section[section.index("```python\n") + 10:section.index("```\n", 10)]
+    namespace: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    x = namespace["x"]
+    assert np.allclose(x.grad.numpy(), [[-0.0526, 0.5051, 0.024]], atol=1e-4)
+    assert np.abs(x.grad.numpy()).max() > 0.1  # not a saturated tanh
