@@ -179,6 +179,7 @@ class MultiHeadAttention(Module):
         heads, weights = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0, generator=self.generator,
+            need_weights=need_weights or self.store_attention,  # without: tiled when large
         )  # heads (B, nh, L, hs), weights (B, nh, L, S)
         heads = heads.transpose(0, 2, 1, 3)  # (B, nh, L, hs) -> (B, L, nh, hs)
         heads = heads.reshape(B, L, E)  # (B, L, nh, hs) -> (B, L, E): heads side by side
