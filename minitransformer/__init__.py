@@ -99,3 +99,4 @@ __version__ = "0.1.0"
 from minitransformer import functional, nn, optim  # noqa: E402
 from minitransformer.nn import Parameter  # noqa: E402
 from minitransformer.serialization import load, save  # noqa: E402
+from minitransformer.trace import BackwardTrace, trace_backward, tracing  # noqa: E402

@@ -524,18 +524,23 @@ def _softmax_scores_backward(
 
 def _composed_weights(q: Tensor, k: Tensor, plan: _AttentionPlan) -> Tensor:
     """A = softmax(Q K^T * scale + mask) from primitive engine ops (matmul, where, softmax)."""
-    scores = (q @ k.swapaxes(-1, -2)) * plan.scale  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    S = q @ k.swapaxes(-1, -2)  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    scores = S * plan.scale  # (..., L, S)
+    S.name, scores.name = "S", "S_hat"  # the article's symbols, for graphs and traces
     if plan.bias is not None:
         scores = scores + _constant(plan.bias, q.device)
     if plan.blocked is not None:
         scores = scores.masked_fill(plan.blocked, -math.inf)
     if plan.dead is None:
-        return ops.softmax(scores, axis=-1)
-    # A fully masked row would be softmax(-inf, ..., -inf) = 0/0. Give it finite scores
-    # (so nothing is NaN, not even in the backward), then zero its weights.
-    scores = scores.masked_fill(plan.dead, 0.0)
-    alive = _constant((~plan.dead).astype(scores.dtype), q.device)  # (..., L, 1)
-    return ops.softmax(scores, axis=-1) * alive
+        weights = ops.softmax(scores, axis=-1)
+    else:
+        # A fully masked row would be softmax(-inf, ..., -inf) = 0/0. Give it finite scores
+        # (so nothing is NaN, not even in the backward), then zero its weights.
+        scores = scores.masked_fill(plan.dead, 0.0)
+        alive = _constant((~plan.dead).astype(scores.dtype), q.device)  # (..., L, 1)
+        weights = ops.softmax(scores, axis=-1) * alive
+    weights.name = "A"
+    return weights
 
 
 def _attention_plan(
@@ -675,4 +680,6 @@ def attention_reference(
     backward. Slower; it exists to check the fused node and to read as plain maths."""
     plan = _attention_plan(query, key, value, attn_mask, is_causal, scale)
     weights = _composed_weights(query, key, plan)  # (..., L, S)
-    return weights @ value, weights  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    output = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    output.name = "Z"
+    return output, weights
