@@ -48,8 +48,7 @@ class Summary:
 
     @classmethod
     def of(cls, array: Any) -> Summary:
-        data = backend.to_numpy(array.data if isinstance(array, Tensor) else array)
-        data = np.asarray(data, dtype=np.float64)
+        data = np.asarray(_to_numpy(array), dtype=np.float64)
         finite = data[np.isfinite(data)]
         return cls(
             shape=tuple(data.shape),
@@ -181,7 +180,7 @@ class BackwardTrace:
         ))
 
     def _wrap(self, t: Tensor, fn: Any, backward: Any) -> Any:
-        def traced_backward(grad: Any) -> tuple[Any, ...]:
+        def traced(grad: Any) -> tuple[Any, ...]:
             input_grads = backward(grad)
             step = BackwardStep(index=0, op=fn.name, name=self.name_of(t),
                                 shape=tuple(t.shape), grad=Summary.of(grad),
@@ -192,14 +191,14 @@ class BackwardTrace:
                 summary = Summary.of(g)
                 step.sent.append(Sent(self.name_of(parent), summary))
                 if parent._ctx is None:  # a leaf: its step comes when the walk reaches it
-                    values = backend.to_numpy(g.data if isinstance(g, Tensor) else g)
+                    values = _to_numpy(g)
                     key = id(parent)
                     self._arrived[key] = values + self._arrived[key] if key in self._arrived \
                         else np.array(values, dtype=np.float64)
             self._pending[id(fn)] = step
             return input_grads
 
-        return traced_backward
+        return traced
 
     # ----- reading ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -251,6 +250,11 @@ class BackwardTrace:
                 f"<tbody>{body}</tbody></table>")
 
 
+def _to_numpy(value: Any) -> np.ndarray:
+    """A gradient (an array, or a tensor under create_graph) as a NumPy array."""
+    return backend.to_numpy(value.data if isinstance(value, Tensor) else value)
+
+
 def _shape(shape: tuple[int, ...]) -> str:
     return str(tuple(shape)) if shape else "scalar"
 
@@ -296,6 +300,11 @@ def forward_formula(cls: type) -> str:
     return first.split(";", 1)[0].strip().rstrip(".")
 
 
+def _check_tensor(loss: Any) -> None:
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"trace_backward needs a Tensor, got {type(loss).__name__}")
+
+
 # ----- the public entry points --------------------------------------------------------------
 @contextlib.contextmanager
 def tracing(model: Any = None, params: dict[str, Tensor] | None = None
@@ -325,8 +334,7 @@ def trace_backward(loss: Tensor, gradient: Any = None, model: Any = None,
 
     The gradients it leaves in ``.grad`` are exactly those of a plain ``backward``.
     """
-    if not isinstance(loss, Tensor):
-        raise TypeError(f"trace_backward needs a Tensor, got {type(loss).__name__}")
+    _check_tensor(loss)
     with tracing(model=model, params=params) as trace:
         loss.backward(gradient, retain_graph=retain_graph, create_graph=create_graph)
     return trace
