@@ -89,7 +89,8 @@ def _name(x: Tensor | None = None, **tensors: Tensor) -> None:
     if x is not None and x.name is None:
         x.name = "X"
     for symbol, t in tensors.items():
-        t.name = symbol
+        if t is not None:  # the weights, when need_weights=False
+            t.name = symbol
 
 
 def _apply_mask(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
