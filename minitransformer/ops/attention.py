@@ -187,11 +187,15 @@ def _softmax_scores_backward(
 
 def composed_weights(q: Tensor, k: Tensor, plan: AttentionPlan) -> Tensor:
     """A = masked softmax(Q K^T * scale + bias) from engine ops (matmul, add, masked softmax)."""
-    scores = (q @ k.swapaxes(-1, -2)) * plan.scale  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    S = q @ k.swapaxes(-1, -2)  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    scores = S * plan.scale  # (..., L, S)
+    S.name, scores.name = "S", "S_hat"  # the article's symbols, for graphs and traces
     if plan.bias is not None:
         scores = scores + Tensor._from_array(plan.bias, q.device)
     # blocked keys, -inf scores and fully masked rows: the rule of softmax_in_place
-    return MaskedSoftmax.apply(scores, axis=-1, blocked=plan.blocked)
+    weights = MaskedSoftmax.apply(scores, axis=-1, blocked=plan.blocked)
+    weights.name = "A"
+    return weights
 
 
 def attention_plan(
