@@ -18,6 +18,7 @@ import sys
 
 from minitransformer import backend
 from minitransformer.cli.compare import add_compare_command
+from minitransformer.cli.gpt import add_gpt_command
 from minitransformer.cli.graph import add_graph_command
 from minitransformer.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE, UnknownWordError
 from minitransformer.errors import CheckpointError, DeviceError
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_graph_command(commands)  # computation graphs with Graphviz
     add_compare_command(commands)  # self-attention against an LSTM and a CNN
+    add_gpt_command(commands)  # a tiny GPT: train, sample, attend
     return parser
 
 
