@@ -1,9 +1,13 @@
-"""Shared fixtures: the PyTorch oracle and the devices to run on.
+"""Shared fixtures: the PyTorch oracle, the optional programs, and the devices to run on.
 
-The only skips allowed in this suite are these two: PyTorch missing, GPU missing.
+The only skips allowed in this suite are for a missing optional thing: PyTorch, a GPU,
+CuPy, Graphviz's `dot`, a browser (Chromium with its driver). Each has its marker here.
 """
 
 from __future__ import annotations
+
+import importlib.util
+import shutil
 
 import numpy as np
 import pytest
@@ -20,6 +24,23 @@ requires_torch = pytest.mark.skipif(
 )
 requires_gpu = pytest.mark.skipif(
     not mt.cuda_is_available(), reason="no CUDA GPU with CuPy (the 'gpu' extra)"
+)
+
+requires_dot = pytest.mark.skipif(
+    shutil.which("dot") is None,
+    reason="Graphviz's `dot` not found: apt-get install graphviz (or brew/conda install graphviz)",
+)
+# The browser tests drive Debian's Chromium through the system chromedriver, never a
+# downloaded one.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+requires_browser = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None or importlib.util.find_spec("selenium") is None,
+    reason="no browser: apt-get install chromium chromium-driver, and the 'dev' extra (selenium)",
+)
+requires_cupy = pytest.mark.skipif(
+    importlib.util.find_spec("cupy") is None,
+    reason="CuPy not installed (it imports without a GPU): pip install -e '.[gpu]'",
 )
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[requires_gpu, pytest.mark.gpu])]

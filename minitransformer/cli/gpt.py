@@ -18,12 +18,16 @@ import sys
 
 import numpy as np
 
+from minitransformer.cli.common import CommandError
+
 DEFAULT_GPT_DIR = os.path.join("runs", "gpt")
 
 
 def add_gpt_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``gpt`` and its three sub-commands on the CLI's sub-command parsers."""
-    from minitransformer.cli.main import _add_device, _non_negative_int, _positive_int
+    from minitransformer.cli.common import add_device as _add_device
+    from minitransformer.cli.common import non_negative_int as _non_negative_int
+    from minitransformer.cli.common import positive_int as _positive_int
 
     gpt = subparsers.add_parser(
         "gpt", help="train, sample from and inspect a tiny GPT on a toy story language",
@@ -80,10 +84,6 @@ def add_gpt_command(subparsers: argparse._SubParsersAction) -> argparse.Argument
     return gpt
 
 
-class GPTCommandError(Exception):
-    """A problem to report in one line with exit status 1."""
-
-
 def _guarded(handler):  # noqa: ANN001, ANN202 - argparse handlers
     """Report the errors a user can cause in one line (exit status 1)."""
     from minitransformer.errors import CheckpointError, ShapeError
@@ -91,7 +91,7 @@ def _guarded(handler):  # noqa: ANN001, ANN202 - argparse handlers
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except (GPTCommandError, ShapeError, CheckpointError, ValueError, OSError) as exc:
+        except (CommandError, ShapeError, CheckpointError, ValueError, OSError) as exc:
             message = " ".join(str(exc).split())
             print(f"minitransformer gpt {args.gpt_command}: error: {message}", file=sys.stderr)
             return 1
@@ -99,13 +99,13 @@ def _guarded(handler):  # noqa: ANN001, ANN202 - argparse handlers
 
 
 def _train(args: argparse.Namespace) -> int:
+    from minitransformer.coref.training import CHECKPOINT_FILE
     from minitransformer.gpt.training import (
         GPTTrainConfig,
         load_gpt_run,
         resume_gpt,
         train_gpt,
     )
-    from minitransformer.training import CHECKPOINT_FILE
 
     given = {name: getattr(args, name) for name in ("epochs", "seed")
              if getattr(args, name) is not None}
@@ -115,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
         conflicts = [f"--{name} {value} (the run has {getattr(saved, name)})"
                      for name, value in given.items() if getattr(saved, name) != value]
         if conflicts:
-            raise GPTCommandError(f"{path} continues with its own settings; drop "
+            raise CommandError(f"{path} continues with its own settings; drop "
                                   f"{', '.join(conflicts)} or start a new run")
         result = resume_gpt(args.out, device=args.device, progress=not args.quiet)
     else:
@@ -166,12 +166,12 @@ def _sample(args: argparse.Namespace) -> int:
     from minitransformer.gpt.training import load_gpt_run
 
     if args.temperature < 0:
-        raise GPTCommandError(f"--temperature must be >= 0, got {args.temperature}")
+        raise CommandError(f"--temperature must be >= 0, got {args.temperature}")
     run = load_gpt_run(args.run, device=args.device)
     prompt = _encode_prompt(run.vocabulary, args.prompt)
     room = run.model.config.block_size - len(prompt)
     if room < 1:
-        raise GPTCommandError(f"the prompt has {len(prompt)} tokens; this model reads at most "
+        raise CommandError(f"the prompt has {len(prompt)} tokens; this model reads at most "
                               f"{run.model.config.block_size}")
     tokens = room if args.tokens is None else min(args.tokens, room)
     eos = run.vocabulary.encode([EOS])[0]
@@ -188,7 +188,7 @@ def _attend(args: argparse.Namespace) -> int:
     run = load_gpt_run(args.run, device=args.device)
     ids = _encode_prompt(run.vocabulary, args.text)
     if len(ids) > run.model.config.block_size:
-        raise GPTCommandError(f"the text has {len(ids)} tokens; this model reads at most "
+        raise CommandError(f"the text has {len(ids)} tokens; this model reads at most "
                               f"{run.model.config.block_size}")
     words = run.vocabulary.decode(ids)
     maps = [m[0] for m in run.model.attention_maps(np.array([ids]))]  # each (nh, T, T)

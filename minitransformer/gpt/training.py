@@ -9,7 +9,7 @@ optimizer, scheduler, random states, history) and, at the end, ``metrics.json``:
 validation cross-entropy next to the exact floor of the data, a bigram baseline measured
 on the same stories, and the accuracy on the tokens that depend on a far-back word.
 The optimizer, its schedule, the atomic writes and the checkpoint reading are the
-coreference trainer's (:mod:`minitransformer.training`), reused as they are.
+coreference trainer's (:mod:`minitransformer.coref.training`), reused as they are.
 """
 
 from __future__ import annotations
@@ -25,9 +25,17 @@ from typing import Any
 import numpy as np
 
 import minitransformer as mt
-from minitransformer import backend, optim, serialization
+from minitransformer import backend, optim, serialization, tuning
 from minitransformer import functional as F
-from minitransformer.data.tokenizer import PAD_ID, Vocabulary
+from minitransformer.coref.data.tokenizer import PAD_ID, Vocabulary
+from minitransformer.coref.training import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    build_optimizer,
+    checkpoint_path,
+    dropout_generators,
+    write_json,
+)
 from minitransformer.errors import CheckpointError
 from minitransformer.gpt.model import GPT, GPTConfig
 from minitransformer.gpt.stories import (
@@ -38,14 +46,6 @@ from minitransformer.gpt.stories import (
     make_stories,
 )
 from minitransformer.nn import StateDictError
-from minitransformer.training import (
-    CHECKPOINT_FILE,
-    METRICS_FILE,
-    build_optimizer,
-    checkpoint_path,
-    dropout_generators,
-    write_json,
-)
 
 RUN_KIND = "minitransformer-gpt-run"
 RUN_VERSION = 1
@@ -57,7 +57,7 @@ __all__ = ["GPTHistory", "GPTRun", "GPTTrainConfig", "GPTTrainResult", "evaluate
 @dataclass(frozen=True)
 class GPTTrainConfig:
     """Everything that decides what a run computes. The field names that the coreference
-    trainer's :func:`~minitransformer.training.build_optimizer` reads (lr, weight_decay,
+    trainer's :func:`~minitransformer.coref.training.build_optimizer` reads (lr, weight_decay,
     warmup_epochs, min_lr_fraction, train_size, batch_size, epochs) mean the same here."""
 
     seed: int = 0
@@ -288,7 +288,7 @@ def _fit(run: GPTRun, data: StoryData, optimizer: optim.Optimizer,
     out_dir = os.path.dirname(run.path) or "."
     os.makedirs(out_dir, exist_ok=True)
     steps = math.ceil(config.train_size / config.batch_size)
-    with backend.single_threaded_blas():
+    with tuning.single_threaded_blas():
         for epoch in range(history.epochs_done + 1, config.epochs + 1):
             started = time.perf_counter()
             model.train()
