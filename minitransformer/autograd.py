@@ -103,11 +103,30 @@ class Function:
 
     Inside ``backward``, read the inputs as ``self.args`` and the output as
     ``self.output()`` (for classes with ``uses_output = True``), and take math functions
-    from ``self.xp``. In a plain backward these are arrays and NumPy/CuPy; under
-    ``create_graph=True`` they are tensors and :mod:`minitransformer.ops`, which have the
-    same names. Either way the formula reads the same.
+    from ``self.xp``. The engine sets ``self.create_graph`` on each node before calling its
+    backward. When it is False (a plain ``backward()``) ``grad``, ``self.args`` and
+    ``self.output()`` are arrays and ``self.xp`` is NumPy/CuPy; when it is True
+    (``create_graph=True``) they are tensors and ``self.xp`` is :mod:`minitransformer.ops`,
+    with recording on, so the backward becomes a graph that can be differentiated again.
+    Either way the formula reads the same. Three rules make that work:
+
+    1. Every ``self.xp.<name>`` a backward uses must exist, with the same meaning, in
+       NumPy, in CuPy and in :mod:`minitransformer.ops` (``tests/test_contract.py``
+       checks). ``self.xp.cosh`` would pass a plain backward and fail under create_graph.
+    2. Whatever ``forward`` stores on ``self`` is a CONSTANT under create_graph: right for
+       a mask, indices or a shape; silently wrong for a value that depends on the inputs
+       (a ``Sinh`` that stores ``cosh(x)`` gets first derivatives right and second ones
+       wrong). Recompute such values from ``self.args`` / ``self.output()`` in backward,
+       or use the saved copy only when ``not self.create_graph``.
+    3. A backward branches on ``self.create_graph`` and on nothing else (not on the
+       global grad mode, not on ``isinstance(grad, Tensor)``), and under create_graph it
+       builds every gradient from tensors with recorded ops.
+
+    ``gradgradcheck`` runs on every registered op (``tests/test_contract.py``), which is
+    what catches a broken rule 2. ``docs/contributing.md`` walks through adding an op.
     """
 
+    create_graph = False  # set by the engine on each node, just before its backward
     uses_output = False  # keep a weak reference to the output for backward
     changes_device = False  # only To: its output lives on another device than its input
 
@@ -147,19 +166,19 @@ class Function:
     @property
     def args(self) -> tuple[Any, ...]:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
-        if _grad_enabled:
+        if self.create_graph:
             return self.inputs
         return tuple(map(_data_of, self.inputs))
 
     def output(self) -> Any:
         """The output, as an array or a tensor like :attr:`args`."""
         out = self._output_ref()
-        return out if _grad_enabled else out.data
+        return out if self.create_graph else out.data
 
     @property
     def xp(self) -> Any:
         """Math functions for :attr:`args`: NumPy/CuPy, or the tensor ops under create_graph."""
-        if _grad_enabled:
+        if self.create_graph:
             return ops
         return backend.array_math(self.inputs[0].device)
 
@@ -297,6 +316,7 @@ def run_backward(
                 _accumulate_into(tensor, g, create_graph)
             if fn is None:
                 continue
+            fn.create_graph = create_graph  # the mode this backward runs in (see Function)
             input_grads = fn.backward(g)
             if not retain_graph:
                 fn.release()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.autograd import Function, is_grad_enabled
+from minitransformer.autograd import Function
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.activations import softmax
 from minitransformer.ops.shape import unbroadcast
@@ -101,7 +101,7 @@ class ScaledDotProductAttention(Function):
         return self.z
 
     def backward(self, grad: Any) -> tuple[Any, ...]:
-        if is_grad_enabled():  # create_graph: the backward must itself be recorded
+        if self.create_graph:  # the backward must itself be recorded
             return self._backward_recorded(grad)
         return self._backward_fast(grad)
 
@@ -173,7 +173,7 @@ class AttentionWeights(Function):
         q, k = self.args
         # A: the saved array in a plain backward; under create_graph, recomputed from Q and
         # K with engine ops, so that second derivatives reach Q and K through A.
-        weights = composed_weights(q, k, self.plan) if is_grad_enabled() else self.plan.weights
+        weights = composed_weights(q, k, self.plan) if self.create_graph else self.plan.weights
         return _softmax_scores_backward(weights, grad, q, k, self.plan.scale,
                                         *self.needs_input_grad)
 
