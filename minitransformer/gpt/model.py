@@ -89,9 +89,9 @@ class CausalSelfAttention(nn.MultiHeadAttention):
     def forward(self, x: Tensor, cache: KVCache | None = None,  # type: ignore[override]
                 layer: int = 0) -> Tensor:
         B, L, E = x.shape
-        q = self._split_heads(self.q_proj(x))  # (B, L, E) -> (B, nh, L, hs)
-        k = self._split_heads(self.k_proj(x))  # (B, nh, L, hs)
-        v = self._split_heads(self.v_proj(x))  # (B, nh, L, hs)
+        q = self._split_heads(self.q_proj(x), "Q")  # (B, L, E) -> (B, nh, L, hs)
+        k = self._split_heads(self.k_proj(x), "K")  # (B, nh, L, hs)
+        v = self._split_heads(self.v_proj(x), "V")  # (B, nh, L, hs)
         dropout_p = self.dropout if self.training else 0.0
         if cache is None:
             out, weights = F.scaled_dot_product_attention(
