@@ -44,7 +44,14 @@ def bench_attention(seq: int, repeats: int) -> dict[str, float]:
         out.sum().backward()
         synchronize()
 
-    results = {"minitransformer": median_seconds(ours, repeats, warmup=2)}
+    def ours_tiled() -> None:
+        out, _ = F.scaled_dot_product_attention(q, k, v, need_weights=False,
+                                                implementation="tiled")
+        out.sum().backward()
+        synchronize()
+
+    results = {"minitransformer": median_seconds(ours, repeats, warmup=2),
+               "minitransformer tiled": median_seconds(ours_tiled, repeats, warmup=2)}
     if torch is not None and torch.cuda.is_available():
         tq, tk, tv = (torch.tensor(a, device="cuda", requires_grad=True) for a in arrays)
 
@@ -91,7 +98,8 @@ def main() -> int:
     print("attention forward+backward, B=8, 8 heads, head dim 64, float32 (median ms)")
     for seq in (1024, 4096):
         r = bench_attention(seq, repeats=5 if seq == 4096 else 10)
-        line = f"  seq {seq:5d}: minitransformer {r['minitransformer'] * 1e3:8.2f}"
+        line = (f"  seq {seq:5d}: minitransformer {r['minitransformer'] * 1e3:8.2f} "
+                f"(tiled {r['minitransformer tiled'] * 1e3:8.2f})")
         if "torch eager" in r:
             ratio = r["minitransformer"] / r["torch eager"]
             line += (f" | torch eager {r['torch eager'] * 1e3:8.2f} | torch sdpa "

@@ -39,6 +39,8 @@ class Figure:
 FIGURES: list[Figure] = [
     Figure("graphs", "minitransformer.viz.examples:write_docs_figures",
            "img/graphs/*.svg and *.dot: the computation graphs of docs/graphs.md"),
+    Figure("attention_memory", "benchmarks.attention_memory:write_docs_figures",
+           "img/attention_memory.png: measured time and memory of docs/tiled-attention.md"),
 ]
 
 

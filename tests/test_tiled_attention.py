@@ -257,3 +257,18 @@ def test_sdpa_implementation_errors(rng):
     with pytest.raises(ValueError, match="dropout"):
         F.scaled_dot_product_attention(q, k, v, dropout_p=0.1, generator=np.random.default_rng(),
                                        implementation="composed")
+
+
+def test_benchmark_case_and_figure(tmp_path):
+    """The memory benchmark's per-process measurement runs, and `make figures` can redraw
+    the committed curve from the recorded JSON."""
+    import shutil
+
+    from benchmarks import attention_memory
+
+    case = attention_memory.run_case("tiled", 64, repeats=1)
+    assert case["seconds"] > 0 and case["peak_growth_mib"] >= 0
+    (tmp_path / "img").mkdir()
+    shutil.copy(attention_memory.RESULTS, tmp_path / "img" / attention_memory.RESULTS.name)
+    (figure,) = attention_memory.write_docs_figures(tmp_path)
+    assert figure.read_bytes().startswith(b"\x89PNG")
