@@ -53,7 +53,6 @@ from minitransformer.coref.training import (
 )
 from minitransformer.nn.conv import Conv1d
 from minitransformer.nn.rnn import LSTM
-from minitransformer.viz.attention import save_figure
 
 __all__ = ["MODELS", "CompareConfig", "benchmark_layers", "run_comparison"]
 
@@ -468,6 +467,8 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
     """accuracy_by_distance.png, layer_time.png, training.png in ``out_dir``; their paths."""
+    from minitransformer.viz import save_figure  # matplotlib and graphviz: only when used
+
     return [save_figure(fig, os.path.join(out_dir, name), dpi=100)
             for name, fig in result_figures(results).items()]
 

@@ -46,7 +46,6 @@ from minitransformer.coref.data import (
 from minitransformer.coref.models.coref import CorefConfig, CorefModel, config_from_dict, resolve
 from minitransformer.errors import CheckpointError
 from minitransformer.nn import Module, StateDictError
-from minitransformer.viz.attention import save_figure
 
 CHECKPOINT_FILE = "checkpoint.npz"
 METRICS_FILE = "metrics.json"
@@ -383,6 +382,8 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
                 f"held-out acc {history.test_accuracy[-1]:6.1%}  ({sum(history.seconds):.1f} s)")
         metrics = compute_metrics(run, data)
     write_json(os.path.join(out_dir, METRICS_FILE), metrics)
+    from minitransformer.viz import save_figure  # matplotlib and graphviz: only when used
+
     save_figure(plot_curves(history, title=_describe(config)), os.path.join(out_dir, CURVES_FILE))
     return TrainResult(run, metrics["test_accuracy"], metrics["train_seconds"], metrics)
 

@@ -77,7 +77,7 @@ def plot_resolution(result: Any, title: str | None = None) -> Figure:
     """Every encoder layer's and head's attention (a row of panels per layer) and, below,
     the pointer head's weights for the pronoun: the picture of one coreference decision.
 
-    ``result`` is what ``minitransformer.coref.resolve`` returns (tokens, pronoun_position,
+    ``result`` is what the coreference app's ``resolve`` returns (tokens, pronoun_position,
     weights, encoder_attention). Returns the Figure.
     """
     from minitransformer.viz.figure import ShownFigure
