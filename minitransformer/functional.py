@@ -15,7 +15,8 @@ same maths built from primitive ops only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,8 +46,8 @@ sigmoid = ops.sigmoid
 
 __all__ = [
     "AttentionWeights", "CrossEntropy", "LayerNorm", "ScaledDotProductAttention",
-    "attention_reference", "cross_entropy", "dropout", "embedding", "gelu", "layer_norm",
-    "layer_norm_reference", "linear", "log_softmax",
+    "attention_reference", "composed_attention", "cross_entropy", "dropout", "embedding",
+    "gelu", "layer_norm", "layer_norm_reference", "linear", "log_softmax",
     "logsumexp", "mse_loss", "relu", "scaled_dot_product_attention", "sigmoid", "softmax",
     "tanh",
 ]
@@ -302,11 +303,29 @@ def scaled_dot_product_attention(
             "attention dropout needs an explicit random generator: "
             "pass generator=numpy.random.default_rng(seed)"
         )
+    if _composed_attention and dropout_p == 0:  # see composed_attention()
+        return attention_reference(query, key, value, attn_mask, is_causal, scale)
     plan = attention_plan(query, key, value, attn_mask, is_causal, scale)
     plan.dropout_p, plan.generator = dropout_p, generator
     output = ScaledDotProductAttention.apply(query, key, value, plan=plan)
     weights = AttentionWeights.apply(query, key, plan=plan)
     return output, weights
+
+
+_composed_attention = False  # set by composed_attention()
+
+
+@contextlib.contextmanager
+def composed_attention() -> Iterator[None]:
+    """Inside the block, :func:`scaled_dot_product_attention` (without dropout) runs
+    :func:`attention_reference`: every step (S, S_hat, A, Z) is a node of its own, to be
+    drawn, traced and stepped through (``minitransformer explain``). Same values, slower."""
+    global _composed_attention
+    previous, _composed_attention = _composed_attention, True
+    try:
+        yield
+    finally:
+        _composed_attention = previous
 
 
 def attention_reference(

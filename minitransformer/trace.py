@@ -118,6 +118,8 @@ class BackwardTrace:
         self._auto = 0
         self._pending: dict[int, BackwardStep] = {}  # op steps of the walk in progress
         self._arrived: dict[int, np.ndarray] = {}  # id(leaf) -> the sum sent to it so far
+        self.root: Tensor | None = None  # the tensor the (last) walk started from
+        self.model = None  # the Module whose parameters name the leaves, if given
 
     # ----- naming ---------------------------------------------------------------------------
     def name_of(self, t: Tensor) -> str:
@@ -139,6 +141,8 @@ class BackwardTrace:
     # ----- called by the engine (autograd.run_backward), once per walk ----------------------
     def watch(self, order: list[Tensor]) -> None:
         """Before the walk: note the forward order, and wrap each node's backward."""
+        if order:
+            self.root = order[-1]  # what backward started from (kept, to draw it later)
         for t in order:
             self._record_forward(t)
             fn = t._ctx
@@ -318,6 +322,7 @@ def tracing(model: Any = None, params: dict[str, Tensor] | None = None
         names.update({id(p): n for n, p in model.named_parameters()})
     names.update({id(p): n for n, p in (params or {}).items()})
     trace = BackwardTrace(names)
+    trace.model = model
     if autograd._backward_tracer is not None:
         raise RuntimeError("a backward trace is already recording; traces do not nest")
     autograd._backward_tracer = trace
