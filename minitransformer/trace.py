@@ -281,7 +281,15 @@ def local_rule(cls: type) -> str:
     explicit = getattr(cls, "rule", None)
     if isinstance(explicit, str):
         return explicit
-    doc = (cls.__doc__ or "").strip()
+    for klass in cls.__mro__:  # a subclass that states no rule inherits its base's
+        rule = _rule_in(klass.__dict__.get("__doc__") or "")
+        if rule:
+            return rule
+    return ""
+
+
+def _rule_in(doc: str) -> str:
+    doc = doc.strip()
     if not doc:
         return ""
     first = doc.splitlines()[0].strip()
