@@ -268,7 +268,7 @@ def _clip(text: str, width: int) -> str:
 
 
 # ----- rules from docstrings ----------------------------------------------------------------
-_GRAD_LINE = re.compile(r"^(d[A-Za-z_]\w*|dy/dx\w*|dz/d\w+)\s*=")
+_GRAD_LINE = re.compile(r"^(d[A-Za-z_]\w*|d\w+/d\w+)\s*=")
 
 
 def local_rule(cls: type) -> str:
@@ -282,10 +282,12 @@ def local_rule(cls: type) -> str:
     if isinstance(explicit, str):
         return explicit
     for klass in cls.__mro__:  # a subclass that states no rule inherits its base's
+        if klass is autograd.Function:
+            break
         rule = _rule_in(klass.__dict__.get("__doc__") or "")
         if rule:
             return rule
-    return ""
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # its summary
 
 
 def _rule_in(doc: str) -> str:
@@ -293,8 +295,9 @@ def _rule_in(doc: str) -> str:
     if not doc:
         return ""
     first = doc.splitlines()[0].strip()
-    if ";" in first:
-        return first.split(";", 1)[1].strip().rstrip(".")
+    after = first.split(";", 1)[1].strip().rstrip(".") if ";" in first else ""
+    if _GRAD_LINE.match(after):  # "y = tanh x;  dy/dx = 1 - y^2"
+        return after
     found = []
     for line in doc.splitlines()[1:]:
         line = line.strip()
