@@ -88,7 +88,8 @@ def _name(x: Tensor | None = None, **tensors: Tensor) -> None:
     if x is not None and x.name is None:
         x.name = "X"
     for symbol, t in tensors.items():
-        t.name = symbol
+        if t is not None:  # the weights, when need_weights=False
+            t.name = symbol
 
 
 def _check_features(x: Tensor, embed_dim: int, name: str) -> None:
@@ -176,6 +177,7 @@ class MultiHeadAttention(Module):
         heads, weights = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0, generator=self.generator,
+            need_weights=need_weights or self.store_attention,  # without: tiled when large
         )  # heads (B, nh, L, hs), weights (B, nh, L, S)
         _name(Q_heads=q, K_heads=k, V_heads=v, Z_heads=heads, A=weights)
         heads = heads.transpose(0, 2, 1, 3)  # (B, nh, L, hs) -> (B, L, nh, hs)
