@@ -34,10 +34,9 @@ import numpy as np
 import minitransformer as mt
 import minitransformer.functional as F
 from minitransformer import nn
-from minitransformer.tensor import Tensor
 from minitransformer.trace import BackwardTrace, Summary, trace_backward
 
-WHAT = ("attention", "mha", "encoder", "coref")
+WHAT = ("attention", "mha", "encoder")  # the command adds "coref" (the engine stays apart)
 NUMBERS_UP_TO = 8  # a heatmap shows its numbers when both sides are at most this
 CELLS_UP_TO = 16  # larger matrices are cropped to this many rows and columns
 
@@ -51,48 +50,29 @@ def run_example(what: str = "attention", seed: int = 0) -> BackwardTrace:
     """Forward and traced backward of one small model; the trace also holds the loss.
 
     ``attention``: single-head, d = 4, 4 tokens. ``mha``: two heads of size 2, d = 4.
-    ``encoder``: one post-norm encoder layer, d = 4, two heads. ``coref``: the
-    coreference model on the article's sentence, shrunk to d = 4 and one layer (fresh
-    weights: the point is the flow of the gradient, not the answer).
+    ``encoder``: one post-norm encoder layer, d = 4, two heads.
     """
     if what not in WHAT:
         raise ValueError(f"unknown example {what!r}; choose one of {', '.join(WHAT)}")
     mt.manual_seed(seed)
     with F.composed_attention():  # every step of attention its own node
-        if what == "coref":
-            loss, model = _coref_loss()
+        x = mt.randn(1, 4, 4)  # (B, T, E): needs no gradient, so parameters end the walk
+        x.name = "X"
+        target = mt.randn(1, 4, 4)  # (B, T, E)
+        target.name = "target"
+        if what == "attention":
+            model = nn.Attention(4)
+            out, _ = model(x)
+        elif what == "mha":
+            model = nn.MultiHeadAttention(4, 2)
+            out, _ = model(x, need_weights=False)
         else:
-            x = mt.randn(1, 4, 4)  # (B, T, E): needs no gradient, so parameters end the walk
-            x.name = "X"
-            target = mt.randn(1, 4, 4)  # (B, T, E)
-            target.name = "target"
-            if what == "attention":
-                model = nn.Attention(4)
-                out, _ = model(x)
-            elif what == "mha":
-                model = nn.MultiHeadAttention(4, 2)
-                out, _ = model(x, need_weights=False)
-            else:
-                layer = nn.TransformerEncoderLayer(4, nhead=2, dim_feedforward=8)
-                model = nn.TransformerEncoder(layer, 1)
-                out = model(x)
-            loss = F.mse_loss(out, target)
+            layer = nn.TransformerEncoderLayer(4, nhead=2, dim_feedforward=8)
+            model = nn.TransformerEncoder(layer, 1)
+            out = model(x)
+        loss = F.mse_loss(out, target)
     loss.name = "loss"
     return trace_backward(loss, model=model)
-
-
-def _coref_loss() -> tuple[Tensor, Any]:
-    from minitransformer.coref.data import ARTICLE_SENTENCE, build_vocabulary, tokenize
-    from minitransformer.coref.models.coref import CorefConfig, CorefModel
-
-    vocabulary = build_vocabulary()
-    model = CorefModel(CorefConfig(vocab_size=len(vocabulary), d_model=4, nhead=2,
-                                   num_layers=1, dim_feedforward=8))
-    tokens = tokenize(ARTICLE_SENTENCE)
-    ids = np.array([vocabulary.encode(tokens)])  # (1, T)
-    pronoun = np.array([tokens.index("it")])  # (1,)
-    scores, _ = model(ids, pronoun, np.zeros(ids.shape, dtype=bool))  # (1, T)
-    return F.cross_entropy(scores, np.array([tokens.index("animal")])), model
 
 
 # ----- frames ---------------------------------------------------------------------------------
