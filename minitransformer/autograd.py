@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar, Token
 from typing import Any
 
 import numpy as np
@@ -27,70 +29,104 @@ import numpy as np
 from minitransformer import backend
 from minitransformer.errors import DeviceError, GraphError, ShapeError
 
-_grad_enabled = True
-# The Modules whose forward is running, innermost last; each recorded node remembers the
-# innermost one, so that graphs can be drawn grouped by module (see minitransformer.viz).
-_module_stack: list[Any] = []
+# Engine state is per thread, as PyTorch's grad mode is: ``no_grad`` in one thread, or a
+# backward running there, must not change what another thread records. Context variables
+# are per thread (each thread starts from the defaults) and also per asyncio task, and
+# reading one costs little more than reading a global (this is on every op's hot path).
+_grad_mode: ContextVar[bool] = ContextVar("minitransformer_grad_mode", default=True)
+_grad_enabled = _grad_mode.get  # the hot-path read: _grad_enabled() -> bool
+# The innermost Module whose forward is running in this thread; each recorded node
+# remembers it, so that graphs can be drawn grouped by module (see minitransformer.viz).
+_current_module: ContextVar[Any] = ContextVar("minitransformer_module", default=None)
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    """Whether ops record a graph in the calling thread (True unless ``no_grad`` is on)."""
+    return _grad_mode.get()
 
 
-@contextlib.contextmanager
-def set_grad_enabled(mode: bool) -> Iterator[None]:
-    """Turn recording on or off inside a ``with`` block."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, bool(mode)
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
+class _GradMode:
+    """The one grad-mode switch behind ``no_grad``, ``enable_grad`` and ``set_grad_enabled``.
 
-
-class _GradModeContext:
-    """Base of ``no_grad`` / ``enable_grad``: usable as ``with`` block and as decorator."""
+    A ``with`` block (or a decorated function) runs with grad mode ``self.mode`` in the
+    calling thread and restores the previous mode on exit, exception or not. Other threads
+    are not affected. One instance may be entered by several threads at once: each thread
+    keeps its own way back.
+    """
 
     mode = True
 
+    def __init__(self) -> None:
+        self._tokens: dict[int, list[Token]] = {}
+
     def __enter__(self) -> None:
-        global _grad_enabled
-        self._previous = _grad_enabled
-        _grad_enabled = self.mode
+        token = _grad_mode.set(self.mode)
+        self._tokens.setdefault(threading.get_ident(), []).append(token)
 
     def __exit__(self, *exc: object) -> None:
-        global _grad_enabled
-        _grad_enabled = self._previous
+        tokens = self._tokens[threading.get_ident()]
+        _grad_mode.reset(tokens.pop())
+        if not tokens:
+            del self._tokens[threading.get_ident()]
 
     def __call__(self, fn: Callable) -> Callable:
+        mode = self.mode
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self.__class__():
+            token = _grad_mode.set(mode)
+            try:
                 return fn(*args, **kwargs)
+            finally:
+                _grad_mode.reset(token)
 
         return wrapper
 
 
-class no_grad(_GradModeContext):  # noqa: N801 (named like torch.no_grad)
+class no_grad(_GradMode):  # noqa: N801 (named like torch.no_grad)
     """Record nothing: no graph, no saved values. Context manager or decorator."""
 
     mode = False
 
 
-class enable_grad(_GradModeContext):  # noqa: N801
+class enable_grad(_GradMode):  # noqa: N801
     """Record again inside a ``no_grad`` block."""
 
     mode = True
 
 
+class set_grad_enabled(_GradMode):  # noqa: N801
+    """Grad mode on or off, like ``torch.set_grad_enabled``.
+
+    As a ``with`` block it applies inside the block only; called on its own
+    (``mt.set_grad_enabled(False)``) it switches the calling thread's mode until changed.
+    """
+
+    def __init__(self, mode: bool) -> None:
+        super().__init__()
+        self.mode = bool(mode)
+        # Switch now, so that a bare call takes effect; a with block restores on exit.
+        self._previous = _grad_mode.set(self.mode)
+
+    def __enter__(self) -> None:
+        pass  # __init__ already switched
+
+    def __exit__(self, *exc: object) -> None:
+        _grad_mode.reset(self._previous)
+
+    def __call__(self, fn: Callable) -> Callable:
+        _grad_mode.reset(self._previous)  # as a decorator it switches only around calls
+        return super().__call__(fn)
+
+
 @contextlib.contextmanager
 def module_scope(module: Any) -> Iterator[None]:
     """Tag the nodes recorded inside the block with ``module`` (used by ``Module.__call__``)."""
-    _module_stack.append(module)
+    token = _current_module.set(module)
     try:
         yield
     finally:
-        _module_stack.pop()
+        _current_module.reset(token)
 
 
 class Function:
@@ -132,11 +168,11 @@ class Function:
         elif data.__class__ in _NUMPY_SCALARS:  # NumPy returns scalars from 0-d ops
             data = np.asarray(data)
         out = Tensor._from_array(data, device)
-        if _grad_enabled:
+        if _grad_enabled():
             for t in inputs:
                 if t.requires_grad:
                     fn.inputs = inputs
-                    fn.module = _module_stack[-1] if _module_stack else None
+                    fn.module = _current_module.get()
                     out.requires_grad = True
                     out._ctx = fn
                     if cls.uses_output:
@@ -147,19 +183,19 @@ class Function:
     @property
     def args(self) -> tuple[Any, ...]:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
-        if _grad_enabled:
+        if _grad_enabled():
             return self.inputs
         return tuple(map(_data_of, self.inputs))
 
     def output(self) -> Any:
         """The output, as an array or a tensor like :attr:`args`."""
         out = self._output_ref()
-        return out if _grad_enabled else out.data
+        return out if _grad_enabled() else out.data
 
     @property
     def xp(self) -> Any:
         """Math functions for :attr:`args`: NumPy/CuPy, or the tensor ops under create_graph."""
-        if _grad_enabled:
+        if _grad_enabled():
             return ops
         return backend.array_math(self.inputs[0].device)
 
@@ -279,8 +315,7 @@ def run_backward(
 
     order = _topological_order(roots)
     captured: dict[int, Any] = {} if capture is None else {id(t): None for t in capture}
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, bool(create_graph)
+    mode = _grad_mode.set(bool(create_graph))  # a plain backward records nothing
     try:
         for tensor in reversed(order):
             key = id(tensor)
@@ -308,7 +343,7 @@ def run_backward(
                 key = id(parent)
                 grads[key] = grads[key] + pg if key in grads else pg
     finally:
-        _grad_enabled = previous
+        _grad_mode.reset(mode)
 
     if capture is None:
         return None
