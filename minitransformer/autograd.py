@@ -129,6 +129,95 @@ def module_scope(module: Any) -> Iterator[None]:
         _current_module.reset(token)
 
 
+# ----- in-place changes -----------------------------------------------------------------------
+# A node's backward reads its inputs' arrays as they are when the backward runs. If an
+# input changed in between (an optimizer step, load_state_dict, Module.to, a new .data),
+# the gradient would be silently wrong. So each recorded node keeps the arrays it was
+# given and the "epoch" at which it was recorded, and every in-place change made through
+# the project's API calls mark_changed, which starts a new epoch and notes, per block of
+# memory, when and by what it was last changed. Views share their base's memory, so a
+# change to a weight is seen through weight.T too (PyTorch shares a version counter
+# between views the same way). The backward compares both before running each node.
+# Not detectable: writes into an array by hand (t.data[...] = x, NumPy's out=), since no
+# code of ours runs when they happen; see docs/autograd.md.
+_epoch = [0]  # bumped by every mark_changed; a list so that readers need no global
+_epoch_lock = threading.Lock()
+# id(base array) -> (count, epoch, what, weak reference to the base or None). Keying by id
+# is sound for the check: a node keeps its input arrays (and so their bases) alive, so a
+# record made after the node was recorded under the same id is about that same memory.
+_changes: dict[int, tuple[int, int, str, Any]] = {}
+
+
+def _base(array: Any) -> Any:
+    """The array that owns the memory ``array`` looks at (itself unless it is a view)."""
+    while getattr(array, "base", None) is not None and backend.is_array(array.base):
+        array = array.base
+    return array
+
+
+def mark_changed(tensor: Tensor, what: str) -> None:
+    """Record that ``tensor``'s values were changed in place by ``what`` (e.g. "SGD.step()").
+
+    Every in-place change through the project's API calls this, so that a backward through
+    a graph recorded before the change raises instead of giving wrong gradients.
+    """
+    base = _base(tensor.data)
+    key = id(base)
+    with _epoch_lock:
+        _epoch[0] += 1
+        record = _record_of(base)
+        count = record[0] + 1 if record is not None else 1
+        ref = record[3] if record is not None else _weak_ref(base, key)
+        shape = f"shape {tensor.shape}" + (f", '{tensor.name}'" if tensor.name else "")
+        _changes[key] = (count, _epoch[0], f"{what} (on the tensor of {shape})", ref)
+
+
+def _weak_ref(base: Any, key: int) -> Any:
+    def forget(ref: weakref.ref) -> None:
+        if key in _changes and _changes[key][3] is ref:
+            del _changes[key]
+
+    try:
+        return weakref.ref(base, forget)
+    except TypeError:  # CuPy arrays take no weak references: the record stays (a few bytes)
+        return None
+
+
+def _record_of(base: Any) -> tuple[int, int, str, Any] | None:
+    record = _changes.get(id(base))
+    if record is not None and record[3] is not None and record[3]() is not base:
+        return None  # another array that once had this id
+    return record
+
+
+def version_of(tensor: Tensor) -> int:
+    """How many in-place changes the memory of ``tensor`` has had through the API."""
+    record = _record_of(_base(tensor.data))
+    return 0 if record is None else record[0]
+
+
+def _check_unchanged(fn: Function) -> None:
+    """Raise, naming the input and what changed it, if an input of ``fn`` changed since
+    ``fn`` was recorded."""
+    epoch = fn._epoch
+    for position, (t, array) in enumerate(zip(fn.inputs, fn._arrays)):
+        if t.data is not array:  # a new array: from Module.to, or a user's .data = ...
+            record = _record_of(_base(t.data))
+            what = record[2] if record is not None and record[1] > epoch else "assigning its .data"
+        else:
+            record = _record_of(_base(array)) if fn.uses_input_values else None
+            if record is None or record[1] <= epoch:
+                continue
+            what = record[2]
+        name = f" '{t.name}'" if t.name else ""
+        raise GraphError(
+            f"a tensor needed for gradient computation was modified in place: input "
+            f"{position} of {fn.name}, the tensor{name} of shape {t.shape}, was changed by "
+            f"{what} after the forward pass; run the forward again after changing it "
+            "(e.g. call optimizer.step() after backward, not between forward and backward)"
+        )
+
+
 class Function:
     """One differentiable op: ``forward`` on arrays, ``backward`` on arrays or tensors.
 
@@ -146,6 +235,9 @@ class Function:
 
     uses_output = False  # keep a weak reference to the output for backward
     changes_device = False  # only To: its output lives on another device than its input
+    # False where backward reads only the inputs' shapes (Add, Sum, Reshape...): then an
+    # in-place change of an input's values between forward and backward is harmless.
+    uses_input_values = True
 
     inputs: tuple[Tensor, ...]  # the input tensors: the graph's edges
     module: Any  # the innermost Module running when this node was recorded, or None
@@ -162,7 +254,8 @@ class Function:
                     f"{', '.join(x.device for x in inputs)}; move them with .to(device)"
                 )
         fn = cls()
-        data = fn.forward(*map(_data_of, inputs), **params)
+        arrays = tuple(map(_data_of, inputs))
+        data = fn.forward(*arrays, **params)
         if cls.changes_device:
             device = backend.device_of(data)
         elif data.__class__ in _NUMPY_SCALARS:  # NumPy returns scalars from 0-d ops
@@ -173,6 +266,7 @@ class Function:
                 if t.requires_grad:
                     fn.inputs = inputs
                     fn.module = _current_module.get()
+                    fn._arrays, fn._epoch = arrays, _epoch[0]  # see _check_unchanged
                     out.requires_grad = True
                     out._ctx = fn
                     if cls.uses_output:
@@ -219,6 +313,7 @@ class Function:
 
 
 _data_of = operator.attrgetter("data")
+_is_not = operator.is_not
 _NUMPY_SCALARS = frozenset(
     {np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
      np.bool_, np.complex64, np.complex128}
@@ -332,6 +427,10 @@ def run_backward(
                 _accumulate_into(tensor, g, create_graph)
             if fn is None:
                 continue
+            if (fn._epoch != _epoch[0] and fn.uses_input_values) or any(
+                map(_is_not, map(_data_of, fn.inputs), fn._arrays)
+            ):
+                _check_unchanged(fn)  # an input changed since the forward
             input_grads = fn.backward(g)
             if not retain_graph:
                 fn.release()

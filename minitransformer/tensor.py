@@ -108,6 +108,11 @@ class Tensor:
         return self.data.size
 
     @property
+    def _version(self) -> int:
+        """How many times the values were changed in place through the API (as in PyTorch)."""
+        return autograd.version_of(self)
+
+    @property
     def is_leaf(self) -> bool:
         """True for tensors the user made (or that need no grad); False for op results."""
         return self._ctx is None

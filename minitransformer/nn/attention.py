@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from minitransformer import backend
 from minitransformer import functional as F
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.nn.layers import Linear, new_generator
@@ -74,12 +75,19 @@ class Attention(Module):
         if no_key is not None:
             A = A.masked_fill(no_key, 0.0)  # (B, T, T)   a query with no allowed key: A row = 0
         Z = A @ V  # (B, T, T) @ (B, T, d_v) -> (B, T, d_v)   Z = A V
+        # Z's backward reads A: the caller gets A read-only, and a stored copy.
+        backend.make_read_only(A.data)
         if self.store_attention:
-            self.last_attention = A.detach().expand_dims(-3)  # (B, 1, T, T): one head
+            self.last_attention = _copy(A).expand_dims(-3)  # (B, 1, T, T): one head
         return Z, A
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}"
+
+
+def _copy(t: Tensor) -> Tensor:
+    """A detached copy: stored attention weights share no memory with the graph."""
+    return Tensor._from_array(t.data.copy(), t.device)
 
 
 def _apply_mask(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -185,11 +193,12 @@ class MultiHeadAttention(Module):
         output = self.out_proj(heads)  # (B, L, E)
 
         if self.store_attention:
-            self.last_attention = weights.detach()  # (B, nh, L, S)
+            self.last_attention = _copy(weights)  # (B, nh, L, S)
         if not need_weights:
             return output, None
         if average_attn_weights:
             weights = weights.mean(axis=1)  # (B, nh, L, S) -> (B, L, S)
+        backend.make_read_only(weights.data)  # a backward may read it: no writes by callers
         return output, weights
 
     def extra_repr(self) -> str:

@@ -28,6 +28,8 @@ def _xp(x: Any) -> Any:
 class Add(Function):
     """z = x + y;  dz/dx = 1,  dz/dy = 1."""
 
+    uses_input_values = False
+
     def forward(self, x: Any, y: Any) -> Any:
         return x + y
 
@@ -41,6 +43,8 @@ class Add(Function):
 
 class Sub(Function):
     """z = x - y;  dz/dx = 1,  dz/dy = -1."""
+
+    uses_input_values = False
 
     def forward(self, x: Any, y: Any) -> Any:
         return x - y
@@ -128,6 +132,8 @@ class Minimum(_Select):
 # ----- unary math -------------------------------------------------------------------------------
 class Neg(Function):
     """y = -x;  dy/dx = -1."""
+
+    uses_input_values = False
 
     def forward(self, x: Any) -> Any:
         return -x
@@ -249,6 +255,8 @@ class Where(Function):
 
 class To(Function):
     """y = x on another device or with another dtype;  dx = dy moved back."""
+
+    uses_input_values = False
 
     changes_device = True
 
