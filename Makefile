@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test test-gpu lint bench compare clean
+.PHONY: demo test test-gpu lint bench compare figures clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(VENV)/.base
 	$(PY) -m benchmarks.transformer_bench --default-malloc
 	$(PY) -m benchmarks.graph_bench
 	$(PY) benchmarks/attention_cost.py
+
+# Every committed figure under docs/ (needs Graphviz's `dot` for the graph drawings).
+figures: $(VENV)/.base
+	$(PY) scripts/make_figures.py
 
 compare: $(VENV)/.base
 	$(VENV)/bin/minitransformer compare

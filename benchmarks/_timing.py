@@ -77,9 +77,9 @@ def add_malloc_option(parser: argparse.ArgumentParser) -> None:
 
 def apply_malloc_option(args: argparse.Namespace) -> str:
     """Keep freed memory for reuse unless --default-malloc; says which setting is in use."""
-    from minitransformer import backend
+    from minitransformer import tuning
 
-    if not args.default_malloc and backend.retain_freed_memory():
+    if not args.default_malloc and tuning.retain_freed_memory():
         return "freed memory kept for reuse"
     return "glibc defaults"
 

@@ -64,8 +64,8 @@ def bench_attention(seq: int, repeats: int) -> dict[str, float]:
 
 def bench_coref_step(device: str, repeats: int) -> float:
     """One training step of the default coreference model on one batch of 32 sentences."""
-    from minitransformer import training
-    from minitransformer.data import encode_batch
+    from minitransformer.coref import training
+    from minitransformer.coref.data import encode_batch
 
     config = training.TrainConfig(train_size=64, test_size=8)
     data = training.build_dataset(config)

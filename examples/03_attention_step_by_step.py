@@ -22,7 +22,7 @@ import numpy as np
 
 import minitransformer as mt
 from minitransformer import nn
-from minitransformer.data import ARTICLE_SENTENCE, build_vocabulary, tokenize
+from minitransformer.coref.data import ARTICLE_SENTENCE, build_vocabulary, tokenize
 
 EMBED_DIM = 8  # d_model = d_k = d_v: tiny, so the matrices fit on screen
 

@@ -5,7 +5,7 @@ does "it" mean? Change "tired" to "wide" and the answer flips to "street". Word 
 cannot decide it; only the relation between the pronoun, the last word and the two nouns
 can, which is what attention has to learn.
 
-The model (minitransformer.models.coref) is a small Transformer encoder (token +
+The model (minitransformer.coref.models.coref) is a small Transformer encoder (token +
 position embeddings, self-attention layers) topped by a *pointer head*: one attention
 head whose only query is the pronoun. Its softmax weights over the sentence's positions
 are the model's answer, trained with cross-entropy against the antecedent's position.
@@ -22,9 +22,9 @@ import tempfile
 
 import numpy as np
 
-from minitransformer.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE
-from minitransformer.models.coref import resolve
-from minitransformer.training import TrainConfig, train
+from minitransformer.coref.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE
+from minitransformer.coref.models.coref import resolve
+from minitransformer.coref.training import TrainConfig, train
 
 # The article's weights for "it" (in %), for comparison with the trained model's.
 ARTICLE_WEIGHTS = {"the": 1, "animal": 45, "didn't": 3, "cross": 4, "street": 6,

@@ -6,12 +6,8 @@ runs on both devices. CuPy is imported only when a CUDA tensor is first asked fo
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import math
 import os
-import sys
-from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -87,6 +83,11 @@ def array_module(device: str) -> ModuleType:
 def device_of(array: Any) -> str:
     """The device an array lives on."""
     return "cpu" if isinstance(array, np.ndarray | np.generic) else "cuda"
+
+
+def array_module_of(array: Any) -> ModuleType:
+    """NumPy or CuPy, whichever holds ``array``."""
+    return array_module(device_of(array))
 
 
 def to_device(array: Any, device: str) -> Any:
@@ -175,68 +176,3 @@ def array_math(device: str) -> _ArrayMath:
     if device not in _array_math:
         _array_math[device] = _ArrayMath(array_module(device))
     return _array_math[device]
-
-
-def retain_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
-
-    A training step frees and reallocates the same large arrays every time. By default
-    glibc gives blocks above its threshold back to the OS on free, so each step pays
-    again for fresh pages; measured on a 2-core VM, that was a quarter of a Transformer
-    step (docs/benchmarks.md). This raises the trim threshold to 1 GiB and serves blocks
-    below 32 MiB from the reusable heap. Process-wide, so the library never does it on
-    import: the ``minitransformer`` command and the benchmarks call it. Returns False
-    where it does not apply (not Linux with glibc).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(
-        libc.mallopt(m_mmap_threshold, 32 << 20)
-    )
-
-
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Run the block with OpenBLAS on one thread, then restore its setting.
-
-    For tiny matrices (the coreference model's are 32 x 12 x 32) splitting a product over
-    threads costs more than it saves, and on a busy machine a thread that waits for a core
-    makes every step several times slower (measured: 8x on a loaded 2-core machine). The
-    training loop uses it; a no-op where NumPy does not use OpenBLAS.
-    """
-    library = _openblas()
-    if library is None:
-        yield
-        return
-    get_threads, set_threads = library
-    before = get_threads()
-    set_threads(1)
-    try:
-        yield
-    finally:
-        set_threads(before)
-
-
-def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
-    """OpenBLAS's get/set-number-of-threads functions, from the copy NumPy has loaded."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:  # Linux: the loaded libraries
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            library = ctypes.CDLL(path)  # the already loaded copy, not a second one
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
-            getter = getattr(library, f"{prefix}_get_num_threads{suffix}", None)
-            setter = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
-            if getter is not None and setter is not None:
-                return getter, setter
-    return None

@@ -11,8 +11,8 @@ import pytest
 
 from minitransformer import serialization
 from minitransformer.cli import main
-from minitransformer.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE
-from minitransformer.training import CHECKPOINT_FILE, TrainConfig, load_run, train
+from minitransformer.coref.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE
+from minitransformer.coref.training import CHECKPOINT_FILE, TrainConfig, load_run, train
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

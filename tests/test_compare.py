@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from minitransformer.cli.compare import add_compare_command
-from minitransformer.compare import (
+from minitransformer.coref.cli.compare import add_compare_command
+from minitransformer.coref.compare import (
     LAYERS,
     MODELS,
     CompareConfig,

@@ -11,15 +11,14 @@ import pytest
 
 import minitransformer as mt
 from minitransformer import serialization
-from minitransformer.data import (
+from minitransformer.coref.data import (
     ARTICLE_SENTENCE,
     UnknownWordError,
     encode_batch,
     make_dataset,
     make_example,
 )
-from minitransformer.errors import CheckpointError
-from minitransformer.models import (
+from minitransformer.coref.models import (
     CorefConfig,
     CorefModel,
     PointerHead,
@@ -28,7 +27,7 @@ from minitransformer.models import (
     choose_pronoun,
     resolve,
 )
-from minitransformer.training import (
+from minitransformer.coref.training import (
     CHECKPOINT_FILE,
     CURVES_FILE,
     METRICS_FILE,
@@ -39,6 +38,7 @@ from minitransformer.training import (
     resume,
     train,
 )
+from minitransformer.errors import CheckpointError
 
 TINY = dict(train_size=240, test_size=60, batch_size=16, d_model=16, nhead=2, num_layers=1,
             dim_feedforward=32)  # for tests of the machinery, not of learning
@@ -262,7 +262,7 @@ def test_resume_refuses_a_run_for_other_data(finished_run, tmp_path):
 
 
 def test_single_threaded_blas_restores_the_setting():
-    from minitransformer.backend import _openblas, single_threaded_blas
+    from minitransformer.tuning import _openblas, single_threaded_blas
 
     library = _openblas()
     if library is None:  # NumPy without OpenBLAS: the context is a no-op

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from minitransformer.data.batching import encode_batch, iterate_batches
-from minitransformer.data.coref import (
+from minitransformer.coref.data.batching import encode_batch, iterate_batches
+from minitransformer.coref.data.coref import (
     ARTICLE_SENTENCE,
     ARTICLE_SENTENCE_WIDE,
     COLOURS,
@@ -25,7 +25,7 @@ from minitransformer.data.coref import (
     make_example,
     split_pairs,
 )
-from minitransformer.data.tokenizer import (
+from minitransformer.coref.data.tokenizer import (
     PAD,
     PRONOUNS,
     UnknownWordError,

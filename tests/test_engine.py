@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import minitransformer as mt
-from minitransformer import backend
+from minitransformer import backend, tuning
 from minitransformer.errors import DeviceError, DtypeError, GraphError
 
 
@@ -466,7 +466,7 @@ def test_manual_seed_makes_randomness_reproducible() -> None:
 
 
 def test_retain_freed_memory_applies_on_linux() -> None:
-    applied = mt.backend.retain_freed_memory()
+    applied = tuning.retain_freed_memory()
     assert applied is sys.platform.startswith("linux")
 
 

@@ -31,9 +31,9 @@ def coref_graph(checkpoint: str | None, collapse: Any) -> graphviz.Digraph:
 
     With a checkpoint, its trained weights and vocabulary; without, a fresh model.
     """
-    from minitransformer.data import ARTICLE_SENTENCE, build_vocabulary, tokenize
-    from minitransformer.models.coref import CorefConfig, CorefModel
-    from minitransformer.training import load_run
+    from minitransformer.coref.data import ARTICLE_SENTENCE, build_vocabulary, tokenize
+    from minitransformer.coref.models.coref import CorefConfig, CorefModel
+    from minitransformer.coref.training import load_run
 
     if checkpoint is not None:
         run = load_run(checkpoint)

@@ -12,197 +12,19 @@ problem, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 
-from minitransformer import backend
-from minitransformer.cli.compare import add_compare_command
+from minitransformer import tuning
+from minitransformer.cli.common import CommandError
+from minitransformer.cli.exercise import add_exercise_command
 from minitransformer.cli.graph import add_graph_command
-from minitransformer.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE, UnknownWordError
+from minitransformer.coref.cli.commands import add_coref_commands
+from minitransformer.coref.cli.compare import add_compare_command
+from minitransformer.coref.data import UnknownWordError
+from minitransformer.coref.models.coref import SentenceError
 from minitransformer.errors import CheckpointError, DeviceError
-from minitransformer.models.coref import SentenceError
-
-DEFAULT_RUN_DIR = os.path.join("runs", "coref")
-
-
-class CommandError(Exception):
-    """A problem to report in one line with exit status 1."""
-
-
-# ----------------------------------------------------------------------------- train
-
-
-def _train(args: argparse.Namespace) -> int:
-    from minitransformer.training import (
-        CHECKPOINT_FILE,
-        TrainConfig,
-        load_run,
-        resume,
-        train,
-    )
-
-    given = {name: getattr(args, name) for name in ("epochs", "seed", "distractors")
-             if getattr(args, name) is not None}
-    if args.resume:
-        path = os.path.join(args.out, CHECKPOINT_FILE)
-        saved = load_run(path).config  # CheckpointError if there is none
-        conflicts = [f"--{name} {value} (the run has {getattr(saved, name)})"
-                     for name, value in given.items() if getattr(saved, name) != value]
-        if conflicts:
-            raise CommandError(f"{path} continues with its own settings; drop "
-                               f"{', '.join(conflicts)} or start a new run")
-        result = resume(args.out, device=args.device, progress=not args.quiet)
-    else:
-        if os.path.exists(os.path.join(args.out, CHECKPOINT_FILE)):
-            print(f"starting a new run in {args.out} (its checkpoint will be replaced; "
-                  f"--resume continues it instead)", file=sys.stderr)
-        result = train(TrainConfig(**given), args.out, device=args.device,
-                       progress=not args.quiet)
-    _print_summary(result.metrics, args.out)
-    return 0
-
-
-def _print_summary(metrics: dict, out_dir: str) -> None:
-    print(f"held-out accuracy {metrics['test_accuracy']:.1%} on {metrics['test_size']} "
-          f"sentences with noun pairs never seen in training")
-    if metrics["config"]["distractors"] > 0:
-        print(f"  with {metrics['config']['distractors']} distractors in every sentence: "
-              f"{metrics['test_accuracy_with_all_distractors']:.1%}")
-    print(f"training time {metrics['train_seconds']:.1f} s for {metrics['epochs']} epochs "
-          f"({metrics['parameters']} parameters)")
-    for sentence, antecedent in metrics["article"].items():
-        print(f"  {sentence}  ->  it = {antecedent}")
-    print(f"wrote {out_dir}: checkpoint.npz, metrics.json, curves.png")
-
-
-# ----------------------------------------------------------------------------- attend
-
-
-def _attend(args: argparse.Namespace) -> int:
-    from minitransformer.cli.attend import describe, format_table, plot_attention
-    from minitransformer.models.coref import resolve
-    from minitransformer.training import load_run
-
-    run = load_run(args.checkpoint, device=args.device)
-    result = resolve(run.model, run.vocabulary, args.sentence, pronoun=args.pronoun,
-                     position=args.position)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print(describe(result))
-        print(format_table(result))
-    if args.plot:
-        plot_attention(result, args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
-    return 0
-
-
-# ----------------------------------------------------------------------------- demo
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from minitransformer.cli.attend import ARTICLE_TABLE, describe, format_table, plot_attention
-    from minitransformer.data import FAMILIES, make_example, split_pairs
-    from minitransformer.models.coref import resolve
-    from minitransformer.training import (
-        CHECKPOINT_FILE,
-        TrainConfig,
-        load_run,
-        resume,
-        train,
-    )
-
-    path = os.path.join(args.out, CHECKPOINT_FILE)
-    run = None
-    if os.path.exists(path):
-        try:
-            run = load_run(path, device=args.device)
-        except CheckpointError as exc:
-            print(f"cannot use the checkpoint there ({exc}); training a new model",
-                  file=sys.stderr)
-    if run is None:
-        print(f"training the default model into {args.out} ...", file=sys.stderr)
-        result = train(TrainConfig(), args.out, device=args.device, progress=not args.quiet)
-        _print_summary(result.metrics, args.out)
-        run = result.run
-    elif not run.finished:
-        result = resume(args.out, device=args.device, progress=not args.quiet)
-        _print_summary(result.metrics, args.out)
-        run = result.run
-    else:
-        print(f"using the trained model in {path} (delete it, or run "
-              f"`minitransformer train`, to train again)")
-
-    sentences = [(ARTICLE_SENTENCE, "animal", "the article's sentence"),
-                 (ARTICLE_SENTENCE_WIDE, "street", "its twin: one word changed")]
-    for index, family in enumerate(FAMILIES):
-        if family.name == "cross":
-            continue
-        a, b = split_pairs(family, run.config.seed).test[0]  # a noun pair never trained on
-        switch = family.a_switches[0] if index % 2 else family.b_switches[0]
-        example = make_example(family, a, b, switch)
-        sentences.append((example.text + ".", example.antecedent,
-                          f"family {family.name!r}, a noun pair not seen in training"))
-
-    correct = 0
-    for number, (sentence, expected, note) in enumerate(sentences):
-        result = resolve(run.model, run.vocabulary, sentence)
-        correct += result.antecedent == expected
-        verdict = "right" if result.antecedent == expected else f"WRONG, expected {expected!r}"
-        print(f"\n[{number + 1}] {note} ({verdict})")
-        print(describe(result))
-        print(format_table(result, reference=ARTICLE_TABLE if number == 0 else None))
-        if number < 2:
-            image = os.path.join(args.out, f"attention_{result.tokens[-1]}.png")
-            plot_attention(result, image)
-            print(f"  heatmaps of every layer, head and the pointer head: {image}")
-    _demo_graph(args.out)
-    print(f"\n{correct}/{len(sentences)} pronouns resolved as expected")
-    if correct < len(sentences):
-        print("  (a sentence above was resolved wrongly: this model is not the one the "
-              "README describes; `minitransformer train` retrains it)", file=sys.stderr)
-    return 0
-
-
-def _demo_graph(out_dir: str) -> None:
-    """Draw one attention layer's forward and backward next to the heatmaps."""
-    from minitransformer.viz import GraphvizNotFoundError, render
-    from minitransformer.viz.examples import attention_graph
-
-    try:
-        path = render(attention_graph(), "attention_graph", format="svg", directory=out_dir)
-        print(f"\nthe computation graph of one attention layer: {path}")
-    except GraphvizNotFoundError as exc:
-        print(f"\n{exc}", file=sys.stderr)
-
 
 # ----------------------------------------------------------------------------- parser
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _add_device(parser: argparse.ArgumentParser) -> None:
-    default = os.environ.get("MINITRANSFORMER_DEVICE", "cpu").lower().split(":")[0]
-    parser.add_argument("--device", choices=["cpu", "cuda"],
-                        default=default if default in ("cpu", "cuda") else "cpu",
-                        help="where to compute (default: $MINITRANSFORMER_DEVICE or cpu; "
-                             "cuda needs CuPy and an NVIDIA GPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,56 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser(
-        "train", help="train the coreference model",
-        description="Train the coreference model; a checkpoint after every epoch, then "
-                    "held-out accuracy, metrics.json and curves.png in the run directory.")
-    from minitransformer.training import default_epochs
-
-    train.add_argument("--epochs", type=_positive_int, default=None,
-                       help=f"passes over the training sentences (default: "
-                            f"{default_epochs(0)}, or {default_epochs(1)} with distractors)")
-    train.add_argument("--seed", type=_non_negative_int, default=None,
-                       help="seeds the data, the weights and the batch order (default: 0)")
-    train.add_argument("--distractors", type=_non_negative_int, default=None, metavar="K",
-                       help="up to K distractor words/phrases per sentence (default: 0)")
-    train.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR",
-                       help=f"run directory (default: {DEFAULT_RUN_DIR})")
-    train.add_argument("--resume", action="store_true",
-                       help="continue the run in DIR from its last checkpoint")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_device(train)
-    train.set_defaults(handler=_train)
-
-    attend = commands.add_parser(
-        "attend", help="show where a pronoun's attention goes",
-        description="Print every token's score and weight for the pronoun, and the "
-                    "predicted antecedent.")
-    attend.add_argument("checkpoint", metavar="CHECKPOINT",
-                        help="a run directory or its checkpoint.npz")
-    attend.add_argument("sentence", metavar="SENTENCE")
-    which = attend.add_mutually_exclusive_group()
-    which.add_argument("--pronoun", metavar="WORD", help="the pronoun to resolve")
-    which.add_argument("--position", type=_non_negative_int, metavar="N",
-                       help="the token position to resolve (0-based)")
-    attend.add_argument("--plot", metavar="FILE.png",
-                        help="draw every layer's and head's attention and the pointer head")
-    attend.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    _add_device(attend)
-    attend.set_defaults(handler=_attend)
-
-    demo = commands.add_parser(
-        "demo", help="train (or reuse) the default model and show the article's example",
-        description="Train with the default settings (or reuse a finished run), then "
-                    "resolve the article's sentence, its twin and one sentence per family.")
-    demo.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR",
-                      help=f"run directory (default: {DEFAULT_RUN_DIR})")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_device(demo)
-    demo.set_defaults(handler=_demo)
-
+    add_coref_commands(commands)  # train, attend, demo: the coreference task
     add_graph_command(commands)  # computation graphs with Graphviz
     add_compare_command(commands)  # self-attention against an LSTM and a CNN
+    add_exercise_command(commands)  # write the backward passes yourself, get them checked
     return parser
 
 
@@ -270,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2: bad arguments, 1: other errors)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    backend.retain_freed_memory()  # steps reuse freed arrays instead of fresh pages
+    tuning.retain_freed_memory()  # steps reuse freed arrays instead of fresh pages
     try:
         return args.handler(args)
     except (CheckpointError, UnknownWordError, SentenceError, DeviceError, CommandError) as exc:

@@ -8,7 +8,10 @@ returns the drawing, with gradient norms on the parameters. ``minitransformer gr
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import graphviz
 
@@ -91,3 +94,46 @@ EXAMPLES: dict[str, Callable[..., graphviz.Digraph]] = {
     "encoder": encoder_graph,
     "backward": backward_graph,
 }
+
+
+def write_docs_figures(docs: str | os.PathLike[str]) -> list[Path]:
+    """Render every drawing of :data:`EXAMPLES` to ``docs/img/graphs/NAME.svg``, keeping the DOT
+    source next to it as ``NAME.dot`` (the stale-figure test compares that source with what
+    the current code draws). Needs Graphviz's ``dot``; returns the paths written."""
+    from minitransformer.viz.render import render
+
+    paths = []
+    for name, make in EXAMPLES.items():
+        svg = render(make(), name, directory=Path(docs) / "img" / "graphs")
+        paths += [svg.with_suffix(".dot"), svg]
+    return paths
+
+
+NUMBER = re.compile(r"\d+\.\d+(?:e[+-]?\d+)?")
+_NODE = re.compile(r'^\s*(?P<id>\w+) \[label="(?P<label>(?:[^"\\]|\\.)*)"')
+_EDGE = re.compile(r"^\s*(?P<tail>\w+) -> (?P<head>\w+)")
+_CLUSTER = re.compile(r'^\s*subgraph "(?P<name>cluster_[^"]*)" \{')
+
+
+def dot_structure(source: str) -> tuple[dict[str, tuple[str, str]], set[tuple[str, str]]]:
+    """What a DOT drawing shows, without its styling or measured values.
+
+    Returns ``(nodes, edges)``: ``nodes`` maps each node id to ``(cluster, label)``, with
+    every decimal number in the label replaced by ``#`` (a gradient norm may differ in its
+    last digit between machines; a shape or a name may not); ``edges`` is the set of
+    ``(tail, head)`` pairs. Two sources with equal structures draw the same graph.
+    """
+    nodes: dict[str, tuple[str, str]] = {}
+    edges: set[tuple[str, str]] = set()
+    clusters: list[str] = []
+    for line in source.splitlines():
+        if (cluster := _CLUSTER.match(line)) is not None:
+            clusters.append(cluster["name"])
+        elif line.strip() == "}" and clusters:
+            clusters.pop()
+        elif (edge := _EDGE.match(line)) is not None:
+            edges.add((edge["tail"], edge["head"]))
+        elif (node := _NODE.match(line)) is not None:
+            where = "/".join(clusters)
+            nodes[node["id"]] = (where, NUMBER.sub("#", node["label"]))
+    return nodes, edges

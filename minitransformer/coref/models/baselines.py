@@ -1,11 +1,11 @@
 """Coreference models without self-attention in the encoder: a BiLSTM and a stack of convolutions.
 
 They exist to test the comparison of self-attention with RNNs and CNNs on the same task.
-Each replaces the Transformer encoder of :class:`~minitransformer.models.coref.CorefModel`
+Each replaces the Transformer encoder of :class:`~minitransformer.coref.models.coref.CorefModel`
 and keeps everything else: the same token embedding, the same
-:class:`~minitransformer.models.coref.PointerHead` and so the same loss, and the same call
+:class:`~minitransformer.coref.models.coref.PointerHead` and so the same loss, and the same call
 ``forward(ids, pronoun, padding_mask) -> (scores, weights)``, so the training loop of
-:mod:`minitransformer.training` (``batch_loss``, ``evaluate``) runs them unchanged.
+:mod:`minitransformer.coref.training` (``batch_loss``, ``evaluate``) runs them unchanged.
 
     ids -> Embedding -> BiLSTM                                        -> h (B, T, 2H) -> PointerHead
     ids -> Embedding -> [x + relu(Conv1d(LayerNorm(x)))] * num_layers -> h (B, T, E)  -> PointerHead
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import nn
-from minitransformer.models.coref import PointerHead, _on_device
+from minitransformer.coref.models.coref import PointerHead, _on_device
 from minitransformer.nn.conv import Conv1d
 from minitransformer.nn.rnn import LSTM
 from minitransformer.tensor import Tensor

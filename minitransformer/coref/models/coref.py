@@ -25,7 +25,7 @@ import numpy as np
 from minitransformer import backend, nn
 from minitransformer import functional as F
 from minitransformer.autograd import no_grad
-from minitransformer.data import Vocabulary, find_pronouns, tokenize
+from minitransformer.coref.data import Vocabulary, find_pronouns, tokenize
 from minitransformer.tensor import Tensor
 
 __all__ = [
@@ -238,7 +238,7 @@ def resolve(model: CorefModel, vocabulary: Vocabulary, sentence: str | list[str]
             pronoun: str | None = None, position: int | None = None) -> Resolution:
     """Run ``model`` on one sentence and return the pointer head's view of its pronoun.
 
-    Raises :class:`~minitransformer.data.UnknownWordError` for words the model never saw
+    Raises :class:`~minitransformer.coref.data.UnknownWordError` for words the model never saw
     and :class:`PronounError` when the pronoun to resolve is missing or ambiguous.
     """
     tokens = tokenize(sentence) if isinstance(sentence, str) else list(sentence)

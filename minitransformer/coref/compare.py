@@ -5,7 +5,7 @@ how well long-range dependencies are captured, how interpretable the weights are
 fast they train. :func:`run_comparison` measures each point here:
 
 1. accuracy against distance: three coreference models of about the same size (the
-   Transformer encoder of :mod:`minitransformer.models.coref`, a BiLSTM and a stack of
+   Transformer encoder of :mod:`minitransformer.coref.models.coref`, a BiLSTM and a stack of
    convolutions, each ending in the same pointer head) are trained on sentences whose
    antecedent-to-pronoun distance is spread by distractors, then scored on held-out noun
    pairs per distance bucket;
@@ -36,17 +36,23 @@ import numpy as np
 
 import minitransformer as mt
 from minitransformer import backend, nn, optim
-from minitransformer.data import CorefDataset, iterate_batches, make_dataset
-from minitransformer.models.baselines import (
+from minitransformer.coref.data import CorefDataset, iterate_batches, make_dataset
+from minitransformer.coref.models.baselines import (
     ConvCorefModel,
     EncoderConfig,
     LSTMCorefModel,
     count_parameters,
 )
-from minitransformer.models.coref import CorefConfig, CorefModel
+from minitransformer.coref.models.coref import CorefConfig, CorefModel
+from minitransformer.coref.training import (
+    TrainConfig,
+    batch_loss,
+    build_optimizer,
+    evaluate,
+    write_json,
+)
 from minitransformer.nn.conv import Conv1d
 from minitransformer.nn.rnn import LSTM
-from minitransformer.training import TrainConfig, batch_loss, build_optimizer, evaluate, write_json
 
 __all__ = ["MODELS", "CompareConfig", "benchmark_layers", "run_comparison"]
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from minitransformer.models.coref import Resolution
+from minitransformer.coref.models.coref import Resolution
 
 ARTICLE_TABLE: tuple[tuple[str, float, int], ...] = (
     ("The", 0.02, 1), ("animal", 0.85, 45), ("didn't", 0.05, 3), ("cross", 0.08, 4),

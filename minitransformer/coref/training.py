@@ -1,6 +1,6 @@
 """Training the coreference model: the loop, its checkpoints, its metrics and its plot.
 
-    from minitransformer.training import TrainConfig, train
+    from minitransformer.coref.training import TrainConfig, train
     result = train(TrainConfig(seed=0), "runs/coref")
     result.test_accuracy      # on sentences whose noun pairs the model never saw
 
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 import minitransformer as mt
-from minitransformer import backend, optim, serialization
+from minitransformer import backend, optim, serialization, tuning
 from minitransformer import functional as F
-from minitransformer.data import (
+from minitransformer.coref.data import (
     ARTICLE_SENTENCE,
     ARTICLE_SENTENCE_WIDE,
     CorefDataset,
@@ -43,8 +43,8 @@ from minitransformer.data import (
     iterate_batches,
     make_dataset,
 )
+from minitransformer.coref.models.coref import CorefConfig, CorefModel, resolve
 from minitransformer.errors import CheckpointError
-from minitransformer.models.coref import CorefConfig, CorefModel, resolve
 from minitransformer.nn import Module, StateDictError
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -363,7 +363,7 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
     out_dir = os.path.dirname(run.path)
     os.makedirs(out_dir or ".", exist_ok=True)
 
-    with backend.single_threaded_blas():
+    with tuning.single_threaded_blas():
         for epoch in range(history.epochs_done + 1, config.epochs + 1):
             _train_epoch(run, data, optimizer, scheduler, batch_rng, epoch, progress)
             save_checkpoint(run.path, run, optimizer, scheduler, batch_rng)

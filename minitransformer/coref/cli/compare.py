@@ -31,7 +31,7 @@ def add_compare_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 
 def run_compare_command(args: argparse.Namespace) -> int:
-    from minitransformer.compare import quick_or_full, run_comparison
+    from minitransformer.coref.compare import quick_or_full, run_comparison
 
     config = quick_or_full(args.quick, args.seed)
     try:

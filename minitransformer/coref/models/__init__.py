@@ -1,6 +1,6 @@
 """Models built from the layers of :mod:`minitransformer.nn`."""
 
-from minitransformer.models.coref import (
+from minitransformer.coref.models.coref import (
     CorefConfig,
     CorefModel,
     PointerHead,

@@ -17,15 +17,15 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from minitransformer.data.coref import Example
-from minitransformer.data.tokenizer import PAD_ID, Vocabulary
+from minitransformer.coref.data.coref import Example
+from minitransformer.coref.data.tokenizer import PAD_ID, Vocabulary
 
 
 def encode_batch(examples: Sequence[Example], vocabulary: Vocabulary,
                  length: int | None = None) -> dict[str, np.ndarray]:
     """Encode and right-pad ``examples`` to the longest one (or to ``length``).
 
-    Raises :class:`~minitransformer.data.tokenizer.UnknownWordError` for words outside
+    Raises :class:`~minitransformer.coref.data.tokenizer.UnknownWordError` for words outside
     ``vocabulary``, and ValueError for an empty batch or a ``length`` too short.
     """
     if len(examples) == 0:

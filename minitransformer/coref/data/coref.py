@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minitransformer.data.tokenizer import PRONOUNS, Vocabulary, find_pronouns
+from minitransformer.coref.data.tokenizer import PRONOUNS, Vocabulary, find_pronouns
 
 ARTICLE_SENTENCE = "The animal didn't cross the street because it was too tired."
 """The sentence of the famous attention figure: "it" should attend to "animal"."""

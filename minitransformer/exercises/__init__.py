@@ -1,0 +1,137 @@
+"""Exercises: the learner writes each backward of the attention stack; a checker says
+exactly what is wrong.
+
+    minitransformer exercise start my-work        # copies the stubs into my-work/
+    minitransformer exercise check --dir my-work  # checks them all (or: check softmax)
+
+The stubs (``stubs/``) give each forward and leave the backward raising
+``NotImplementedError``; the reference solutions (``solutions/``) are kept apart. See
+docs/exercises.md for the problems, hints and links to the derivations.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from minitransformer.exercises.catalog import EXERCISES, Exercise
+from minitransformer.exercises.checker import (
+    CheckFailure,
+    CheckResult,
+    Mistake,
+    check_cases,
+    load_module,
+)
+
+__all__ = ["EXERCISES", "CheckResult", "Exercise", "ExerciseError", "Mistake", "check_file",
+           "check_workspace", "find", "solution_source", "start", "stub_source"]
+
+
+class ExerciseError(Exception):
+    """A problem with the command (unknown exercise, a workspace that exists), in one line."""
+
+
+def find(name: str) -> Exercise:
+    """The exercise called ``name``: its number ("4", "04"), name ("softmax") or file name."""
+    key = name.strip().lower().removesuffix(".py")
+    for exercise in EXERCISES:
+        if key in (str(exercise.number), f"{exercise.number:02d}", exercise.name,
+                   exercise.filename.removesuffix(".py")):
+            return exercise
+    names = ", ".join(e.name for e in EXERCISES)
+    raise ExerciseError(f"no exercise called {name!r}; the exercises are: {names} "
+                        f"(or their numbers, 1 to {len(EXERCISES)})")
+
+
+def _package_file(folder: str, exercise: Exercise) -> str:
+    return (resources.files("minitransformer.exercises") / folder / exercise.filename).read_text(
+        encoding="utf-8")
+
+
+def stub_source(exercise: Exercise) -> str:
+    """The text of the exercise's stub, as ``start`` copies it."""
+    return _package_file("stubs", exercise)
+
+
+def solution_source(exercise: Exercise) -> str:
+    """The reference solution: the backward functions only (they run appended to the stub)."""
+    return _package_file("solutions", exercise)
+
+
+def check_file(exercise: Exercise, path: str | os.PathLike) -> CheckResult:
+    """Check the learner's file for ``exercise``; never raises for what the file does."""
+    path = Path(path)
+    head = f"{exercise.number:02d} {exercise.name}"
+    if not path.is_file():
+        return CheckResult("missing", f"{head}: {path} does not exist (`minitransformer "
+                                      "exercise start DIR` writes the exercise files)")
+    try:
+        module = load_module(path)
+        status, mistake, lines = check_cases(module, exercise.cases())
+    except CheckFailure as exc:
+        status, mistake, lines = "fail", None, [str(exc)]
+    except Exception as exc:  # noqa: BLE001 (the checker reports, it never shows a traceback)
+        status, mistake, lines = "fail", None, [
+            f"the checker could not run this exercise ({type(exc).__name__}: {exc})"]
+    if status == "pass":
+        return CheckResult("pass", f"{head}: passes (compared with {exercise.compared_with}; "
+                                   f"edge cases: {exercise.edge_cases})")
+    return CheckResult(status, f"{head}: {lines[0]}", lines[1:], mistake)
+
+
+def check_workspace(directory: str | os.PathLike,
+                    exercises: tuple[Exercise, ...] | list[Exercise] = EXERCISES
+                    ) -> list[tuple[Exercise, CheckResult]]:
+    """Check the learner's files in ``directory``, in order."""
+    return [(e, check_file(e, Path(directory) / e.filename)) for e in exercises]
+
+
+def start(directory: str | os.PathLike) -> list[Path]:
+    """Copy every stub into ``directory`` (created if needed); returns the files written.
+
+    Refuses (ExerciseError) to overwrite any existing exercise file, and to write inside
+    the installed package. Each file is written whole or not at all.
+    """
+    target = Path(directory)
+    package = Path(str(resources.files("minitransformer"))).resolve()
+    resolved = target.resolve()
+    if resolved == package or package in resolved.parents:
+        raise ExerciseError(f"{target} is inside minitransformer's own files; start the "
+                            "exercises in a directory of your own")
+    if target.exists() and not target.is_dir():
+        raise ExerciseError(f"{target} exists and is not a directory")
+    existing = [e.filename for e in EXERCISES if (target / e.filename).exists()]
+    if existing:
+        raise ExerciseError(
+            f"{target} already holds {', '.join(existing[:3])}"
+            f"{' and more' if len(existing) > 3 else ''}; refusing to overwrite your work "
+            "(check it with `minitransformer exercise check --dir "
+            f"{target}`, or start in another directory)")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExerciseError(f"cannot create {target}: {exc.strerror or exc}") from None
+    written: list[Path] = []
+    try:
+        for exercise in EXERCISES:
+            written.append(_write_atomically(target / exercise.filename, stub_source(exercise)))
+    except OSError as exc:
+        for path in written:  # all or nothing
+            path.unlink(missing_ok=True)
+        raise ExerciseError(f"cannot write into {target}: {exc.strerror or exc}") from None
+    return written
+
+
+def _write_atomically(path: Path, text: str) -> Path:
+    """Write to a temporary file beside ``path``, then rename it into place."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

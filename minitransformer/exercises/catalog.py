@@ -1,0 +1,529 @@
+"""The exercises, in the order the docs teach them, and the cases each is checked on.
+
+Every exercise compares the learner's code with minitransformer's own op (autograd on the
+project's tensors, in float64) on several shapes, the op's edge cases among them, and
+lists the mistakes of its own that the checker recognises by name (on top of the general
+ones in :mod:`minitransformer.exercises.checker`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from minitransformer.exercises.checker import (
+    IGNORED_UPSTREAM,
+    Case,
+    CheckFailure,
+    Mistake,
+    call_learner,
+    close,
+    learner_function,
+)
+
+Alternative = Callable[..., Sequence[np.ndarray | None]]  # (dout, *inputs) -> wrong answers
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: its file, its docs, the project op it is checked against, its cases."""
+
+    number: int
+    name: str  # what `minitransformer exercise check NAME` takes
+    title: str
+    derivation: str  # the docs page (and section) that derives the backward
+    compared_with: str  # the project's op that gives the expected answers
+    edge_cases: str
+    mistakes: tuple[Mistake, ...]  # its own named mistakes (the general ones come on top)
+    build: Callable[[np.random.Generator], list[Case]]
+
+    @property
+    def filename(self) -> str:
+        return f"{self.number:02d}_{self.name}.py"
+
+    def cases(self, seed: int = 0) -> list[Case]:
+        return self.build(np.random.default_rng(seed))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _project_gradients(reference: Callable[..., Any], inputs: Sequence[Any],
+                       wrt: Sequence[int], dout: np.ndarray) -> tuple[np.ndarray, list]:
+    """The project's output and the gradients of sum(dout * output) for the inputs ``wrt``."""
+    from minitransformer import autograd
+    from minitransformer.tensor import Tensor, float64
+
+    tensors = [Tensor(x, requires_grad=True, dtype=float64) if i in wrt else x
+               for i, x in enumerate(inputs)]
+    out = reference(*tensors)
+    total = (out * Tensor(dout, dtype=float64)).sum()
+    grads = autograd.grad(total, [tensors[i] for i in wrt], allow_unused=True)
+    return out.detach().numpy(), [np.zeros(np.shape(inputs[i])) if g is None else g.numpy()
+                         for i, g in zip(wrt, grads)]
+
+
+def _copies(inputs: Sequence[Any]) -> list[Any]:
+    """Fresh copies, so that a learner's in-place edit cannot change the next call."""
+    return [x.copy() if isinstance(x, np.ndarray) else x for x in inputs]
+
+
+def gradient_case(label: str, rng: np.random.Generator, *, forward: str, backward: str,
+                  op: str, inputs: Sequence[Any], wrt: Sequence[int], names: Sequence[str],
+                  reference: Callable[..., Any],
+                  mistakes: Sequence[tuple[Mistake, Alternative]] = (),
+                  scale: float | None = None) -> Case:
+    """A case that calls ``forward(*inputs)`` and ``backward(dout, *inputs)`` in the learner's
+    file and expects the gradients that ``reference`` (the project's op) gets for ``wrt``."""
+    inputs = list(inputs)
+    out_shape = np.shape(_project_gradients(reference, inputs, wrt, np.ones(()))[0])
+    dout = np.asarray(rng.standard_normal(out_shape), dtype=np.float64)
+    output, expected = _project_gradients(reference, inputs, wrt, dout)
+    _, ones = _project_gradients(reference, inputs, wrt, np.ones(out_shape))
+    alternatives = [(mistake, tuple(wrong(dout, *_copies(inputs)))) for mistake, wrong in mistakes]
+    alternatives.append((IGNORED_UPSTREAM, tuple(ones)))
+
+    def call(module: ModuleType) -> Any:
+        given = learner_function(module, forward)
+        mine = learner_function(module, backward)
+        result = call_learner(given, *_copies(inputs))
+        try:
+            result = np.asarray(result, dtype=np.float64)
+        except (TypeError, ValueError):
+            result = None
+        if result is None or not close(result, output):
+            raise CheckFailure(
+                f"{forward}() no longer computes what {op} computes; the exercise gives the "
+                f"forward: restore it (a fresh copy: `minitransformer exercise start NEWDIR`)")
+        return call_learner(mine, dout.copy(), *_copies(inputs))
+
+    return Case(label, call, tuple(expected), tuple(names), alternatives, scale,
+                differentiated=(forward, inputs, tuple(wrt), dout))
+
+
+# ----------------------------------------------------------------------------- 1 chain rule
+
+MISSED_PATH = Mistake(
+    "missed a path",
+    "a is used twice (in e = a * b and in out = f * a), so da is the sum of two terms, one "
+    "per path from a to out")
+
+
+def _chain_rule(rng: np.random.Generator) -> list[Case]:
+    def reference(a: Any, b: Any, c: Any) -> Any:
+        return (a * b + c).tanh() * a
+
+    def through_e_only(dout: Any, a: Any, b: Any, c: Any) -> tuple:
+        f = np.tanh(a * b + c)
+        return dout * a * (1 - f**2) * b, None, None
+
+    def through_out_only(dout: Any, a: Any, b: Any, c: Any) -> tuple:
+        return dout * np.tanh(a * b + c), None, None
+
+    cases = []
+    for label, shape in (("scalars", ()), ("vectors of 5", (5,)), ("a (2, 3) array", (2, 3))):
+        a, b, c = (rng.standard_normal(shape) for _ in range(3))
+        cases.append(gradient_case(
+            label, rng, forward="forward", backward="backward", op="tanh(a * b + c) * a",
+            inputs=(a, b, c), wrt=(0, 1, 2), names=("da", "db", "dc"), reference=reference,
+            mistakes=[(MISSED_PATH, through_e_only), (MISSED_PATH, through_out_only)]))
+    return cases
+
+
+# ----------------------------------------------------------------------------- 2 broadcast
+
+
+def _broadcast(rng: np.random.Generator) -> list[Case]:
+    shapes = [("x (3, 4) times w (4,)", (3, 4), (4,)),
+              ("x (2, 3, 4) times w (3, 1)", (2, 3, 4), (3, 1)),
+              ("both broadcast, batch size 1: x (1, 3, 4) times w (2, 1, 4)", (1, 3, 4),
+               (2, 1, 4)),
+              ("a 0-d w: x (2, 3) times w ()", (2, 3), ()),
+              ("no broadcasting: x (2, 2) times w (2, 2)", (2, 2), (2, 2))]
+    return [gradient_case(label, rng, forward="forward", backward="backward",
+                          op="minitransformer's Mul", inputs=(rng.standard_normal(xs),
+                                                              rng.standard_normal(ws)),
+                          wrt=(0, 1), names=("dx", "dw"), reference=lambda x, w: x * w)
+            for label, xs, ws in shapes]
+
+
+# ----------------------------------------------------------------------------- 3 matmul
+
+
+def _matmul(rng: np.random.Generator) -> list[Case]:
+    shapes = [("(3, 4) @ (4, 2)", (3, 4), (4, 2)),
+              ("a batch: (2, 3, 4) @ (2, 4, 5)", (2, 3, 4), (2, 4, 5)),
+              ("B shared by the batch: (2, 3, 4) @ (4, 5)", (2, 3, 4), (4, 5)),
+              ("batch size 1, square: (1, 3, 3) @ (1, 3, 3)", (1, 3, 3), (1, 3, 3)),
+              ("broadcast batch axes: (2, 1, 3, 4) @ (3, 4, 2)", (2, 1, 3, 4), (3, 4, 2))]
+    return [gradient_case(label, rng, forward="forward", backward="backward",
+                          op="minitransformer's MatMul",
+                          inputs=(rng.standard_normal(a), rng.standard_normal(b)), wrt=(0, 1),
+                          names=("dA", "dB"), reference=lambda a, b: a @ b)
+            for label, a, b in shapes]
+
+
+# ----------------------------------------------------------------------------- 4 softmax
+
+DIAGONAL_ONLY = Mistake(
+    "only the diagonal of the Jacobian",
+    "y_i depends on every x_j of its row, not only on x_i: dy_i/dx_j = y_i (delta_ij - y_j), "
+    "so dx_j = y_j (dy_j - sum_i dy_i y_i)")
+
+
+def _softmax_of(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _softmax(rng: np.random.Generator) -> list[Case]:
+    from minitransformer import ops
+
+    def diagonal(dy: np.ndarray, x: np.ndarray) -> tuple:
+        y = _softmax_of(x)
+        return (dy * y * (1 - y),)
+
+    inputs = [("a vector of 5", rng.standard_normal(5)),
+              ("(3, 4)", rng.standard_normal((3, 4))),
+              ("batch size 1: (1, 4)", rng.standard_normal((1, 4))),
+              ("large logits (x 30): (2, 3, 6)", 30 * rng.standard_normal((2, 3, 6)))]
+    return [gradient_case(label, rng, forward="forward", backward="backward",
+                          op="minitransformer.ops.softmax", inputs=(x,), wrt=(0,),
+                          names=("dx",), reference=lambda t: ops.softmax(t, -1),
+                          mistakes=[(DIAGONAL_ONLY, diagonal)])
+            for label, x in inputs]
+
+
+# ----------------------------------------------------------------------------- 5 cross-entropy
+
+NO_MEAN = Mistake(
+    "forgot the 1/N of the mean",
+    "the loss is the mean over the N rows (every row of z but the last axis), so each "
+    "row's gradient p - onehot is divided by N")
+NO_ONEHOT = Mistake(
+    "forgot the one-hot term",
+    "-log softmax(z)[t] = logsumexp(z) - z[t]: logsumexp gives p = softmax(z), and -z[t] "
+    "gives -1 at the target, so a row's gradient is p - onehot(t)")
+
+
+def _cross_entropy(rng: np.random.Generator) -> list[Case]:
+    from minitransformer import functional as F
+
+    def as_sum(dloss: np.ndarray, z: np.ndarray, t: np.ndarray) -> tuple:
+        onehot = np.eye(z.shape[-1])[t]
+        return ((_softmax_of(z) - onehot) * dloss,)
+
+    def no_onehot(dloss: np.ndarray, z: np.ndarray, t: np.ndarray) -> tuple:
+        return (_softmax_of(z) * dloss / t.size,)
+
+    cases = []
+    for label, shape, targets in (
+            ("4 rows of 5 classes", (4, 5), None),
+            ("one row: (1, 3)", (1, 3), None),
+            ("repeated targets: (6, 4)", (6, 4), np.array([2, 2, 0, 2, 3, 2])),
+            ("a batch of sequences: (2, 3, 5)", (2, 3, 5), None)):
+        z = rng.standard_normal(shape)
+        t = rng.integers(0, shape[-1], shape[:-1]) if targets is None else targets
+        cases.append(gradient_case(
+            label, rng, forward="forward", backward="backward",
+            op="minitransformer.functional.cross_entropy", inputs=(z, t), wrt=(0,),
+            names=("dz",), reference=F.cross_entropy,
+            mistakes=[(NO_MEAN, as_sum), (NO_ONEHOT, no_onehot)]))
+    return cases
+
+
+# ----------------------------------------------------------------------------- 6 layer norm
+
+CONSTANT_STATISTICS = Mistake(
+    "mean and variance treated as constants",
+    "mu and var are computed from x, so x reaches y three ways (directly, through mu, "
+    "through var): dx = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(var + eps), "
+    "g = dy * gamma")
+NO_VARIANCE_PATH = Mistake(
+    "forgot the path through the variance",
+    "you took the mean's path into account but not the variance's: subtract also "
+    "x_hat * mean(g * x_hat), g = dy * gamma, before dividing by sqrt(var + eps)")
+
+
+def _layer_norm(rng: np.random.Generator) -> list[Case]:
+    from minitransformer import functional as F
+
+    def statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu = x.mean(axis=-1, keepdims=True)
+        inv_std = 1 / np.sqrt(((x - mu) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
+        return mu, inv_std
+
+    def constants(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> tuple:
+        return dy * gamma * statistics(x)[1], None, None
+
+    def no_variance(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray,
+                    beta: np.ndarray) -> tuple:
+        g = dy * gamma
+        return (g - g.mean(axis=-1, keepdims=True)) * statistics(x)[1], None, None
+
+    cases = []
+    for label, shape in (("4 rows of 6", (4, 6)), ("batch size 1: (1, 5)", (1, 5)),
+                         ("a batch of sequences: (2, 3, 8)", (2, 3, 8))):
+        n = shape[-1]
+        x = 2 * rng.standard_normal(shape) + 1
+        gamma, beta = 1 + 0.5 * rng.standard_normal(n), rng.standard_normal(n)
+        cases.append(gradient_case(
+            label, rng, forward="forward", backward="backward",
+            op="minitransformer.functional.layer_norm", inputs=(x, gamma, beta),
+            wrt=(0, 1, 2), names=("dx", "dgamma", "dbeta"),
+            reference=lambda x, g, b, n=n: F.layer_norm(x, n, g, b, eps=1e-5),
+            mistakes=[(CONSTANT_STATISTICS, constants), (NO_VARIANCE_PATH, no_variance)]))
+    return cases
+
+
+# ----------------------------------------------------------------------------- 7 attention
+
+FORGOTTEN_MASK = Mistake(
+    "forgotten mask",
+    "your gradients are those of attention without the mask: compute A with the mask "
+    "(weights(Q, K, mask)), so that the masked weights are 0 and no gradient flows "
+    "through them")
+SKIPPED_SOFTMAX = Mistake(
+    "skipped the softmax's backward",
+    "dA = dZ V^T is the gradient of the weights, not of the scores: go through the softmax "
+    "first, dS = A * (dA - sum(dA * A, last axis)), then dQ = dS K / sqrt(d_k)")
+
+
+def _attention_reference(mask: np.ndarray | None) -> Callable[..., Any]:
+    from minitransformer import functional as F
+
+    def reference(q: Any, k: Any, v: Any, _mask: Any) -> Any:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)[0]
+
+    return reference
+
+
+def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    from minitransformer.ops.shape import unbroadcast
+
+    return unbroadcast(grad, shape)
+
+
+def _attention(rng: np.random.Generator) -> list[Case]:
+    def no_mask(dz: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                mask: np.ndarray | None) -> Sequence[np.ndarray | None]:
+        if mask is None:
+            return None, None, None
+        return _project_gradients(_attention_reference(None), (q, k, v, None), (0, 1, 2),
+                                  dz)[1]
+
+    def skipped_softmax(dz: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                        mask: np.ndarray | None, masked: bool = False
+                        ) -> Sequence[np.ndarray | None]:
+        d_a = dz @ v.swapaxes(-1, -2)  # (..., L, S)
+        if masked and mask is not None:
+            d_a = np.where(mask, d_a, 0.0)
+        scale = 1 / np.sqrt(q.shape[-1])
+        return (_unbroadcast(d_a @ k * scale, q.shape),
+                _unbroadcast(d_a.swapaxes(-1, -2) @ q * scale, k.shape), None)
+
+    def skipped_softmax_masked(*args: np.ndarray | None) -> Sequence[np.ndarray | None]:
+        return skipped_softmax(*args, masked=True)
+
+    some = np.array([[True, False, True], [True, True, True], [False, True, True]])
+    lower = np.tril(np.ones((4, 5), dtype=bool), k=1)  # query i sees keys 0..i+1
+    dead = np.array([[True, True, False], [False, False, False], [True, False, True]])
+    shapes = [  # label, Q, K, V, mask
+        ("L = S = 3, d_k = 3, two masked positions", (3, 3), (3, 3), (3, 2), some),
+        ("a batch (2, 2), L = 4, S = 5, d_k = 5, a causal-like mask", (2, 2, 4, 5),
+         (2, 2, 5, 5), (2, 2, 5, 3), lower),
+        ("a query whose every key is masked", (2, 3, 3), (2, 3, 3), (2, 3, 4), dead),
+        ("batch size 1, no mask", (1, 4, 5), (1, 4, 5), (1, 4, 3), None),
+        ("K and V shared by a batch of 2 (a broadcast axis)", (2, 4, 3), (5, 3), (5, 2),
+         lower),
+    ]
+    cases = []
+    for label, qs, ks, vs, mask in shapes:
+        q, k, v = rng.standard_normal(qs), rng.standard_normal(ks), rng.standard_normal(vs)
+        cases.append(gradient_case(
+            label, rng, forward="forward", backward="backward",
+            op="minitransformer.functional.scaled_dot_product_attention",
+            inputs=(q, k, v, mask), wrt=(0, 1, 2), names=("dQ", "dK", "dV"),
+            reference=_attention_reference(mask),
+            mistakes=[(FORGOTTEN_MASK, no_mask), (SKIPPED_SOFTMAX, skipped_softmax),
+                      (SKIPPED_SOFTMAX, skipped_softmax_masked)],
+            scale=1 / np.sqrt(qs[-1])))
+    return cases
+
+
+# ----------------------------------------------------------------------------- 8 heads
+
+NO_TRANSPOSE = Mistake(
+    "reshaped without undoing the transpose",
+    "a plain reshape puts the numbers back in the wrong places (heads and positions mix): "
+    "undo the moves in reverse order, the transpose first, then the reshape "
+    "(the backward of split_heads is merge_heads)")
+
+
+def _heads(rng: np.random.Generator) -> list[Case]:
+    def split(x: Any, num_heads: int) -> Any:
+        B, T, E = x.shape
+        return x.reshape(B, T, num_heads, E // num_heads).transpose(0, 2, 1, 3)
+
+    def merge(z: Any) -> Any:
+        B, nh, T, hs = z.shape
+        return z.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)
+
+    cases = []
+    for label, shape, heads in (("split (2, 5, 6) into 3 heads", (2, 5, 6), 3),
+                                ("split, batch size 1: (1, 4, 8) into 2 heads", (1, 4, 8), 2),
+                                ("split (2, 3, 4) into 4 heads of 1", (2, 3, 4), 4)):
+        cases.append(gradient_case(
+            label, rng, forward="split_heads", backward="split_heads_backward",
+            op="minitransformer's reshape and transpose",
+            inputs=(rng.standard_normal(shape), heads), wrt=(0,), names=("dx",),
+            reference=split,
+            mistakes=[(NO_TRANSPOSE, lambda dout, x, _: (dout.reshape(x.shape),))]))
+    for label, shape in (("merge (2, 3, 5, 2)", (2, 3, 5, 2)),
+                         ("merge, batch size 1: (1, 2, 4, 4)", (1, 2, 4, 4))):
+        cases.append(gradient_case(
+            label, rng, forward="merge_heads", backward="merge_heads_backward",
+            op="minitransformer's transpose and reshape",
+            inputs=(rng.standard_normal(shape),), wrt=(0,), names=("dz",), reference=merge,
+            mistakes=[(NO_TRANSPOSE, lambda dout, z: (dout.reshape(z.shape),))]))
+    return cases
+
+
+# ----------------------------------------------------------------------------- 9 embedding
+
+OVERWRITTEN = Mistake(
+    "repeated index overwritten instead of added",
+    "a row read several times gets the sum of all their gradients; dW[idx] = dout (and "
+    "dW[idx] += dout, which NumPy buffers) keeps only one of them: use np.add.at(dW, idx, "
+    "dout)")
+
+
+def _embedding(rng: np.random.Generator) -> list[Case]:
+    from minitransformer import functional as F
+
+    def overwrite(dout: np.ndarray, idx: np.ndarray, W: np.ndarray) -> tuple:
+        dW = np.zeros_like(W)
+        dW[idx] += dout  # buffered: a repeated row keeps one gradient
+        return (dW,)
+
+    cases = []
+    for label, idx, rows in (("a repeated index: [1, 4, 1, 1] of 6 rows", np.array([1, 4, 1, 1]),
+                              6),
+                             ("(2, 3) indices with repeats, unused rows", np.array(
+                                 [[0, 2, 2], [5, 0, 2]]), 7),
+                             ("batch size 1: [[3]]", np.array([[3]]), 4),
+                             ("every index the same: [2, 2, 2]", np.array([2, 2, 2]), 3)):
+        W = rng.standard_normal((rows, 3))
+        cases.append(gradient_case(
+            label, rng, forward="forward", backward="backward",
+            op="minitransformer.functional.embedding", inputs=(idx, W), wrt=(1,),
+            names=("dW",), reference=F.embedding, mistakes=[(OVERWRITTEN, overwrite)]))
+    return cases
+
+
+# ----------------------------------------------------------------------------- 10 adam
+
+NO_BIAS_CORRECTION = Mistake(
+    "no bias correction",
+    "m and v start at 0, so early on they are too small by the factors 1 - beta1^t and "
+    "1 - beta2^t: divide them by those before the step (m_hat, v_hat)")
+
+
+def _adam(rng: np.random.Generator) -> list[Case]:
+    from minitransformer.optim import Adam
+    from minitransformer.tensor import Tensor, float64
+
+    cases = []
+    for shape, lr, betas, eps, steps in (((3,), 1e-3, (0.9, 0.999), 1e-8, (1, 3)),
+                                         ((2, 4), 0.1, (0.8, 0.99), 1e-6, (1, 2, 10)),
+                                         ((), 0.01, (0.9, 0.999), 1e-8, (5,))):
+        param = Tensor(rng.standard_normal(shape), requires_grad=True, dtype=float64)
+        optimizer = Adam([param], lr=lr, betas=betas, eps=eps)
+        m = v = np.zeros(shape)
+        for t in range(1, max(steps) + 1):
+            before = param.detach().numpy().copy()
+            grad = rng.standard_normal(shape)
+            param.grad = Tensor(grad, dtype=float64)
+            optimizer.step()
+            state = optimizer.state[param]
+            after = (param.detach().numpy().copy(), state["exp_avg"].copy(),
+                     state["exp_avg_sq"].copy())
+            if t in steps:
+                cases.append(_adam_case(shape, lr, betas, eps, t, before, grad, m, v, after))
+            m, v = after[1], after[2]
+    return cases
+
+
+def _adam_case(shape: tuple, lr: float, betas: tuple, eps: float, t: int, param: np.ndarray,
+               grad: np.ndarray, m: np.ndarray, v: np.ndarray, after: tuple) -> Case:
+    beta1, beta2 = betas
+    new_m, new_v = after[1], after[2]
+    uncorrected = -lr * new_m / (np.sqrt(new_v) + eps)
+
+    def call(module: ModuleType) -> Any:
+        step = learner_function(module, "adam_step")
+        result = call_learner(step, param.copy(), grad.copy(), m.copy(), v.copy(), t, lr=lr,
+                              beta1=beta1, beta2=beta2, eps=eps)
+        if isinstance(result, (tuple, list)) and len(result) == 3 and result[0] is not None:
+            try:  # judge the move, so that a wrong sign or factor shows as such
+                return (np.asarray(result[0], dtype=np.float64) - param, *result[1:])
+            except (TypeError, ValueError):
+                pass
+        return result
+
+    label = f"step {t} of a {shape} parameter, lr={lr}, betas={betas}, eps={eps}"
+    return Case(label, call, (after[0] - param, new_m, new_v),
+                ("the update (new param - param)", "m", "v"),
+                [(NO_BIAS_CORRECTION, (uncorrected, None, None))])
+
+
+# ----------------------------------------------------------------------------- the list
+
+EXERCISES: tuple[Exercise, ...] = (
+    Exercise(1, "chain_rule", "The chain rule by hand",
+             "docs/autograd.md#gradients-add-up-when-a-tensor-is-used-twice",
+             "the engine's Mul, Add and Tanh", "0-d scalars; a variable used twice",
+             (MISSED_PATH,), _chain_rule),
+    Exercise(2, "broadcast", "Summing a gradient back to a broadcast shape",
+             "docs/autograd.md#broadcasting-and-summing-it-back-out",
+             "the engine's Mul (which calls unbroadcast)",
+             "added leading axes, size-1 axes, both inputs broadcast, a 0-d factor",
+             (), _broadcast),
+    Exercise(3, "matmul", "Batched matrix product",
+             "docs/attention.md#backward-equation-by-equation", "the engine's MatMul",
+             "a matrix shared by the batch, broadcast batch axes, square matrices, batch 1",
+             (), _matmul),
+    Exercise(4, "softmax", "Softmax", "docs/softmax.md#the-backward-step-by-step",
+             "minitransformer.ops.softmax", "a single row, batch 1, large logits",
+             (DIAGONAL_ONLY,), _softmax),
+    Exercise(5, "cross_entropy", "Log-softmax with cross-entropy",
+             "docs/softmax.md#cross-entropy-softmax--one-hot",
+             "minitransformer.functional.cross_entropy",
+             "one row, repeated targets, a batch of sequences", (NO_MEAN, NO_ONEHOT),
+             _cross_entropy),
+    Exercise(6, "layer_norm", "Layer norm", "minitransformer/functional.py (class LayerNorm)",
+             "minitransformer.functional.layer_norm", "batch 1, a batch of sequences",
+             (CONSTANT_STATISTICS, NO_VARIANCE_PATH), _layer_norm),
+    Exercise(7, "attention", "Scaled dot-product attention with a mask",
+             "docs/attention.md#backward-equation-by-equation",
+             "minitransformer.functional.scaled_dot_product_attention",
+             "masked positions, a query with every key masked, L != S, batch 1, K and V "
+             "shared by the batch", (FORGOTTEN_MASK, SKIPPED_SOFTMAX), _attention),
+    Exercise(8, "heads", "Splitting and merging heads",
+             "docs/multi-head.md#splitting-and-merging-heads",
+             "the engine's reshape and transpose", "batch 1, heads of size 1",
+             (NO_TRANSPOSE,), _heads),
+    Exercise(9, "embedding", "Embedding with repeated indices",
+             "docs/autograd.md#gradients-add-up-when-a-tensor-is-used-twice",
+             "minitransformer.functional.embedding",
+             "a repeated index, unused rows, batch 1, one row read throughout",
+             (OVERWRITTEN,), _embedding),
+    Exercise(10, "adam", "An Adam step", "minitransformer/optim/optimizers.py (class Adam)",
+             "minitransformer.optim.Adam", "step 1 (the largest bias correction), a 0-d "
+                                           "parameter, other betas and eps",
+             (NO_BIAS_CORRECTION,), _adam),
+)

@@ -1,0 +1,70 @@
+"""Layer normalisation as one fused node, with its backward derived by hand.
+
+The public wrapper, with the shape checks, is :func:`minitransformer.functional.layer_norm`;
+:func:`minitransformer.functional.layer_norm_reference` is the same maths from primitive ops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minitransformer import backend
+from minitransformer.autograd import Function, is_grad_enabled
+from minitransformer.ops.shape import unbroadcast
+
+
+def normalize(x: Any, axes: tuple[int, ...], eps: float, xp: Any) -> tuple[Any, Any]:
+    """x_hat = (x - mean) / sqrt(var + eps) and 1 / sqrt(var + eps), over ``axes``.
+
+    Works on arrays (``xp`` NumPy/CuPy) and on tensors (``xp`` the engine's ops)."""
+    mean = x.mean(axis=axes, keepdims=True)  # (..., 1)
+    centered = x - mean  # (..., n)
+    var = (centered * centered).mean(axis=axes, keepdims=True)  # (..., 1), biased (divide by n)
+    inv_std = 1 / xp.sqrt(var + eps)  # (..., 1)
+    return centered * inv_std, inv_std
+
+
+class LayerNorm(Function):
+    """y = x_hat * gamma + beta, x_hat = (x - mean) / sigma, sigma = sqrt(var + eps), with the
+    mean and the (biased) variance taken over the last axes, one group of n values at a time.
+
+    Backward, from g = dL/dy (mean(.) over the normalised axes, sum(.) over the others):
+        dbeta  = sum(g)                              (beta is added at every position)
+        dgamma = sum(g * x_hat)                      (gamma multiplies x_hat)
+        dx     = (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)) / sigma,  g_hat = g * gamma
+
+    Derivation of dx: x_hat_i = (x_i - mu) / sigma with d mu / dx_j = 1/n and
+    d sigma / dx_j = x_hat_j / n (from var = mean((x - mu)^2)), so
+        d x_hat_i / dx_j = (delta_ij - 1/n - x_hat_i x_hat_j / n) / sigma,
+    and dx_j = sum_i g_hat_i d x_hat_i / dx_j gives the line above: the gradient minus its
+    mean (the mean was subtracted) minus its component along x_hat (the scale was divided).
+
+    :func:`minitransformer.functional.layer_norm_reference` is the same maths from primitive
+    ops, for the tests.
+    """
+
+    def forward(self, x: Any, weight: Any, bias: Any, axes: tuple[int, ...], eps: float) -> Any:
+        self.axes, self.eps = axes, eps
+        xp = backend.array_module_of(x)
+        self.x_hat, self.inv_std = normalize(x, axes, eps, xp)  # saved for backward
+        return self.x_hat * weight + bias  # (..., n)
+
+    def backward(self, grad: Any) -> tuple[Any, Any, Any]:
+        x, weight, _ = self.args
+        axes = self.axes
+        if is_grad_enabled():  # create_graph: x_hat as a function of x, to differentiate again
+            x_hat, inv_std = normalize(x, axes, self.eps, self.xp)
+        else:
+            x_hat, inv_std = self.x_hat, self.inv_std
+        need_x, need_weight, need_bias = self.needs_input_grad
+        dx = d_weight = d_bias = None
+        if need_x:
+            g_hat = grad * weight  # dL/dx_hat, (..., n)
+            mean_g = g_hat.mean(axis=axes, keepdims=True)  # (..., 1)
+            mean_g_x_hat = (g_hat * x_hat).mean(axis=axes, keepdims=True)  # (..., 1)
+            dx = (g_hat - mean_g - x_hat * mean_g_x_hat) * inv_std  # (..., n)
+        if need_weight:
+            d_weight = unbroadcast(grad * x_hat, weight.shape)  # (..., n) -> (n,)
+        if need_bias:
+            d_bias = unbroadcast(grad, weight.shape)  # (..., n) -> (n,)
+        return dx, d_weight, d_bias

@@ -1,0 +1,385 @@
+"""The exercises and their checker: stubs are "not implemented yet", reference solutions
+pass, planted mistakes fail and are recognised by name, and nothing shows a traceback."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minitransformer import exercises
+from minitransformer.cli.main import main
+from minitransformer.exercises import EXERCISES
+from minitransformer.exercises.checker import load_module, numerical_gradients
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = [e.name for e in EXERCISES]
+
+
+def solved(exercise: exercises.Exercise) -> str:
+    """The stub with the reference solution appended (its later definitions win)."""
+    return exercises.stub_source(exercise) + "\n\n" + exercises.solution_source(exercise)
+
+
+def write(tmp_path: Path, exercise: exercises.Exercise, text: str) -> Path:
+    path = tmp_path / exercise.filename
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def check_text(tmp_path: Path, name: str, text: str) -> exercises.CheckResult:
+    exercise = exercises.find(name)
+    return exercises.check_file(exercise, write(tmp_path, exercise, text))
+
+
+# ----------------------------------------------------------------------------- promises
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_untouched_stub_is_not_implemented_yet(tmp_path: Path, name: str) -> None:
+    exercise = exercises.find(name)
+    result = check_text(tmp_path, name, exercises.stub_source(exercise))
+    assert result.status == "todo"
+    assert "not implemented yet" in result.summary
+    assert "Traceback" not in result.summary
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_solution_passes(tmp_path: Path, name: str) -> None:
+    exercise = exercises.find(name)
+    result = check_text(tmp_path, name, solved(exercise))
+    assert result.passed, (result.summary, result.details)
+
+
+# Wrappers that turn the reference solution into a planted mistake of one kind.
+SCALED = """
+_right = {function}
+def {function}(*args, **kwargs):
+    result = _right(*args, **kwargs)
+    return tuple({factor} * g for g in result) if isinstance(result, tuple) else {factor} * result
+"""
+ADAM_SCALED = """
+_right = adam_step
+def adam_step(param, *args, **kwargs):
+    new, m, v = _right(param, *args, **kwargs)
+    return param + {factor} * (new - param), m, v
+"""
+
+# The typical mistake of each exercise, as a learner would write it.
+TYPICAL = {
+    "chain_rule": ("missed a path", """
+def backward(dout, a, b, c):
+    f = np.tanh(a * b + c)
+    dd = dout * a * (1 - f**2)
+    return dd * b, dd * a, dd
+"""),
+    "broadcast": ("gradient not summed over a broadcast axis", """
+def backward(dout, x, w):
+    return dout * w, dout * x
+"""),
+    "matmul": ("transposed gradient", """
+def backward(dC, A, B):
+    return dC @ B.swapaxes(-1, -2), dC.swapaxes(-1, -2) @ A
+"""),
+    "softmax": ("only the diagonal of the Jacobian", """
+def backward(dy, x):
+    y = forward(x)
+    return dy * y * (1 - y)
+"""),
+    "cross_entropy": ("forgot the 1/N of the mean", """
+def backward(dloss, z, t):
+    p = np.exp(log_softmax(z))
+    p[..., :] -= np.eye(z.shape[-1])[t]
+    return p * dloss
+"""),
+    "layer_norm": ("mean and variance treated as constants", """
+def backward(dy, x, gamma, beta):
+    mu = x.mean(axis=-1, keepdims=True)
+    inv_std = 1 / np.sqrt(((x - mu) ** 2).mean(axis=-1, keepdims=True) + EPS)
+    rows = tuple(range(x.ndim - 1))
+    return dy * gamma * inv_std, (dy * (x - mu) * inv_std).sum(axis=rows), dy.sum(axis=rows)
+"""),
+    "attention": ("forgotten mask", """
+_right = backward
+def backward(dZ, Q, K, V, mask):
+    return _right(dZ, Q, K, V, None)
+"""),
+    "heads": ("reshaped without undoing the transpose", """
+def split_heads_backward(dout, x, num_heads):
+    return dout.reshape(x.shape)
+"""),
+    "embedding": ("repeated index overwritten instead of added", """
+def backward(dout, idx, W):
+    dW = np.zeros_like(W)
+    dW[idx] += dout
+    return dW
+"""),
+    "adam": ("no bias correction", """
+def adam_step(param, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad**2
+    return param - lr * m / (np.sqrt(v) + eps), m, v
+"""),
+}
+MORE_TYPICAL = [  # more typical mistakes, where an exercise has them
+    ("cross_entropy", "forgot the one-hot term", """
+def backward(dloss, z, t):
+    return np.exp(log_softmax(z)) * dloss / t.size
+"""),
+    ("layer_norm", "forgot the path through the variance", """
+_right = backward
+def backward(dy, x, gamma, beta):
+    mu = x.mean(axis=-1, keepdims=True)
+    inv_std = 1 / np.sqrt(((x - mu) ** 2).mean(axis=-1, keepdims=True) + EPS)
+    g = dy * gamma
+    return ((g - g.mean(axis=-1, keepdims=True)) * inv_std, *_right(dy, x, gamma, beta)[1:])
+"""),
+    ("attention", "missing 1/sqrt(d_k)", """
+_right = backward
+def backward(dZ, Q, K, V, mask):
+    dQ, dK, dV = _right(dZ, Q, K, V, mask)
+    return dQ * np.sqrt(Q.shape[-1]), dK * np.sqrt(Q.shape[-1]), dV
+"""),
+    ("matmul", "gradient not summed over a broadcast axis", """
+def backward(dC, A, B):
+    return dC @ B.swapaxes(-1, -2), A.swapaxes(-1, -2) @ dC
+"""),
+    ("heads", "reshaped without undoing the transpose", """
+def merge_heads_backward(dout, z):
+    return dout.reshape(z.shape)
+"""),
+    ("chain_rule", "missed a path", """
+_right = backward
+def backward(dout, a, b, c):
+    return (dout * np.tanh(a * b + c), *_right(dout, a, b, c)[1:])
+"""),
+    ("attention", "skipped the softmax's backward", """
+_right = backward
+def backward(dZ, Q, K, V, mask):
+    A = weights(Q, K, mask)
+    dA = dZ @ V.swapaxes(-1, -2)
+    scale = 1 / np.sqrt(Q.shape[-1])
+    return (unbroadcast(dA @ K * scale, Q.shape),
+            unbroadcast(dA.swapaxes(-1, -2) @ Q * scale, K.shape), _right(dZ, Q, K, V, mask)[2])
+"""),
+]
+
+
+def planted(name: str, kind: str) -> tuple[str, str]:
+    """(the source of a wrong solution of ``kind``, the mistake it must be recognised as)."""
+    exercise = exercises.find(name)
+    if kind == "typical":
+        mistake, code = TYPICAL[name]
+    elif kind.startswith("more "):
+        _, mistake, code = MORE_TYPICAL[int(kind.split()[1])]
+    else:
+        factor = -1 if kind == "sign" else 2
+        mistake = "wrong sign" if kind == "sign" else "factor off by a constant"
+        function = "split_heads_backward" if name == "heads" else "backward"
+        code = (ADAM_SCALED.format(factor=factor) if name == "adam"
+                else SCALED.format(function=function, factor=factor))
+    return solved(exercise) + "\n" + textwrap.dedent(code), mistake
+
+
+PLANTED = [(name, kind) for name in NAMES for kind in ("factor", "sign", "typical")] + [
+    (name, f"more {i}") for i, (name, _, _) in enumerate(MORE_TYPICAL)]
+
+
+@pytest.mark.parametrize(("name", "kind"), PLANTED)
+def test_planted_mistake_fails_and_is_named(tmp_path: Path, name: str, kind: str) -> None:
+    text, mistake = planted(name, kind)
+    result = check_text(tmp_path, name, text)
+    assert result.status == "fail", result.summary
+    assert result.mistake == mistake, (result.summary, result.details)
+    assert any(line.startswith(f"recognised: {mistake}") for line in result.details)
+    assert any(line.startswith("hint: ") for line in result.details)
+    # which gradient, how large the error, and where
+    assert re.search(r"(is wrong: largest error [0-9.e+-]+ at index \(|has shape \()",
+                     result.summary), result.summary
+
+
+def test_every_named_mistake_of_an_exercise_is_planted_in_a_test() -> None:
+    tested = {TYPICAL[n][0] for n in TYPICAL} | {m for _, m, _ in MORE_TYPICAL}
+    for exercise in EXERCISES:
+        for mistake in exercise.mistakes:
+            assert mistake.name in tested, f"{exercise.name}: {mistake.name} is never planted"
+
+
+def test_an_unrecognised_mistake_still_says_where(tmp_path: Path) -> None:
+    text = solved(exercises.find("softmax")) + textwrap.dedent("""
+        _right = backward
+        def backward(dy, x):
+            dx = _right(dy, x)
+            dx[..., 0] += 1.0
+            return dx
+    """)
+    result = check_text(tmp_path, "softmax", text)
+    assert result.status == "fail" and result.mistake is None
+    assert "dx is wrong: largest error 1 at index (0,)" in result.summary
+    assert "no common mistake recognised" in result.details[0]
+
+
+# ----------------------------------------------------------------------------- references
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "adam"])
+def test_expected_gradients_match_central_differences(tmp_path: Path, name: str) -> None:
+    """The project's ops give the checker's answers; a float64 gradient check of each
+    case, on the stub's own forward, confirms them."""
+    exercise = exercises.find(name)
+    module = load_module(write(tmp_path, exercise, exercises.stub_source(exercise)))
+    for case in exercise.cases():
+        forward, inputs, wrt, dout = case.differentiated
+        numeric = numerical_gradients(getattr(module, forward), inputs, wrt, dout)
+        for got, want, label in zip(numeric, case.expected, case.names):
+            assert np.allclose(got, want, rtol=1e-5, atol=1e-6), (case.label, label)
+
+
+def test_cases_cover_the_edge_cases_named_in_the_issue() -> None:
+    labels = {e.name: " | ".join(c.label for c in e.cases()) for e in EXERCISES}
+    assert "masked" in labels["attention"] and "every key is masked" in labels["attention"]
+    assert "repeated index" in labels["embedding"]
+    assert "broadcast" in labels["broadcast"] and "shared by the batch" in labels["matmul"]
+    for name in ("matmul", "softmax", "layer_norm", "attention", "heads", "embedding"):
+        assert "batch size 1" in labels[name], name
+    assert all(len(e.cases()) >= 3 for e in EXERCISES)
+
+
+# ----------------------------------------------------------------------------- one line
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("def backward(:\n", "does not import: SyntaxError on line 1"),
+    ("import numpy as np\nraise RuntimeError('half-edited')\n",
+     "does not import: RuntimeError: half-edited (02_broadcast.py, line 2"),
+    ("import numpy_typo\n", "does not import: ModuleNotFoundError: No module named 'numpy_typo'"),
+])
+def test_a_file_that_does_not_import_gets_one_line(tmp_path: Path, text: str,
+                                                   expected: str) -> None:
+    result = check_text(tmp_path, "broadcast", text)
+    assert result.status == "fail" and expected in result.summary
+    assert "\n" not in result.summary and not result.details
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("return dout * w", "returned one ndarray, expected 2 values (dx, dw)"),
+    ("return dout * w, dout * x, 0", "returned 3 values, expected 2 (dx, dw)"),
+    ("return None, dout.sum(axis=0)", "returned None for dx"),
+    ("return dout * w, 'dw'", "dw is a str, not an array of numbers"),
+    ("return dout * w, (dout * x).sum(axis=0)[None]",
+     "dw has shape (1, 4), expected (4,) (the input's shape) [case: x (3, 4) times w (4,)]"),
+    ("return dout * w, np.full(w.shape, np.nan)", "dw holds nan at index (0,)"),
+    ("return dout * w, dout[9]", "backward() raised IndexError: index 9 is out of bounds"),
+])
+def test_wrong_returns_get_one_clear_line(tmp_path: Path, body: str, expected: str) -> None:
+    text = exercises.stub_source(exercises.find("broadcast")) + (
+        f"\n\ndef backward(dout, x, w):\n    {body}\n")
+    result = check_text(tmp_path, "broadcast", text)
+    assert result.status == "fail" and expected in result.summary, result.summary
+
+
+def test_an_error_names_the_line_of_the_learners_file(tmp_path: Path) -> None:
+    text = exercises.stub_source(exercises.find("softmax")) + (
+        "\n\ndef backward(dy, x):\n    y = forward(x)\n    return dy.reshape(3, -1)\n")
+    result = check_text(tmp_path, "softmax", text)
+    assert "backward() raised ValueError: cannot reshape array" in result.summary
+    assert "04_softmax.py, line" in result.summary
+    assert result.summary.endswith(": return dy.reshape(3, -1)) [case: a vector of 5]")
+
+
+def test_an_edited_forward_and_a_renamed_function_are_named(tmp_path: Path) -> None:
+    stub = exercises.stub_source(exercises.find("softmax"))
+    edited = stub.replace("return e / e.sum(axis=-1, keepdims=True)", "return e")
+    result = check_text(tmp_path, "softmax", edited)
+    assert "forward() no longer computes what minitransformer.ops.softmax computes" in \
+        result.summary
+    renamed = stub.replace("def backward(", "def my_backward(")
+    assert "has no function backward()" in check_text(tmp_path, "softmax", renamed).summary
+
+
+def test_a_missing_file_is_reported(tmp_path: Path) -> None:
+    result = exercises.check_file(exercises.find("adam"), tmp_path / "10_adam.py")
+    assert result.status == "missing" and "does not exist" in result.summary
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main(["exercise", *argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def test_start_copies_the_stubs_and_refuses_to_overwrite(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    work = tmp_path / "my-work"
+    code, out, _ = run_cli(capsys, "start", str(work))
+    assert code == 0 and "wrote 10 exercise files" in out
+    assert sorted(p.name for p in work.iterdir()) == sorted(e.filename for e in EXERCISES)
+    first = work / EXERCISES[0].filename
+    first.write_text("# my work\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "start", str(work))
+    assert code == 1 and "refusing to overwrite your work" in err
+    assert first.read_text(encoding="utf-8") == "# my work\n"  # untouched
+
+
+def test_start_never_writes_into_the_project(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    package = Path(exercises.__file__).parent / "scratch"
+    code, _, err = run_cli(capsys, "start", str(package))
+    assert code == 1 and "inside minitransformer's own files" in err
+    assert not package.exists()
+
+
+def test_check_and_list_a_workspace(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    work = tmp_path / "w"
+    exercises.start(work)
+    code, out, _ = run_cli(capsys, "check", "--dir", str(work))
+    assert code == 1 and out.count("TODO") == 10 and "0 of 10 pass" in out
+    for exercise in EXERCISES[:3]:
+        write(work, exercise, solved(exercise))
+    code, out, _ = run_cli(capsys, "check", "softmax", "--dir", str(work))
+    assert code == 1 and "not implemented yet" in out and "section 4" in out
+    code, out, _ = run_cli(capsys, "check", "2", "--dir", str(work))
+    assert code == 0 and out.startswith("PASS  02 broadcast")
+    code, out, _ = run_cli(capsys, "list", "--dir", str(work))
+    assert code == 0 and "3 of 10 pass" in out
+    assert re.search(r"1\s+chain_rule .* passes", out) and re.search(r"4\s+softmax .* not started",
+                                                                     out)
+
+
+def test_check_all_solutions_from_the_command_line(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    for exercise in EXERCISES:
+        write(tmp_path, exercise, solved(exercise))
+    code, out, _ = run_cli(capsys, "check", "--dir", str(tmp_path))
+    assert code == 0 and out.count("PASS") == len(EXERCISES), out
+
+
+def test_check_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run_cli(capsys, "check", "nope", "--dir", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and "no exercise called 'nope'" in err
+    code, _, err = run_cli(capsys, "check", "--dir", str(tmp_path))
+    assert code == 1 and "no exercise files in" in err
+    code, out, _ = run_cli(capsys, "list", "--dir", str(tmp_path))
+    assert code == 0 and "no exercise files in" in out and "chain_rule" in out
+
+
+# ----------------------------------------------------------------------------- docs
+
+
+def test_docs_page_has_a_section_and_the_solution_of_every_exercise() -> None:
+    page = (ROOT / "docs" / "exercises.md").read_text(encoding="utf-8")
+    for exercise in EXERCISES:
+        assert re.search(rf"^## {exercise.number}\. ", page, re.M), exercise.name
+        solution = "\n".join(line for line in exercises.solution_source(exercise).splitlines()
+                             if not line.startswith("# ruff:"))  # the linter's line only
+        assert solution.strip() in page, (
+            f"docs/exercises.md: the solution of {exercise.name} differs from "
+            f"minitransformer/exercises/solutions/{exercise.filename}")
+    assert page.count("<details>") == page.count("</details>") >= 3 * len(EXERCISES)
