@@ -156,3 +156,37 @@ def test_two_threads_train_exactly_like_one_after_the_other() -> None:
         for got, want in zip(together[seed], expected):
             np.testing.assert_array_equal(got, want)
     assert mt.is_grad_enabled()
+
+
+def test_overlapping_single_threaded_blas_blocks_restore_the_setting() -> None:
+    from minitransformer.tuning import _openblas, single_threaded_blas
+
+    library = _openblas()
+    if library is None:  # NumPy without OpenBLAS: the block is a no-op (nothing to restore)
+        with single_threaded_blas():
+            return
+    get_threads, set_threads = library
+    before = get_threads()
+    set_threads(2)
+    try:
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+        inside: dict[str, int] = {}
+
+        def a() -> None:
+            with single_threaded_blas():
+                a_in.set()
+                assert b_in.wait(10)
+            a_out.set()
+
+        def b() -> None:
+            assert a_in.wait(10)
+            with single_threaded_blas():
+                b_in.set()
+                assert a_out.wait(10)
+                inside["b"] = get_threads()  # A has left; B is still inside
+
+        _run_in_threads(a, b)
+        assert inside["b"] == 1
+        assert get_threads() == 2
+    finally:
+        set_threads(before)
