@@ -3,6 +3,7 @@
 The five equations of single-head self-attention, one at a time, with every shape:
 
     Q = X W_Q,  K = X W_K,  V = X W_V     project each token's embedding three ways
+                                          (the code's Linear adds a bias: X W^T + b)
     S = Q K^T                             S[i, j]: how well query i matches key j
     S_hat = S / sqrt(d_k)                 keep the scores' scale independent of d_k
     A = softmax(S_hat)                    row i: query i's weights over all keys, sum 1
@@ -59,9 +60,9 @@ with mt.no_grad():  # we only look: no graph needed
     Q = attention.q_proj(X)  # (T, E) -> (T, d_k)
     K = attention.k_proj(X)  # (T, E) -> (T, d_k)
     V = attention.v_proj(X)  # (T, E) -> (T, d_v)
-    print(f"Q = X W_Q                          {Q.shape}   (T, d_k)")
-    print(f"K = X W_K                          {K.shape}   (T, d_k)")
-    print(f"V = X W_V                          {V.shape}   (T, d_v)")
+    print(f"Q = X W_Q^T + b_Q                  {Q.shape}   (T, d_k)")
+    print(f"K = X W_K^T + b_K                  {K.shape}   (T, d_k)")
+    print(f"V = X W_V^T + b_V                  {V.shape}   (T, d_v)")
 
     # ----- 2. scores ---------------------------------------------------------------------
     S = Q @ K.T  # (T, d_k) @ (d_k, T) -> (T, T)

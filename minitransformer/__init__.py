@@ -27,48 +27,6 @@ from minitransformer.errors import (
     ShapeError,
 )
 from minitransformer.gradcheck import gradcheck, gradgradcheck
-from minitransformer.ops import (
-    abs,
-    broadcast_to,
-    cat,
-    clamp,
-    clip,
-    concat,
-    cos,
-    dropout,
-    erf,
-    exp,
-    expand_dims,
-    flatten,
-    gelu,
-    log,
-    log_softmax,
-    logsumexp,
-    masked_fill,
-    matmul,
-    max,
-    maximum,
-    mean,
-    min,
-    minimum,
-    permute,
-    relu,
-    reshape,
-    sigmoid,
-    sin,
-    softmax,
-    split,
-    sqrt,
-    squeeze,
-    stack,
-    sum,
-    swapaxes,
-    tanh,
-    transpose,
-    unsqueeze,
-    var,
-    where,
-)
 from minitransformer.tensor import (
     Tensor,
     arange,
@@ -94,8 +52,12 @@ from minitransformer.tensor import (
 
 __version__ = "0.1.0"
 
+# mt.exp, mt.sum, mt.cat, ...: every op registered for the top level (minitransformer.ops.registry)
+globals().update(ops.registry.public_names())
+
 # The layers, losses, optimizers and checkpoints built on the engine (imported last: they
 # use the names above).
 from minitransformer import functional, nn, optim  # noqa: E402
 from minitransformer.nn import Parameter  # noqa: E402
 from minitransformer.serialization import load, save  # noqa: E402
+from minitransformer.trace import BackwardTrace, trace_backward, tracing  # noqa: E402

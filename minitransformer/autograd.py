@@ -38,6 +38,8 @@ _grad_enabled = _grad_mode.get  # the hot-path read: _grad_enabled() -> bool
 # The innermost Module whose forward is running in this thread; each recorded node
 # remembers it, so that graphs can be drawn grouped by module (see minitransformer.viz).
 _current_module: ContextVar[Any] = ContextVar("minitransformer_module", default=None)
+# A minitransformer.trace.BackwardTrace while one records, else None: read once per walk.
+_backward_tracer: Any = None
 
 
 def is_grad_enabled() -> bool:
@@ -228,11 +230,30 @@ class Function:
 
     Inside ``backward``, read the inputs as ``self.args`` and the output as
     ``self.output()`` (for classes with ``uses_output = True``), and take math functions
-    from ``self.xp``. In a plain backward these are arrays and NumPy/CuPy; under
-    ``create_graph=True`` they are tensors and :mod:`minitransformer.ops`, which have the
-    same names. Either way the formula reads the same.
+    from ``self.xp``. The engine sets ``self.create_graph`` on each node before calling its
+    backward. When it is False (a plain ``backward()``) ``grad``, ``self.args`` and
+    ``self.output()`` are arrays and ``self.xp`` is NumPy/CuPy; when it is True
+    (``create_graph=True``) they are tensors and ``self.xp`` is :mod:`minitransformer.ops`,
+    with recording on, so the backward becomes a graph that can be differentiated again.
+    Either way the formula reads the same. Three rules make that work:
+
+    1. Every ``self.xp.<name>`` a backward uses must exist, with the same meaning, in
+       NumPy, in CuPy and in :mod:`minitransformer.ops` (``tests/test_contract.py``
+       checks). ``self.xp.cosh`` would pass a plain backward and fail under create_graph.
+    2. Whatever ``forward`` stores on ``self`` is a CONSTANT under create_graph: right for
+       a mask, indices or a shape; silently wrong for a value that depends on the inputs
+       (a ``Sinh`` that stores ``cosh(x)`` gets first derivatives right and second ones
+       wrong). Recompute such values from ``self.args`` / ``self.output()`` in backward,
+       or use the saved copy only when ``not self.create_graph``.
+    3. A backward branches on ``self.create_graph`` and on nothing else (not on the
+       global grad mode, not on ``isinstance(grad, Tensor)``), and under create_graph it
+       builds every gradient from tensors with recorded ops.
+
+    ``gradgradcheck`` runs on every registered op (``tests/test_contract.py``), which is
+    what catches a broken rule 2. ``docs/contributing.md`` walks through adding an op.
     """
 
+    create_graph = False  # set by the engine on each node, just before its backward
     uses_output = False  # keep a weak reference to the output for backward
     changes_device = False  # only To: its output lives on another device than its input
     # False where backward reads only the inputs' shapes (Add, Sum, Reshape...): then an
@@ -277,19 +298,19 @@ class Function:
     @property
     def args(self) -> tuple[Any, ...]:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
-        if _grad_enabled():
+        if self.create_graph:
             return self.inputs
         return tuple(map(_data_of, self.inputs))
 
     def output(self) -> Any:
         """The output, as an array or a tensor like :attr:`args`."""
         out = self._output_ref()
-        return out if _grad_enabled() else out.data
+        return out if self.create_graph else out.data
 
     @property
     def xp(self) -> Any:
         """Math functions for :attr:`args`: NumPy/CuPy, or the tensor ops under create_graph."""
-        if _grad_enabled():
+        if self.create_graph:
             return ops
         return backend.array_math(self.inputs[0].device)
 
@@ -381,11 +402,12 @@ def _accumulate_into(tensor: Tensor, g: Any, create_graph: bool) -> None:
     one array may have been handed to several tensors (``x + y`` passes ``grad`` to both)."""
     if create_graph:
         tensor.grad = g if tensor.grad is None else tensor.grad + g
-        return
-    if tensor.grad is None:
+    elif tensor.grad is None:
         tensor.grad = Tensor._from_array(g.copy(), tensor.device)
     else:
         tensor.grad = Tensor._from_array(tensor.grad.data + g, tensor.device)
+    if tensor.name is not None and tensor.grad.name is None:
+        tensor.grad.name = "d" + tensor.name  # the gradient of Q is dQ
 
 
 def run_backward(
@@ -409,6 +431,9 @@ def run_backward(
         grads[id(root)] = grads[id(root)] + g if id(root) in grads else g
 
     order = _topological_order(roots)
+    tracer = _backward_tracer
+    if tracer is not None:  # wraps each node's backward for this walk (see trace.py)
+        tracer.watch(order)
     captured: dict[int, Any] = {} if capture is None else {id(t): None for t in capture}
     mode = _grad_mode.set(bool(create_graph))  # a plain backward records nothing
     try:
@@ -419,6 +444,8 @@ def run_backward(
                 continue
             if tensor._hooks:
                 g = _run_hooks(tensor, g, create_graph)
+            if create_graph and tensor.name is not None and g.name is None:
+                g.name = "d" + tensor.name  # label the backward graph: dZ, dA, dS, dQ, ...
             fn = tensor._ctx
             if capture is not None:
                 if key in captured:
@@ -431,6 +458,7 @@ def run_backward(
                 map(_is_not, map(_data_of, fn.inputs), fn._arrays)
             ):
                 _check_unchanged(fn)  # an input changed since the forward
+            fn.create_graph = create_graph  # the mode this backward runs in (see Function)
             input_grads = fn.backward(g)
             if not retain_graph:
                 fn.release()
@@ -443,6 +471,8 @@ def run_backward(
                 grads[key] = grads[key] + pg if key in grads else pg
     finally:
         _grad_mode.reset(mode)
+        if tracer is not None:
+            tracer.unwatch(order)
 
     if capture is None:
         return None

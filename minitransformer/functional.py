@@ -30,6 +30,7 @@ from minitransformer.ops.attention import (
 )
 from minitransformer.ops.loss import CrossEntropy
 from minitransformer.ops.norm import LayerNorm
+from minitransformer.ops.registry import register
 from minitransformer.tensor import Tensor
 
 # The activations and the softmax family are engine ops; they are re-exported here so that
@@ -145,6 +146,7 @@ def _normalized_axes(x: Tensor, normalized_shape: int | Sequence[int], weight: T
     return tuple(range(x.ndim - len(shape), x.ndim))
 
 
+@register(top_level=False)  # a fused node: in the gradient test lists
 def layer_norm(
     x: Tensor,
     normalized_shape: int | Sequence[int],
@@ -214,6 +216,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor: 
     return squared.mean() if reduction == "mean" else squared.sum()
 
 
+@register(top_level=False)  # a fused node: in the gradient test lists
 def cross_entropy(
     logits: Tensor,
     target: Any,
@@ -255,6 +258,7 @@ def cross_entropy(
 
 
 # ----- attention -----------------------------------------------------------------------------
+@register(top_level=False)  # a fused node: in the gradient test lists
 def scaled_dot_product_attention(
     query: Tensor,
     key: Tensor,
@@ -318,4 +322,6 @@ def attention_reference(
     backward. Slower; it exists to check the fused node and to read as plain maths."""
     plan = attention_plan(query, key, value, attn_mask, is_causal, scale)
     weights = composed_weights(query, key, plan)  # (..., L, S)
-    return weights @ value, weights  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    output = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    output.name = "Z"
+    return output, weights

@@ -129,7 +129,7 @@ class Tensor:
     def __repr__(self) -> str:
         body = np.array2string(backend.to_numpy(self.data), separator=", ", precision=4,
                                prefix="tensor(")
-        extras = []
+        extras = [] if self.name is None else [f"name={self.name!r}"]
         if self.dtype not in (float32, int64, bool_):
             extras.append(f"dtype={self.dtype}")
         if self.device != "cpu":
@@ -320,125 +320,27 @@ class Tensor:
     def all(self) -> bool:
         return bool(self.data.all())
 
-    # ----- math methods (each defined once, in ops) --------------------------------------
-    def exp(self) -> Tensor:
-        return ops.exp(self)
-
-    def log(self) -> Tensor:
-        return ops.log(self)
-
-    def sqrt(self) -> Tensor:
-        return ops.sqrt(self)
-
-    def abs(self) -> Tensor:
-        return ops.abs(self)
-
-    def sin(self) -> Tensor:
-        return ops.sin(self)
-
-    def cos(self) -> Tensor:
-        return ops.cos(self)
-
-    def tanh(self) -> Tensor:
-        return ops.tanh(self)
-
-    def sigmoid(self) -> Tensor:
-        return ops.sigmoid(self)
-
-    def relu(self) -> Tensor:
-        return ops.relu(self)
-
-    def gelu(self, approximate: str = "none") -> Tensor:
-        return ops.gelu(self, approximate)
-
-    def erf(self) -> Tensor:
-        return ops.erf(self)
-
-    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
-        return ops.clip(self, min, max)
-
-    clamp = clip
-
-    def maximum(self, other: Any) -> Tensor:
-        return ops.maximum(self, other)
-
-    def minimum(self, other: Any) -> Tensor:
-        return ops.minimum(self, other)
-
-    def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        return ops.sum(self, axis, keepdims)
-
-    def mean(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        return ops.mean(self, axis, keepdims)
-
-    def max(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        return ops.max(self, axis, keepdims)
-
-    def min(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        return ops.min(self, axis, keepdims)
-
-    def var(
-        self, axis: int | Sequence[int] | None = None, keepdims: bool = False, ddof: int = 0
-    ) -> Tensor:
-        return ops.var(self, axis, keepdims, ddof)
-
+    # ----- methods -----------------------------------------------------------------------
+    # x.exp(), x.sum(axis=1), x.reshape(2, 3), ...: every op registered with method=True
+    # becomes a method, x.name(*args) == ops.name(x, *args) (minitransformer.ops.registry).
+    # Only the methods whose signature differs from their function's are written here.
     def argmax(self, axis: int | None = None) -> Tensor:
         return Tensor._from_array(self.data.argmax(axis=axis), self.device)
 
     def argmin(self, axis: int | None = None) -> Tensor:
         return Tensor._from_array(self.data.argmin(axis=axis), self.device)
 
-    def softmax(self, axis: int = -1) -> Tensor:
-        return ops.softmax(self, axis)
-
-    def log_softmax(self, axis: int = -1) -> Tensor:
-        return ops.log_softmax(self, axis)
-
-    def logsumexp(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
-        return ops.logsumexp(self, axis, keepdims)
-
-    def matmul(self, other: Any) -> Tensor:
-        return ops.matmul(self, other)
-
-    def reshape(self, *shape: Any) -> Tensor:
+    def view(self, *shape: Any) -> Tensor:
+        """The same as ``reshape`` (PyTorch's name)."""
         return ops.reshape(self, *shape)
-
-    view = reshape
-
-    def transpose(self, *axes: Any) -> Tensor:
-        return ops.transpose(self, *axes)
-
-    def permute(self, *axes: Any) -> Tensor:
-        return ops.permute(self, *axes)
-
-    def swapaxes(self, axis1: int, axis2: int) -> Tensor:
-        return ops.swapaxes(self, axis1, axis2)
 
     @property
     def T(self) -> Tensor:  # noqa: N802
         return ops.transpose(self)
 
-    def expand_dims(self, axis: int) -> Tensor:
-        return ops.expand_dims(self, axis)
-
-    unsqueeze = expand_dims
-
-    def squeeze(self, axis: int | Sequence[int] | None = None) -> Tensor:
-        return ops.squeeze(self, axis)
-
-    def broadcast_to(self, *shape: Any) -> Tensor:
+    def expand(self, *shape: Any) -> Tensor:
+        """The same as ``broadcast_to`` (PyTorch's name)."""
         return ops.broadcast_to(self, *shape)
-
-    expand = broadcast_to
-
-    def flatten(self, start_axis: int = 0, end_axis: int = -1) -> Tensor:
-        return ops.flatten(self, start_axis, end_axis)
-
-    def split(self, split_size_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
-        return ops.split(self, split_size_or_sections, axis)
-
-    def masked_fill(self, mask: Any, value: float) -> Tensor:
-        return ops.masked_fill(self, mask, value)
 
 
 def _is_array(x: Any) -> bool:

@@ -229,7 +229,7 @@ def test_show_grad_adds_norms_after_backward():
     assert norm > 0
     label = node_with(after, "q_proj.weight")[1][0]
     assert label[-1] == f"grad ‖·‖={norm:.3g}  (8, 8)"
-    assert node_with(after, "input")[1][0][-1].endswith("(1, 4, 8)")
+    assert node_with(after, "X")[1][0][-1].endswith("(1, 4, 8)")  # attention names its input
     assert "grad" not in draw_graph(loss, model=attention).source
 
 
@@ -253,8 +253,8 @@ def test_backward_graph_with_create_graph():
     y.backward(create_graph=True)
     np.testing.assert_allclose(x.grad.detach().numpy(), [3.0, 12.0])
     graph = draw_graph(x.grad)
-    out_id, (label, fill, _) = node_with(graph, "x.grad")
-    assert label == ["x.grad", "(2,) float32"] and fill == KINDS["output"]["fillcolor"]
+    out_id, (label, fill, _) = node_with(graph, "dx")  # x.grad, named after x
+    assert label == ["dx", "(2,) float32"] and fill == KINDS["output"]["fillcolor"]
     ops = [lab[0] for lab, f, _ in drawn(graph)[0].values() if f == KINDS["op"]["fillcolor"]]
     assert "Add" in ops and ops.count("Mul") >= 4  # 2 forward + the product rule's terms
     assert node_with(graph, "x")[0]  # the gradient depends on x itself
@@ -263,7 +263,7 @@ def test_backward_graph_with_create_graph():
 def test_backward_example_draws_the_gradient_of_attention():
     graph = EXAMPLES["backward"]()
     nodes, _ = drawn(graph)
-    assert node_with(graph, "x.grad")[1][1] == KINDS["output"]["fillcolor"]
+    assert node_with(graph, "dx")[1][1] == KINDS["output"]["fillcolor"]
     # the forward ops sit in their module clusters; backward ops (e.g. of Softmax) outside
     assert node_with(graph, "q_proj.weight")[1][2] == "q_proj"
     outside = [lab[0] for lab, _, c in nodes.values() if c is None]

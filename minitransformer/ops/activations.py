@@ -9,6 +9,7 @@ import numpy as np
 
 from minitransformer import backend
 from minitransformer.autograd import Function
+from minitransformer.ops.registry import register
 from minitransformer.ops.shape import normalize_axes, normalize_axis
 from minitransformer.tensor import Tensor
 
@@ -159,38 +160,46 @@ class Dropout(Function):
 
 
 # ----- functional forms ----------------------------------------------------------------------
+@register(method=True)
 def tanh(x: Tensor) -> Tensor:
     return Tanh.apply(x)
 
 
+@register(method=True)
 def sigmoid(x: Tensor) -> Tensor:
     return Sigmoid.apply(x)
 
 
+@register(method=True)
 def relu(x: Tensor) -> Tensor:
     return Relu.apply(x)
 
 
+@register(method=True)
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
     return Gelu.apply(x, approximate=approximate)
 
 
+@register(method=True)
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     return Softmax.apply(x, axis=normalize_axis(axis, x.ndim))
 
 
+@register(method=True)
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     return LogSoftmax.apply(x, axis=normalize_axis(axis, x.ndim))
 
 
+@register(method=True)
 def logsumexp(
     x: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
 ) -> Tensor:
     return LogSumExp.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
 
 
+@register()
 def dropout(
     x: Tensor,
     p: float = 0.5,

@@ -9,6 +9,7 @@ from typing import Any
 
 from minitransformer import backend
 from minitransformer.autograd import Function
+from minitransformer.ops.registry import register
 from minitransformer.tensor import Tensor
 
 __all__ = ["Fold1d", "Unfold1d", "fold1d", "unfold1d"]
@@ -38,7 +39,7 @@ class Unfold1d(Function):
 
     def backward(self, grad: Any) -> tuple[Any]:
         length = self.inputs[0].shape[-1]
-        if isinstance(grad, Tensor):  # create_graph: record col2im as an op of its own
+        if self.create_graph:  # record col2im as an op of its own
             return (Fold1d.apply(grad, length=length, **self.params),)
         return (_col2im(grad, length, **self.params),)
 
@@ -55,7 +56,7 @@ class Fold1d(Function):
         return _col2im(cols, length, kernel_size, dilation, padding)
 
     def backward(self, grad: Any) -> tuple[Any]:
-        if isinstance(grad, Tensor):
+        if self.create_graph:
             return (Unfold1d.apply(grad, **self.params),)
         return (Unfold1d().forward(grad, **self.params),)
 
@@ -71,12 +72,14 @@ def _col2im(cols: Any, length: int, kernel_size: int, dilation: int,
     return x_pad[:, :, padding[0] : padding[0] + length]  # drop the padding: (B, C, T)
 
 
+@register(top_level=False)
 def unfold1d(x: Tensor, kernel_size: int, dilation: int = 1,
              padding: tuple[int, int] = (0, 0)) -> Tensor:
     """The windows of ``x`` (B, C, T) that a kernel visits: (B, C, K, T_out)."""
     return Unfold1d.apply(x, kernel_size=kernel_size, dilation=dilation, padding=tuple(padding))
 
 
+@register(top_level=False)
 def fold1d(cols: Tensor, length: int, kernel_size: int, dilation: int = 1,
            padding: tuple[int, int] = (0, 0)) -> Tensor:
     """Sum windows (B, C, K, T_out) back into a sequence (B, C, length): unfold's adjoint."""

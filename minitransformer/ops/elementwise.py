@@ -16,6 +16,7 @@ import numpy as np
 from minitransformer import backend
 from minitransformer.autograd import Function
 from minitransformer.errors import ShapeError
+from minitransformer.ops.registry import register
 from minitransformer.ops.shape import unbroadcast
 from minitransformer.tensor import Tensor, as_tensor
 
@@ -266,7 +267,7 @@ class To(Function):
 
     def backward(self, grad: Any) -> tuple[Any]:
         (x,) = self.inputs
-        if isinstance(grad, Tensor):
+        if self.create_graph:
             return (grad.to(dtype=x.dtype, device=x.device),)
         return (backend.to_device(grad, x.device).astype(x.dtype),)
 
@@ -297,75 +298,91 @@ def _binary(op: type[Function], x: Any, y: Any, **params: Any) -> Tensor:
         raise
 
 
+@register(method=True)
 def add(x: Any, y: Any) -> Tensor:
     return _binary(Add, x, y)
 
 
+@register(method=True)
 def sub(x: Any, y: Any) -> Tensor:
     return _binary(Sub, x, y)
 
 
+@register(method=True)
 def mul(x: Any, y: Any) -> Tensor:
     return _binary(Mul, x, y)
 
 
+@register(method=True)
 def div(x: Any, y: Any) -> Tensor:
     return _binary(Div, x, y)
 
 
+@register(method=True)
 def pow(x: Any, p: Any) -> Tensor:  # noqa: A001
     return _binary(Pow, x, p)
 
 
+@register(method=True)
 def maximum(x: Any, y: Any) -> Tensor:
     return _binary(Maximum, x, y)
 
 
+@register(method=True)
 def minimum(x: Any, y: Any) -> Tensor:
     return _binary(Minimum, x, y)
 
 
+@register(method=True)
 def neg(x: Tensor) -> Tensor:
     return Neg.apply(x)
 
 
+@register(method=True)
 def exp(x: Tensor) -> Tensor:
     return Exp.apply(x)
 
 
+@register(method=True)
 def log(x: Tensor) -> Tensor:
     return Log.apply(x)
 
 
+@register(method=True)
 def sqrt(x: Tensor) -> Tensor:
     return Sqrt.apply(x)
 
 
+@register(method=True)
 def abs(x: Tensor) -> Tensor:  # noqa: A001
     return Abs.apply(x)
 
 
+@register(method=True)
 def sin(x: Tensor) -> Tensor:
     return Sin.apply(x)
 
 
+@register(method=True)
 def cos(x: Tensor) -> Tensor:
     return Cos.apply(x)
 
 
+@register(method=True)
 def erf(x: Tensor) -> Tensor:
     return Erf.apply(x)
 
 
+@register(method=True, aliases=("clamp",))
 def clip(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
     if min is None and max is None:
         raise ValueError("clip needs at least one of min and max")
     return Clip.apply(x, low=min, high=max)
 
 
-clamp = clip
 
 
+@register()
 def where(condition: Any, x: Any, y: Any) -> Tensor:
     """``x`` where ``condition`` holds, else ``y`` (broadcast together)."""
     cond = condition.data if isinstance(condition, Tensor) else condition
@@ -377,11 +394,13 @@ def where(condition: Any, x: Any, y: Any) -> Tensor:
     return _binary(Where, x, y, condition=cond)
 
 
+@register(method=True)
 def masked_fill(x: Tensor, mask: Any, value: float) -> Tensor:
     """``x`` with ``value`` wherever ``mask`` is True."""
     return where(mask, as_tensor(value, x), x)
 
 
+@register(method=True, top_level=False)
 def to(x: Tensor, dtype: Any = None, device: Any = None) -> Tensor:
     device = backend.normalize_device(device) if device is not None else x.device
     if (dtype is None or dtype == x.dtype) and device == x.device:

@@ -6,6 +6,7 @@ from typing import Any
 
 from minitransformer.autograd import Function
 from minitransformer.errors import ShapeError
+from minitransformer.ops.registry import register
 from minitransformer.ops.shape import unbroadcast
 from minitransformer.tensor import Tensor, as_tensor
 
@@ -48,7 +49,8 @@ class MatMul(Function):
     def backward(self, grad: Any) -> tuple[Any, Any]:
         a, b = self.args
         need_a, need_b = self.needs_input_grad
-        grad = _blas_ready(grad)
+        if not self.create_graph:
+            grad = _blas_ready(grad)
         if a.ndim > 2 and b.ndim == 2:
             return self._backward_rows(a, b, grad)
         a2 = a.reshape(1, -1) if a.ndim == 1 else a  # (k,) -> (1, k)
@@ -80,11 +82,12 @@ class MatMul(Function):
 def _blas_ready(x: Any) -> Any:
     """A copy of an array that has a zero stride (a broadcast view, such as the gradient of
     a sum); NumPy's matmul cannot hand those to BLAS and falls back to a slow loop."""
-    if isinstance(x, Tensor) or 0 not in x.strides:
+    if 0 not in x.strides:
         return x
     return x.copy()
 
 
+@register(method=True)
 def matmul(a: Any, b: Any) -> Tensor:
     if not isinstance(a, Tensor):
         a = as_tensor(a, b)

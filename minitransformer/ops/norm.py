@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from minitransformer import backend
-from minitransformer.autograd import Function, is_grad_enabled
+from minitransformer.autograd import Function
 from minitransformer.ops.shape import unbroadcast
 
 
@@ -52,7 +52,7 @@ class LayerNorm(Function):
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:
         x, weight, _ = self.args
         axes = self.axes
-        if is_grad_enabled():  # create_graph: x_hat as a function of x, to differentiate again
+        if self.create_graph:  # x_hat as a function of x, to differentiate again
             x_hat, inv_std = normalize(x, axes, self.eps, self.xp)
         else:
             x_hat, inv_std = self.x_hat, self.inv_std

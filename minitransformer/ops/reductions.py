@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from minitransformer.autograd import Function
+from minitransformer.ops.registry import register
 from minitransformer.ops.shape import normalize_axes
 from minitransformer.tensor import Tensor
 
@@ -87,22 +88,27 @@ def _reduce(fn: type[Function], x: Tensor, axis: Axis, keepdims: bool, **params:
     return fn.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims, **params)
 
 
+@register(method=True)
 def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     return _reduce(Sum, x, axis, keepdims)
 
 
+@register(method=True)
 def mean(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
     return _reduce(Mean, x, axis, keepdims)
 
 
+@register(method=True)
 def var(x: Tensor, axis: Axis = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """Variance with NumPy's convention: ``ddof=0`` (biased) unless asked otherwise."""
     return _reduce(Var, x, axis, keepdims, ddof=ddof)
 
 
+@register(method=True)
 def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     return _reduce(Max, x, axis, keepdims)
 
 
+@register(method=True)
 def min(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     return -_reduce(Max, -x, axis, keepdims)

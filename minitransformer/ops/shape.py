@@ -11,6 +11,7 @@ import numpy as np
 from minitransformer import backend
 from minitransformer.autograd import Function
 from minitransformer.errors import AxisError, ShapeError
+from minitransformer.ops.registry import register
 from minitransformer.tensor import Tensor
 
 
@@ -135,7 +136,7 @@ class GetItem(Function):
 
     def backward(self, grad: Any) -> tuple[Any]:
         shape = self.inputs[0].shape
-        if isinstance(grad, Tensor):  # create_graph: record the scatter as an op of its own
+        if self.create_graph:  # record the scatter as an op of its own
             return (IndexAdd.apply(grad, index=self.index, shape=shape),)
         return (_index_add(grad, self.index, shape),)
 
@@ -189,6 +190,7 @@ class Concat(Function):
 
 
 # ----- functional forms ----------------------------------------------------------------------
+@register(method=True)
 def reshape(x: Tensor, *shape: Any) -> Tensor:
     shape = _shape_arg(shape)
     if shape == x.shape:
@@ -196,6 +198,7 @@ def reshape(x: Tensor, *shape: Any) -> Tensor:
     return Reshape.apply(x, shape=shape)
 
 
+@register(method=True)
 def permute(x: Tensor, *axes: Any) -> Tensor:
     axes = _shape_arg(axes)
     if len(axes) != x.ndim:
@@ -206,6 +209,7 @@ def permute(x: Tensor, *axes: Any) -> Tensor:
     return Permute.apply(x, axes=axes)
 
 
+@register(method=True)
 def transpose(x: Tensor, *axes: Any) -> Tensor:
     """Reverse the axes (no argument) or reorder them as given, like ``numpy.transpose``."""
     axes = _shape_arg(axes)
@@ -214,6 +218,7 @@ def transpose(x: Tensor, *axes: Any) -> Tensor:
     return permute(x, *axes)
 
 
+@register(method=True)
 def swapaxes(x: Tensor, axis1: int, axis2: int) -> Tensor:
     axes = list(range(x.ndim))
     a, b = normalize_axis(axis1, x.ndim), normalize_axis(axis2, x.ndim)
@@ -221,6 +226,7 @@ def swapaxes(x: Tensor, axis1: int, axis2: int) -> Tensor:
     return Permute.apply(x, axes=tuple(axes))
 
 
+@register(method=True, aliases=("unsqueeze",))
 def expand_dims(x: Tensor, axis: int) -> Tensor:
     if not -x.ndim - 1 <= axis <= x.ndim:  # the new axis may also go after the last one
         raise AxisError(
@@ -231,9 +237,9 @@ def expand_dims(x: Tensor, axis: int) -> Tensor:
     return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
 
 
-unsqueeze = expand_dims
 
 
+@register(method=True)
 def squeeze(x: Tensor, axis: int | Sequence[int] | None = None) -> Tensor:
     if axis is None:
         axes = tuple(i for i, n in enumerate(x.shape) if n == 1)
@@ -245,6 +251,7 @@ def squeeze(x: Tensor, axis: int | Sequence[int] | None = None) -> Tensor:
     return reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in axes))
 
 
+@register(method=True)
 def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
     shape = _shape_arg(shape)
     if shape == x.shape:
@@ -252,6 +259,7 @@ def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
     return BroadcastTo.apply(x, shape=shape)
 
 
+@register(method=True)
 def flatten(x: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
     if x.ndim == 0:
         return reshape(x, (1,))
@@ -260,19 +268,21 @@ def flatten(x: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
     return reshape(x, x.shape[:start] + (merged,) + x.shape[end + 1 :])
 
 
+@register(top_level=False)
 def getitem(x: Tensor, index: Any) -> Tensor:
     return GetItem.apply(x, index=_array_index(index, x.device))
 
 
+@register(aliases=("cat",))
 def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     if not tensors:
         raise ValueError("concat needs at least one tensor")
     return Concat.apply(*tensors, axis=normalize_axis(axis, tensors[0].ndim))
 
 
-cat = concat
 
 
+@register()
 def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     if not tensors:
         raise ValueError("stack needs at least one tensor")
@@ -283,6 +293,7 @@ def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     return concat([expand_dims(t, axis) for t in tensors], axis=axis)
 
 
+@register(method=True)
 def split(x: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
     """Pieces of ``x`` along ``axis``: of size ``n`` each (an int), or of the given sizes."""
     axis = normalize_axis(axis, x.ndim)

@@ -1,0 +1,181 @@
+"""The backward contract (``Function``'s docstring) and the op registry, checked.
+
+Every registered op (``minitransformer.ops.registry.OPS``) has one entry in
+``tests/op_cases.py``, and that entry runs through gradcheck, gradgradcheck, the PyTorch
+comparison (where PyTorch has a twin) and the device sweep, so a new op gets all four
+without anyone remembering them.
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minitransformer as mt
+from minitransformer import backend, ops
+from minitransformer.ops.registry import OPS
+from minitransformer.tensor import Tensor
+from tests.conftest import requires_torch, torch
+from tests.contract import PACKAGE, backward_xp_names
+from tests.op_cases import OP_CASES, SAME, leaves
+
+DIFFERENTIABLE = sorted(name for name, entry in OPS.items() if entry.differentiable)
+WITH_TWIN = sorted(name for name in OPS if name in OP_CASES and OP_CASES[name].torch is not None)
+
+
+def _case(name: str):
+    if name not in OP_CASES:
+        pytest.fail(f"op {name!r} is registered but has no entry in tests/op_cases.py")
+    return OP_CASES[name]
+
+
+def _run(name: str, xs: list) -> tuple:
+    case = _case(name)
+    out = (case.call or OPS[name].fn)(*xs)
+    return (out,) if isinstance(out, Tensor) else tuple(out)
+
+
+def test_every_registered_op_has_one_test_entry() -> None:
+    missing = sorted(set(OPS) - set(OP_CASES))
+    unknown = sorted(set(OP_CASES) - set(OPS))
+    assert not missing, f"registered ops without an entry in tests/op_cases.py: {missing}"
+    assert not unknown, f"entries in tests/op_cases.py for ops nobody registered: {unknown}"
+
+
+@pytest.mark.parametrize("name", DIFFERENTIABLE)
+def test_gradcheck(name: str, rng: np.random.Generator) -> None:
+    case = _case(name)
+    xs = leaves(rng, case.inputs)
+    assert mt.gradcheck(lambda *a: _run(name, list(a)), xs, **case.tolerances)
+
+
+@pytest.mark.parametrize("name", DIFFERENTIABLE)
+def test_gradgradcheck(name: str, rng: np.random.Generator) -> None:
+    case = _case(name)
+    xs = leaves(rng, case.inputs)
+    assert mt.gradgradcheck(lambda *a: _run(name, list(a)), xs, **case.tolerances)
+
+
+@requires_torch
+@pytest.mark.parametrize("name", WITH_TWIN)
+def test_matches_pytorch(name: str, rng: np.random.Generator) -> None:
+    case = _case(name)
+    twin = getattr(torch, name) if case.torch == SAME else case.torch
+    xs = leaves(rng, case.inputs)
+    ts = [torch.tensor(x.detach().numpy(), requires_grad=True) for x in xs]
+    ours, theirs = _run(name, xs), twin(*ts)
+    theirs = (theirs,) if isinstance(theirs, torch.Tensor) else tuple(theirs)
+    assert len(ours) == len(theirs)
+    tol = 1e-5 if any(o.dtype == mt.float32 for o in ours) else 1e-10
+    upstream = [rng.standard_normal(o.shape) for o in ours]
+    for o, t in zip(ours, theirs):
+        np.testing.assert_allclose(o.detach().numpy(), t.detach().numpy(), rtol=tol, atol=tol)
+    sum((o * mt.tensor(u, dtype=o.dtype)).sum() for o, u in zip(ours, upstream)).backward()
+    sum((t * torch.tensor(u, dtype=t.dtype)).sum() for t, u in zip(theirs, upstream)).backward()
+    for x, t in zip(xs, ts):
+        np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_device_sweep(name: str, device: str) -> None:
+    """Values and gradients on ``device`` equal the CPU's (the CUDA half needs a GPU)."""
+    case = _case(name)
+    on_device = leaves(np.random.default_rng(1), case.inputs, device)
+    on_cpu = leaves(np.random.default_rng(1), case.inputs)
+    out, ref = _run(name, on_device), _run(name, on_cpu)
+    for o, r in zip(out, ref):
+        assert o.device == device
+        np.testing.assert_allclose(o.detach().numpy(), r.detach().numpy(), rtol=1e-6, atol=1e-9)
+    sum(o.sum() for o in out).backward()
+    sum(r.sum() for r in ref).backward()
+    for x, y in zip(on_device, on_cpu):
+        assert x.grad.device == device
+        np.testing.assert_allclose(x.grad.numpy(), y.grad.numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_registry_drives_the_namespace_and_the_methods() -> None:
+    for entry in OPS.values():
+        for n in (entry.name, *entry.aliases):
+            if entry.top_level:
+                assert getattr(mt, n) is entry.fn, f"mt.{n}"
+                assert getattr(ops, n) is entry.fn, f"ops.{n}"
+            else:
+                assert getattr(mt, n, None) is not entry.fn, f"mt.{n} is not meant to exist"
+            if entry.method:
+                # installed from the registry, or spelled out by Tensor with another signature
+                assert getattr(Tensor, n) is entry.fn or n in Tensor.__dict__, f"Tensor.{n}"
+    x = mt.tensor([[0.5, -1.0]])
+    np.testing.assert_array_equal(x.clamp(-0.5, 0.5).numpy(), mt.clip(x, -0.5, 0.5).numpy())
+    assert x.sum(axis=1).shape == (1,) and x.unsqueeze(0).shape == (1, 1, 2)
+
+
+# ----- rule 1: every self.xp.<name> exists in NumPy and in minitransformer.ops ----------------
+def test_every_xp_name_in_a_backward_exists_in_numpy_and_ops() -> None:
+    names = backward_xp_names()
+    assert {"exp", "where", "softmax", "expand_dims"} <= set(names)  # the scan finds them
+    numpy_math = backend.array_math("cpu")
+    missing_numpy = {n: where for n, where in names.items() if not hasattr(numpy_math, n)}
+    missing_ops = {n: where for n, where in names.items() if not hasattr(ops, n)}
+    assert not missing_numpy, f"self.xp names NumPy lacks (plain backward): {missing_numpy}"
+    assert not missing_ops, f"self.xp names minitransformer.ops lacks (create_graph): {missing_ops}"
+
+
+def test_the_xp_scan_sees_aliases_and_would_catch_cosh(tmp_path: Path) -> None:
+    (tmp_path / "sinh.py").write_text(textwrap.dedent("""
+        class Sinh:
+            def backward(self, grad):
+                xp = self.xp
+                return (grad * xp.cosh(self.args[0]),)
+    """))
+    assert backward_xp_names(tmp_path) == {"cosh": ["sinh.py:5"]}
+    assert not hasattr(ops, "cosh")  # so the test above would fail for this backward
+
+
+# ----- rule 3: a backward branches on self.create_graph, set by the engine --------------------
+def test_no_backward_checks_the_mode_ad_hoc() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in ast.walk(tree):
+            if not (isinstance(fn, ast.FunctionDef) and "backward" in fn.name):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and (
+                    node.func.id == "is_grad_enabled"
+                    or (node.func.id == "isinstance" and ast.unparse(node.args[1]) == "Tensor")
+                ):
+                    offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not offenders, f"use self.create_graph instead: {offenders}"
+
+
+def test_a_backward_called_by_hand_works_on_arrays() -> None:
+    """The mode is the node's, not the global grad flag: outside the engine it is plain."""
+    x = mt.tensor([0.5, 1.0], dtype=mt.float64, requires_grad=True)
+    y = x.tanh() * x
+    assert mt.is_grad_enabled()
+    (dx, _) = y.grad_fn.backward(np.ones(2))
+    assert isinstance(dx, np.ndarray)
+    t = x.tanh()  # the node keeps only a weak reference to its output
+    (dt,) = t.grad_fn.backward(np.ones(2))
+    np.testing.assert_allclose(dt, 1 - np.tanh([0.5, 1.0]) ** 2)
+
+
+def test_the_engine_tells_each_node_its_mode() -> None:
+    seen = []
+
+    class Spy(mt.Function):
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, grad):
+            seen.append((self.create_graph, type(grad), type(self.args[0])))
+            return (grad * 2,)
+
+    x = mt.tensor([1.0, 2.0], dtype=mt.float64, requires_grad=True)
+    Spy.apply(x).sum().backward()
+    mt.grad(Spy.apply(x).sum(), x, create_graph=True)
+    assert seen == [(False, np.ndarray, np.ndarray), (True, Tensor, Tensor)]
