@@ -16,6 +16,7 @@ from minitransformer import nn
 from minitransformer.viz import GraphvizNotFoundError, draw_graph, render
 from minitransformer.viz.examples import EXAMPLES
 from minitransformer.viz.graph import KINDS, LEGEND_TEXT
+from tests.conftest import requires_dot
 
 NODE_LINE = re.compile(r'^\t*(\w+) \[label="((?:[^"\\]|\\.)*)" (.*)\]$')
 EDGE_LINE = re.compile(r"^\t*(\w+) -> (\w+)$")
@@ -313,6 +314,7 @@ def svg_node_count(path):
     return sum(1 for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "node")
 
 
+@requires_dot
 @pytest.mark.parametrize("what", sorted(EXAMPLES))
 def test_examples_render_to_svg(what, tmp_path):
     graph = EXAMPLES[what]()
@@ -322,16 +324,22 @@ def test_examples_render_to_svg(what, tmp_path):
     assert (tmp_path / f"{what}.dot").read_text(encoding="utf-8") == graph.source
 
 
+@requires_dot
 def test_render_png_and_pdf(tmp_path):
     _, _, y = small_graph()
     graph = draw_graph(y)
     assert render(graph, "g.png", format="png", directory=tmp_path).read_bytes()[:4] == (
         b"\x89PNG")
     assert render(graph, "g", format="pdf", directory=tmp_path).read_bytes()[:4] == b"%PDF"
+
+
+def test_render_rejects_an_unknown_format(tmp_path):
+    graph = draw_graph(small_graph()[2])
     with pytest.raises(ValueError, match="format must be one of svg, png, pdf; got 'jpg'"):
         render(graph, "g", format="jpg", directory=tmp_path)
 
 
+@requires_dot
 def test_jupyter_shows_the_graph_as_svg():
     _, _, y = small_graph()
     graph = draw_graph(y)
