@@ -204,7 +204,7 @@ class TiledAttention(Function):
         return s
 
     def backward(self, grad_out: Any) -> tuple[Any, ...]:
-        if self.create_graph:  # differentiate the composed path, recorded
+        if self.create_graph:  # create_graph: differentiate the composed path, recorded
             return self._backward_recorded(grad_out)
         return self._backward_tiled(grad_out)
 
