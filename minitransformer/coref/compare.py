@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 import minitransformer as mt
-from minitransformer import backend, nn, optim
+from minitransformer import backend, nn
 from minitransformer.coref.data import CorefDataset, iterate_batches, make_dataset
 from minitransformer.coref.models.baselines import (
     ConvCorefModel,
@@ -46,9 +46,9 @@ from minitransformer.coref.models.baselines import (
 from minitransformer.coref.models.coref import CorefConfig, CorefModel
 from minitransformer.coref.training import (
     TrainConfig,
-    batch_loss,
     build_optimizer,
     evaluate,
+    train_step,
     write_json,
 )
 from minitransformer.nn.conv import Conv1d
@@ -146,12 +146,7 @@ def train_model(model: nn.Module, data: CorefDataset, config: CompareConfig,
         started = time.perf_counter()
         for batch in iterate_batches(data.train, data.vocabulary, config.batch_size,
                                      rng=batch_rng):
-            loss, _ = batch_loss(model, batch)
-            optimizer.zero_grad()
-            loss.backward()
-            optim.clip_grad_norm_(model.parameters(), train_config.clip_norm)
-            optimizer.step()
-            scheduler.step()
+            train_step(model, batch, optimizer, scheduler, train_config.clip_norm)
         epoch_seconds.append(time.perf_counter() - started)
         test_accuracy.append(float(evaluate(model, data.test, data.vocabulary).mean()))
         log(f"  {name:<15} epoch {epoch:>2}/{config.epochs}  held-out {test_accuracy[-1]:6.1%}"

@@ -43,7 +43,7 @@ from minitransformer.coref.data import (
     iterate_batches,
     make_dataset,
 )
-from minitransformer.coref.models.coref import CorefConfig, CorefModel, resolve
+from minitransformer.coref.models.coref import CorefConfig, CorefModel, config_from_dict, resolve
 from minitransformer.errors import CheckpointError
 from minitransformer.nn import Module, StateDictError
 
@@ -96,11 +96,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(state) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}")
-        return cls(**state)
+        return config_from_dict(cls, state, "training settings")
 
 
 def default_epochs(distractors: int) -> int:
@@ -200,7 +196,7 @@ def build_optimizer(model: Module, config: TrainConfig) -> tuple[optim.AdamW, op
 # ----------------------------------------------------------------------------- one step
 
 
-def batch_loss(model: CorefModel, batch: dict[str, np.ndarray]) -> tuple[mt.Tensor, np.ndarray]:
+def batch_loss(model: Module, batch: dict[str, np.ndarray]) -> tuple[mt.Tensor, np.ndarray]:
     """Cross-entropy of the pointer head's scores against the antecedent's position.
 
     Returns the loss and, per sentence, whether the highest weight is on the antecedent.
@@ -209,6 +205,20 @@ def batch_loss(model: CorefModel, batch: dict[str, np.ndarray]) -> tuple[mt.Tens
     loss = F.cross_entropy(scores, mt.tensor(batch["label"], device=scores.device))
     predicted = backend.to_numpy(scores.data).argmax(axis=-1)  # (B,)
     return loss, predicted == batch["label"]
+
+
+def train_step(model: Module, batch: dict[str, np.ndarray], optimizer: optim.Optimizer,
+               scheduler: optim.LRScheduler, clip_norm: float) -> tuple[float, np.ndarray]:
+    """One optimisation step on one batch: loss, backward, clipped gradients, AdamW, the
+    schedule. Returns the loss and which sentences the model resolved (before the step).
+    The training loop and the comparison (``compare.py``) both take their steps here."""
+    loss, correct = batch_loss(model, batch)
+    optimizer.zero_grad()
+    loss.backward()
+    optim.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+    scheduler.step()
+    return loss.item(), correct
 
 
 def evaluate(model: CorefModel, examples: Sequence[Example], vocabulary: Vocabulary,
@@ -387,13 +397,8 @@ def _train_epoch(run: Run, data: CorefDataset, optimizer: optim.Optimizer,
     batches = iterate_batches(data.train, data.vocabulary, config.batch_size, rng=batch_rng)
     bar = _progress_bar(batches, config, epoch, enabled=progress)
     for batch in bar:
-        loss, batch_correct = batch_loss(model, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optim.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
+        loss, batch_correct = train_step(model, batch, optimizer, scheduler, config.clip_norm)
+        losses.append(loss)
         correct.append(batch_correct)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{np.concatenate(correct).mean():.1%}",
                         refresh=False)
@@ -462,11 +467,8 @@ def compute_metrics(run: Run, data: CorefDataset) -> dict[str, Any]:
 
 def write_json(path: str, value: Any) -> None:
     """Write JSON atomically (a temporary file renamed over ``path``)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(value, indent=2) + "\n"
+    serialization.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def plot_curves(history: History, path: str, title: str = "") -> None:
