@@ -55,22 +55,28 @@ def normalize_device(device: Any) -> str:
     """Map ``"cpu"``, ``"cuda"``, ``"cuda:0"`` (or an object with ``.device``) to a device name."""
     if device is None:
         return default_device()
-    name = str(device).lower()
-    if name.startswith("cuda:"):
-        name = "cuda"
-    if name not in DEVICES:
+    name = device_name(device)
+    if name is None:
         raise DeviceError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
     return name
 
 
-def default_device() -> str:
-    """The device for new tensors: ``$MINITRANSFORMER_DEVICE`` or ``"cpu"``."""
-    name = os.environ.get("MINITRANSFORMER_DEVICE", "cpu").lower()
+def device_name(device: Any) -> str | None:
+    """``"cpu"`` or ``"cuda"`` for any spelling of them (``"CUDA:1"``), else None."""
+    name = str(device).lower()
     if name.startswith("cuda:"):
         name = "cuda"
-    if name not in DEVICES:
+    return name if name in DEVICES else None
+
+
+def default_device() -> str:
+    """The device for new tensors: ``$MINITRANSFORMER_DEVICE`` or ``"cpu"``."""
+    setting = os.environ.get("MINITRANSFORMER_DEVICE", "cpu")
+    name = device_name(setting)
+    if name is None:
         raise DeviceError(
-            f"MINITRANSFORMER_DEVICE={name!r} is not a device; expected one of {', '.join(DEVICES)}"
+            f"MINITRANSFORMER_DEVICE={setting!r} is not a device; expected one of "
+            f"{', '.join(DEVICES)}"
         )
     return name
 
@@ -102,6 +108,14 @@ def to_device(array: Any, device: str) -> Any:
 def to_numpy(array: Any) -> np.ndarray:
     """A NumPy array on the host (copied from the GPU if needed)."""
     return np.asarray(array) if device_of(array) == "cpu" else array.get()
+
+
+def make_read_only(array: Any) -> Any:
+    """Forbid writes into ``array`` (NumPy), so that a caller cannot change values a graph
+    saved for its backward. CuPy arrays have no such flag: they are returned unchanged."""
+    if isinstance(array, np.ndarray):
+        array.flags.writeable = False
+    return array
 
 
 def scatter_add(target: Any, index: Any, values: Any) -> None:

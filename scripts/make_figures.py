@@ -41,6 +41,8 @@ FIGURES: list[Figure] = [
            "img/graphs/*.svg and *.dot: the computation graphs of docs/graphs.md"),
     Figure("attention_memory", "benchmarks.attention_memory:write_docs_figures",
            "img/attention_memory.png: measured time and memory of docs/tiled-attention.md"),
+    Figure("explain", "scripts.explain_figures:write_docs_figures",
+           "img/explain.png: a screenshot of `minitransformer explain` (needs Chromium)"),
 ]
 
 

@@ -39,7 +39,7 @@ from minitransformer.nn.transformer import (
     TransformerEncoderLayer,
     reseed_dropout,
 )
-from minitransformer.tensor import Tensor, _as_dtype, default_generator, float32
+from minitransformer.tensor import Tensor, as_dtype, default_generator, float32
 
 __all__ = [
     "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "causal_mask",
@@ -328,7 +328,7 @@ class Transformer(Module):
         (position i may not look at j > i). Added to the scores, so it means the same in
         every boolean convention; as ``torch.nn.Transformer.generate_square_subsequent_mask``.
         """
-        dtype = _as_dtype(dtype) or float32
+        dtype = as_dtype(dtype) or float32
         future = np.triu(np.full((size, size), -np.inf), k=1).astype(dtype)  # (T, T)
         device = backend.normalize_device(device)
         return Tensor._from_array(backend.to_device(future, device), device)

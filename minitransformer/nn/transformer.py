@@ -27,7 +27,7 @@ from minitransformer.nn.layers import (
     new_parameter,
 )
 from minitransformer.nn.module import Module, ModuleList
-from minitransformer.tensor import Tensor, _as_dtype, default_generator, float32
+from minitransformer.tensor import Tensor, as_dtype, default_generator, float32
 
 
 class TransformerEncoderLayer(Module):
@@ -178,7 +178,7 @@ class PositionalEncoding(Module):
         table[:, 0::2] = np.sin(angles)  # even dimensions
         table[:, 1::2] = np.cos(angles[:, : d_model // 2])  # odd dimensions
         device = backend.normalize_device(device)
-        dtype = _as_dtype(dtype) or float32
+        dtype = as_dtype(dtype) or float32
         self.register_buffer("pe", Tensor(table.astype(dtype), device=device))
         self.dropout = Dropout(dropout)
 
