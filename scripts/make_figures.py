@@ -39,6 +39,10 @@ class Figure:
 FIGURES: list[Figure] = [
     Figure("graphs", "minitransformer.viz.examples:write_docs_figures",
            "img/graphs/*.svg and *.dot: the computation graphs of docs/graphs.md"),
+    Figure("coref", "minitransformer.coref.figures:write_coref_figures",
+           "img/coref_*.png: trains the default coreference model, draws its curves and heatmaps"),
+    Figure("comparison", "minitransformer.coref.figures:write_comparison_figures",
+           "comparison/*.png: redrawn from comparison/results.json"),
 ]
 
 

@@ -84,10 +84,13 @@ def plot_attention(result: Resolution, path: str, title: str | None = None) -> N
     fig = plt.figure(figsize=(size * n_heads, size * n_layers + 2.2))
     grid = fig.add_gridspec(n_layers + 1, n_heads,
                             height_ratios=[size] * n_layers + [1.2], hspace=0.55)
+    image = None
     for layer, maps in enumerate(result.encoder_attention):  # maps (nh, T, T)
         for head in range(n_heads):
             ax = fig.add_subplot(grid[layer, head])
-            ax.imshow(maps[head], vmin=0.0, vmax=1.0, cmap="viridis")
+            image = ax.imshow(maps[head], vmin=0.0, vmax=1.0, cmap="viridis")
+            if len(tokens) <= NUMBERED_CELLS:  # the weight in %, where the cells are big enough
+                _write_percentages(ax, maps[head])
             _label_axes(ax, tokens, rows=tokens)
             # Frame the pronoun's row: what "it" itself looks at in this head.
             ax.add_patch(plt.Rectangle((-0.5, result.pronoun_position - 0.5), len(tokens), 1,
@@ -97,18 +100,30 @@ def plot_attention(result: Resolution, path: str, title: str | None = None) -> N
                 ax.set_ylabel("query (attends from)", fontsize=8)
 
     pointer = fig.add_subplot(grid[n_layers, :])
-    pointer.imshow(result.weights[None, :], vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    for position, weight in enumerate(result.weights):
-        colour = "black" if weight > 0.5 else "white"
-        pointer.text(position, 0, f"{100 * weight:.0f}%", ha="center", va="center",
-                     fontsize=8, color=colour)
+    image = pointer.imshow(result.weights[None, :], vmin=0.0, vmax=1.0, cmap="viridis",
+                           aspect="auto")
+    _write_percentages(pointer, result.weights[None, :])
     _label_axes(pointer, tokens, rows=[result.pronoun])
+    # One colour scale for every panel: they all share vmin=0, vmax=1.
+    bar = fig.colorbar(image, ax=fig.axes, fraction=0.025, pad=0.02)
+    bar.set_label("attention weight", fontsize=8)
     pointer.set_xlabel("key (attended to)", fontsize=8)
-    pointer.set_title(f"pointer head: where {result.pronoun!r} points "
+    pointer.set_title(f"pointer head: where {result.pronoun!r} points, weights in % "
                       f"(prediction: {result.antecedent!r})", fontsize=10)
     fig.suptitle(title or " ".join(tokens), fontsize=11)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+NUMBERED_CELLS = 16
+"""Sentences up to this many tokens get each weight written in its heatmap cell."""
+
+
+def _write_percentages(ax: object, weights: np.ndarray) -> None:
+    """Each weight of a (rows, columns) map in its cell, in %, dark on light cells."""
+    for (row, column), weight in np.ndenumerate(weights):
+        ax.text(column, row, f"{100 * weight:.0f}", ha="center", va="center", fontsize=6,
+                color="black" if weight > 0.5 else "white")
 
 
 def _label_axes(ax: object, columns: Sequence[str], rows: Sequence[str]) -> None:
