@@ -60,3 +60,4 @@ globals().update(ops.registry.public_names())
 from minitransformer import functional, nn, optim  # noqa: E402
 from minitransformer.nn import Parameter  # noqa: E402
 from minitransformer.serialization import load, save  # noqa: E402
+from minitransformer.trace import BackwardTrace, trace_backward, tracing  # noqa: E402

@@ -28,6 +28,8 @@ from minitransformer import backend
 from minitransformer.errors import DeviceError, GraphError, ShapeError
 
 _grad_enabled = True
+# A minitransformer.trace.BackwardTrace while one records, else None: read once per walk.
+_backward_tracer: Any = None
 # The Modules whose forward is running, innermost last; each recorded node remembers the
 # innermost one, so that graphs can be drawn grouped by module (see minitransformer.viz).
 _module_stack: list[Any] = []
@@ -269,11 +271,12 @@ def _accumulate_into(tensor: Tensor, g: Any, create_graph: bool) -> None:
     one array may have been handed to several tensors (``x + y`` passes ``grad`` to both)."""
     if create_graph:
         tensor.grad = g if tensor.grad is None else tensor.grad + g
-        return
-    if tensor.grad is None:
+    elif tensor.grad is None:
         tensor.grad = Tensor._from_array(g.copy(), tensor.device)
     else:
         tensor.grad = Tensor._from_array(tensor.grad.data + g, tensor.device)
+    if tensor.name is not None and tensor.grad.name is None:
+        tensor.grad.name = "d" + tensor.name  # the gradient of Q is dQ
 
 
 def run_backward(
@@ -297,6 +300,9 @@ def run_backward(
         grads[id(root)] = grads[id(root)] + g if id(root) in grads else g
 
     order = _topological_order(roots)
+    tracer = _backward_tracer
+    if tracer is not None:  # wraps each node's backward for this walk (see trace.py)
+        tracer.watch(order)
     captured: dict[int, Any] = {} if capture is None else {id(t): None for t in capture}
     global _grad_enabled
     previous, _grad_enabled = _grad_enabled, bool(create_graph)
@@ -308,6 +314,8 @@ def run_backward(
                 continue
             if tensor._hooks:
                 g = _run_hooks(tensor, g, create_graph)
+            if create_graph and tensor.name is not None and g.name is None:
+                g.name = "d" + tensor.name  # label the backward graph: dZ, dA, dS, dQ, ...
             fn = tensor._ctx
             if capture is not None:
                 if key in captured:
@@ -329,6 +337,8 @@ def run_backward(
                 grads[key] = grads[key] + pg if key in grads else pg
     finally:
         _grad_enabled = previous
+        if tracer is not None:
+            tracer.unwatch(order)
 
     if capture is None:
         return None

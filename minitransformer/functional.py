@@ -322,4 +322,6 @@ def attention_reference(
     backward. Slower; it exists to check the fused node and to read as plain maths."""
     plan = attention_plan(query, key, value, attn_mask, is_causal, scale)
     weights = composed_weights(query, key, plan)  # (..., L, S)
-    return weights @ value, weights  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    output = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    output.name = "Z"
+    return output, weights

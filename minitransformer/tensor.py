@@ -123,7 +123,7 @@ class Tensor:
     def __repr__(self) -> str:
         body = np.array2string(backend.to_numpy(self.data), separator=", ", precision=4,
                                prefix="tensor(")
-        extras = []
+        extras = [] if self.name is None else [f"name={self.name!r}"]
         if self.dtype not in (float32, int64, bool_):
             extras.append(f"dtype={self.dtype}")
         if self.device != "cpu":

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import minitransformer as mt
 from minitransformer import serialization
 from minitransformer.cli import main
 from minitransformer.coref.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE
@@ -146,7 +147,6 @@ def test_bad_checkpoints_exit_1_naming_the_file(run_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [
-    [],
     ["fly"],
     ["train", "--epochs", "0"],
     ["train", "--epochs", "many"],
@@ -164,6 +164,16 @@ def test_bad_arguments_exit_2_with_usage(argv, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert "usage: minitransformer" in capsys.readouterr().err
+
+
+def test_no_arguments_prints_the_help_and_version_works(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: minitransformer") and "train" in out and "demo" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"minitransformer {mt.__version__}"
 
 
 def test_python_m_minitransformer_exit_codes(tmp_path):

@@ -7,8 +7,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from minitransformer.cli import main
+from tests.conftest import requires_dot
 
 
+@requires_dot
 @pytest.mark.parametrize("what", ["attention", "mha", "encoder", "coref", "backward"])
 def test_graph_writes_a_well_formed_svg(what: str, tmp_path, capsys) -> None:
     out = tmp_path / f"{what}.svg"
@@ -20,6 +22,7 @@ def test_graph_writes_a_well_formed_svg(what: str, tmp_path, capsys) -> None:
     assert str(out) in capsys.readouterr().out
 
 
+@requires_dot
 def test_graph_format_follows_the_suffix_and_collapse_shrinks_it(tmp_path) -> None:
     assert main(["graph", "--what", "encoder", "--out", str(tmp_path / "full.pdf"),
                  "--collapse", "1"]) == 0

@@ -16,6 +16,7 @@ from minitransformer import nn
 from minitransformer.viz import GraphvizNotFoundError, draw_graph, render
 from minitransformer.viz.examples import EXAMPLES
 from minitransformer.viz.graph import KINDS, LEGEND_TEXT
+from tests.conftest import requires_dot
 
 NODE_LINE = re.compile(r'^\t*(\w+) \[label="((?:[^"\\]|\\.)*)" (.*)\]$')
 EDGE_LINE = re.compile(r"^\t*(\w+) -> (\w+)$")
@@ -229,7 +230,7 @@ def test_show_grad_adds_norms_after_backward():
     assert norm > 0
     label = node_with(after, "q_proj.weight")[1][0]
     assert label[-1] == f"grad ‖·‖={norm:.3g}  (8, 8)"
-    assert node_with(after, "input")[1][0][-1].endswith("(1, 4, 8)")
+    assert node_with(after, "X")[1][0][-1].endswith("(1, 4, 8)")  # attention names its input
     assert "grad" not in draw_graph(loss, model=attention).source
 
 
@@ -253,8 +254,8 @@ def test_backward_graph_with_create_graph():
     y.backward(create_graph=True)
     np.testing.assert_allclose(x.grad.detach().numpy(), [3.0, 12.0])
     graph = draw_graph(x.grad)
-    out_id, (label, fill, _) = node_with(graph, "x.grad")
-    assert label == ["x.grad", "(2,) float32"] and fill == KINDS["output"]["fillcolor"]
+    out_id, (label, fill, _) = node_with(graph, "dx")  # x.grad, named after x
+    assert label == ["dx", "(2,) float32"] and fill == KINDS["output"]["fillcolor"]
     ops = [lab[0] for lab, f, _ in drawn(graph)[0].values() if f == KINDS["op"]["fillcolor"]]
     assert "Add" in ops and ops.count("Mul") >= 4  # 2 forward + the product rule's terms
     assert node_with(graph, "x")[0]  # the gradient depends on x itself
@@ -263,7 +264,7 @@ def test_backward_graph_with_create_graph():
 def test_backward_example_draws_the_gradient_of_attention():
     graph = EXAMPLES["backward"]()
     nodes, _ = drawn(graph)
-    assert node_with(graph, "x.grad")[1][1] == KINDS["output"]["fillcolor"]
+    assert node_with(graph, "dx")[1][1] == KINDS["output"]["fillcolor"]
     # the forward ops sit in their module clusters; backward ops (e.g. of Softmax) outside
     assert node_with(graph, "q_proj.weight")[1][2] == "q_proj"
     outside = [lab[0] for lab, _, c in nodes.values() if c is None]
@@ -313,6 +314,7 @@ def svg_node_count(path):
     return sum(1 for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "node")
 
 
+@requires_dot
 @pytest.mark.parametrize("what", sorted(EXAMPLES))
 def test_examples_render_to_svg(what, tmp_path):
     graph = EXAMPLES[what]()
@@ -322,16 +324,22 @@ def test_examples_render_to_svg(what, tmp_path):
     assert (tmp_path / f"{what}.dot").read_text(encoding="utf-8") == graph.source
 
 
+@requires_dot
 def test_render_png_and_pdf(tmp_path):
     _, _, y = small_graph()
     graph = draw_graph(y)
     assert render(graph, "g.png", format="png", directory=tmp_path).read_bytes()[:4] == (
         b"\x89PNG")
     assert render(graph, "g", format="pdf", directory=tmp_path).read_bytes()[:4] == b"%PDF"
+
+
+def test_render_rejects_an_unknown_format(tmp_path):
+    graph = draw_graph(small_graph()[2])
     with pytest.raises(ValueError, match="format must be one of svg, png, pdf; got 'jpg'"):
         render(graph, "g", format="jpg", directory=tmp_path)
 
 
+@requires_dot
 def test_jupyter_shows_the_graph_as_svg():
     _, _, y = small_graph()
     graph = draw_graph(y)

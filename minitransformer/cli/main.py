@@ -33,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a small self-attention model to resolve pronouns, and show "
                     "what it attends to.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from minitransformer import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # Not required: with no command at all, main() prints this help.
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add_coref_commands(commands)  # train, attend, demo: the coreference task
     add_graph_command(commands)  # computation graphs with Graphviz
@@ -46,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2: bad arguments, 1: other errors)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # `minitransformer` alone: say what there is to do
+        parser.print_help()
+        return 0
     tuning.retain_freed_memory()  # steps reuse freed arrays instead of fresh pages
     try:
         return args.handler(args)

@@ -74,12 +74,22 @@ class Attention(Module):
         if no_key is not None:
             A = A.masked_fill(no_key, 0.0)  # (B, T, T)   a query with no allowed key: A row = 0
         Z = A @ V  # (B, T, T) @ (B, T, d_v) -> (B, T, d_v)   Z = A V
+        _name(x=x, Q=Q, K=K, V=V, S=S, S_hat=S_hat, A=A, Z=Z)
         if self.store_attention:
             self.last_attention = A.detach().expand_dims(-3)  # (B, 1, T, T): one head
         return Z, A
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}"
+
+
+def _name(x: Tensor | None = None, **tensors: Tensor) -> None:
+    """Give intermediates the article's symbols, for graphs and traces (a few attribute
+    writes per call). The input is called X only if its owner has not named it."""
+    if x is not None and x.name is None:
+        x.name = "X"
+    for symbol, t in tensors.items():
+        t.name = symbol
 
 
 def _apply_mask(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -171,18 +181,20 @@ class MultiHeadAttention(Module):
         self._check_shapes(query, key, value)
         B, L, E = query.shape
 
-        q = self._split_heads(self.q_proj(query))  # (B, L, E) -> (B, nh, L, hs)
-        k = self._split_heads(self.k_proj(key))  # (B, S, E) -> (B, nh, S, hs)
-        v = self._split_heads(self.v_proj(value))  # (B, S, E) -> (B, nh, S, hs)
+        q = self._split_heads(self.q_proj(query), "Q")  # (B, L, E) -> (B, nh, L, hs)
+        k = self._split_heads(self.k_proj(key), "K")  # (B, S, E) -> (B, nh, S, hs)
+        v = self._split_heads(self.v_proj(value), "V")  # (B, S, E) -> (B, nh, S, hs)
 
         mask = self._merge_masks(attn_mask, key_padding_mask, q, k)  # broadcasts to (B, nh, L, S)
         heads, weights = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0, generator=self.generator,
         )  # heads (B, nh, L, hs), weights (B, nh, L, S)
+        _name(Q_heads=q, K_heads=k, V_heads=v, Z_heads=heads, A=weights)
         heads = heads.transpose(0, 2, 1, 3)  # (B, nh, L, hs) -> (B, L, nh, hs)
         heads = heads.reshape(B, L, E)  # (B, L, nh, hs) -> (B, L, E): heads side by side
         output = self.out_proj(heads)  # (B, L, E)
+        _name(query if key is query else None, Z_concat=heads, output=output)
 
         if self.store_attention:
             self.last_attention = weights.detach()  # (B, nh, L, S)
@@ -195,8 +207,9 @@ class MultiHeadAttention(Module):
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}"
 
-    def _split_heads(self, x: Tensor) -> Tensor:
+    def _split_heads(self, x: Tensor, symbol: str) -> Tensor:
         """(B, T, E) -> (B, nh, T, hs): each head's slice of E, heads as a batch axis."""
+        x.name = symbol  # the projection before the split: Q, K or V
         B, T, _ = x.shape
         x = x.reshape(B, T, self.num_heads, self.head_dim)  # (B, T, E) -> (B, T, nh, hs)
         return x.transpose(0, 2, 1, 3)  # (B, T, nh, hs) -> (B, nh, T, hs)

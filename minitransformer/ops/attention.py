@@ -196,18 +196,23 @@ def _softmax_scores_backward(
 
 def composed_weights(q: Tensor, k: Tensor, plan: AttentionPlan) -> Tensor:
     """A = softmax(Q K^T * scale + mask) from primitive engine ops (matmul, where, softmax)."""
-    scores = (q @ k.swapaxes(-1, -2)) * plan.scale  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    S = q @ k.swapaxes(-1, -2)  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    scores = S * plan.scale  # (..., L, S)
+    S.name, scores.name = "S", "S_hat"  # the article's symbols, for graphs and traces
     if plan.bias is not None:
         scores = scores + Tensor._from_array(plan.bias, q.device)
     if plan.blocked is not None:
         scores = scores.masked_fill(plan.blocked, -math.inf)
     if plan.dead is None:
-        return softmax(scores, axis=-1)
-    # A fully masked row would be softmax(-inf, ..., -inf) = 0/0. Give it finite scores
-    # (so nothing is NaN, not even in the backward), then zero its weights.
-    scores = scores.masked_fill(plan.dead, 0.0)
-    alive = Tensor._from_array((~plan.dead).astype(scores.dtype), q.device)  # (..., L, 1)
-    return softmax(scores, axis=-1) * alive
+        weights = softmax(scores, axis=-1)
+    else:
+        # A fully masked row would be softmax(-inf, ..., -inf) = 0/0. Give it finite scores
+        # (so nothing is NaN, not even in the backward), then zero its weights.
+        scores = scores.masked_fill(plan.dead, 0.0)
+        alive = Tensor._from_array((~plan.dead).astype(scores.dtype), q.device)  # (..., L, 1)
+        weights = softmax(scores, axis=-1) * alive
+    weights.name = "A"
+    return weights
 
 
 def attention_plan(

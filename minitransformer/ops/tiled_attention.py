@@ -1,0 +1,323 @@
+"""Tiled attention: softmax(Q K^T * scale + mask) V without ever holding an n x n matrix.
+
+The FlashAttention idea (Dao et al., 2022) on NumPy and CuPy. The keys and values are cut
+into tiles of ``block_k`` rows and the queries into tiles of ``block_q`` rows; only one
+(block_q, block_k) tile of scores exists at a time, per worker thread.
+
+Forward (the online softmax). For each query row, walk the key tiles j = 1, 2, ... keeping
+three running values: the largest score seen so far m, the sum of exponentials l and the
+unnormalised output o:
+
+    S_j   = Q K_j^T * scale (+ mask)             scores of this tile      (bq, bk)
+    m_new = max(m, rowmax(S_j))
+    P_j   = exp(S_j - m_new)                     each entry <= 1: no overflow
+    alpha = exp(m - m_new)                       rescales what was summed against the old max
+    l     = l * alpha + rowsum(P_j)
+    o     = o * alpha + P_j V_j
+
+After the last tile, O = o / l and the row's log-sum-exp is L = m + log l. Rescaling by
+alpha keeps every term of the sums relative to the current maximum: sum_k exp(s_k - m_old)
+times exp(m_old - m_new) equals sum_k exp(s_k - m_new). Only O and L are saved.
+
+Backward (recompute). With dO the upstream gradient and D = rowsum(dO * O), each tile's
+weights come back from the saved log-sum-exp, P_j = exp(S_j - L), and
+
+    dV_j += P_j^T dO                             (bk, bq) @ (bq, Ev)
+    dP_j  = dO V_j^T                             (bq, Ev) @ (Ev, bk)
+    dS_j  = P_j * (dP_j - D)                     softmax's backward, with sum(dP * P) = D
+    dQ   += dS_j K_j * scale,    dK_j += dS_j^T Q * scale
+
+D replaces the row sums of dP * P over the keys: both are sum_s sum_e dO[e] P[s] V[s, e].
+
+Masks: ``blocked`` (bool, True where a query may NOT attend) and ``bias`` (added to the
+scores) broadcast to (..., L, S) and are sliced tile by tile; ``causal`` lets query i see
+keys 0..i, and whole tiles above the diagonal are skipped, in both passes. A query with no
+allowed key gets zeros (output and gradients), as the fused and composed paths give.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from minitransformer import backend, tuning
+from minitransformer.autograd import Function, grad, is_grad_enabled
+from minitransformer.errors import ShapeError
+from minitransformer.ops.shape import unbroadcast
+from minitransformer.tensor import Tensor
+
+__all__ = ["TiledAttention", "tiled_attention"]
+
+# One score tile holds at most this many numbers (4 MiB in float32), summed over the batch
+# axes: the budget that picks the default tile sizes.
+TILE_ELEMENTS = 2**20
+MAX_BLOCK_Q, MAX_BLOCK_K, MIN_BLOCK = 256, 1024, 16
+
+
+def default_workers() -> int:
+    """Worker threads for tiles on the CPU: ``$MINITRANSFORMER_ATTENTION_THREADS`` or up to 2.
+
+    NumPy releases the GIL inside matmul and ufunc loops, so two threads keep two cores
+    busy with the exponentials and the tile products; beyond two the Python between them
+    becomes the limit (see docs/tiled-attention.md for the measurement)."""
+    value = os.environ.get("MINITRANSFORMER_ATTENTION_THREADS")
+    if value:
+        return max(1, int(value))
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _run_parallel(work: Callable[[int, int], None], workers: int) -> None:
+    """Call ``work(worker, workers)`` for worker = 0 .. workers - 1, on a shared thread pool.
+
+    Each call handles every ``workers``-th tile, starting at its own index: interleaving
+    balances causal attention, whose tiles near the end of the sequence have more to do."""
+    global _pool
+    if workers == 1:
+        work(0, 1)
+        return
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers:  # noqa: SLF001 (grow once)
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="minitransformer-tiles")
+        pool = _pool
+    # The pool is the parallelism: BLAS threads on top of it would fight for the same
+    # cores, and waiting BLAS threads spin (measured: 20x slower on a loaded 2-core VM).
+    with tuning.single_threaded_blas():
+        futures = [pool.submit(work, w, workers) for w in range(workers)]
+        for f in futures:
+            f.result()  # re-raises a worker's exception here
+
+
+def block_sizes(batch: int, length: int, source_length: int) -> tuple[int, int]:
+    """Tile sizes (block_q, block_k) whose score tile, times the batch, fits TILE_ELEMENTS."""
+    block_k = min(source_length, MAX_BLOCK_K)
+    block_q = min(length, MAX_BLOCK_Q, max(MIN_BLOCK, TILE_ELEMENTS // (batch * block_k)))
+    block_k = min(block_k, max(MIN_BLOCK, TILE_ELEMENTS // (batch * block_q)))
+    return block_q, block_k
+
+
+def _tiles(size: int, block: int) -> list[tuple[int, int]]:
+    return [(start, min(start + block, size)) for start in range(0, size, block)]
+
+
+class _Scratch:
+    """One worker's reusable tile buffers. Tiles are allocated once per call and reused,
+    because a fresh multi-MiB array per tile costs page faults on every allocation."""
+
+    def __init__(self, xp: Any, dtype: Any, size: int, count: int) -> None:
+        self.buffers = [xp.empty(size, dtype=dtype) for _ in range(count)]
+
+    def view(self, index: int, shape: tuple[int, ...]) -> Any:
+        """A contiguous array of ``shape`` in buffer ``index`` (its first elements)."""
+        return self.buffers[index][: math.prod(shape)].reshape(shape)
+
+
+class TiledAttention(Function):
+    """Z = softmax(Q K^T * scale + mask) V, computed tile by tile (see the module docstring).
+
+    Saves Z and the per-row log-sum-exp (..., L, 1) only: memory O(n d) instead of O(n^2).
+    Under ``create_graph=True`` the backward is the composed path's, recorded
+    (:func:`minitransformer.functional.attention_reference`), so second derivatives exist;
+    that path holds the n x n weights.
+    """
+
+    def forward(self, q: Any, k: Any, v: Any, scale: float, blocked: Any, bias: Any,
+                causal: bool, block_q: int, block_k: int, workers: int) -> Any:
+        xp = backend.array_module(backend.device_of(q))
+        self.scale, self.blocked, self.bias, self.causal = scale, blocked, bias, causal
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        length, source_length = q.shape[-2], k.shape[-2]
+        self.row_tiles = _tiles(length, block_q)
+        self.col_tiles = _tiles(source_length, block_k)
+        self.workers = workers if xp is np else 1  # CuPy queues its kernels on one stream
+        scaled_q = q * scale  # (..., L, E): scaling Q is cheaper than scaling each tile
+        key_t = k.swapaxes(-1, -2)  # (..., E, S)
+        out = xp.empty((*batch, length, v.shape[-1]), dtype=q.dtype)  # (..., L, Ev)
+        lse = xp.empty((*batch, length, 1), dtype=q.dtype)  # (..., L, 1)
+        tile_size = math.prod(batch) * block_q * block_k
+
+        def work(worker: int, workers: int) -> None:
+            scratch = _Scratch(xp, q.dtype, tile_size, 1)
+            for r in range(worker, len(self.row_tiles), workers):
+                i0, i1 = self.row_tiles[r]
+                self._forward_rows(xp, scratch, scaled_q, key_t, v, out, lse, i0, i1, batch)
+
+        _run_parallel(work, self.workers)
+        self.out, self.lse = out, lse
+        return out
+
+    def _forward_rows(self, xp: Any, scratch: _Scratch, scaled_q: Any, key_t: Any, v: Any,
+                      out: Any, lse: Any, i0: int, i1: int, batch: tuple[int, ...]) -> None:
+        """The online softmax for query rows i0:i1, walking the key tiles."""
+        dtype = scaled_q.dtype
+        q_rows = scaled_q[..., i0:i1, :]  # (..., bq, E)
+        row_max = xp.full((*batch, i1 - i0, 1), -xp.inf, dtype=dtype)  # m, (..., bq, 1)
+        total = xp.zeros((*batch, i1 - i0, 1), dtype=dtype)  # l
+        acc = xp.zeros((*batch, i1 - i0, v.shape[-1]), dtype=dtype)  # o, (..., bq, Ev)
+        for j0, j1 in self._key_tiles(i0, i1):
+            s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch)  # (..., bq, bk)
+            new_max = xp.maximum(row_max, s.max(axis=-1, keepdims=True))  # (..., bq, 1)
+            # a row masked so far has max -inf; shift it by 0 so exp gives 0, not NaN
+            shift = xp.where(xp.isneginf(new_max), 0, new_max)
+            p = xp.exp(xp.subtract(s, shift, out=s), out=s)  # P = exp(S - m_new)
+            alpha = xp.exp(row_max - shift)  # exp(m_old - m_new), 0 while nothing was seen
+            total *= alpha
+            total += p.sum(axis=-1, keepdims=True)
+            acc *= alpha
+            acc += p @ v[..., j0:j1, :]  # (..., bq, bk) @ (..., bk, Ev) -> (..., bq, Ev)
+            row_max = new_max
+        dead = total == 0  # no key allowed: o = 0 already, keep it 0
+        safe_total = xp.where(dead, 1, total)
+        out[..., i0:i1, :] = acc / safe_total
+        # L = m + log l; +inf for a dead row, so that exp(S - L) = 0 in the backward
+        lse[..., i0:i1, :] = xp.where(dead, xp.inf, row_max + xp.log(safe_total))
+
+    def _key_tiles(self, i0: int, i1: int) -> Iterator[tuple[int, int]]:
+        """The key tiles that rows i0:i1 can see: with ``causal``, none starting after i1 - 1."""
+        for j0, j1 in self.col_tiles:
+            if self.causal and j0 >= i1:
+                break
+            yield j0, j1
+
+    def _scores(self, xp: Any, scratch: _Scratch, q_rows: Any, key_t: Any, i0: int, i1: int,
+                j0: int, j1: int, batch: tuple[int, ...]) -> Any:
+        """S = Q_i K_j^T * scale with the masks applied, in scratch buffer 0."""
+        s = scratch.view(0, (*batch, i1 - i0, j1 - j0))
+        xp.matmul(q_rows, key_t[..., j0:j1], out=s)  # (..., bq, E) @ (..., E, bk)
+        if self.bias is not None:
+            s += self.bias[..., i0:i1, j0:j1]
+        if self.blocked is not None:
+            xp.copyto(s, -xp.inf, where=self.blocked[..., i0:i1, j0:j1])
+        if self.causal and j1 - 1 > i0:  # the tile crosses the diagonal
+            rows = xp.arange(i0, i1)[:, None]  # (bq, 1)
+            cols = xp.arange(j0, j1)[None, :]  # (1, bk)
+            xp.copyto(s, -xp.inf, where=cols > rows)
+        return s
+
+    def backward(self, grad_out: Any) -> tuple[Any, ...]:
+        if is_grad_enabled():  # create_graph: differentiate the composed path, recorded
+            return self._backward_recorded(grad_out)
+        return self._backward_tiled(grad_out)
+
+    def _backward_tiled(self, d_out: Any) -> tuple[Any, ...]:
+        q, k, v = self.args
+        xp = backend.array_module(backend.device_of(q))
+        need_q, need_k, need_v = self.needs_input_grad
+        batch = self.out.shape[:-2]
+        scaled_q = q * self.scale  # (..., L, E)
+        key_t = k.swapaxes(-1, -2)  # (..., E, S)
+        value_t = v.swapaxes(-1, -2)  # (..., Ev, S)
+        row_dot = (d_out * self.out).sum(axis=-1, keepdims=True)  # D = rowsum(dO * O), (..., L, 1)
+        dk = xp.zeros((*batch, *k.shape[-2:]), dtype=q.dtype)  # full batch, unbroadcast below
+        dv = xp.zeros((*batch, *v.shape[-2:]), dtype=q.dtype)
+        dq_parts = [xp.zeros((*batch, *q.shape[-2:]), dtype=q.dtype)
+                    for _ in range(self.workers)]  # one per worker: they all add to every row
+        block_q = self.row_tiles[0][1]
+        block_k = self.col_tiles[0][1]
+        tile_size = math.prod(batch) * block_q * block_k
+
+        def work(worker: int, workers: int) -> None:
+            scratch = _Scratch(xp, q.dtype, tile_size, 2)
+            dq = dq_parts[worker]
+            for c in range(worker, len(self.col_tiles), workers):
+                j0, j1 = self.col_tiles[c]
+                for i0, i1 in self.row_tiles:
+                    if self.causal and j0 >= i1:  # the tile lies above the diagonal
+                        continue
+                    s = self._scores(xp, scratch, scaled_q[..., i0:i1, :], key_t, i0, i1,
+                                     j0, j1, batch)
+                    p = xp.exp(xp.subtract(s, self.lse[..., i0:i1, :], out=s), out=s)  # P
+                    d_rows = d_out[..., i0:i1, :]  # dO, (..., bq, Ev)
+                    # dV_j += P^T dO: (..., bk, bq) @ (..., bq, Ev) -> (..., bk, Ev)
+                    dv[..., j0:j1, :] += p.swapaxes(-1, -2) @ d_rows
+                    if not (need_q or need_k):
+                        continue
+                    ds = scratch.view(1, s.shape)
+                    xp.matmul(d_rows, value_t[..., j0:j1], out=ds)  # dP = dO V_j^T
+                    ds -= row_dot[..., i0:i1, :]
+                    ds *= p  # dS = P * (dP - D), (..., bq, bk)
+                    if need_q:
+                        dq[..., i0:i1, :] += ds @ k[..., j0:j1, :]  # (..., bq, bk) @ (bk, E)
+                    if need_k:  # (..., bk, bq) @ (..., bq, E) -> (..., bk, E)
+                        dk[..., j0:j1, :] += ds.swapaxes(-1, -2) @ scaled_q[..., i0:i1, :]
+
+        _run_parallel(work, self.workers)
+        dq = sum(dq_parts[1:], dq_parts[0]) * self.scale
+        return (unbroadcast(dq, q.shape) if need_q else None,
+                unbroadcast(dk, k.shape) if need_k else None,
+                unbroadcast(dv, v.shape) if need_v else None)
+
+    def _backward_recorded(self, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        """The composed reference's gradients as a recorded graph (n x n memory)."""
+        from minitransformer.functional import attention_reference  # functional imports ops
+
+        q, k, v = self.inputs
+        mask = None
+        if self.bias is not None:
+            mask = self.bias if self.blocked is None else np.where(self.blocked, -np.inf,
+                                                                   self.bias)
+        elif self.blocked is not None:
+            mask = ~self.blocked  # the reference takes True where attention is allowed
+        out, _ = attention_reference(q, k, v, attn_mask=mask, is_causal=self.causal,
+                                     scale=self.scale)
+        wanted = [t for t in (q, k, v) if t.requires_grad]
+        grads = iter(grad(out, wanted, grad_outputs=grad_out, create_graph=True,
+                          allow_unused=True))
+        return tuple(next(grads) if t.requires_grad else None for t in (q, k, v))
+
+
+def _mask_array(mask: Any, like: Tensor) -> Any:
+    """A mask (tensor, array or list) as an array on ``like``'s device; floats in its dtype."""
+    mask = mask.data if isinstance(mask, Tensor) else mask
+    mask = backend.to_device(mask if backend.is_array(mask) else np.asarray(mask), like.device)
+    return mask if mask.dtype == bool else mask.astype(like.dtype, copy=False)
+
+
+def tiled_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    blocked: Any = None,
+    bias: Any = None,
+    causal: bool = False,
+    scale: float | None = None,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    workers: int | None = None,
+) -> Tensor:
+    """softmax(Q K^T * scale + bias, -inf where ``blocked``) V, tile by tile.
+
+    The low-level entry point: ``F.scaled_dot_product_attention(..., implementation="tiled")``
+    is the usual one and takes PyTorch's mask arguments. Here ``blocked`` is a boolean array
+    True where a query may NOT attend, ``bias`` a float array added to the scores, both
+    broadcasting to (..., L, S), and ``causal`` lets query i see keys 0..i only.
+    ``block_q``/``block_k`` set the tile sizes (default: :func:`block_sizes`) and
+    ``workers`` the threads on the CPU (default: :func:`default_workers`).
+    Returns the output (..., L, Ev) only: the weights are never formed.
+    """
+    batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    length, source_length = query.shape[-2], key.shape[-2]
+    default_q, default_k = block_sizes(math.prod(batch), length, source_length)
+    block_q, block_k = block_q or default_q, block_k or default_k
+    if block_q < 1 or block_k < 1:
+        raise ShapeError(f"tiled attention needs positive tile sizes, got {block_q}, {block_k}")
+    if length == 0 or source_length == 0:
+        raise ShapeError(
+            f"tiled attention needs at least one query and one key, got query {query.shape} "
+            f"and key {key.shape}"
+        )
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    blocked, bias = (None if m is None else _mask_array(m, query) for m in (blocked, bias))
+    return TiledAttention.apply(
+        query, key, value, scale=scale, blocked=blocked, bias=bias, causal=causal,
+        block_q=block_q, block_k=block_k, workers=workers or default_workers(),
+    )

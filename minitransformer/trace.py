@@ -1,0 +1,340 @@
+"""Watch a backward pass: which gradient reaches which node, and what each node sends on.
+
+    trace = mt.trace_backward(loss, model=attention)
+    print(trace)            # one row per step of the walk, in the order it happened
+    trace                   # in Jupyter: the same as an HTML table
+
+Each :class:`BackwardStep` holds the op, the name and shape of its output, the gradient
+that arrived there (norm, min, max, and the values when small), the local rule (the
+one-line formula from the op's docstring) and the gradient it sent to each input, by
+name. Steps for leaves (parameters, inputs) close the walk: that is where ``.grad`` is
+filled in. :attr:`BackwardTrace.forward` lists the same nodes in forward order, with
+their values, for the step-through page (``minitransformer explain``).
+
+How it stays free when unused: the engine reads one module variable once per backward
+walk. Only while a trace records does it wrap each node's ``backward`` (for that walk
+only), so an ordinary backward runs exactly the code it always ran, and the gradients a
+traced backward computes are the very same arrays (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from minitransformer import autograd, backend
+from minitransformer.tensor import Tensor
+
+SMALL = 16  # gradients with at most this many values keep them all in the step
+KEEP = 4096  # values (forward and gradients) up to this size are kept for heatmaps
+
+
+@dataclass
+class Summary:
+    """Norm, min and max of an array, and the array itself (a copy) when it is small."""
+
+    shape: tuple[int, ...]
+    norm: float
+    min: float
+    max: float
+    values: np.ndarray | None = None  # kept when size <= KEEP
+
+    @classmethod
+    def of(cls, array: Any) -> Summary:
+        data = np.asarray(_to_numpy(array), dtype=np.float64)
+        finite = data[np.isfinite(data)]
+        return cls(
+            shape=tuple(data.shape),
+            norm=float(np.sqrt(np.sum(finite * finite))) if finite.size else math.nan,
+            min=float(finite.min()) if finite.size else math.nan,
+            max=float(finite.max()) if finite.size else math.nan,
+            values=data.copy() if data.size <= KEEP else None,
+        )
+
+    def text(self) -> str:
+        """``|g|=0.42 [-0.1, 0.3]``, and the values themselves when there are few."""
+        base = f"|g|={self.norm:.3g} [{self.min:.3g}, {self.max:.3g}]"
+        if self.values is not None and self.values.size <= SMALL:
+            shown = np.array2string(self.values.ravel(), precision=3, separator=" ",
+                                    max_line_width=10_000)
+            base += f" {shown}"
+        return base
+
+
+@dataclass
+class Sent:
+    """The gradient one step sent to one of its inputs."""
+
+    to: str  # the input's name
+    summary: Summary
+
+
+@dataclass
+class BackwardStep:
+    """One node of the backward walk: what arrived, the rule, what left."""
+
+    index: int
+    op: str  # the Function's name, or "leaf" where a gradient ends in .grad
+    name: str  # the name of the node's output (the tensor the gradient arrived at)
+    shape: tuple[int, ...]
+    grad: Summary  # the upstream gradient that arrived
+    rule: str  # the op's local rule, e.g. "dx = s * (g - sum(g * s))"
+    sent: list[Sent] = field(default_factory=list)
+    is_parameter: bool = False  # a leaf that a model= names as a parameter
+    tensor_id: int = 0  # id() of the output tensor, to find the node in a drawing
+    op_id: int | None = None  # id() of the Function (None for a leaf)
+
+
+@dataclass
+class ForwardStep:
+    """One node in forward order: its op (None for a leaf), its inputs, its value."""
+
+    index: int
+    op: str | None
+    name: str
+    inputs: list[str]
+    formula: str
+    value: Summary
+    is_parameter: bool = False
+    tensor_id: int = 0
+    op_id: int | None = None
+
+
+class BackwardTrace:
+    """The recorded walk: :attr:`forward` (forward order) and :attr:`steps` (backward)."""
+
+    def __init__(self, names: dict[int, str] | None = None) -> None:
+        self.forward: list[ForwardStep] = []
+        self.steps: list[BackwardStep] = []
+        self._names: dict[int, str] = dict(names or {})  # id(tensor) -> parameter name
+        self._parameters = set(self._names)
+        self._auto = 0
+        self._pending: dict[int, BackwardStep] = {}  # op steps of the walk in progress
+        self._arrived: dict[int, np.ndarray] = {}  # id(leaf) -> the sum sent to it so far
+
+    # ----- naming ---------------------------------------------------------------------------
+    def name_of(self, t: Tensor) -> str:
+        """A tensor's name: its ``.name``, its parameter name, or a made-up ``MatMul#3``."""
+        key = id(t)
+        if key in self._names:
+            return self._names[key]
+        if t.name is not None:
+            name = t.name
+        elif t._ctx is not None:
+            self._auto += 1
+            name = f"{t._ctx.name}#{self._auto}"
+        else:
+            self._auto += 1
+            name = ("input" if t.requires_grad else "constant") + f"#{self._auto}"
+        self._names[key] = name
+        return name
+
+    # ----- called by the engine (autograd.run_backward), once per walk ----------------------
+    def watch(self, order: list[Tensor]) -> None:
+        """Before the walk: note the forward order, and wrap each node's backward."""
+        for t in order:
+            self._record_forward(t)
+            fn = t._ctx
+            if fn is not None:
+                fn.backward = self._wrap(t, fn, fn.backward)  # this instance, this walk only
+
+    def unwatch(self, order: list[Tensor]) -> None:
+        """After the walk: unwrap, then lay out the steps in the order the walk took."""
+        arrived, self._arrived = self._arrived, {}
+        for t in reversed(order):  # the engine's own order: reversed topological
+            fn = t._ctx
+            if fn is not None:
+                fn.__dict__.pop("backward", None)  # gone already if backward released fn
+                step = self._pending.pop(id(fn), None)
+            elif id(t) in arrived:
+                key = id(t)
+                step = BackwardStep(
+                    index=0, op="leaf", name=self.name_of(t), shape=tuple(t.shape),
+                    grad=Summary.of(arrived[key]), rule=f"{self.name_of(t)}.grad += g",
+                    is_parameter=key in self._parameters, tensor_id=key)
+            else:
+                step = None
+            if step is not None:
+                step.index = len(self.steps)
+                self.steps.append(step)
+
+    def _record_forward(self, t: Tensor) -> None:
+        fn = t._ctx
+        self.forward.append(ForwardStep(
+            index=len(self.forward),
+            op=None if fn is None else fn.name,
+            name=self.name_of(t),
+            inputs=[] if fn is None else [self.name_of(x) for x in fn.inputs],
+            formula="" if fn is None else forward_formula(type(fn)),
+            value=Summary.of(t.data),
+            is_parameter=id(t) in self._parameters,
+            tensor_id=id(t),
+            op_id=None if fn is None else id(fn),
+        ))
+
+    def _wrap(self, t: Tensor, fn: Any, backward: Any) -> Any:
+        def traced(grad: Any) -> tuple[Any, ...]:
+            input_grads = backward(grad)
+            step = BackwardStep(index=0, op=fn.name, name=self.name_of(t),
+                                shape=tuple(t.shape), grad=Summary.of(grad),
+                                rule=local_rule(type(fn)), tensor_id=id(t), op_id=id(fn))
+            for parent, g in zip(fn.inputs, input_grads):
+                if g is None or not parent.requires_grad:
+                    continue
+                summary = Summary.of(g)
+                step.sent.append(Sent(self.name_of(parent), summary))
+                if parent._ctx is None:  # a leaf: its step comes when the walk reaches it
+                    values = _to_numpy(g)
+                    key = id(parent)
+                    self._arrived[key] = values + self._arrived[key] if key in self._arrived \
+                        else np.array(values, dtype=np.float64)
+            self._pending[id(fn)] = step
+            return input_grads
+
+        return traced
+
+    # ----- reading ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[BackwardStep]:
+        return iter(self.steps)
+
+    def __getitem__(self, index: int) -> BackwardStep:
+        return self.steps[index]
+
+    def step(self, name: str) -> BackwardStep:
+        """The first step whose output is called ``name``."""
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(f"no step for a tensor named {name!r}; names in this trace: "
+                       f"{[s.name for s in self.steps]}")
+
+    def table(self) -> list[list[str]]:
+        """The rows that ``print`` and the HTML table show."""
+        rows = []
+        for s in self.steps:
+            sent = "; ".join(f"{x.to} <- |g|={x.summary.norm:.3g}" for x in s.sent)
+            rows.append([str(s.index), s.op, s.name, _shape(s.shape), s.grad.text(), s.rule,
+                         sent])
+        return rows
+
+    HEADER = ["#", "op", "output", "shape", "gradient arrived", "local rule", "sends"]
+
+    def __str__(self) -> str:
+        rows = [self.HEADER, *self.table()]
+        widths = [min(max(len(r[i]) for r in rows), 60) for i in range(len(self.HEADER) - 1)]
+        lines = []
+        for r in rows:
+            cells = [_clip(c, w).ljust(w) for c, w in zip(r, widths)]
+            lines.append("  ".join([*cells, r[-1]]).rstrip())
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<BackwardTrace: {len(self.forward)} forward nodes, {len(self.steps)} steps>"
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.HEADER)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+            for r in self.table())
+        return (f"<table class='minitransformer-trace'><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """A gradient (an array, or a tensor under create_graph) as a NumPy array."""
+    return backend.to_numpy(value.data if isinstance(value, Tensor) else value)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return str(tuple(shape)) if shape else "scalar"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# ----- rules from docstrings ----------------------------------------------------------------
+_GRAD_LINE = re.compile(r"^(d[A-Za-z_]\w*|dy/dx\w*|dz/d\w+)\s*=")
+
+
+def local_rule(cls: type) -> str:
+    """The backward rule that ``cls``'s docstring states, in one line.
+
+    A class may set ``rule`` itself; otherwise the rule is what follows ``;`` on the first
+    line (``y = tanh x;  dy/dx = 1 - y^2``), or the lines that start with a gradient
+    (``dA = dZ @ B^T``), without their shape comments.
+    """
+    explicit = getattr(cls, "rule", None)
+    if isinstance(explicit, str):
+        return explicit
+    doc = (cls.__doc__ or "").strip()
+    if not doc:
+        return ""
+    first = doc.splitlines()[0].strip()
+    if ";" in first:
+        return first.split(";", 1)[1].strip().rstrip(".")
+    found = []
+    for line in doc.splitlines()[1:]:
+        line = line.strip()
+        if _GRAD_LINE.match(line):
+            line = re.split(r"\s{2,}", line)[0].rstrip(".")
+            parts = line.split(" = ")  # "dx = long form = short form": keep the short one
+            found.append(f"{parts[0]} = {parts[-1]}" if len(parts) > 2 else line)
+    return "; ".join(found)
+
+
+def forward_formula(cls: type) -> str:
+    """The forward half of the docstring's first line: ``y = tanh x``."""
+    doc = (cls.__doc__ or "").strip()
+    first = doc.splitlines()[0].strip() if doc else ""
+    return first.split(";", 1)[0].strip().rstrip(".")
+
+
+def _check_tensor(loss: Any) -> None:
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"trace_backward needs a Tensor, got {type(loss).__name__}")
+
+
+# ----- the public entry points --------------------------------------------------------------
+@contextlib.contextmanager
+def tracing(model: Any = None, params: dict[str, Tensor] | None = None
+            ) -> Iterator[BackwardTrace]:
+    """Record every backward walk run inside the block into one :class:`BackwardTrace`.
+
+    ``model`` (a Module) and ``params`` name the parameters, as in ``draw_graph``.
+    """
+    names = {}
+    if model is not None:
+        names.update({id(p): n for n, p in model.named_parameters()})
+    names.update({id(p): n for n, p in (params or {}).items()})
+    trace = BackwardTrace(names)
+    if autograd._backward_tracer is not None:
+        raise RuntimeError("a backward trace is already recording; traces do not nest")
+    autograd._backward_tracer = trace
+    try:
+        yield trace
+    finally:
+        autograd._backward_tracer = None
+
+
+def trace_backward(loss: Tensor, gradient: Any = None, model: Any = None,
+                   params: dict[str, Tensor] | None = None, retain_graph: bool = False,
+                   create_graph: bool = False) -> BackwardTrace:
+    """``loss.backward(...)``, recorded: returns the :class:`BackwardTrace` of the walk.
+
+    The gradients it leaves in ``.grad`` are exactly those of a plain ``backward``.
+    """
+    _check_tensor(loss)
+    with tracing(model=model, params=params) as trace:
+        loss.backward(gradient, retain_graph=retain_graph, create_graph=create_graph)
+    return trace

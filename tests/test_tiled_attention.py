@@ -1,0 +1,193 @@
+"""Tiled attention (online softmax, recompute backward) against the fused and composed paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minitransformer as mt
+import minitransformer.functional as F
+from minitransformer import backend
+from minitransformer.ops import tiled_attention as tiled_module
+from minitransformer.ops.tiled_attention import TiledAttention, block_sizes, tiled_attention
+from tests.conftest import randn, requires_torch, torch
+
+L, S, E, EV = 7, 6, 3, 2
+
+MASK_KINDS = ["none", "bool", "float", "float_neg_inf", "causal", "causal_and_bool",
+              "causal_and_float", "dead_row_bool", "dead_row_float", "bool_batch"]
+
+
+def _mask(kind: str, rng: np.random.Generator, length: int = L, source: int = S) -> dict:
+    """PyTorch-style mask arguments (attn_mask True = may attend; is_causal) for ``kind``."""
+    allowed = rng.random((length, source)) > 0.4
+    allowed[:, 0] = True  # no fully masked row, except where asked for
+    bias = rng.standard_normal((length, source))
+    if kind == "none":
+        return {}
+    if kind == "bool":
+        return {"attn_mask": allowed}
+    if kind == "float":
+        return {"attn_mask": bias}
+    if kind == "float_neg_inf":
+        bias[~allowed] = -np.inf
+        return {"attn_mask": bias}
+    if kind == "causal":
+        return {"is_causal": True}
+    if kind == "causal_and_bool":
+        return {"attn_mask": allowed, "is_causal": True}
+    if kind == "causal_and_float":
+        return {"attn_mask": bias, "is_causal": True}
+    if kind == "dead_row_bool":
+        allowed[[1, 4]] = False
+        return {"attn_mask": allowed}
+    if kind == "dead_row_float":
+        bias[2] = -np.inf
+        return {"attn_mask": bias}
+    if kind == "bool_batch":  # (B, 1, L, S): one mask per batch entry, shared by the heads
+        batch = rng.random((2, 1, length, source)) > 0.4
+        batch[0, 0, 3] = False  # and one dead row
+        return {"attn_mask": batch}
+    raise AssertionError(kind)
+
+
+def _tiled(q, k, v, attn_mask=None, is_causal=False, **options):
+    """The low-level entry point, with the mask arguments translated."""
+    blocked = bias = None
+    if attn_mask is not None and attn_mask.dtype == bool:
+        blocked = ~attn_mask
+    elif attn_mask is not None:
+        bias = attn_mask
+    return tiled_attention(q, k, v, blocked=blocked, bias=bias, causal=is_causal, **options)
+
+
+def _qkv(rng, batch=(2, 3), device="cpu"):
+    return (randn(rng, *batch, L, E, device=device), randn(rng, *batch, S, E, device=device),
+            randn(rng, *batch, S, EV, device=device))
+
+
+def _output_and_grads(attend, q, k, v, d_out):
+    for t in (q, k, v):
+        t.grad = None
+    out = attend(q, k, v)
+    out = out[0] if isinstance(out, tuple) else out
+    out.backward(d_out)
+    return [backend.to_numpy(out.data)] + [backend.to_numpy(t.grad.data) for t in (q, k, v)]
+
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tiled_matches_fused_and_composed(rng, kind, workers, device):
+    """Outputs and all three gradients agree to 1e-10 in float64, with tiles smaller than the
+    sequence (so the online rescaling and the causal tile skipping both happen)."""
+    mask = _mask(kind, rng)
+    q, k, v = _qkv(rng, device=device)
+    d_out = rng.standard_normal((2, 3, L, EV))
+    d_out = d_out if device == "cpu" else mt.tensor(d_out, device=device)
+    tiled = _output_and_grads(
+        lambda q, k, v: _tiled(q, k, v, **mask, block_q=3, block_k=2, workers=workers),
+        q, k, v, d_out)
+    fused = _output_and_grads(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **mask),
+                              q, k, v, d_out)
+    composed = _output_and_grads(lambda q, k, v: F.attention_reference(q, k, v, **mask),
+                                 q, k, v, d_out)
+    for ours, theirs, other in zip(tiled, fused, composed):
+        assert np.isfinite(ours).all()
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(ours, other, rtol=0, atol=1e-10)
+
+
+def test_tiled_fully_masked_row_gives_zeros(rng):
+    q, k, v = _qkv(rng, batch=(1,))
+    allowed = np.ones((L, S), dtype=bool)
+    allowed[2] = False
+    out = _tiled(q, k, v, attn_mask=allowed, block_q=2, block_k=4)
+    out.backward(np.ones_like(out.data))
+    assert (out.data[0, 2] == 0).all() and np.isfinite(out.data).all()
+    assert (q.grad.data[0, 2] == 0).all() and np.isfinite(k.grad.data).all()
+
+
+@pytest.mark.parametrize("kind", ["none", "causal_and_bool", "float", "dead_row_float"])
+def test_tiled_gradcheck(rng, kind):
+    mask = _mask(kind, rng)
+    q, k, v = _qkv(rng, batch=(1, 2))
+    assert mt.gradcheck(lambda q, k, v: _tiled(q, k, v, **mask, block_q=2, block_k=4),
+                        [q, k, v])
+
+
+def test_tiled_gradcheck_broadcast_leading_axes(rng):
+    q = randn(rng, 2, 1, L, E)  # (B, 1, L, E)
+    k = randn(rng, 1, 2, S, E)  # (1, H, S, E)
+    v = randn(rng, S, EV)  # (S, Ev), shared by every batch entry and head
+    assert _tiled(q, k, v, block_q=4).shape == (2, 2, L, EV)
+    assert mt.gradcheck(lambda q, k, v: _tiled(q, k, v, scale=0.3, block_q=4, block_k=4),
+                        [q, k, v])
+
+
+@pytest.mark.parametrize("kind", ["bool", "causal"])
+def test_tiled_gradgradcheck_falls_back_to_the_composed_path(rng, kind):
+    """Under create_graph the backward is recorded, so second derivatives exist."""
+    mask = _mask(kind, rng)
+    q, k, v = _qkv(rng, batch=(1,))
+    assert mt.gradgradcheck(lambda q, k, v: _tiled(q, k, v, **mask, block_q=3, block_k=2),
+                            [q, k, v])
+
+
+def test_tiled_float32_matches_fused(rng):
+    q, k, v = (mt.tensor(rng.standard_normal((2, 40, 8)).astype(np.float32), requires_grad=True)
+               for _ in range(3))
+    d_out = rng.standard_normal((2, 40, 8)).astype(np.float32)
+    tiled = _output_and_grads(
+        lambda q, k, v: _tiled(q, k, v, is_causal=True, block_q=16, block_k=8), q, k, v, d_out)
+    fused = _output_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), q, k, v, d_out)
+    for ours, theirs in zip(tiled, fused):
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_causal_skips_whole_tiles_above_the_diagonal(rng, monkeypatch):
+    """8 queries and keys in tiles of 2: 16 tiles, of which 6 lie above the diagonal."""
+    computed = []
+    original = TiledAttention._scores
+
+    def counting(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch):
+        computed.append((i0, j0))
+        return original(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch)
+
+    monkeypatch.setattr(TiledAttention, "_scores", counting)
+    x = randn(rng, 1, 8, 4)
+    out = _tiled(x, x, x, is_causal=True, block_q=2, block_k=2)
+    assert len(computed) == 10 and all(j0 <= i0 for i0, j0 in computed)  # forward
+    computed.clear()
+    out.sum().backward()
+    assert len(computed) == 10  # backward: the same tiles, recomputed
+
+
+def test_block_sizes_fit_the_tile_budget():
+    for batch, n in [(1, 8192), (8, 4096), (512, 512), (4096, 64)]:
+        block_q, block_k = block_sizes(batch, n, n)
+        assert 1 <= block_q <= n and 1 <= block_k <= n
+        assert batch * block_q * block_k <= max(tiled_module.TILE_ELEMENTS,
+                                                batch * tiled_module.MIN_BLOCK**2)
+
+
+def test_tiled_attention_errors(rng):
+    q, k, v = _qkv(rng, batch=(1,))
+    with pytest.raises(mt.errors.ShapeError, match="tile sizes"):
+        tiled_attention(q, k, v, block_q=-1)
+
+
+@requires_torch
+def test_tiled_matches_torch_sdpa_causal(rng):
+    q, k, v = (rng.standard_normal((2, 3, 33, 8)) for _ in range(3))
+    d_out = rng.standard_normal((2, 3, 33, 8))
+    ours = [mt.tensor(a, requires_grad=True) for a in (q, k, v)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+    out = tiled_attention(*ours, causal=True, block_q=8, block_k=16)
+    out.backward(d_out)
+    ref = torch.nn.functional.scaled_dot_product_attention(*theirs, is_causal=True)
+    ref.backward(torch.tensor(d_out))
+    np.testing.assert_allclose(out.data, ref.detach().numpy(), atol=1e-10)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad.data, b.grad.numpy(), atol=1e-10)
