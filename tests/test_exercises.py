@@ -117,6 +117,23 @@ def backward(dout, idx, W):
     dW[idx] += dout
     return dW
 """),
+    "causal_attention": ("gradients of K and V overwritten, not accumulated", """
+def backward(dZ, Q, K, V):
+    dQ, dK, dV = np.zeros_like(Q), np.zeros_like(K), np.zeros_like(V)
+    scale = 1 / np.sqrt(Q.shape[-1])
+    for i in range(Q.shape[-2]):
+        q, k, v = Q[..., i : i + 1, :], K[..., : i + 1, :], V[..., : i + 1, :]
+        s = q @ k.swapaxes(-1, -2) * scale
+        a = np.exp(s - s.max(axis=-1, keepdims=True))
+        a /= a.sum(axis=-1, keepdims=True)
+        dz = dZ[..., i : i + 1, :]
+        da = dz @ v.swapaxes(-1, -2)
+        ds = a * (da - (da * a).sum(axis=-1, keepdims=True)) * scale
+        dQ[..., i : i + 1, :] = ds @ k
+        dK[..., : i + 1, :] = ds.swapaxes(-1, -2) @ q
+        dV[..., : i + 1, :] = a.swapaxes(-1, -2) @ dz
+    return dQ, dK, dV
+"""),
     "adam": ("no bias correction", """
 def adam_step(param, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
     m = beta1 * m + (1 - beta1) * grad
@@ -155,6 +172,15 @@ def merge_heads_backward(dout, z):
 _right = backward
 def backward(dout, a, b, c):
     return (dout * np.tanh(a * b + c), *_right(dout, a, b, c)[1:])
+"""),
+    ("causal_attention", "forgotten causal mask", """
+def backward(dZ, Q, K, V):
+    S = Q @ K.swapaxes(-1, -2) / np.sqrt(Q.shape[-1])
+    A = np.exp(S - S.max(axis=-1, keepdims=True))
+    A /= A.sum(axis=-1, keepdims=True)
+    dA = dZ @ V.swapaxes(-1, -2)
+    dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True)) / np.sqrt(Q.shape[-1])
+    return dS @ K, dS.swapaxes(-1, -2) @ Q, A.swapaxes(-1, -2) @ dZ
 """),
     ("attention", "skipped the softmax's backward", """
 _right = backward
@@ -281,6 +307,16 @@ def test_wrong_returns_get_one_clear_line(tmp_path: Path, body: str, expected: s
     assert result.status == "fail" and expected in result.summary, result.summary
 
 
+def test_low_precision_is_named(tmp_path: Path) -> None:
+    text = solved(exercises.find("softmax")) + textwrap.dedent("""
+        _right = backward
+        def backward(dy, x):
+            return _right(dy, x).astype(np.float16)
+    """)
+    result = check_text(tmp_path, "softmax", text)
+    assert "dx agrees only to float32 precision: compute in float64" in result.summary
+
+
 def test_an_error_names_the_line_of_the_learners_file(tmp_path: Path) -> None:
     text = exercises.stub_source(exercises.find("softmax")) + (
         "\n\ndef backward(dy, x):\n    y = forward(x)\n    return dy.reshape(3, -1)\n")
@@ -319,7 +355,7 @@ def test_start_copies_the_stubs_and_refuses_to_overwrite(tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
     work = tmp_path / "my-work"
     code, out, _ = run_cli(capsys, "start", str(work))
-    assert code == 0 and "wrote 10 exercise files" in out
+    assert code == 0 and f"wrote {len(EXERCISES)} exercise files" in out
     assert sorted(p.name for p in work.iterdir()) == sorted(e.filename for e in EXERCISES)
     first = work / EXERCISES[0].filename
     first.write_text("# my work\n", encoding="utf-8")
@@ -340,7 +376,8 @@ def test_check_and_list_a_workspace(tmp_path: Path, capsys: pytest.CaptureFixtur
     work = tmp_path / "w"
     exercises.start(work)
     code, out, _ = run_cli(capsys, "check", "--dir", str(work))
-    assert code == 1 and out.count("TODO") == 10 and "0 of 10 pass" in out
+    assert code == 1 and out.count("TODO") == len(EXERCISES)
+    assert f"0 of {len(EXERCISES)} pass" in out
     for exercise in EXERCISES[:3]:
         write(work, exercise, solved(exercise))
     code, out, _ = run_cli(capsys, "check", "softmax", "--dir", str(work))
@@ -348,7 +385,7 @@ def test_check_and_list_a_workspace(tmp_path: Path, capsys: pytest.CaptureFixtur
     code, out, _ = run_cli(capsys, "check", "2", "--dir", str(work))
     assert code == 0 and out.startswith("PASS  02 broadcast")
     code, out, _ = run_cli(capsys, "list", "--dir", str(work))
-    assert code == 0 and "3 of 10 pass" in out
+    assert code == 0 and f"3 of {len(EXERCISES)} pass" in out
     assert re.search(r"1\s+chain_rule .* passes", out) and re.search(r"4\s+softmax .* not started",
                                                                      out)
 

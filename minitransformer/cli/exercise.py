@@ -20,7 +20,7 @@ def add_exercise_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
     """Register ``exercise`` (and its three sub-commands) on the CLI's sub-command parsers."""
     parser = subparsers.add_parser(
         "exercise", help="exercises: write each backward of attention yourself, get it checked",
-        description="Ten exercises, in the order the docs teach: you write the backward of "
+        description="Exercises in the order the docs teach: you write the backward of "
                     "each building block of attention, and the checker compares it with "
                     f"minitransformer's own ops and names the common mistakes. See {DOCS}.")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")

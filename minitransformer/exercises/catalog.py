@@ -481,6 +481,52 @@ def _adam_case(shape: tuple, lr: float, betas: tuple, eps: float, t: int, param:
                 [(NO_BIAS_CORRECTION, (uncorrected, None, None))])
 
 
+# ----------------------------------------------------------------------------- 11 causal
+
+FORGOTTEN_CAUSAL_MASK = Mistake(
+    "forgotten causal mask",
+    "your gradients are those of attention over all T keys: query i reads keys 0..i only, "
+    "so the weights of keys j > i are 0 and no gradient flows to them")
+KV_OVERWRITTEN = Mistake(
+    "gradients of K and V overwritten, not accumulated",
+    "key j is read by every query i >= j, so dK[j] and dV[j] are sums over those queries: "
+    "add each query's contribution (+=) instead of assigning it")
+
+
+def _causal_attention(rng: np.random.Generator) -> list[Case]:
+    from minitransformer import functional as F
+
+    def reference(q: Any, k: Any, v: Any) -> Any:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)[0]
+
+    def full(dz: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> Sequence:
+        return _project_gradients(lambda a, b, c: F.scaled_dot_product_attention(a, b, c)[0],
+                                  (q, k, v), (0, 1, 2), dz)[1]
+
+    def last_query_only(dz: np.ndarray, q: np.ndarray, k: np.ndarray,
+                        v: np.ndarray) -> Sequence:
+        last = np.zeros_like(dz)
+        last[..., -1:, :] = dz[..., -1:, :]  # what survives when each query overwrites
+        _, d_k, d_v = _project_gradients(reference, (q, k, v), (0, 1, 2), last)[1]
+        return None, d_k, d_v
+
+    cases = []
+    for label, batch, T, d_k, d_v in (("T = 4, d_k = 3", (), 4, 3, 3),
+                                      ("a batch of (2, 2) heads, T = 5, d_k = 5", (2, 2), 5, 5,
+                                       2),
+                                      ("a single token (T = 1): its weight is 1", (2,), 1, 3, 2),
+                                      ("batch size 1, T = 3", (1,), 3, 3, 4)):
+        q, k = rng.standard_normal((*batch, T, d_k)), rng.standard_normal((*batch, T, d_k))
+        v = rng.standard_normal((*batch, T, d_v))
+        cases.append(gradient_case(
+            label, rng, forward="forward", backward="backward",
+            op="minitransformer.functional.scaled_dot_product_attention(is_causal=True)",
+            inputs=(q, k, v), wrt=(0, 1, 2), names=("dQ", "dK", "dV"), reference=reference,
+            mistakes=[(FORGOTTEN_CAUSAL_MASK, full), (KV_OVERWRITTEN, last_query_only)],
+            scale=1 / np.sqrt(d_k)))
+    return cases
+
+
 # ----------------------------------------------------------------------------- the list
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -526,4 +572,9 @@ EXERCISES: tuple[Exercise, ...] = (
              "minitransformer.optim.Adam", "step 1 (the largest bias correction), a 0-d "
                                            "parameter, other betas and eps",
              (NO_BIAS_CORRECTION,), _adam),
+    Exercise(11, "causal_attention", "Causal attention, one query at a time",
+             "docs/attention.md#masking",
+             "minitransformer.functional.scaled_dot_product_attention with is_causal=True",
+             "a single token, batch 1, a batch of heads",
+             (FORGOTTEN_CAUSAL_MASK, KV_OVERWRITTEN), _causal_attention),
 )

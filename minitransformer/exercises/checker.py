@@ -306,7 +306,7 @@ def run_case(module: ModuleType, case: Case) -> tuple[str, Mistake | None, list[
     if len(result) != count:
         return (f"returned {len(result)} value{'s' if len(result) != 1 else ''}, expected "
                 f"{count} ({', '.join(case.names)})", None, [])
-    arrays = []
+    arrays, single = [], []  # single: computed in float32 or float16
     for name, value, want in zip(case.names, result, case.expected):
         if value is None:
             return f"returned None for {name}, expected an array of shape {want.shape}", None, []
@@ -316,6 +316,7 @@ def run_case(module: ModuleType, case: Case) -> tuple[str, Mistake | None, list[
             return (f"{name} is a {type(value).__name__}, not an array of numbers "
                     f"(expected shape {want.shape})", None, [])
         arrays.append(array)
+        single.append(np.asarray(value).dtype in (np.float32, np.float16))
     for position, (name, got, want) in enumerate(zip(case.names, arrays, case.expected)):
         if got.shape != want.shape:
             found = diagnose(got, want, position, case)
@@ -330,6 +331,9 @@ def run_case(module: ModuleType, case: Case) -> tuple[str, Mistake | None, list[
     for position, (name, got, want) in enumerate(zip(case.names, arrays, case.expected)):
         if close(got, want):
             continue
+        if single[position] and np.allclose(got, want, rtol=1e-3, atol=1e-4):
+            return (f"{name} agrees only to float32 precision: compute in float64 (the inputs "
+                    "are float64; look for a float32 array or dtype in your code)", None, [])
         error = np.abs(got - want)
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(error)), error.shape))
         line = (f"{name} is wrong: largest error {float(error[index]):.4g} at index "
