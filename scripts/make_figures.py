@@ -39,6 +39,8 @@ class Figure:
 FIGURES: list[Figure] = [
     Figure("graphs", "minitransformer.viz.examples:write_docs_figures",
            "img/graphs/*.svg and *.dot: the computation graphs of docs/graphs.md"),
+    Figure("block", "minitransformer.viz.block:write_docs_figures",
+           "img/residual_gradients.png, img/positional_encoding.png: the block's pages"),
     Figure("coref", "minitransformer.coref.figures:write_coref_figures",
            "img/coref_*.png: trains the default coreference model, draws its curves and heatmaps"),
     Figure("comparison", "minitransformer.coref.figures:write_comparison_figures",
