@@ -1,4 +1,4 @@
-"""Tensor names, the backward trace, and the sqrt(d_k) experiment the docs share."""
+"""Tensor names and the backward trace."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 import minitransformer as mt
 import minitransformer.functional as F
 from minitransformer import nn
-from minitransformer.experiments import format_saturation_table, softmax_saturation
 from minitransformer.trace import local_rule
 
 
@@ -147,14 +146,3 @@ def test_local_rules_come_from_the_docstrings():
 
     assert local_rule(Tanh) == "dy/dx = 1 - y^2"
     assert local_rule(MatMul) == "dA = dZ @ B^T; dB = A^T @ dZ"
-
-
-# ----- the shared sqrt(d_k) experiment ----------------------------------------------------------
-def test_the_saturation_experiment_separates_mean_median_and_vanishing_rows():
-    raw = softmax_saturation(256, scaled=False, queries=64)
-    scaled = softmax_saturation(256, scaled=True, queries=64)
-    assert raw.grad_norm_median < raw.grad_norm_mean  # a few large rows hold the mean up
-    assert raw.vanishing > 0.2 and scaled.vanishing == 0.0
-    assert scaled.max_weight_median < 0.2 < 0.9 < raw.max_weight_median
-    text = format_saturation_table([(raw, scaled)])
-    assert "256" in text and "median" in text

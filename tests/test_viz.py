@@ -19,7 +19,7 @@ from minitransformer.viz.graph import KINDS, LEGEND_TEXT
 from tests.conftest import requires_dot
 
 NODE_LINE = re.compile(r'^\t*(\w+) \[label="((?:[^"\\]|\\.)*)" (.*)\]$')
-EDGE_LINE = re.compile(r"^\t*(\w+) -> (\w+)$")
+EDGE_LINE = re.compile(r"^\t*(\w+) -> (\w+)(?: \[.*\])?$")
 CLUSTER_OPEN = re.compile(r'^\t*subgraph "?cluster_([^"]*)"? \{$')
 
 
@@ -264,11 +264,53 @@ def test_backward_graph_with_create_graph():
 def test_backward_example_draws_the_gradient_of_attention():
     graph = EXAMPLES["backward"]()
     nodes, _ = drawn(graph)
-    assert node_with(graph, "dx")[1][1] == KINDS["output"]["fillcolor"]
+    for name in ("dx", "dZ", "dA", "dS_hat", "dS", "dQ", "dK", "dV"):
+        assert node_with(graph, name)[1][1] == KINDS["gradient"]["fillcolor"], name
+    assert node_with(graph, "loss")[1][1] == KINDS["output"]["fillcolor"]
     # the forward ops sit in their module clusters; backward ops (e.g. of Softmax) outside
     assert node_with(graph, "q_proj.weight")[1][2] == "q_proj"
-    outside = [lab[0] for lab, _, c in nodes.values() if c is None]
-    assert outside.count("MatMul") >= 4
+    backward = [lab[0] for lab, fill, c in nodes.values()
+                if fill == KINDS["backward op"]["fillcolor"]]
+    assert backward.count("MatMul") >= 4 and "Permute" not in backward  # compact
+    assert 'shape="hexagon"' in graph.source
+    assert " -> " in graph.source and "constraint=false" in graph.source
+
+
+@requires_dot
+def test_the_attention_backward_graph_fits_a_laptop_screen(tmp_path):
+    """At most 1,600 px on its longer side at Graphviz's 96 dpi, every gradient labelled."""
+    svg = render(EXAMPLES["backward"](), "backward", format="svg", directory=tmp_path)
+    root = ET.parse(svg).getroot()
+    width, height = (float(root.get(k).removesuffix("pt")) * 96 / 72 for k in ("width", "height"))
+    assert max(width, height) <= 1600, (width, height)
+    texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"dZ", "dA", "dS", "dQ", "dK", "dV", "loss"} <= texts
+
+
+def test_values_and_traced_gradients_on_every_node():
+    attention = nn.Attention(4)
+    x = mt.randn(1, 3, 4, requires_grad=True)
+    z, _ = attention(x)
+    loss = (z * z).mean()
+    trace = mt.trace_backward(loss, model=attention)
+    graph = draw_graph(loss, model=attention, show_values=True, trace=trace)
+    label = node_with(graph, "S_hat")[1][0]  # an intermediate: no .grad of its own
+    assert label[2].startswith("[") and " mean " in label[2]
+    norm = trace.step("S_hat").grad.norm
+    assert label[3] == f"grad ‖·‖={norm:.3g}" and norm > 0
+    assert node_with(graph, "A")[1][0][3].startswith("grad ‖·‖=")
+
+
+def test_compact_drawing_hides_unnamed_values_and_shape_ops():
+    x = mt.tensor([[1.0, 2.0]], requires_grad=True)
+    x.name = "x"
+    y = (x.T @ x).reshape(4).sum()
+    full, compact = draw_graph(y), draw_graph(y, compact=True)
+    assert "Permute" in [lab[0] for lab in labels(full)]
+    names = [lab[0] for lab in labels(compact)]
+    assert "Permute" not in names and "Reshape" not in names
+    assert set(names) == {"x", "MatMul", "Sum", "output"}
+    assert '[label="T"]' in compact.source  # the transpose rides on the arrow
 
 
 # ----- size: cutting, depth, speed ------------------------------------------------------------

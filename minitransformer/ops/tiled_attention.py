@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend, tuning
-from minitransformer.autograd import Function, grad, is_grad_enabled
+from minitransformer.autograd import Function, grad
 from minitransformer.errors import ShapeError
 from minitransformer.ops.shape import unbroadcast
 from minitransformer.tensor import Tensor
@@ -204,7 +204,7 @@ class TiledAttention(Function):
         return s
 
     def backward(self, grad_out: Any) -> tuple[Any, ...]:
-        if is_grad_enabled():  # create_graph: differentiate the composed path, recorded
+        if self.create_graph:  # create_graph: differentiate the composed path, recorded
             return self._backward_recorded(grad_out)
         return self._backward_tiled(grad_out)
 

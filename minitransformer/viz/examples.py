@@ -19,6 +19,7 @@ import minitransformer as mt
 import minitransformer.functional as F
 from minitransformer import nn
 from minitransformer.tensor import Tensor
+from minitransformer.trace import trace_backward
 from minitransformer.viz.graph import draw_graph
 
 BATCH, TOKENS, FEATURES = 1, 4, 8
@@ -46,8 +47,8 @@ def attention_graph(seed: int = 0) -> graphviz.Digraph:
     attention = nn.Attention(FEATURES)
     z, _ = attention(x)  # (B, T, E)
     loss = _loss(z, target)
-    loss.backward()
-    return draw_graph(loss, model=attention, show_grad=True)
+    trace = trace_backward(loss, model=attention)  # the gradient norm at every node
+    return draw_graph(loss, model=attention, show_grad=True, show_values=True, trace=trace)
 
 
 def mha_graph(seed: int = 0, num_heads: int = 2) -> graphviz.Digraph:
@@ -79,13 +80,18 @@ def backward_graph(seed: int = 0) -> graphviz.Digraph:
     ``backward(create_graph=True)`` records the backward pass as ops too, so ``x.grad``
     has a graph of its own: every gradient formula, applied to values saved by the forward
     pass (those forward ops sit inside their module clusters; the backward ops outside).
+    Drawn with the loss, backward ops as hexagons and the gradients dZ, dA, dS_hat, dS,
+    dQ, dK, dV in their own colour; kept within 1,600 px on its longer side at 96 dpi
+    (tests/test_viz.py measures it).
     """
     x, target = _input_and_target(seed)
     attention = nn.Attention(FEATURES)
     z, _ = attention(x)  # (B, T, E)
     loss = _loss(z, target)
     loss.backward(create_graph=True)
-    return draw_graph(x.grad, model=attention)
+    # compact: shape-only ops ride on the arrows and unnamed intermediates are left out;
+    # forward=loss: what is not in the loss's history is the backward pass, drawn apart
+    return draw_graph(x.grad, loss, model=attention, forward=loss, compact=True)
 
 
 EXAMPLES: dict[str, Callable[..., graphviz.Digraph]] = {
@@ -132,7 +138,8 @@ def dot_structure(source: str) -> tuple[dict[str, tuple[str, str]], set[tuple[st
         elif line.strip() == "}" and clusters:
             clusters.pop()
         elif (edge := _EDGE.match(line)) is not None:
-            edges.add((edge["tail"], edge["head"]))
+            if "style=invis" not in line:  # layout only: dot draws nothing for it
+                edges.add((edge["tail"], edge["head"]))
         elif (node := _NODE.match(line)) is not None:
             where = "/".join(clusters)
             nodes[node["id"]] = (where, NUMBER.sub("#", node["label"]))

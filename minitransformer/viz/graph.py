@@ -44,6 +44,9 @@ KINDS: dict[str, dict[str, str]] = {
     "intermediate": {"fillcolor": "#F2F2F2", "shape": "box"},  # light grey
     "output": {"fillcolor": "#CC79A7", "shape": "box", "penwidth": "2.5"},  # reddish purple
     "op": {"fillcolor": "#FFFFFF", "shape": "ellipse"},
+    # the backward pass (drawn with forward=): its ops and the gradients it names (dQ, ...)
+    "backward op": {"fillcolor": "#FCE0CC", "shape": "hexagon", "color": "#D55E00"},
+    "gradient": {"fillcolor": "#D55E00", "shape": "box", "fontcolor": "#FFFFFF"},  # vermillion
     "module": {"fillcolor": "#009E73", "shape": "box3d", "fontcolor": "#FFFFFF"},  # green
     "more": {"fillcolor": "#F0E442", "shape": "note"},  # yellow
 }
@@ -54,9 +57,15 @@ LEGEND_TEXT = {
     "output": "output",
     "op": "op",
     "module": "module (collapsed)",
+    "backward op": "backward op",
+    "gradient": "gradient (dX)",
 }
 
+# Ops that only move or relabel values; compact drawings fold them into the arrows.
+SHAPE_OPS = frozenset({"Permute", "Reshape"})
+
 GRAPH_ATTR = {"fontname": "Helvetica", "fontsize": "11", "nodesep": "0.25", "ranksep": "0.35"}
+COMPACT_ATTR = {"ranksep": "0.25", "nodesep": "0.2"}
 NODE_ATTR = {"style": "filled,rounded", "fontname": "Helvetica", "fontsize": "10", "height": "0.3"}
 EDGE_ATTR = {"arrowsize": "0.6", "color": "#555555"}
 
@@ -72,6 +81,10 @@ def draw_graph(
     max_nodes: int | None = None,
     rankdir: str = "TB",
     legend: bool = True,
+    show_values: bool = False,
+    trace: Any = None,
+    forward: Tensor | Iterable[Tensor] | None = None,
+    compact: bool = False,
 ) -> graphviz.Digraph:
     """The computation graph that produced ``outputs``, ready to render or show in Jupyter.
 
@@ -92,6 +105,16 @@ def draw_graph(
             replaced by one marker node saying how many were left out.
         rankdir: graphviz layout direction, ``"TB"`` (top to bottom) or ``"LR"``.
         legend: add a small cluster explaining the colours.
+        show_values: add a summary of each tensor's values: ``[min, max] mean``.
+        trace: a :class:`~minitransformer.trace.BackwardTrace` of a backward through this
+            graph: every tensor the walk reached shows the norm of the gradient that
+            arrived there (not only the leaves, whose ``.grad`` ``show_grad`` shows).
+        forward: the forward pass's outputs (the loss) when drawing a backward graph
+            (``x.grad`` after ``backward(create_graph=True)``): ops outside their history
+            are drawn as backward ops, and the gradients they name (dZ, dA, dS, dQ, dK,
+            dV) in a colour of their own.
+        compact: draw only named tensors (and parameters, inputs, outputs); the arrows of
+            an unnamed intermediate join its ops directly. About halves a large drawing.
     """
     for i, t in enumerate(outputs):
         if not isinstance(t, Tensor):
@@ -109,6 +132,14 @@ def draw_graph(
     with _gc_paused():
         walk = _walk(outputs)
         picture = _Picture(walk, names, modules, show_grad, show_saved, group_modules)
+        picture.show_values, picture.compact = show_values, compact
+        if trace is not None:
+            picture.arrived = {step.tensor_id: step.grad.norm for step in trace.steps}
+        if forward is not None:
+            forward = [forward] if isinstance(forward, Tensor) else list(forward)
+            history = _walk(forward)
+            picture.backward_ops = {id(fn) for fn in walk.functions} - {
+                id(fn) for fn in history.functions}
         picture.name_gradients(named)
         picture.build()
         if max_nodes is not None:
@@ -117,13 +148,14 @@ def draw_graph(
 
     graph = graphviz.Digraph(
         name="minitransformer",
-        graph_attr={**GRAPH_ATTR, "rankdir": rankdir},
+        graph_attr={**GRAPH_ATTR, "rankdir": rankdir, **(COMPACT_ATTR if compact else {})},
         node_attr=NODE_ATTR,
         edge_attr=EDGE_ATTR,
     )
     graph.body.extend(body)
     if legend:
-        graph.body.extend(_legend_lines(with_module=bool(picture.groups)))
+        graph.body.extend(_legend_lines(with_module=bool(picture.groups),
+                                        with_backward=bool(picture.backward_ops)))
     return graph
 
 
@@ -281,12 +313,16 @@ class _Picture:
         self.show_saved = show_saved
         self.group_modules = group_modules
         self.nodes: dict[str, _Node] = {}  # node id -> node
-        self.edges: dict[tuple[str, str], None] = {}  # an ordered set of (tail, head)
+        self.edges: dict[tuple[str, str], str] = {}  # (tail, head) -> DOT attributes, in order
         self.groups: dict[str, str] = {}  # collapsed module path -> its node id
         self.ops_inside: dict[str, int] = {}  # collapsed module path -> how many ops it hides
         self.cluster_labels: dict[str, str] = {}  # cluster path -> label, when not from model
         self.constants: set[int] = set()  # ids of scalar constants, folded into op labels
         self.gradient_names: dict[int, str] = {}  # id(p.grad) -> "p.grad", for outputs
+        self.show_values = False
+        self.compact = False  # hide unnamed intermediates
+        self.arrived: dict[int, float] = {}  # id(tensor) -> norm of its gradient (a trace)
+        self.backward_ops: set[int] = set()  # ids of the Functions of a backward pass
 
     def name_gradients(self, named: list[tuple[str, Tensor]]) -> None:
         """Call an output that is some tensor's ``.grad`` by that name: ``x.grad``.
@@ -360,13 +396,24 @@ class _Picture:
                           if modules.group_of(tensor_path[id(t)]) is not None
                           and id(t) not in used_outside and id(t) not in outputs)
 
-        # Each Function becomes an op node, or its collapsed module's node.
+        if self.compact:  # unnamed intermediates: their ops get joined directly
+            hidden.update(id(t) for t in walk.tensors
+                          if t._ctx is not None and t.name is None and id(t) not in outputs
+                          and id(t) not in self.names)
+
+        # Each Function becomes an op node, or its collapsed module's node; in a compact
+        # drawing, shape-only ops (transpose, reshape) become part of the arrows instead.
         fn_node: dict[int, str] = {}
+        see_through = {id(fn) for fn in walk.functions
+                       if self.compact and fn.name in SHAPE_OPS and fn_group[id(fn)] is None}
         for fn in walk.functions:
+            if id(fn) in see_through:
+                continue
             rank, group = order[id(fn)], fn_group[id(fn)]
             if group is None:
                 node_id = f"f{rank}"
-                self.nodes[node_id] = _Node(node_id, "op", rank, cluster[fn_path[id(fn)]], fn)
+                kind = "backward op" if id(fn) in self.backward_ops else "op"
+                self.nodes[node_id] = _Node(node_id, kind, rank, cluster[fn_path[id(fn)]], fn)
             else:
                 node_id = self.groups.get(group)
                 if node_id is None:
@@ -376,21 +423,50 @@ class _Picture:
                 self.ops_inside[group] = self.ops_inside.get(group, 0) + 1
             fn_node[id(fn)] = node_id
 
+        def source(t: Tensor) -> tuple[str | None, str]:
+            """The node an arrow carrying ``t`` starts from, and "T" if it passed a transpose."""
+            mark = ""
+            while id(t) in hidden or (t._ctx is not None and id(t._ctx) in see_through
+                                      and t.name is None and id(t) not in outputs):
+                fn = t._ctx
+                if fn is None or id(fn) not in see_through:
+                    return (None if fn is None else fn_node[id(fn)]), mark
+                mark = mark or ("T" if fn.name == "Permute" else "")
+                t = fn.inputs[0]
+            return f"t{order[id(t)]}", mark
+
         # Each tensor becomes a node, with arrows from its op and to the ops that use it.
         for t in walk.tensors:
             key = id(t)
-            if key in hidden:
+            if key in hidden or (t._ctx is not None and id(t._ctx) in see_through
+                                 and t.name is None and key not in outputs):
                 continue
             node_id = f"t{order[key]}"
             kind = tensor_kind(t, key in outputs)
             self.nodes[node_id] = _Node(node_id, kind, order[key], cluster[tensor_path[key]], t)
-            if t._ctx is not None:
-                self.edges[(fn_node[id(t._ctx)], node_id)] = None
+            fn = t._ctx
+            if fn is not None:
+                tail, mark = (fn_node[id(fn)], "") if id(fn) not in see_through \
+                    else source(fn.inputs[0])
+                if tail is not None:
+                    self.edges[(tail, node_id)] = f' [label="{mark}"]' if mark else ""
         for fn in walk.functions:
+            if id(fn) in see_through:
+                continue
             head = fn_node[id(fn)]
+            backward = id(fn) in self.backward_ops
             for t in fn.inputs:
-                if id(t) not in hidden and fn_node.get(id(t._ctx)) != head:
-                    self.edges[(f"t{order[id(t)]}", head)] = None
+                if id(t) in self.constants:
+                    continue
+                tail, mark = source(t)
+                if tail is None or tail == head:
+                    continue
+                attrs = f'label="{mark}"' if mark else ""
+                if backward and (t._ctx is None or id(t._ctx) not in self.backward_ops):
+                    # a backward op reading a forward value: drawn light, and not allowed to
+                    # stack the backward column under the forward one
+                    attrs += ' constraint=false style=dashed color="#AAAAAA"'
+                self.edges.setdefault((tail, head), f" [{attrs.strip()}]" if attrs else "")
 
     def cut(self, max_nodes: int) -> None:
         """Keep the ``max_nodes`` nodes nearest the outputs; a marker stands for the rest."""
@@ -399,11 +475,12 @@ class _Picture:
         ranked = sorted(self.nodes.values(), key=lambda n: n.rank)
         kept = {n.id: n for n in ranked[:max_nodes]}
         marker = "more"
-        edges: dict[tuple[str, str], None] = {}
-        for tail, head in self.edges:
+        edges: dict[tuple[str, str], str] = {}
+        for (tail, head), attrs in self.edges.items():
             if head in kept:
                 # an arrow the cut runs through comes from the marker instead
-                edges[(tail if tail in kept else marker, head)] = None
+                edges.setdefault((tail if tail in kept else marker, head),
+                                 attrs if tail in kept else "")
         dropped = len(ranked) - max_nodes
         kept[marker] = _Node(marker, "more", len(ranked), None, f"… {dropped} more nodes not drawn")
         self.nodes, self.edges = kept, edges
@@ -411,6 +488,8 @@ class _Picture:
 
     # -- labels --
     def _tensor_kind(self, t: Tensor, is_output: bool) -> str:
+        if t.name is not None and t._ctx is not None and id(t._ctx) in self.backward_ops:
+            return "gradient"
         if is_output:
             return "output"
         if id(t) in self.names:
@@ -419,7 +498,7 @@ class _Picture:
 
     def _label(self, node: _Node) -> list[str]:
         subject = node.subject
-        if node.kind == "op":
+        if node.kind in ("op", "backward op"):
             return self._op_label(subject)
         if node.kind == "module":
             count = self.ops_inside.get(subject, 0)
@@ -438,7 +517,11 @@ class _Picture:
                 name = "input" if t.requires_grad else "constant"
         lines = [name] if name else []
         lines.append(_describe_array(t.data, t.device))
-        if self.show_grad:
+        if self.show_values:
+            lines.append(_value_line(t.data))
+        if id(t) in self.arrived:
+            lines.append(f"grad ‖·‖={self.arrived[id(t)]:.3g}")
+        elif self.show_grad:
             lines.extend(_grad_lines(t))
         return lines
 
@@ -457,7 +540,7 @@ class _Picture:
             by_cluster.setdefault(node.cluster, []).append(line)
         lines = by_cluster.pop(None, [])
         lines.extend(self._cluster_lines(by_cluster))
-        lines.extend(f"\t{tail} -> {head}\n" for tail, head in self.edges)
+        lines.extend(f"\t{tail} -> {head}{attrs}\n" for (tail, head), attrs in self.edges.items())
         return lines
 
     def _cluster_lines(self, by_cluster: dict[str, list[str]]) -> list[str]:
@@ -520,12 +603,19 @@ def _node_line(node_id: str, kind: str, label: list[str]) -> str:
     return f'\t{node_id} [label="{text}" {_KIND_ATTRS[kind]}]\n'
 
 
-def _legend_lines(with_module: bool) -> list[str]:
+def _legend_lines(with_module: bool, with_backward: bool = False) -> list[str]:
     lines = ["\tsubgraph cluster_legend {\n",
              '\t\tlabel="legend" style="rounded" color="#BBBBBB" fontsize="10"\n']
-    for kind, text in reversed(LEGEND_TEXT.items()):  # dot lays a rank out right to left
-        if kind != "module" or with_module:
-            lines.append("\t" + _node_line(f"legend_{kind}", kind, [text]))
+    kinds = [kind for kind in LEGEND_TEXT
+             if (kind != "module" or with_module)
+             and (with_backward or kind not in ("backward op", "gradient"))]
+    if not with_backward:
+        kinds.reverse()  # dot lays a rank out right to left
+    ids = [f"legend_{kind.replace(' ', '_')}" for kind in kinds]
+    for node_id, kind in zip(ids, kinds):
+        lines.append("\t" + _node_line(node_id, kind, [LEGEND_TEXT[kind]]))
+    if with_backward:  # a column, beside a tall drawing rather than above it
+        lines.extend(f"\t\t{a} -> {b} [style=invis]\n" for a, b in zip(ids, ids[1:]))
     lines.append("\t}\n")
     return lines
 
@@ -554,6 +644,16 @@ def _grad_lines(t: Tensor) -> list[str]:
     if t.requires_grad and (t._ctx is None or t._retains_grad):
         return ["grad: None"]
     return []
+
+
+def _value_line(array: Any) -> str:
+    """``[-0.53, 0.31] mean 0.02``: the range and mean of a tensor's values."""
+    if array.size == 0:
+        return "empty"
+    data = backend.to_numpy(array).astype("float64")
+    if data.size == 1:
+        return f"value {data.item():.4g}"
+    return f"[{data.min():.3g}, {data.max():.3g}] mean {data.mean():.3g}"
 
 
 def _norm(array: Any) -> float:
