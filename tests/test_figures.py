@@ -14,6 +14,7 @@ import importlib.util
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,14 +85,32 @@ def test_dot_structure_sees_a_changed_drawing() -> None:
     assert dot_structure(source.replace(f"{tail} -> {head}", f"{head} -> {tail}"))[1] != edges
 
 
-def test_make_figures_lists_the_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
+def _make_figures(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """scripts/make_figures.py, imported as a module."""
     spec = importlib.util.spec_from_file_location("make_figures",
                                                   ROOT / "scripts" / "make_figures.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "make_figures", module)  # dataclasses look it up there
+    monkeypatch.syspath_prepend(str(ROOT))  # entries may live in benchmarks/
     spec.loader.exec_module(module)
+    return module
+
+
+def test_make_figures_lists_the_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _make_figures(monkeypatch)
     names = [figure.name for figure in module.FIGURES]
     assert "graphs" in names and len(names) == len(set(names))
     for figure in module.FIGURES:  # every entry points at a function that exists
         assert callable(figure.load()), figure
+
+
+def test_every_image_under_docs_has_a_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _make_figures(monkeypatch)
+    docs = ROOT / "docs"
+    claimed = {path for figure in module.FIGURES for pattern in figure.outputs
+               for path in docs.glob(pattern)}
+    images = {path for ext in ("png", "svg", "jpg", "gif") for path in docs.rglob(f"*.{ext}")}
+    orphans = sorted(str(p.relative_to(ROOT)) for p in images - claimed)
+    assert not orphans, (f"{orphans}: no entry of scripts/make_figures.py writes these; "
+                         "add the function that draws them to FIGURES")
