@@ -37,6 +37,7 @@ from minitransformer.tensor import Tensor
 # ``F.<name>`` covers everything a layer needs. ``softmax``, ``log_softmax`` and
 # ``logsumexp`` subtract the row maximum before exponentiating, so logits of +-1e4 are fine.
 softmax = ops.softmax
+masked_softmax = ops.masked_softmax
 log_softmax = ops.log_softmax
 logsumexp = ops.logsumexp
 relu = ops.relu
@@ -46,7 +47,7 @@ sigmoid = ops.sigmoid
 __all__ = [
     "AttentionWeights", "CrossEntropy", "LayerNorm", "ScaledDotProductAttention",
     "attention_reference", "cross_entropy", "dropout", "embedding", "gelu", "layer_norm",
-    "layer_norm_reference", "linear", "log_softmax",
+    "layer_norm_reference", "linear", "log_softmax", "masked_softmax",
     "logsumexp", "mse_loss", "relu", "scaled_dot_product_attention", "sigmoid", "softmax",
     "tanh",
 ]

@@ -78,6 +78,8 @@ def leaves(rng: np.random.Generator, inputs: list[Maker], device: str = "cpu") -
 MASK_23 = np.array([[True, False, True], [False, False, True]])
 ATTENTION_MASK = np.array([[True, False, True, True], [True, True, False, True],
                            [False, True, True, True]])  # (L=3, S=4), no row fully masked
+DEAD_ROW_MASK = np.array([[True, False, True, True], [False, False, False, False],
+                          [True, True, True, False]])  # row 1: nothing allowed
 TARGETS = np.array([1, 0, 4, 2])
 
 
@@ -124,6 +126,8 @@ OP_CASES: dict[str, OpCase] = {
     "gelu": OpCase([normal(2, 3)], torch=lambda x: torch.nn.functional.gelu(x)),
     "softmax": OpCase([normal(2, 4)], lambda x: mt.softmax(x, axis=-1),
                       lambda x: torch.softmax(x, dim=-1)),
+    "masked_softmax": OpCase([normal(2, 3, 4)], lambda x: mt.masked_softmax(x, DEAD_ROW_MASK),
+                             torch=None),  # torch's softmax gives NaN on the dead row
     "log_softmax": OpCase([normal(2, 4)], lambda x: mt.log_softmax(x, axis=0),
                           lambda x: torch.log_softmax(x, dim=0)),
     "logsumexp": OpCase([normal(2, 4)], lambda x: mt.logsumexp(x, axis=1),

@@ -179,3 +179,35 @@ def test_the_engine_tells_each_node_its_mode() -> None:
     Spy.apply(x).sum().backward()
     mt.grad(Spy.apply(x).sum(), x, create_graph=True)
     assert seen == [(False, np.ndarray, np.ndarray), (True, Tensor, Tensor)]
+
+
+# ----- one masked softmax: the fully-masked-row rule, the same on every path ------------------
+def test_every_attention_path_zeroes_a_fully_masked_row(rng: np.random.Generator) -> None:
+    import minitransformer.functional as F
+    from minitransformer import nn
+
+    allowed = np.tril(np.ones((4, 4), dtype=bool))
+    allowed[2] = False  # query 2 may look at no key
+    float_mask = np.where(allowed, 0.0, -np.inf)
+    x = mt.tensor(rng.standard_normal((2, 4, 4)), requires_grad=True)
+    layer = nn.Attention(4).double()
+    paths = {
+        "fused bool": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, allowed)[1],
+        "fused float": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, float_mask)[1],
+        "composed": lambda q, k, v: F.attention_reference(q, k, v, attn_mask=allowed)[1],
+        "masked_softmax": lambda q, k, v: mt.masked_softmax(q @ k.swapaxes(-1, -2) * 0.5,
+                                                            allowed),
+        "nn.Attention bool": lambda q, k, v: layer(q, attn_mask=allowed)[1],
+        "nn.Attention float": lambda q, k, v: layer(q, attn_mask=float_mask)[1],
+    }
+    weights = {}
+    for name, path in paths.items():
+        x.grad = None
+        w = path(x, x * 2.0, x - 1.0)
+        (w * w).sum().backward()
+        weights[name] = w.detach().numpy()
+        assert np.isfinite(x.grad.numpy()).all(), name
+        assert (weights[name][:, 2] == 0).all() and (weights[name][:, ~allowed] == 0).all(), name
+        np.testing.assert_allclose(weights[name][:, [0, 1, 3]].sum(-1), 1, rtol=1e-12)
+    np.testing.assert_allclose(weights["fused bool"], weights["masked_softmax"], rtol=1e-12)
+    np.testing.assert_allclose(weights["fused bool"], weights["composed"], rtol=1e-12)

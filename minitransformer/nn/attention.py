@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from minitransformer import functional as F
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.nn.layers import Linear, new_generator
@@ -42,11 +40,11 @@ class Attention(Module):
 
     ``forward(x, attn_mask=None)`` takes X of shape (B, T, E) (or (T, E)) and returns
     ``(Z, A)``. ``attn_mask`` (T, T) or (B, T, T): boolean True where query i may attend to
-    key j, or float values added to S_hat. A query that a boolean mask allows no key at all
-    gets zero weights and Z = 0 (with a float mask of -inf across a whole row it would be
-    NaN, as softmax(-inf, ..., -inf) is 0/0; ``F.scaled_dot_product_attention`` zeroes both
-    kinds). Set ``store_attention = True`` to keep a detached copy of A, with a head axis
-    of size 1, as ``last_attention`` ((B, 1, T, T), or (1, T, T) for a (T, E) input).
+    key j, or float values added to S_hat. A query that the mask allows no key at all
+    gets zero weights and Z = 0, as in ``F.scaled_dot_product_attention`` (the rule of
+    :func:`minitransformer.ops.activations.softmax_in_place`). Set ``store_attention =
+    True`` to keep a detached copy of A, with a head axis of size 1, as ``last_attention``
+    ((B, 1, T, T), or (1, T, T) for a (T, E) input).
     """
 
     def __init__(self, embed_dim: int, bias: bool = True, dtype: Any = None,
@@ -67,12 +65,13 @@ class Attention(Module):
         V = self.v_proj(x)  # (B, T, d_v)   V = X W_V
         S = Q @ K.swapaxes(-1, -2)  # (B, T, d_k) @ (B, d_k, T) -> (B, T, T)   S = Q K^T
         S_hat = S / math.sqrt(d_k)  # (B, T, T)   S_hat = S / sqrt(d_k)
-        no_key = None
-        if attn_mask is not None:
-            S_hat, no_key = _apply_mask(S_hat, as_mask(attn_mask, S_hat))  # (B, T, T)
-        A = F.softmax(S_hat, axis=-1)  # (B, T, T)   A = softmax(S_hat), rows sum to 1
-        if no_key is not None:
-            A = A.masked_fill(no_key, 0.0)  # (B, T, T)   a query with no allowed key: A row = 0
+        if attn_mask is None:
+            A = F.softmax(S_hat, axis=-1)  # (B, T, T)   A = softmax(S_hat), rows sum to 1
+        else:
+            mask = as_mask(attn_mask, S_hat)
+            if mask.dtype != bool_:  # a float mask is added to the scores (-inf forbids)
+                S_hat, mask = S_hat + mask, None
+            A = F.masked_softmax(S_hat, mask, axis=-1)  # (B, T, T), masked: 0; no key: row 0
         Z = A @ V  # (B, T, T) @ (B, T, d_v) -> (B, T, d_v)   Z = A V
         _name(x=x, Q=Q, K=K, V=V, S=S, S_hat=S_hat, A=A, Z=Z)
         if self.store_attention:
@@ -90,21 +89,6 @@ def _name(x: Tensor | None = None, **tensors: Tensor) -> None:
         x.name = "X"
     for symbol, t in tensors.items():
         t.name = symbol
-
-
-def _apply_mask(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Mask the scores; also return the rows where a boolean mask allows no key at all.
-
-    Forbidden scores become a very negative finite number rather than -inf: e^(that) is
-    still exactly 0 next to any allowed score, but a row with every key forbidden softmaxes
-    to a uniform row instead of 0/0 = NaN, and the caller then zeroes it.
-    """
-    if mask.dtype != bool_:
-        return scores + mask, None  # a float mask is added
-    very_negative = float(np.finfo(scores.dtype).min) / 2  # halved: subtracting cannot overflow
-    masked = scores.masked_fill(~mask, very_negative)
-    no_key = Tensor._from_array(~mask.data.any(axis=-1, keepdims=True), mask.device)  # (.., T, 1)
-    return masked, (no_key if no_key.any() else None)
 
 
 def _check_features(x: Tensor, embed_dim: int, name: str) -> None:

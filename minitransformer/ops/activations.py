@@ -9,6 +9,7 @@ import numpy as np
 
 from minitransformer import backend
 from minitransformer.autograd import Function
+from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import normalize_axes, normalize_axis
 from minitransformer.tensor import Tensor
@@ -110,6 +111,42 @@ class Softmax(Function):
         return (s * (grad - (grad * s).sum(axis=self.axis, keepdims=True)),)
 
 
+def softmax_in_place(scores: Any, axis: int = -1) -> Any:
+    """softmax of the array ``scores`` along ``axis``, computed in place, where an entry of
+    -inf means "masked out": its weight is exactly 0.
+
+    The one place for the fully-masked-row rule, shared by every masked softmax (the fused
+    attention, the composed one, ``nn.Attention``, the pointer head): a row whose entries
+    are all -inf has no distribution, and its weights are DEFINED as all zeros, so no NaN
+    appears, not even in the backward (PyTorch's softmax gives NaN for such a row).
+    ``scores`` must be a fresh array (it is overwritten and returned).
+    """
+    xp = _xp(scores)
+    row_max = scores.max(axis=axis, keepdims=True)  # shift by the max: exp cannot overflow
+    row_max[xp.isneginf(row_max)] = 0  # a fully masked row stays -inf: exp -> 0
+    scores -= row_max
+    weights = xp.exp(scores, out=scores)
+    total = weights.sum(axis=axis, keepdims=True)
+    total[total == 0] = 1  # only a fully masked row sums to 0: its weights stay 0
+    weights /= total
+    return weights
+
+
+class MaskedSoftmax(Softmax):
+    """softmax along ``axis`` over the entries not ``blocked`` (and not -inf); the others,
+    and every entry of a row with nothing allowed, get weight 0 (:func:`softmax_in_place`).
+
+    The backward is softmax's: a masked entry has s = 0, so it passes no gradient, and a
+    fully masked row (s = 0 throughout) passes none at all.
+    """
+
+    def forward(self, x: Any, axis: int, blocked: Any) -> Any:
+        self.axis = axis
+        xp = _xp(x)
+        scores = x.copy() if blocked is None else xp.where(blocked, -xp.inf, x)
+        return softmax_in_place(scores, axis)
+
+
 class LogSoftmax(Function):
     """y_i = x_i - log sum_j e^{x_j};  dx_j = g_j - softmax(x)_j * sum_i g_i."""
 
@@ -185,6 +222,31 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 @register(method=True)
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     return Softmax.apply(x, axis=normalize_axis(axis, x.ndim))
+
+
+@register()
+def masked_softmax(x: Tensor, mask: Any = None, axis: int = -1) -> Tensor:
+    """softmax along ``axis`` over the entries where the boolean ``mask`` is True (the
+    attention convention: True = may attend); masked entries, and entries that are -inf
+    (a float mask's way to forbid), get weight exactly 0. A row with no allowed entry gets
+    all-zero weights rather than NaN. ``mask`` broadcasts to ``x``'s shape."""
+    blocked = None
+    if mask is not None:
+        allowed = mask.data if isinstance(mask, Tensor) else mask
+        allowed = backend.to_device(allowed if backend.is_array(allowed) else np.asarray(allowed),
+                                    x.device)
+        if allowed.dtype != bool:
+            raise DtypeError(f"masked_softmax needs a boolean mask (True = allowed), got dtype "
+                             f"{allowed.dtype}; add a float mask to the scores instead")
+        try:
+            fits = np.broadcast_shapes(allowed.shape, x.shape) == x.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ShapeError(f"masked_softmax: mask of shape {allowed.shape} does not "
+                             f"broadcast to the scores' shape {x.shape}")
+        blocked = ~allowed
+    return MaskedSoftmax.apply(x, axis=normalize_axis(axis, x.ndim), blocked=blocked)
 
 
 @register(method=True)

@@ -18,7 +18,7 @@ import numpy as np
 from minitransformer import backend
 from minitransformer.autograd import Function
 from minitransformer.errors import DtypeError, ShapeError
-from minitransformer.ops.activations import softmax
+from minitransformer.ops.activations import MaskedSoftmax, softmax_in_place
 from minitransformer.ops.shape import unbroadcast
 from minitransformer.tensor import Tensor
 
@@ -28,15 +28,13 @@ class AttentionPlan:
     """What one attention call needs besides Q, K, V; shared by its graph nodes.
 
     ``blocked`` (bool, True where a query may NOT look at a key) and ``bias`` (added to the
-    scores) broadcast to the scores' shape (..., L, S); ``dead`` (..., L, 1) marks the
-    queries whose every key is masked. Each is None when absent. ``forward`` adds the
-    weights and the dropout multipliers it computed.
+    scores) broadcast to the scores' shape (..., L, S); each is None when absent.
+    ``forward`` adds the weights and the dropout multipliers it computed.
     """
 
     scale: float
     blocked: Any = None
     bias: Any = None
-    dead: Any = None
     dropout_p: float = 0.0
     generator: np.random.Generator | None = None
     weights: Any = None  # A = softmax(S), (..., L, S), before dropout
@@ -82,14 +80,7 @@ class ScaledDotProductAttention(Function):
             scores += plan.bias
         if plan.blocked is not None:
             xp.copyto(scores, -xp.inf, where=plan.blocked)
-        # softmax along the keys, in place: shift by the row max so exp cannot overflow
-        row_max = scores.max(axis=-1, keepdims=True)  # (..., L, 1)
-        row_max[xp.isneginf(row_max)] = 0  # a fully masked row stays -inf, exp -> 0
-        scores -= row_max
-        weights = xp.exp(scores, out=scores)  # (..., L, S), unnormalised
-        total = weights.sum(axis=-1, keepdims=True)  # (..., L, 1)
-        total[total == 0] = 1  # only a fully masked row sums to 0: its weights stay 0
-        weights /= total
+        weights = softmax_in_place(scores, axis=-1)  # (..., L, S), a fully masked row: 0
         plan.weights = weights
         if plan.dropout_p > 0:
             kept = plan.generator.random(weights.shape) >= plan.dropout_p
@@ -195,22 +186,14 @@ def _softmax_scores_backward(
 
 
 def composed_weights(q: Tensor, k: Tensor, plan: AttentionPlan) -> Tensor:
-    """A = softmax(Q K^T * scale + mask) from primitive engine ops (matmul, where, softmax)."""
+    """A = masked softmax(Q K^T * scale + bias) from engine ops (matmul, add, masked softmax)."""
     S = q @ k.swapaxes(-1, -2)  # (..., L, E) @ (..., E, S) -> (..., L, S)
     scores = S * plan.scale  # (..., L, S)
     S.name, scores.name = "S", "S_hat"  # the article's symbols, for graphs and traces
     if plan.bias is not None:
         scores = scores + Tensor._from_array(plan.bias, q.device)
-    if plan.blocked is not None:
-        scores = scores.masked_fill(plan.blocked, -math.inf)
-    if plan.dead is None:
-        weights = softmax(scores, axis=-1)
-    else:
-        # A fully masked row would be softmax(-inf, ..., -inf) = 0/0. Give it finite scores
-        # (so nothing is NaN, not even in the backward), then zero its weights.
-        scores = scores.masked_fill(plan.dead, 0.0)
-        alive = Tensor._from_array((~plan.dead).astype(scores.dtype), q.device)  # (..., L, 1)
-        weights = softmax(scores, axis=-1) * alive
+    # blocked keys, -inf scores and fully masked rows: the rule of softmax_in_place
+    weights = MaskedSoftmax.apply(scores, axis=-1, blocked=plan.blocked)
     weights.name = "A"
     return weights
 
@@ -278,12 +261,4 @@ def attention_plan(
         # query i may look at keys 0..i: the lower triangle of an (L, S) matrix is allowed
         future = xp.triu(xp.ones((length, source_length), dtype=bool), k=1)  # (L, S)
         plan.blocked = future if plan.blocked is None else plan.blocked | future
-
-    masked = plan.blocked
-    if plan.bias is not None:
-        minus_inf = xp.isneginf(plan.bias)
-        masked = minus_inf if masked is None else masked | minus_inf
-    if masked is not None:
-        dead = masked.all(axis=-1, keepdims=True)  # (..., L, 1)
-        plan.dead = dead if dead.any() else None
     return plan

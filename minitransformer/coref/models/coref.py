@@ -60,7 +60,7 @@ class PointerHead(nn.Module):
 
         q = W_q h_p                 (E,)     the pronoun's question
         k_j = W_k h_j               (E,)     what each position offers
-        score_j = q . k_j / sqrt(E)          (padding positions: -inf in effect)
+        score_j = q . k_j / sqrt(E)          (padding positions: -inf)
         weight_j = softmax(score)_j          a distribution over the sentence's positions
 
     ``forward(h, pronoun, padding_mask)`` with h (B, T, E), the pronoun's position (B,) and
@@ -82,11 +82,10 @@ class PointerHead(nn.Module):
         k = self.k_proj(h)  # (B, T, E)
         scores = (k @ q.reshape(B, E, 1)).reshape(B, T)  # (B, T, E) @ (B, E, 1) -> (B, T)
         scores = scores / math.sqrt(E)
-        # A very negative finite score rather than -inf: e^score is exactly 0 either way,
-        # and a finite number prints and saves cleanly.
-        very_negative = float(np.finfo(scores.dtype).min) / 2
-        scores = scores.masked_fill(_on_device(padding_mask, h.device), very_negative)
-        weights = F.softmax(scores, axis=-1)  # (B, T), each row sums to 1
+        # padding is no candidate: -inf, so that it has weight 0 here and no part in the
+        # loss's logsumexp (cross-entropy of these scores)
+        scores = scores.masked_fill(_on_device(padding_mask, h.device), -math.inf)
+        weights = F.masked_softmax(scores, axis=-1)  # (B, T), each row sums to 1
         return scores, weights
 
     def extra_repr(self) -> str:
