@@ -148,8 +148,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for results.json and results.md")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="the comparison's quick setting")
+    parser.add_argument("--train-size", type=int, help="training sentences (default: 2000)")
+    parser.add_argument("--test-size", type=int, help="held-out sentences (default: 1000)")
+    parser.add_argument("--distractors", type=int, help="at most this many per sentence (16)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: 10)")
     args = parser.parse_args(argv)
     config = CompareConfig.quick() if args.quick else CompareConfig()
+    changes = {"train_size": args.train_size, "test_size": args.test_size,
+               "max_distractors": args.distractors, "epochs": args.epochs}
+    config = replace(config, **{k: v for k, v in changes.items() if v is not None})
     results = run_experiment(config, tuple(args.seeds))
     os.makedirs(args.out, exist_ok=True)
     write_json(os.path.join(args.out, "results.json"), results)
