@@ -55,22 +55,28 @@ def normalize_device(device: Any) -> str:
     """Map ``"cpu"``, ``"cuda"``, ``"cuda:0"`` (or an object with ``.device``) to a device name."""
     if device is None:
         return default_device()
-    name = str(device).lower()
-    if name.startswith("cuda:"):
-        name = "cuda"
-    if name not in DEVICES:
+    name = device_name(device)
+    if name is None:
         raise DeviceError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
     return name
 
 
-def default_device() -> str:
-    """The device for new tensors: ``$MINITRANSFORMER_DEVICE`` or ``"cpu"``."""
-    name = os.environ.get("MINITRANSFORMER_DEVICE", "cpu").lower()
+def device_name(device: Any) -> str | None:
+    """``"cpu"`` or ``"cuda"`` for any spelling of them (``"CUDA:1"``), else None."""
+    name = str(device).lower()
     if name.startswith("cuda:"):
         name = "cuda"
-    if name not in DEVICES:
+    return name if name in DEVICES else None
+
+
+def default_device() -> str:
+    """The device for new tensors: ``$MINITRANSFORMER_DEVICE`` or ``"cpu"``."""
+    setting = os.environ.get("MINITRANSFORMER_DEVICE", "cpu")
+    name = device_name(setting)
+    if name is None:
         raise DeviceError(
-            f"MINITRANSFORMER_DEVICE={name!r} is not a device; expected one of {', '.join(DEVICES)}"
+            f"MINITRANSFORMER_DEVICE={setting!r} is not a device; expected one of "
+            f"{', '.join(DEVICES)}"
         )
     return name
 

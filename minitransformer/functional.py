@@ -15,6 +15,7 @@ same maths built from primitive ops only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from minitransformer.ops.attention import (
 from minitransformer.ops.loss import CrossEntropy
 from minitransformer.ops.norm import LayerNorm
 from minitransformer.ops.registry import register
+from minitransformer.ops.tiled_attention import tiled_attention
 from minitransformer.tensor import Tensor
 
 # The activations and the softmax family are engine ops; they are re-exported here so that
@@ -269,7 +271,9 @@ def scaled_dot_product_attention(
     scale: float | None = None,
     dropout_p: float = 0.0,
     generator: np.random.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
+    need_weights: bool = True,
+    implementation: str = "auto",
+) -> tuple[Tensor, Tensor | None]:
     """softmax(Q K^T * scale + mask) V, returning ``(output, weights)``.
 
     Shapes: query (..., L, E), key (..., S, E), value (..., S, Ev) -> output (..., L, Ev),
@@ -293,9 +297,27 @@ def scaled_dot_product_attention(
     ``weights`` are the ones BEFORE dropout (each row sums to 1), for inspection; they are
     differentiable, so a loss may also use them (see :class:`AttentionWeights`).
 
-    The computation is one fused node (:class:`ScaledDotProductAttention`);
-    :func:`attention_reference` is the same maths from primitive ops.
+    Three implementations compute the same thing (they agree to 1e-10 in float64):
+
+      * ``"fused"``: one node (:class:`ScaledDotProductAttention`) with a hand-derived
+        backward; it holds about two (..., L, S) arrays at its peak;
+      * ``"tiled"``: FlashAttention's online softmax
+        (:class:`~minitransformer.ops.tiled_attention.TiledAttention`), which never forms
+        the (..., L, S) weights, so it needs ``need_weights=False`` and ``dropout_p=0``;
+        it saves only the output and one log-sum-exp per query. Under
+        ``create_graph=True`` its backward falls back to the composed path's, recorded
+        (which forms the weights), so that second derivatives exist;
+      * ``"composed"``: :func:`attention_reference`, primitive ops that autograd
+        differentiates; slow, for reading and checking;
+      * ``"auto"`` (the default): tiled when the weights are not needed, there is no
+        dropout and one (..., L, S) array would take at least ``TILED_MIN_BYTES``;
+        otherwise fused.
+
+    With ``need_weights=False`` the second element returned is None.
     """
+    if implementation not in _IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation must be one of {_IMPLEMENTATIONS}, "
+                         f"got {implementation!r}")
     if not 0 <= dropout_p < 1:
         raise ValueError(f"attention dropout_p must be in [0, 1), got {dropout_p}")
     if dropout_p > 0 and generator is None:
@@ -303,11 +325,51 @@ def scaled_dot_product_attention(
             "attention dropout needs an explicit random generator: "
             "pass generator=numpy.random.default_rng(seed)"
         )
+    if implementation == "auto":
+        implementation = _choose_implementation(query, key, value, need_weights, dropout_p)
+    if implementation == "tiled":
+        if need_weights or dropout_p > 0:
+            raise ValueError(
+                "tiled attention never forms the weights and has no dropout: pass "
+                "need_weights=False and dropout_p=0, or implementation='fused'"
+            )
+        # the causal triangle stays out of the plan: the tiled path skips whole tiles instead
+        plan = attention_plan(query, key, value, attn_mask, False, scale)
+        output = tiled_attention(query, key, value, blocked=plan.blocked, bias=plan.bias,
+                                 causal=is_causal, scale=plan.scale)
+        return output, None
+    if implementation == "composed":
+        if dropout_p > 0:
+            raise ValueError("the composed attention has no dropout: pass dropout_p=0 or "
+                             "implementation='fused'")
+        output, weights = attention_reference(query, key, value, attn_mask, is_causal, scale)
+        return output, weights if need_weights else None
     plan = attention_plan(query, key, value, attn_mask, is_causal, scale)
     plan.dropout_p, plan.generator = dropout_p, generator
     output = ScaledDotProductAttention.apply(query, key, value, plan=plan)
+    if not need_weights:
+        return output, None
     weights = AttentionWeights.apply(query, key, plan=plan)
     return output, weights
+
+
+_IMPLEMENTATIONS = ("auto", "fused", "tiled", "composed")
+# The auto choice turns tiled when one (..., L, S) array of scores would take this much:
+# below it the fused node's two n x n arrays are cheap and it is the faster one.
+TILED_MIN_BYTES = 2**25
+
+
+def _choose_implementation(query: Tensor, key: Tensor, value: Tensor, need_weights: bool,
+                           dropout_p: float) -> str:
+    """"tiled" when the weights are not wanted and would be large, else "fused"."""
+    if need_weights or dropout_p > 0 or min(query.ndim, key.ndim, value.ndim) < 2:
+        return "fused"
+    try:
+        batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except ValueError:
+        return "fused"  # whose argument checks name the shapes
+    scores_bytes = math.prod(batch) * query.shape[-2] * key.shape[-2] * query.dtype.itemsize
+    return "tiled" if scores_bytes >= TILED_MIN_BYTES else "fused"
 
 
 def attention_reference(

@@ -28,7 +28,8 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -61,14 +62,25 @@ def save(state: Any, path: PathLike) -> None:
     manifest = json.dumps({"format": FORMAT, "version": VERSION, "tree": tree})
     arrays[MANIFEST] = np.frombuffer(manifest.encode("utf-8"), dtype=np.uint8)
 
+    # A file object, not a name: np.savez would append ".npz" to a name.
+    atomic_write(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    Readers see the old file or the new one, never half of one: the bytes are flushed to
+    disk before the rename, the rename is made durable, and on any error the temporary
+    file is removed and ``path`` is untouched. Used for every file the package writes.
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp_path = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                     suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.chmod(tmp_path, _new_file_mode())  # mkstemp made it private (0o600)
-            # A file object, not a name: np.savez would append ".npz" to a name.
-            np.savez(f, allow_pickle=False, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the rename makes them live
         os.replace(tmp_path, path)

@@ -22,7 +22,8 @@ int32, int64, bool_ = np.dtype("int32"), np.dtype("int64"), np.dtype("bool")
 Scalar = int | float | bool
 
 
-def _as_dtype(dtype: Any) -> np.dtype | None:
+def as_dtype(dtype: Any) -> np.dtype | None:
+    """A dtype argument (None, a NumPy dtype or type, a name such as "float32") as a dtype."""
     if dtype is None:
         return None
     if isinstance(dtype, str) and dtype == "bool":
@@ -53,15 +54,16 @@ class Tensor:
         dtype: Any = None,
         device: Any = None,
     ) -> None:
-        dtype = _as_dtype(dtype)
+        dtype = as_dtype(dtype)
         if isinstance(data, Tensor):
             data = data.data
         if device is None:
-            device = backend.device_of(data) if _is_array(data) else backend.default_device()
+            device = backend.device_of(data) if backend.is_array(data) else backend.default_device()
         device = backend.normalize_device(device)
         xp = backend.array_module(device)
-        from_python = not _is_array(data) and not isinstance(data, np.generic)
-        array = xp.array(backend.to_device(data, device) if _is_array(data) else data, dtype=dtype)
+        from_python = not backend.is_array(data) and not isinstance(data, np.generic)
+        on_device = backend.to_device(data, device) if backend.is_array(data) else data
+        array = xp.array(on_device, dtype=dtype)
         if dtype is None and from_python and array.dtype == float64:
             array = array.astype(float32)  # Python floats become float32, as in PyTorch
         self.data = array
@@ -193,7 +195,7 @@ class Tensor:
                 device = target
             else:
                 dtype = target
-        return ops.to(self, dtype=_as_dtype(dtype), device=device)
+        return ops.to(self, dtype=as_dtype(dtype), device=device)
 
     def double(self) -> Tensor:
         return self.to(float64)
@@ -219,28 +221,28 @@ class Tensor:
 
     # ----- operators ----------------------------------------------------------------------
     def __add__(self, other: Any) -> Tensor:
-        return _binary(_elementwise.Add, self, other)
+        return apply_binary(_elementwise.Add, self, other)
 
     def __radd__(self, other: Any) -> Tensor:
-        return _binary(_elementwise.Add, other, self)
+        return apply_binary(_elementwise.Add, other, self)
 
     def __sub__(self, other: Any) -> Tensor:
-        return _binary(_elementwise.Sub, self, other)
+        return apply_binary(_elementwise.Sub, self, other)
 
     def __rsub__(self, other: Any) -> Tensor:
-        return _binary(_elementwise.Sub, other, self)
+        return apply_binary(_elementwise.Sub, other, self)
 
     def __mul__(self, other: Any) -> Tensor:
-        return _binary(_elementwise.Mul, self, other)
+        return apply_binary(_elementwise.Mul, self, other)
 
     def __rmul__(self, other: Any) -> Tensor:
-        return _binary(_elementwise.Mul, other, self)
+        return apply_binary(_elementwise.Mul, other, self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        return _binary(_elementwise.Div, self, other)
+        return apply_binary(_elementwise.Div, self, other)
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        return _binary(_elementwise.Div, other, self)
+        return apply_binary(_elementwise.Div, other, self)
 
     def __pow__(self, other: Any) -> Tensor:
         return ops.pow(self, other)
@@ -337,10 +339,6 @@ class Tensor:
         return ops.broadcast_to(self, *shape)
 
 
-def _is_array(x: Any) -> bool:
-    return isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")
-
-
 # ----- randomness ----------------------------------------------------------------------------
 _generator = np.random.default_rng()
 
@@ -368,7 +366,7 @@ def _filled(fill: Callable, shape: tuple, dtype: Any, device: Any, requires_grad
         shape = tuple(shape[0])
     device = backend.normalize_device(device)
     xp = backend.array_module(device)
-    array = fill(xp, shape, _as_dtype(dtype) or float32)
+    array = fill(xp, shape, as_dtype(dtype) or float32)
     return Tensor._from_array(array, device).requires_grad_(requires_grad)
 
 
@@ -408,7 +406,7 @@ def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any 
     if stop is None:
         start, stop = 0, start
     device = backend.normalize_device(device)
-    array = backend.array_module(device).arange(start, stop, step, dtype=_as_dtype(dtype))
+    array = backend.array_module(device).arange(start, stop, step, dtype=as_dtype(dtype))
     return Tensor._from_array(array, device)
 
 
@@ -439,4 +437,4 @@ def as_tensor(x: Any, like: Tensor) -> Tensor:
 
 from minitransformer import autograd, ops  # noqa: E402  (ops need Tensor defined first)
 from minitransformer.ops import elementwise as _elementwise  # noqa: E402
-from minitransformer.ops.elementwise import _binary  # noqa: E402
+from minitransformer.ops.elementwise import apply_binary  # noqa: E402

@@ -23,6 +23,7 @@ import numpy as np
 
 import minitransformer as mt
 import minitransformer.functional as F
+from minitransformer.ops.tiled_attention import tiled_attention
 from tests.conftest import torch
 
 Maker = Callable[[np.random.Generator], np.ndarray]
@@ -182,4 +183,9 @@ OP_CASES: dict[str, OpCase] = {
         [normal(2, 3, 2), normal(2, 4, 2), normal(2, 4, 3)],
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=ATTENTION_MASK),
         _torch_attention),
+    "tiled_attention": OpCase(  # 5 queries, 4 keys in tiles of 2 x 3: the online softmax runs
+        [normal(2, 5, 2), normal(2, 4, 2), normal(2, 4, 3)],
+        lambda q, k, v: tiled_attention(q, k, v, causal=True, block_q=2, block_k=3),
+        lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v,
+                                                                         is_causal=True)),
 }

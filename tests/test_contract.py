@@ -211,3 +211,29 @@ def test_every_attention_path_zeroes_a_fully_masked_row(rng: np.random.Generator
         np.testing.assert_allclose(weights[name][:, [0, 1, 3]].sum(-1), 1, rtol=1e-12)
     np.testing.assert_allclose(weights["fused bool"], weights["masked_softmax"], rtol=1e-12)
     np.testing.assert_allclose(weights["fused bool"], weights["composed"], rtol=1e-12)
+
+
+# ----- the engine's only run-time dependency is NumPy ------------------------------------------
+def test_importing_the_package_imports_no_drawing_or_progress_library() -> None:
+    """matplotlib, graphviz and tqdm serve drawing and the command line: imported lazily,
+    only where used, so that ``import minitransformer`` needs NumPy alone."""
+    import subprocess
+    import sys
+
+    code = ("import sys, minitransformer, minitransformer.coref.training; "
+            "print(sorted(m for m in ('matplotlib', 'graphviz', 'tqdm') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_engine_does_not_import_the_coreference_application() -> None:
+    offenders = []
+    for folder in ("ops", "nn", "optim", "viz"):
+        for path in sorted((PACKAGE / folder).rglob("*.py")):
+            if "minitransformer.coref" in path.read_text(encoding="utf-8"):
+                offenders.append(str(path.relative_to(PACKAGE)))
+    for name in ("autograd.py", "tensor.py", "backend.py", "functional.py", "gradcheck.py"):
+        if "minitransformer.coref" in (PACKAGE / name).read_text(encoding="utf-8"):
+            offenders.append(name)
+    assert not offenders, f"the engine imports the coreference application: {offenders}"

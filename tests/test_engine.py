@@ -470,12 +470,18 @@ def test_retain_freed_memory_applies_on_linux() -> None:
     assert applied is sys.platform.startswith("linux")
 
 
-def test_edge_cases_found_in_review() -> None:
+def test_relu_of_minus_inf_is_zero_and_where_takes_two_scalars() -> None:
     np.testing.assert_array_equal(mt.relu(mt.tensor([-np.inf, -1.0, 2.0])).numpy(), [0, 0, 2])
     picked = mt.where(np.array([True, False]), 1.0, 2.0)
     np.testing.assert_array_equal(picked.numpy(), [1.0, 2.0])
+
+
+def test_split_rejects_a_size_of_zero() -> None:
     with pytest.raises(ValueError, match="split size must be at least 1, got 0"):
         mt.arange(4).split(0)
+
+
+def test_removing_a_hook_twice_is_harmless() -> None:
     x = mt.tensor([1.0], requires_grad=True)
     remove = x.register_hook(lambda g: g * 2)
     remove()

@@ -15,44 +15,10 @@ import pytest
 import minitransformer as mt
 from minitransformer.autograd import Function
 from minitransformer.errors import GradcheckError
+from tests.op_cases import away_from, leaves, nonzero, normal, positive
 
 
-# ----- inputs ---------------------------------------------------------------------------------
-def normal(*shape: int):
-    return lambda rng: rng.standard_normal(shape)
-
-
-def positive(*shape: int):
-    return lambda rng: rng.uniform(0.5, 2.0, shape)
-
-
-def nonzero(*shape: int):
-    """Values at least 0.3 away from 0 (for abs, relu, division)."""
-    return lambda rng: rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 1.5, shape)
-
-
-def away_from(*kinks: float, shape: tuple[int, ...]):
-    """Normal values, each at least 0.05 away from every kink."""
-
-    def make(rng: np.random.Generator) -> np.ndarray:
-        x = np.asarray(rng.standard_normal(shape))
-        for _ in range(100):
-            near = np.zeros(shape, dtype=bool)
-            for k in kinks:
-                near |= np.abs(x - k) < 0.05
-            if not near.any():
-                return x
-            x[near] = rng.standard_normal(int(near.sum()))
-        raise AssertionError("could not draw values away from the kinks")
-
-    return make
-
-
-def leaves(rng: np.random.Generator, inputs) -> list[mt.Tensor]:
-    return [mt.tensor(np.asarray(make(rng), dtype=np.float64), requires_grad=True)
-            for make in inputs]
-
-
+# ----- inputs (the makers and leaves are shared with tests/op_cases.py) ----------------------
 def case(name: str, fn, *inputs, **tolerances):
     return pytest.param(fn, inputs, tolerances, id=name)
 

@@ -15,22 +15,11 @@ import pytest
 
 import minitransformer as mt
 from tests.conftest import requires_torch, torch
+from tests.op_cases import nonzero, normal, positive
 
 pytestmark = requires_torch
 
 RTOL, ATOL = 1e-10, 1e-12
-
-
-def normal(*shape: int):
-    return lambda rng: rng.standard_normal(shape)
-
-
-def positive(*shape: int):
-    return lambda rng: rng.uniform(0.5, 2.0, shape)
-
-
-def nonzero(*shape: int):
-    return lambda rng: rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 1.5, shape)
 
 
 def case(name: str, mt_fn, torch_fn, *inputs):

@@ -52,13 +52,22 @@ def _mask(kind: str, rng: np.random.Generator, length: int = L, source: int = S)
 
 
 def _tiled(q, k, v, attn_mask=None, is_causal=False, **options):
-    """The low-level entry point, with the mask arguments translated."""
+    """The low-level entry point (to set tile sizes), with the mask arguments translated."""
     blocked = bias = None
     if attn_mask is not None and attn_mask.dtype == bool:
         blocked = ~attn_mask
     elif attn_mask is not None:
         bias = attn_mask
     return tiled_attention(q, k, v, blocked=blocked, bias=bias, causal=is_causal, **options)
+
+
+def _sdpa(implementation):
+    def attend(q, k, v, **mask):
+        out, weights = F.scaled_dot_product_attention(q, k, v, **mask, need_weights=False,
+                                                      implementation=implementation)
+        assert weights is None
+        return out
+    return attend
 
 
 def _qkv(rng, batch=(2, 3), device="cpu"):
@@ -76,8 +85,7 @@ def _output_and_grads(attend, q, k, v, d_out):
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS)
-@pytest.mark.parametrize("workers", [1, 2])
-def test_tiled_matches_fused_and_composed(rng, kind, workers, device):
+def test_tiled_matches_fused_and_composed(rng, kind, device, workers=2):
     """Outputs and all three gradients agree to 1e-10 in float64, with tiles smaller than the
     sequence (so the online rescaling and the causal tile skipping both happen)."""
     mask = _mask(kind, rng)
@@ -91,10 +99,27 @@ def test_tiled_matches_fused_and_composed(rng, kind, workers, device):
                               q, k, v, d_out)
     composed = _output_and_grads(lambda q, k, v: F.attention_reference(q, k, v, **mask),
                                  q, k, v, d_out)
-    for ours, theirs, other in zip(tiled, fused, composed):
+    public = [_output_and_grads(lambda q, k, v, name=name: _sdpa(name)(q, k, v, **mask),
+                                q, k, v, d_out)
+              for name in ("tiled", "fused", "composed")]
+    for ours, theirs, other, *dispatched in zip(tiled, fused, composed, *public):
         assert np.isfinite(ours).all()
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10)
         np.testing.assert_allclose(ours, other, rtol=0, atol=1e-10)
+        for result in dispatched:
+            np.testing.assert_allclose(result, ours, rtol=0, atol=1e-10)
+
+
+def test_one_worker_and_two_give_the_same_numbers(rng):
+    mask = _mask("causal_and_float", rng)
+    q, k, v = _qkv(rng)
+    d_out = rng.standard_normal((2, 3, L, EV))
+    one, two = (_output_and_grads(lambda q, k, v, w=w: _tiled(q, k, v, **mask, block_q=2,
+                                                              block_k=3, workers=w),
+                                  q, k, v, d_out)
+                for w in (1, 2))
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
 
 
 def test_tiled_fully_masked_row_gives_zeros(rng):
@@ -191,3 +216,44 @@ def test_tiled_matches_torch_sdpa_causal(rng):
     np.testing.assert_allclose(out.data, ref.detach().numpy(), atol=1e-10)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a.grad.data, b.grad.numpy(), atol=1e-10)
+
+
+def test_auto_chooses_tiled_only_for_large_scores_without_weights(rng, monkeypatch):
+    q, k, v = _qkv(rng)  # (2, 3, L, E): 2 * 3 * L * S float64 scores
+    scores_bytes = 2 * 3 * L * S * 8
+
+    def node(**options):
+        out, _ = F.scaled_dot_product_attention(q, k, v, **options)
+        return type(out._ctx).__name__
+
+    monkeypatch.setattr(F, "TILED_MIN_BYTES", scores_bytes)
+    assert node(need_weights=False) == "TiledAttention"
+    assert node(need_weights=True) == "ScaledDotProductAttention"  # the weights are wanted
+    assert node(need_weights=False, dropout_p=0.2,
+                generator=np.random.default_rng(0)) == "ScaledDotProductAttention"
+    monkeypatch.setattr(F, "TILED_MIN_BYTES", scores_bytes + 1)
+    assert node(need_weights=False) == "ScaledDotProductAttention"
+    assert node(need_weights=False, implementation="tiled") == "TiledAttention"
+
+
+def test_multi_head_attention_without_weights_can_run_tiled(rng, monkeypatch):
+    mha = mt.nn.MultiHeadAttention(8, 2, dtype=mt.float64)
+    x = randn(rng, 2, 5, 8)
+    expected, _ = mha(x, need_weights=False)
+    monkeypatch.setattr(F, "TILED_MIN_BYTES", 1)
+    out, weights = mha(x, need_weights=False)
+    assert weights is None and type(out._ctx).__name__ != "ScaledDotProductAttention"
+    np.testing.assert_allclose(out.data, expected.data, atol=1e-12)
+    _, weights = mha(x)  # weights wanted: the fused path, whatever the size
+    assert weights.shape == (2, 5, 5)
+
+
+def test_sdpa_implementation_errors(rng):
+    q, k, v = _qkv(rng, batch=(1,))
+    with pytest.raises(ValueError, match="need_weights=False"):
+        F.scaled_dot_product_attention(q, k, v, implementation="tiled")
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        F.scaled_dot_product_attention(q, k, v, implementation="flash")
+    with pytest.raises(ValueError, match="dropout"):
+        F.scaled_dot_product_attention(q, k, v, dropout_p=0.1, generator=np.random.default_rng(),
+                                       implementation="composed")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from minitransformer import backend
+
 
 class CommandError(Exception):
     """A problem to report in one line with exit status 1."""
@@ -28,8 +30,7 @@ def non_negative_int(text: str) -> int:
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
-    default = os.environ.get("MINITRANSFORMER_DEVICE", "cpu").lower().split(":")[0]
-    parser.add_argument("--device", choices=["cpu", "cuda"],
-                        default=default if default in ("cpu", "cuda") else "cpu",
+    default = backend.device_name(os.environ.get("MINITRANSFORMER_DEVICE", "cpu")) or "cpu"
+    parser.add_argument("--device", choices=list(backend.DEVICES), default=default,
                         help="where to compute (default: $MINITRANSFORMER_DEVICE or cpu; "
                              "cuda needs CuPy and an NVIDIA GPU)")

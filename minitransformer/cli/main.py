@@ -17,6 +17,7 @@ import sys
 from minitransformer import tuning
 from minitransformer.cli.common import CommandError
 from minitransformer.cli.exercise import add_exercise_command
+from minitransformer.cli.gpt import add_gpt_command
 from minitransformer.cli.graph import add_graph_command
 from minitransformer.coref.cli.commands import add_coref_commands
 from minitransformer.coref.cli.compare import add_compare_command
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_command(commands)  # computation graphs with Graphviz
     add_compare_command(commands)  # self-attention against an LSTM and a CNN
     add_exercise_command(commands)  # write the backward passes yourself, get them checked
+    add_gpt_command(commands)  # a tiny GPT: train, sample, attend
     return parser
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 import minitransformer as mt
-from minitransformer import backend, nn, optim
+from minitransformer import backend, nn
 from minitransformer.coref.data import CorefDataset, iterate_batches, make_dataset
 from minitransformer.coref.models.baselines import (
     ConvCorefModel,
@@ -46,9 +46,9 @@ from minitransformer.coref.models.baselines import (
 from minitransformer.coref.models.coref import CorefConfig, CorefModel
 from minitransformer.coref.training import (
     TrainConfig,
-    batch_loss,
     build_optimizer,
     evaluate,
+    train_step,
     write_json,
 )
 from minitransformer.nn.conv import Conv1d
@@ -146,12 +146,7 @@ def train_model(model: nn.Module, data: CorefDataset, config: CompareConfig,
         started = time.perf_counter()
         for batch in iterate_batches(data.train, data.vocabulary, config.batch_size,
                                      rng=batch_rng):
-            loss, _ = batch_loss(model, batch)
-            optimizer.zero_grad()
-            loss.backward()
-            optim.clip_grad_norm_(model.parameters(), train_config.clip_norm)
-            optimizer.step()
-            scheduler.step()
+            train_step(model, batch, optimizer, scheduler, train_config.clip_norm)
         epoch_seconds.append(time.perf_counter() - started)
         test_accuracy.append(float(evaluate(model, data.test, data.vocabulary).mean()))
         log(f"  {name:<15} epoch {epoch:>2}/{config.epochs}  held-out {test_accuracy[-1]:6.1%}"
@@ -473,18 +468,25 @@ def results_markdown(results: dict[str, Any]) -> str:
 def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
     """accuracy_by_distance.png, gradient_reach.png, layer_time.png, training.png in
     ``out_dir``; their paths."""
-    import matplotlib
+    from minitransformer.viz import save_figure  # matplotlib and graphviz: only when used
 
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    return [save_figure(fig, os.path.join(out_dir, name), dpi=100)
+            for name, fig in result_figures(results).items()]
+
+
+def result_figures(results: dict[str, Any]) -> dict[str, Any]:
+    """The four figures of a comparison, by file name (matplotlib Figures, built without
+    pyplot: a notebook shows them, the caller's backend is left alone)."""
+    from minitransformer.viz.figure import ShownFigure
 
     models = results["models"]
-    paths = []
+    figures = {}
 
     # Every model may sit at 100% in every bucket: draw each line shifted sideways, with its
     # own marker and dash, and the legend below the axes, so that none hides another.
     styles = {"self-attention": ("o", "-"), "LSTM": ("s", "--"), "CNN": ("^", ":")}
-    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    fig = ShownFigure(figsize=(6.5, 4.4), layout="tight")
+    ax = fig.subplots()
     first = next(iter(models.values()))["accuracy_by_distance"]
     positions = np.arange(len(first))
     lowest = 100.0
@@ -499,9 +501,10 @@ def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
            ylim=(max(0.0, np.floor(lowest) - 2), 100.5), title="accuracy against distance")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=len(models), frameon=False)
-    paths.append(_save(fig, plt, out_dir, "accuracy_by_distance.png"))
+    figures["accuracy_by_distance.png"] = fig
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    fig = ShownFigure(figsize=(6.5, 4.4), layout="tight")
+    ax = fig.subplots()
     for name, m in models.items():
         reach = np.array([np.nan if v is None else v for v in m["gradient_reach"].values()])
         marker, dash = styles.get(name, ("o", "-"))
@@ -517,9 +520,10 @@ def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
            title="gradient reach against distance (median, held-out)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="lower left")
-    paths.append(_save(fig, plt, out_dir, "gradient_reach.png"))
+    figures["gradient_reach.png"] = fig
 
-    fig, (fwd_ax, both_ax) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig = ShownFigure(figsize=(11, 4), layout="tight")
+    fwd_ax, both_ax = fig.subplots(1, 2, sharey=True)
     for kind in LAYERS:
         rows = [r for r in results["layers"] if r["layer"] == kind]
         lengths = [r["length"] for r in rows]
@@ -533,9 +537,10 @@ def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
         ax.grid(True, alpha=0.3)
         ax.legend()
     fwd_ax.set_ylabel("milliseconds per sequence")
-    paths.append(_save(fig, plt, out_dir, "layer_time.png"))
+    figures["layer_time.png"] = fig
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = ShownFigure(figsize=(6.5, 4), layout="tight")
+    ax = fig.subplots()
     for name, m in models.items():
         elapsed = np.cumsum(m["training"]["epoch_seconds"])
         ax.plot(elapsed, 100 * np.array(m["training"]["test_accuracy"]), marker="o", label=name)
@@ -544,16 +549,8 @@ def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
     ax.set(xlabel="training seconds", ylabel="held-out accuracy (%)", ylim=(0, 101),
            title="accuracy against training time")
     ax.legend(loc="lower right")
-    paths.append(_save(fig, plt, out_dir, "training.png"))
-    return paths
-
-
-def _save(fig: Any, plt: Any, out_dir: str, name: str) -> str:
-    path = os.path.join(out_dir, name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    figures["training.png"] = fig
+    return figures
 
 
 def quick_or_full(quick: bool, seed: int) -> CompareConfig:

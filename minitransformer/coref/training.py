@@ -43,7 +43,7 @@ from minitransformer.coref.data import (
     iterate_batches,
     make_dataset,
 )
-from minitransformer.coref.models.coref import CorefConfig, CorefModel, resolve
+from minitransformer.coref.models.coref import CorefConfig, CorefModel, config_from_dict, resolve
 from minitransformer.errors import CheckpointError
 from minitransformer.nn import Module, StateDictError
 
@@ -96,11 +96,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(state) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}")
-        return cls(**state)
+        return config_from_dict(cls, state, "training settings")
 
 
 def default_epochs(distractors: int) -> int:
@@ -200,7 +196,7 @@ def build_optimizer(model: Module, config: TrainConfig) -> tuple[optim.AdamW, op
 # ----------------------------------------------------------------------------- one step
 
 
-def batch_loss(model: CorefModel, batch: dict[str, np.ndarray]) -> tuple[mt.Tensor, np.ndarray]:
+def batch_loss(model: Module, batch: dict[str, np.ndarray]) -> tuple[mt.Tensor, np.ndarray]:
     """Cross-entropy of the pointer head's scores against the antecedent's position.
 
     Returns the loss and, per sentence, whether the highest weight is on the antecedent.
@@ -209,6 +205,20 @@ def batch_loss(model: CorefModel, batch: dict[str, np.ndarray]) -> tuple[mt.Tens
     loss = F.cross_entropy(scores, mt.tensor(batch["label"], device=scores.device))
     predicted = backend.to_numpy(scores.data).argmax(axis=-1)  # (B,)
     return loss, predicted == batch["label"]
+
+
+def train_step(model: Module, batch: dict[str, np.ndarray], optimizer: optim.Optimizer,
+               scheduler: optim.LRScheduler, clip_norm: float) -> tuple[float, np.ndarray]:
+    """One optimisation step on one batch: loss, backward, clipped gradients, AdamW, the
+    schedule. Returns the loss and which sentences the model resolved (before the step).
+    The training loop and the comparison (``compare.py``) both take their steps here."""
+    loss, correct = batch_loss(model, batch)
+    optimizer.zero_grad()
+    loss.backward()
+    optim.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+    scheduler.step()
+    return loss.item(), correct
 
 
 def evaluate(model: CorefModel, examples: Sequence[Example], vocabulary: Vocabulary,
@@ -372,7 +382,9 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
                 f"held-out acc {history.test_accuracy[-1]:6.1%}  ({sum(history.seconds):.1f} s)")
         metrics = compute_metrics(run, data)
     write_json(os.path.join(out_dir, METRICS_FILE), metrics)
-    plot_curves(history, os.path.join(out_dir, CURVES_FILE), title=_describe(config))
+    from minitransformer.viz import save_figure  # matplotlib and graphviz: only when used
+
+    save_figure(plot_curves(history, title=_describe(config)), os.path.join(out_dir, CURVES_FILE))
     return TrainResult(run, metrics["test_accuracy"], metrics["train_seconds"], metrics)
 
 
@@ -387,13 +399,8 @@ def _train_epoch(run: Run, data: CorefDataset, optimizer: optim.Optimizer,
     batches = iterate_batches(data.train, data.vocabulary, config.batch_size, rng=batch_rng)
     bar = _progress_bar(batches, config, epoch, enabled=progress)
     for batch in bar:
-        loss, batch_correct = batch_loss(model, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optim.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
+        loss, batch_correct = train_step(model, batch, optimizer, scheduler, config.clip_norm)
+        losses.append(loss)
         correct.append(batch_correct)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{np.concatenate(correct).mean():.1%}",
                         refresh=False)
@@ -406,11 +413,25 @@ def _train_epoch(run: Run, data: CorefDataset, optimizer: optim.Optimizer,
 
 
 def _progress_bar(batches: Any, config: TrainConfig, epoch: int, enabled: bool) -> Any:
-    from tqdm import tqdm
+    """tqdm.auto's bar: a widget under Jupyter, text on a terminal; none when stderr is a file
+    or a pipe (there a bar is a pile of carriage-return frames; the epoch lines say enough)."""
+    import warnings
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm.auto's note that ipywidgets is missing
+        from tqdm.auto import tqdm
+    widget = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
     total = math.ceil(config.train_size / config.batch_size)
+    shown = enabled and (widget or _is_terminal(sys.stderr))
     return tqdm(batches, total=total, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-                leave=False, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+                leave=False, disable=not shown, file=sys.stderr, dynamic_ncols=True)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
 
 
 def _describe(config: TrainConfig) -> str:
@@ -462,23 +483,19 @@ def compute_metrics(run: Run, data: CorefDataset) -> dict[str, Any]:
 
 def write_json(path: str, value: Any) -> None:
     """Write JSON atomically (a temporary file renamed over ``path``)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(value, indent=2) + "\n"
+    serialization.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def plot_curves(history: History, path: str, title: str = "") -> None:
-    """The loss of every step (and its epoch means) beside the accuracies per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no window, no display needed
-    import matplotlib.pyplot as plt
+def plot_curves(history: History, title: str = "") -> Any:
+    """The loss of every step (and its epoch means) beside the accuracies per epoch; returns
+    the matplotlib Figure (built without pyplot: the caller's backend is left alone)."""
+    from minitransformer.viz.figure import ShownFigure
 
     steps_per_epoch = len(history.step_loss) / max(1, history.epochs_done)
     epochs = np.arange(1, history.epochs_done + 1)
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = ShownFigure(figsize=(11, 4), layout="tight")
+    loss_ax, acc_ax = fig.subplots(1, 2)
     loss_ax.plot(np.arange(1, len(history.step_loss) + 1) / steps_per_epoch, history.step_loss,
                  alpha=0.35, linewidth=0.8, label="per batch")
     loss_ax.plot(epochs, history.epoch_loss, marker="o", label="epoch mean")
@@ -491,6 +508,4 @@ def plot_curves(history: History, path: str, title: str = "") -> None:
     acc_ax.legend(loc="lower right")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig

@@ -12,7 +12,6 @@ docs/exercises.md for the problems, hints and links to the derivations.
 from __future__ import annotations
 
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from minitransformer.exercises.checker import (
     check_cases,
     load_module,
 )
+from minitransformer.serialization import atomic_write
 
 __all__ = ["EXERCISES", "CheckResult", "Exercise", "ExerciseError", "Mistake", "check_file",
            "check_workspace", "find", "solution_source", "start", "stub_source"]
@@ -126,12 +126,5 @@ def start(directory: str | os.PathLike) -> list[Path]:
 
 def _write_atomically(path: Path, text: str) -> Path:
     """Write to a temporary file beside ``path``, then rename it into place."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
     return path

@@ -7,6 +7,12 @@
 
 from minitransformer.nn.attention import Attention, MultiHeadAttention
 from minitransformer.nn.conv import Conv1d
+from minitransformer.nn.decoder import (
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    causal_mask,
+)
 from minitransformer.nn.layers import (
     Dropout,
     Embedding,
@@ -38,4 +44,5 @@ __all__ = [
     "LearnedPositionalEncoding", "Linear", "Module", "ModuleList", "MultiHeadAttention",
     "Parameter", "PositionalEncoding", "RNN", "Sequential", "Softmax", "StateDictError",
     "TransformerEncoder", "TransformerEncoderLayer", "reseed_dropout",
+    "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "causal_mask",
 ]

@@ -88,7 +88,8 @@ def _name(x: Tensor | None = None, **tensors: Tensor) -> None:
     if x is not None and x.name is None:
         x.name = "X"
     for symbol, t in tensors.items():
-        t.name = symbol
+        if t is not None:  # the weights, when need_weights=False
+            t.name = symbol
 
 
 def _check_features(x: Tensor, embed_dim: int, name: str) -> None:
@@ -122,6 +123,8 @@ class MultiHeadAttention(Module):
       True means "masked out"; a 3-D mask here is per batch element, not per (batch, head).
     - ``key_padding_mask`` (B, S) boolean: True at PADDING keys to ignore (this one follows
       PyTorch).
+    - ``is_causal=True``: query i sees keys 0..i only, together with any other mask. (In
+      PyTorch it is only a hint that ``attn_mask`` is causal and needs ``attn_mask``.)
     - ``weights``: (B, L, S) averaged over heads, (B, nh, L, S) with
       ``average_attn_weights=False``, None with ``need_weights=False``.
 
@@ -159,6 +162,7 @@ class MultiHeadAttention(Module):
         key_padding_mask: Any = None,
         need_weights: bool = True,
         average_attn_weights: bool = True,
+        is_causal: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         key = query if key is None else key
         value = key if value is None else value
@@ -171,8 +175,9 @@ class MultiHeadAttention(Module):
 
         mask = self._merge_masks(attn_mask, key_padding_mask, q, k)  # broadcasts to (B, nh, L, S)
         heads, weights = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask,
+            q, k, v, attn_mask=mask, is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0, generator=self.generator,
+            need_weights=need_weights or self.store_attention,  # without: tiled when large
         )  # heads (B, nh, L, hs), weights (B, nh, L, S)
         _name(Q_heads=q, K_heads=k, V_heads=v, Z_heads=heads, A=weights)
         heads = heads.transpose(0, 2, 1, 3)  # (B, nh, L, hs) -> (B, L, nh, hs)

@@ -16,7 +16,7 @@ import numpy as np
 from minitransformer import backend
 from minitransformer import functional as F
 from minitransformer.nn.module import Module, Parameter
-from minitransformer.tensor import Tensor, _as_dtype, default_generator, float32
+from minitransformer.tensor import Tensor, as_dtype, default_generator, float32
 
 
 def new_generator(seed: int | None = None) -> np.random.Generator:
@@ -29,7 +29,7 @@ def new_generator(seed: int | None = None) -> np.random.Generator:
 
 def new_parameter(values: np.ndarray, dtype: Any, device: Any) -> Parameter:
     """A Parameter holding ``values`` (drawn on the host) as ``dtype`` (default float32)."""
-    dtype = _as_dtype(dtype) or float32
+    dtype = as_dtype(dtype) or float32
     device = backend.normalize_device(device)
     return Parameter(backend.to_device(values.astype(dtype), device))
 

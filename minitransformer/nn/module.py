@@ -18,7 +18,7 @@ import numpy as np
 from minitransformer import backend
 from minitransformer.autograd import module_scope
 from minitransformer.errors import CheckpointError
-from minitransformer.tensor import Tensor, _as_dtype
+from minitransformer.tensor import Tensor, as_dtype
 
 
 class Parameter(Tensor):
@@ -245,7 +245,7 @@ class Module:
                 device = target
             else:
                 dtype = target
-        dtype = _as_dtype(dtype)
+        dtype = as_dtype(dtype)
         device = backend.normalize_device(device) if device is not None else None
         for t in [*self.parameters(), *self.buffers()]:
             _convert_in_place(t, dtype, device)

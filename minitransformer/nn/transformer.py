@@ -27,7 +27,7 @@ from minitransformer.nn.layers import (
     new_parameter,
 )
 from minitransformer.nn.module import Module, ModuleList
-from minitransformer.tensor import Tensor, _as_dtype, default_generator, float32
+from minitransformer.tensor import Tensor, as_dtype, default_generator, float32
 
 
 class TransformerEncoderLayer(Module):
@@ -41,7 +41,8 @@ class TransformerEncoderLayer(Module):
         x = x + dropout2(feed_forward(norm2(x)))
     with feed_forward(x) = linear2(dropout(activation(linear1(x)))).
 
-    ``forward(src, src_mask=None, src_key_padding_mask=None)`` with ``src`` (B, T, d_model);
+    ``forward(src, src_mask=None, src_key_padding_mask=None, is_causal=False)`` with ``src``
+    (B, T, d_model); ``is_causal=True`` lets position i attend to positions 0..i only;
     ``src_mask`` uses the boolean True = may-attend convention (see
     :class:`~minitransformer.nn.MultiHeadAttention`), ``src_key_padding_mask`` (B, T) is True
     at padding.
@@ -74,19 +75,21 @@ class TransformerEncoderLayer(Module):
         self.activation = get_activation(activation)
 
     def forward(self, src: Tensor, src_mask: Any = None,
-                src_key_padding_mask: Any = None) -> Tensor:
+                src_key_padding_mask: Any = None, is_causal: bool = False) -> Tensor:
         x = src  # (B, T, d_model)
+        masks = (src_mask, src_key_padding_mask, is_causal)
         if self.norm_first:
-            x = x + self._self_attention(self.norm1(x), src_mask, src_key_padding_mask)
+            x = x + self._self_attention(self.norm1(x), *masks)
             x = x + self._feed_forward(self.norm2(x))
         else:
-            x = self.norm1(x + self._self_attention(x, src_mask, src_key_padding_mask))
+            x = self.norm1(x + self._self_attention(x, *masks))
             x = self.norm2(x + self._feed_forward(x))
         return x  # (B, T, d_model)
 
-    def _self_attention(self, x: Tensor, mask: Any, key_padding_mask: Any) -> Tensor:
+    def _self_attention(self, x: Tensor, mask: Any, key_padding_mask: Any,
+                        is_causal: bool = False) -> Tensor:
         attended, _ = self.self_attn(x, attn_mask=mask, key_padding_mask=key_padding_mask,
-                                     need_weights=False)  # (B, T, d_model)
+                                     need_weights=False, is_causal=is_causal)  # (B, T, d_model)
         return self.dropout1(attended)
 
     def _feed_forward(self, x: Tensor) -> Tensor:
@@ -109,7 +112,8 @@ class TransformerEncoder(Module):
     """A stack of ``num_layers`` deep copies of ``encoder_layer``, then an optional ``norm``.
 
     The copies start with the same weights (as in PyTorch) but draw their own dropout masks.
-    ``forward(src, mask=None, src_key_padding_mask=None)`` passes the masks to every layer.
+    ``forward(src, mask=None, src_key_padding_mask=None, is_causal=False)`` passes the masks
+    to every layer.
     """
 
     def __init__(self, encoder_layer: Module, num_layers: int, norm: Module | None = None) -> None:
@@ -123,10 +127,12 @@ class TransformerEncoder(Module):
         else:
             self.add_module("norm", None)
 
-    def forward(self, src: Tensor, mask: Any = None, src_key_padding_mask: Any = None) -> Tensor:
+    def forward(self, src: Tensor, mask: Any = None, src_key_padding_mask: Any = None,
+                is_causal: bool = False) -> Tensor:
         x = src  # (B, T, d_model)
         for layer in self.layers:
-            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask)
+            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask,
+                      is_causal=is_causal)
         if self.norm is not None:
             x = self.norm(x)
         return x
@@ -172,7 +178,7 @@ class PositionalEncoding(Module):
         table[:, 0::2] = np.sin(angles)  # even dimensions
         table[:, 1::2] = np.cos(angles[:, : d_model // 2])  # odd dimensions
         device = backend.normalize_device(device)
-        dtype = _as_dtype(dtype) or float32
+        dtype = as_dtype(dtype) or float32
         self.register_buffer("pe", Tensor(table.astype(dtype), device=device))
         self.dropout = Dropout(dropout)
 

@@ -15,17 +15,13 @@ from minitransformer.ops.shape import normalize_axes, normalize_axis
 from minitransformer.tensor import Tensor
 
 
-def _xp(x: Any) -> Any:
-    return backend.array_module(backend.device_of(x))
-
-
 class Tanh(Function):
     """y = tanh x;  dy/dx = 1 - y^2."""
 
     uses_output = True
 
     def forward(self, x: Any) -> Any:
-        return _xp(x).tanh(x)
+        return backend.array_module_of(x).tanh(x)
 
     def backward(self, grad: Any) -> tuple[Any]:
         y = self.output()
@@ -40,7 +36,7 @@ class Sigmoid(Function):
     def forward(self, x: Any) -> Any:
         # The same function as 1 / (1 + e^-x), written as (1 + tanh(x / 2)) / 2 so that no
         # e^-x can overflow for very negative x; updated in place to save two temporaries.
-        y = _xp(x).tanh(0.5 * x)
+        y = backend.array_module_of(x).tanh(0.5 * x)
         y += 1
         y *= 0.5
         return y
@@ -55,7 +51,7 @@ class Relu(Function):
 
     def forward(self, x: Any) -> Any:
         self.positive = x > 0
-        return _xp(x).maximum(x, 0)  # (x * positive would turn -inf into nan)
+        return backend.array_module_of(x).maximum(x, 0)  # (x * positive would turn -inf into nan)
 
     def backward(self, grad: Any) -> tuple[Any]:
         return (grad * self.positive,)
@@ -75,7 +71,7 @@ class Gelu(Function):
         self.approximate = approximate
         if approximate == "tanh":
             u = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
-            return 0.5 * x * (1 + _xp(x).tanh(u))
+            return 0.5 * x * (1 + backend.array_module_of(x).tanh(u))
         return 0.5 * x * (1 + backend.erf(x / math.sqrt(2)))
 
     def backward(self, grad: Any) -> tuple[Any]:
@@ -102,7 +98,7 @@ class Softmax(Function):
 
     def forward(self, x: Any, axis: int) -> Any:
         self.axis = axis
-        xp = _xp(x)
+        xp = backend.array_module_of(x)
         e = xp.exp(x - x.max(axis=axis, keepdims=True))  # shifting by the max avoids overflow
         return e / e.sum(axis=axis, keepdims=True)
 
@@ -121,7 +117,7 @@ def softmax_in_place(scores: Any, axis: int = -1) -> Any:
     appears, not even in the backward (PyTorch's softmax gives NaN for such a row).
     ``scores`` must be a fresh array (it is overwritten and returned).
     """
-    xp = _xp(scores)
+    xp = backend.array_module_of(scores)
     row_max = scores.max(axis=axis, keepdims=True)  # shift by the max: exp cannot overflow
     row_max[xp.isneginf(row_max)] = 0  # a fully masked row stays -inf: exp -> 0
     scores -= row_max
@@ -142,7 +138,7 @@ class MaskedSoftmax(Softmax):
 
     def forward(self, x: Any, axis: int, blocked: Any) -> Any:
         self.axis = axis
-        xp = _xp(x)
+        xp = backend.array_module_of(x)
         scores = x.copy() if blocked is None else xp.where(blocked, -xp.inf, x)
         return softmax_in_place(scores, axis)
 
@@ -154,7 +150,7 @@ class LogSoftmax(Function):
 
     def forward(self, x: Any, axis: int) -> Any:
         self.axis = axis
-        xp = _xp(x)
+        xp = backend.array_module_of(x)
         shifted = x - x.max(axis=axis, keepdims=True)
         return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
@@ -170,7 +166,7 @@ class LogSumExp(Function):
 
     def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
         self.axes, self.keepdims = axes, keepdims
-        xp = _xp(x)
+        xp = backend.array_module_of(x)
         peak = x.max(axis=axes, keepdims=True)
         peak = xp.where(xp.isfinite(peak), peak, 0)  # all -inf: log 0 = -inf, not nan
         out = xp.log(xp.exp(x - peak).sum(axis=axes, keepdims=True)) + peak

@@ -21,10 +21,6 @@ from minitransformer.ops.shape import unbroadcast
 from minitransformer.tensor import Tensor, as_tensor
 
 
-def _xp(x: Any) -> Any:
-    return backend.array_module(backend.device_of(x))
-
-
 # ----- binary arithmetic ----------------------------------------------------------------------
 class Add(Function):
     """z = x + y;  dz/dx = 1,  dz/dy = 1."""
@@ -115,7 +111,7 @@ class Maximum(_Select):
 
     def forward(self, x: Any, y: Any) -> Any:
         self.x_share = ((x > y) + 0.5 * (x == y)).astype(x.dtype)
-        return _xp(x).maximum(x, y)
+        return backend.array_module_of(x).maximum(x, y)
 
 
 class Minimum(_Select):
@@ -123,7 +119,7 @@ class Minimum(_Select):
 
     def forward(self, x: Any, y: Any) -> Any:
         self.x_share = ((x < y) + 0.5 * (x == y)).astype(x.dtype)
-        return _xp(x).minimum(x, y)
+        return backend.array_module_of(x).minimum(x, y)
 
 
 # ----- unary math -------------------------------------------------------------------------------
@@ -143,7 +139,7 @@ class Exp(Function):
     uses_output = True
 
     def forward(self, x: Any) -> Any:
-        return _xp(x).exp(x)
+        return backend.array_module_of(x).exp(x)
 
     def backward(self, grad: Any) -> tuple[Any]:
         return (grad * self.output(),)
@@ -153,7 +149,7 @@ class Log(Function):
     """y = ln x;  dy/dx = 1 / x."""
 
     def forward(self, x: Any) -> Any:
-        return _xp(x).log(x)
+        return backend.array_module_of(x).log(x)
 
     def backward(self, grad: Any) -> tuple[Any]:
         (x,) = self.args
@@ -166,7 +162,7 @@ class Sqrt(Function):
     uses_output = True
 
     def forward(self, x: Any) -> Any:
-        return _xp(x).sqrt(x)
+        return backend.array_module_of(x).sqrt(x)
 
     def backward(self, grad: Any) -> tuple[Any]:
         return (grad / (2 * self.output()),)
@@ -176,8 +172,8 @@ class Abs(Function):
     """y = |x|;  dy/dx = sign(x) (0 at x = 0, as in PyTorch)."""
 
     def forward(self, x: Any) -> Any:
-        self.sign = _xp(x).sign(x)
-        return _xp(x).abs(x)
+        self.sign = backend.array_module_of(x).sign(x)
+        return backend.array_module_of(x).abs(x)
 
     def backward(self, grad: Any) -> tuple[Any]:
         return (grad * self.sign,)
@@ -187,7 +183,7 @@ class Sin(Function):
     """y = sin x;  dy/dx = cos x."""
 
     def forward(self, x: Any) -> Any:
-        return _xp(x).sin(x)
+        return backend.array_module_of(x).sin(x)
 
     def backward(self, grad: Any) -> tuple[Any]:
         (x,) = self.args
@@ -198,7 +194,7 @@ class Cos(Function):
     """y = cos x;  dy/dx = -sin x."""
 
     def forward(self, x: Any) -> Any:
-        return _xp(x).cos(x)
+        return backend.array_module_of(x).cos(x)
 
     def backward(self, grad: Any) -> tuple[Any]:
         (x,) = self.args
@@ -220,13 +216,13 @@ class Clip(Function):
     """y = min(max(x, lo), hi);  dy/dx = 1 inside [lo, hi], 0 outside."""
 
     def forward(self, x: Any, low: float | None, high: float | None) -> Any:
-        inside = _xp(x).ones(x.shape, dtype=bool)
+        inside = backend.array_module_of(x).ones(x.shape, dtype=bool)
         if low is not None:
             inside &= x >= low
         if high is not None:
             inside &= x <= high
         self.inside = inside.astype(x.dtype)
-        return _xp(x).clip(x, low, high)
+        return backend.array_module_of(x).clip(x, low, high)
 
     def backward(self, grad: Any) -> tuple[Any]:
         return (grad * self.inside,)
@@ -237,7 +233,7 @@ class Where(Function):
 
     def forward(self, x: Any, y: Any, condition: Any) -> Any:
         self.condition = condition
-        return _xp(x).where(condition, x, y)
+        return backend.array_module_of(x).where(condition, x, y)
 
     def backward(self, grad: Any) -> tuple[Any, Any]:
         x, y = self.args
@@ -265,7 +261,7 @@ class To(Function):
 
 
 # ----- functional forms ----------------------------------------------------------------------
-def _binary(op: type[Function], x: Any, y: Any, **params: Any) -> Tensor:
+def apply_binary(op: type[Function], x: Any, y: Any, **params: Any) -> Tensor:
     """``op`` on two operands, with a ShapeError naming the shapes if they don't broadcast.
 
     A Python number or array next to a tensor is lifted to a tensor (numbers take the
@@ -292,37 +288,37 @@ def _binary(op: type[Function], x: Any, y: Any, **params: Any) -> Tensor:
 
 @register(method=True)
 def add(x: Any, y: Any) -> Tensor:
-    return _binary(Add, x, y)
+    return apply_binary(Add, x, y)
 
 
 @register(method=True)
 def sub(x: Any, y: Any) -> Tensor:
-    return _binary(Sub, x, y)
+    return apply_binary(Sub, x, y)
 
 
 @register(method=True)
 def mul(x: Any, y: Any) -> Tensor:
-    return _binary(Mul, x, y)
+    return apply_binary(Mul, x, y)
 
 
 @register(method=True)
 def div(x: Any, y: Any) -> Tensor:
-    return _binary(Div, x, y)
+    return apply_binary(Div, x, y)
 
 
 @register(method=True)
 def pow(x: Any, p: Any) -> Tensor:  # noqa: A001
-    return _binary(Pow, x, p)
+    return apply_binary(Pow, x, p)
 
 
 @register(method=True)
 def maximum(x: Any, y: Any) -> Tensor:
-    return _binary(Maximum, x, y)
+    return apply_binary(Maximum, x, y)
 
 
 @register(method=True)
 def minimum(x: Any, y: Any) -> Tensor:
-    return _binary(Minimum, x, y)
+    return apply_binary(Minimum, x, y)
 
 
 @register(method=True)
@@ -383,7 +379,7 @@ def where(condition: Any, x: Any, y: Any) -> Tensor:
     device = x.device if isinstance(x, Tensor) else y.device
     if backend.is_array(cond):
         cond = backend.to_device(cond, device)  # a NumPy mask may select on the GPU
-    return _binary(Where, x, y, condition=cond)
+    return apply_binary(Where, x, y, condition=cond)
 
 
 @register(method=True)

@@ -49,6 +49,7 @@ import numpy as np
 from minitransformer import backend, tuning
 from minitransformer.autograd import Function, grad
 from minitransformer.errors import ShapeError
+from minitransformer.ops.registry import register
 from minitransformer.ops.shape import unbroadcast
 from minitransformer.tensor import Tensor
 
@@ -204,7 +205,7 @@ class TiledAttention(Function):
         return s
 
     def backward(self, grad_out: Any) -> tuple[Any, ...]:
-        if self.create_graph:  # create_graph: differentiate the composed path, recorded
+        if self.create_graph:  # differentiate the composed path, recorded
             return self._backward_recorded(grad_out)
         return self._backward_tiled(grad_out)
 
@@ -282,6 +283,7 @@ def _mask_array(mask: Any, like: Tensor) -> Any:
     return mask if mask.dtype == bool else mask.astype(like.dtype, copy=False)
 
 
+@register(top_level=False)  # a fused node: in the gradient test lists
 def tiled_attention(
     query: Tensor,
     key: Tensor,

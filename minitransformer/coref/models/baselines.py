@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import nn
-from minitransformer.coref.models.coref import PointerHead, _on_device
+from minitransformer.coref.models.coref import PointerHead, on_device
 from minitransformer.nn.conv import Conv1d
 from minitransformer.nn.rnn import LSTM
 from minitransformer.tensor import Tensor
@@ -64,9 +64,9 @@ class LSTMCorefModel(nn.Module):
 
     def forward(self, ids: Any, pronoun: Any, padding_mask: Any) -> tuple[Tensor, Tensor]:
         device = self.embedding.weight.device
-        padding_mask = _on_device(padding_mask, device)
+        padding_mask = on_device(padding_mask, device)
         lengths = (~padding_mask.numpy()).sum(axis=1)  # (B,) real tokens per sentence
-        x = self.embedding(_on_device(ids, device))  # (B, T, E)
+        x = self.embedding(on_device(ids, device))  # (B, T, E)
         h, _ = self.encoder(x, lengths=lengths)  # (B, T, 2H), zeros at padding
         return self.pointer(h, pronoun, padding_mask)  # (B, T), (B, T)
 
@@ -112,8 +112,8 @@ class ConvCorefModel(nn.Module):
 
     def forward(self, ids: Any, pronoun: Any, padding_mask: Any) -> tuple[Tensor, Tensor]:
         device = self.embedding.weight.device
-        padding_mask = _on_device(padding_mask, device)
-        x = self.embedding(_on_device(ids, device))  # (B, T, E)
+        padding_mask = on_device(padding_mask, device)
+        x = self.embedding(on_device(ids, device))  # (B, T, E)
         keep = Tensor(~padding_mask.numpy()[:, :, None], device=device).to(x.dtype)  # (B, T, 1)
         for block in self.blocks:
             x = block(x, keep)  # (B, T, E)

@@ -51,8 +51,16 @@ class CorefConfig:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> CorefConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in state.items() if key in known})
+        return config_from_dict(cls, state, "model settings")
+
+
+def config_from_dict(cls: type, state: dict[str, Any], what: str) -> Any:
+    """``cls(**state)`` for a settings dataclass, refusing keys it does not know (a
+    checkpoint from another version, or a typo) with a ValueError that names them."""
+    unknown = sorted(set(state) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}")
+    return cls(**state)
 
 
 class PointerHead(nn.Module):
@@ -76,7 +84,7 @@ class PointerHead(nn.Module):
     def forward(self, h: Tensor, pronoun: Any, padding_mask: Any) -> tuple[Tensor, Tensor]:
         B, T, E = h.shape
         rows = Tensor(np.arange(B), device=h.device)
-        pronoun = _on_device(pronoun, h.device)
+        pronoun = on_device(pronoun, h.device)
         h_pronoun = h[rows, pronoun]  # (B, E): each sentence's pronoun vector
         q = self.q_proj(h_pronoun)  # (B, E)
         k = self.k_proj(h)  # (B, T, E)
@@ -84,7 +92,7 @@ class PointerHead(nn.Module):
         scores = scores / math.sqrt(E)
         # padding is no candidate: -inf, so that it has weight 0 here and no part in the
         # loss's logsumexp (cross-entropy of these scores)
-        scores = scores.masked_fill(_on_device(padding_mask, h.device), -math.inf)
+        scores = scores.masked_fill(on_device(padding_mask, h.device), -math.inf)
         weights = F.masked_softmax(scores, axis=-1)  # (B, T), each row sums to 1
         return scores, weights
 
@@ -115,8 +123,8 @@ class CorefModel(nn.Module):
 
     def forward(self, ids: Any, pronoun: Any, padding_mask: Any) -> tuple[Tensor, Tensor]:
         device = self.embedding.weight.device
-        padding_mask = _on_device(padding_mask, device)
-        x = self.positions(self.embedding(_on_device(ids, device)))  # (B, T, E)
+        padding_mask = on_device(padding_mask, device)
+        x = self.positions(self.embedding(on_device(ids, device)))  # (B, T, E)
         h = self.encoder(x, src_key_padding_mask=padding_mask)  # (B, T, E)
         return self.pointer(h, pronoun, padding_mask)  # (B, T), (B, T)
 
@@ -138,7 +146,7 @@ class CorefModel(nn.Module):
         return maps
 
 
-def _on_device(values: Any, device: str) -> Tensor:
+def on_device(values: Any, device: str) -> Tensor:
     """A NumPy array (ids, positions, masks) as a constant tensor on ``device``."""
     if isinstance(values, Tensor):
         return values if values.device == device else values.to(device=device)

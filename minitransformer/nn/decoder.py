@@ -1,0 +1,335 @@
+"""The Transformer decoder and the whole encoder-decoder model (Vaswani et al., 2017).
+
+    model = nn.Transformer(d_model=32, nhead=4, num_encoder_layers=2, num_decoder_layers=2)
+    out = model(src, tgt, tgt_mask=nn.Transformer.generate_square_subsequent_mask(T))
+
+A decoder layer is an encoder layer with one more sub-block in the middle: after masked
+self-attention over the target, *cross-attention* lets every target position look at the
+encoder's output (the "memory"). Queries come from the target, keys and values from the
+memory, so nothing about the memory is causal: each target position may read all of it.
+
+Names and arguments follow ``torch.nn.TransformerDecoderLayer``, ``TransformerDecoder`` and
+``Transformer`` (``self_attn``, ``multihead_attn``, ``norm3``, ``tgt_mask``, ``memory_mask``,
+``tgt_is_causal`` ...), so weights map one to one from a PyTorch model, and masks mean what
+they mean there. Differences, all on purpose:
+
+- batch first only: tensors are (B, T, d_model), like ``batch_first=True``;
+- ``dropout`` defaults to 0.0 (as in this project's encoder layer), not 0.1;
+- ``tgt_is_causal=True`` *applies* the causal mask (alone, or together with ``tgt_mask``);
+  in PyTorch it is only a hint that ``tgt_mask`` already is causal, and ``tgt_mask`` is
+  required.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from minitransformer import backend
+from minitransformer.errors import ShapeError
+from minitransformer.nn.attention import MultiHeadAttention
+from minitransformer.nn.layers import Dropout, LayerNorm, Linear, get_activation
+from minitransformer.nn.module import Module, ModuleList
+from minitransformer.nn.transformer import (
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    reseed_dropout,
+)
+from minitransformer.tensor import Tensor, as_dtype, default_generator, float32
+
+__all__ = [
+    "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "causal_mask",
+]
+
+
+def causal_mask(length: int, source_length: int | None = None, device: Any = None) -> Tensor:
+    """The boolean causal mask (length, source_length): True where query i MAY attend to
+    key j, i.e. j <= i (the lower triangle, ``tril``), in the convention of
+    :func:`~minitransformer.functional.scaled_dot_product_attention`.
+
+        causal_mask(3)  ->  [[T, F, F],
+                             [T, T, F],
+                             [T, T, T]]
+
+    For ``nn.MultiHeadAttention`` and the Transformer layers use
+    :meth:`Transformer.generate_square_subsequent_mask` (a float mask, the same in every
+    convention) or pass ``is_causal=True``.
+    """
+    source_length = length if source_length is None else source_length
+    if length < 0 or source_length < 0:
+        raise ValueError(f"causal_mask needs lengths >= 0, got {length} and {source_length}")
+    allowed = np.tril(np.ones((length, source_length), dtype=bool))  # (L, S)
+    return Tensor._from_array(backend.to_device(allowed, backend.normalize_device(device)),
+                              backend.normalize_device(device))
+
+
+class TransformerDecoderLayer(Module):
+    """Masked self-attention, cross-attention over the memory, feed-forward; each wrapped
+    in a residual connection.
+
+    Post-norm (``norm_first=False``, the original paper):
+        x = norm1(x + dropout1(self_attn(x, x, x)))                 target looks at itself
+        x = norm2(x + dropout2(multihead_attn(x, memory, memory)))  then at the source
+        x = norm3(x + dropout3(feed_forward(x)))
+    Pre-norm (``norm_first=True``):
+        x = x + dropout1(self_attn(norm1(x)))
+        x = x + dropout2(multihead_attn(norm2(x), memory, memory))
+        x = x + dropout3(feed_forward(norm3(x)))
+    with feed_forward(x) = linear2(dropout(activation(linear1(x)))).
+
+    ``forward(tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+    memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False)`` with
+    ``tgt`` (B, T, d_model) and ``memory`` (B, S, d_model). ``tgt_mask`` (T, T) and
+    ``memory_mask`` (T, S) mean what ``attn_mask`` means for
+    :class:`~minitransformer.nn.MultiHeadAttention` (a float mask is added to the scores);
+    the key-padding masks are True at padding.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.0,
+        activation: str | Callable[[Tensor], Tensor] = "relu",
+        layer_norm_eps: float = 1e-5,
+        norm_first: bool = False,
+        bias: bool = True,
+        dtype: Any = None,
+        device: Any = None,
+    ) -> None:
+        super().__init__()
+        kw = {"dtype": dtype, "device": device}
+        self.self_attn = MultiHeadAttention(d_model, nhead, bias=bias, dropout=dropout, **kw)
+        self.multihead_attn = MultiHeadAttention(d_model, nhead, bias=bias, dropout=dropout,
+                                                 **kw)
+        self.linear1 = Linear(d_model, dim_feedforward, bias, **kw)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(dim_feedforward, d_model, bias, **kw)
+        self.norm_first = norm_first
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, **kw)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, **kw)
+        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, **kw)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
+        self.activation_name = activation if isinstance(activation, str) else repr(activation)
+        self.activation = get_activation(activation)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        tgt_mask: Any = None,
+        memory_mask: Any = None,
+        tgt_key_padding_mask: Any = None,
+        memory_key_padding_mask: Any = None,
+        tgt_is_causal: bool = False,
+        memory_is_causal: bool = False,
+    ) -> Tensor:
+        _check_pair(tgt, memory, self.self_attn.embed_dim)
+        x = tgt  # (B, T, d_model)
+        self_args = (tgt_mask, tgt_key_padding_mask, tgt_is_causal)
+        cross_args = (memory, memory_mask, memory_key_padding_mask, memory_is_causal)
+        if self.norm_first:
+            x = x + self._self_attention(self.norm1(x), *self_args)
+            x = x + self._cross_attention(self.norm2(x), *cross_args)
+            x = x + self._feed_forward(self.norm3(x))
+        else:
+            x = self.norm1(x + self._self_attention(x, *self_args))
+            x = self.norm2(x + self._cross_attention(x, *cross_args))
+            x = self.norm3(x + self._feed_forward(x))
+        return x  # (B, T, d_model)
+
+    def _self_attention(self, x: Tensor, mask: Any, key_padding_mask: Any,
+                        is_causal: bool) -> Tensor:
+        attended, _ = self.self_attn(x, x, x, attn_mask=mask, key_padding_mask=key_padding_mask,
+                                     need_weights=False, is_causal=is_causal)  # (B, T, d_model)
+        return self.dropout1(attended)
+
+    def _cross_attention(self, x: Tensor, memory: Tensor, mask: Any, key_padding_mask: Any,
+                         is_causal: bool) -> Tensor:
+        # queries from the target (B, T, d_model); keys and values from the memory (B, S, ...)
+        attended, _ = self.multihead_attn(x, memory, memory, attn_mask=mask,
+                                          key_padding_mask=key_padding_mask, need_weights=False,
+                                          is_causal=is_causal)  # (B, T, d_model)
+        return self.dropout2(attended)
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        hidden = self.dropout(self.activation(self.linear1(x)))  # (B, T, dim_feedforward)
+        return self.dropout3(self.linear2(hidden))  # (B, T, d_model)
+
+    def extra_repr(self) -> str:
+        return f"norm_first={self.norm_first}, activation={self.activation_name}"
+
+
+def _check_pair(tgt: Tensor, memory: Tensor, d_model: int) -> None:
+    for name, x in (("tgt", tgt), ("memory", memory)):
+        if x.ndim != 3 or x.shape[-1] != d_model:
+            raise ShapeError(
+                f"the decoder's {name} must have shape (B, length, {d_model}) (batch first, "
+                f"d_model={d_model}), got {x.shape}"
+            )
+    if tgt.shape[0] != memory.shape[0]:
+        raise ShapeError(
+            f"tgt and memory must have the same batch size, got shapes {tgt.shape} and "
+            f"{memory.shape}"
+        )
+
+
+class TransformerDecoder(Module):
+    """A stack of ``num_layers`` deep copies of ``decoder_layer``, then an optional ``norm``.
+
+    Every layer reads the same ``memory`` (the encoder's output). ``forward(tgt, memory,
+    tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+    memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False)`` passes
+    the masks to every layer.
+    """
+
+    def __init__(self, decoder_layer: TransformerDecoderLayer, num_layers: int,
+                 norm: Module | None = None) -> None:
+        super().__init__()
+        self.layers = ModuleList(copy.deepcopy(decoder_layer) for _ in range(num_layers))
+        for layer in self.layers:
+            reseed_dropout(layer)
+        self.num_layers = num_layers
+        if norm is not None:
+            self.norm = norm
+        else:
+            self.add_module("norm", None)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        tgt_mask: Any = None,
+        memory_mask: Any = None,
+        tgt_key_padding_mask: Any = None,
+        memory_key_padding_mask: Any = None,
+        tgt_is_causal: bool = False,
+        memory_is_causal: bool = False,
+    ) -> Tensor:
+        x = tgt  # (B, T, d_model)
+        for layer in self.layers:
+            x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                      tgt_key_padding_mask=tgt_key_padding_mask,
+                      memory_key_padding_mask=memory_key_padding_mask,
+                      tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x
+
+
+class Transformer(Module):
+    """The encoder-decoder model of "Attention Is All You Need", batch first.
+
+        memory = encoder(src)                  (B, S, d_model): the source, read both ways
+        output = decoder(tgt, memory)          (B, T, d_model): the target, causally, with
+                                               cross-attention over the memory
+
+    Both stacks end with a LayerNorm (``encoder.norm``, ``decoder.norm``), and every weight
+    matrix starts Xavier-uniform, as in ``torch.nn.Transformer``. Embeddings, positions and
+    the output projection to a vocabulary are the caller's (see ``examples/``).
+
+    ``forward(src, tgt, src_mask=None, tgt_mask=None, memory_mask=None,
+    src_key_padding_mask=None, tgt_key_padding_mask=None, memory_key_padding_mask=None,
+    src_is_causal=False, tgt_is_causal=False, memory_is_causal=False)``.
+    """
+
+    def __init__(
+        self,
+        d_model: int = 512,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.0,
+        activation: str | Callable[[Tensor], Tensor] = "relu",
+        custom_encoder: Module | None = None,
+        custom_decoder: Module | None = None,
+        layer_norm_eps: float = 1e-5,
+        norm_first: bool = False,
+        bias: bool = True,
+        dtype: Any = None,
+        device: Any = None,
+    ) -> None:
+        super().__init__()
+        kw = {"dtype": dtype, "device": device}
+        if custom_encoder is not None:
+            self.encoder = custom_encoder
+        else:
+            encoder_layer = TransformerEncoderLayer(
+                d_model, nhead, dim_feedforward, dropout, activation, norm_first,
+                layer_norm_eps, **kw)
+            self.encoder = TransformerEncoder(encoder_layer, num_encoder_layers,
+                                              LayerNorm(d_model, eps=layer_norm_eps, **kw))
+        if custom_decoder is not None:
+            self.decoder = custom_decoder
+        else:
+            decoder_layer = TransformerDecoderLayer(
+                d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                norm_first, bias, **kw)
+            self.decoder = TransformerDecoder(decoder_layer, num_decoder_layers,
+                                              LayerNorm(d_model, eps=layer_norm_eps, **kw))
+        self.d_model = d_model
+        self.nhead = nhead
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """Xavier-uniform on every matrix: U(-a, a), a = sqrt(6 / (fan_in + fan_out)),
+        which keeps the variance of activations and gradients alike through a layer."""
+        rng = default_generator()
+        for p in self.parameters():
+            if p.ndim > 1:
+                fan_out, fan_in = p.shape[0], int(np.prod(p.shape[1:]))
+                bound = math.sqrt(6.0 / (fan_in + fan_out))
+                values = rng.uniform(-bound, bound, p.shape).astype(p.dtype)
+                p.data[...] = backend.to_device(values, p.device)
+
+    def forward(
+        self,
+        src: Tensor,
+        tgt: Tensor,
+        src_mask: Any = None,
+        tgt_mask: Any = None,
+        memory_mask: Any = None,
+        src_key_padding_mask: Any = None,
+        tgt_key_padding_mask: Any = None,
+        memory_key_padding_mask: Any = None,
+        src_is_causal: bool = False,
+        tgt_is_causal: bool = False,
+        memory_is_causal: bool = False,
+    ) -> Tensor:
+        if src.ndim != 3 or tgt.ndim != 3 or src.shape[0] != tgt.shape[0]:
+            raise ShapeError(
+                f"Transformer expects src (B, S, d_model) and tgt (B, T, d_model) with the "
+                f"same batch size B (batch first), got {src.shape} and {tgt.shape}"
+            )
+        if src.shape[-1] != self.d_model or tgt.shape[-1] != self.d_model:
+            raise ShapeError(
+                f"the feature size of src and tgt must equal d_model={self.d_model}, got "
+                f"{src.shape} and {tgt.shape}"
+            )
+        memory = self.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask,
+                              is_causal=src_is_causal)  # (B, S, d_model)
+        return self.decoder(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                            tgt_key_padding_mask=tgt_key_padding_mask,
+                            memory_key_padding_mask=memory_key_padding_mask,
+                            tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
+
+    @staticmethod
+    def generate_square_subsequent_mask(size: int, dtype: Any = None,
+                                        device: Any = None) -> Tensor:
+        """The float causal mask (size, size): 0 on and below the diagonal, -inf above it
+        (position i may not look at j > i). Added to the scores, so it means the same in
+        every boolean convention; as ``torch.nn.Transformer.generate_square_subsequent_mask``.
+        """
+        dtype = as_dtype(dtype) or float32
+        future = np.triu(np.full((size, size), -np.inf), k=1).astype(dtype)  # (T, T)
+        device = backend.normalize_device(device)
+        return Tensor._from_array(backend.to_device(future, device), device)
+
