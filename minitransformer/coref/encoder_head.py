@@ -35,7 +35,7 @@ from minitransformer.coref.compare import (
     train_model,
 )
 from minitransformer.coref.data import make_dataset
-from minitransformer.coref.models.coref import CorefConfig, CorefModel, _on_device
+from minitransformer.coref.models.coref import CorefConfig, CorefModel, on_device
 from minitransformer.coref.training import evaluate, write_json
 from minitransformer.tensor import Tensor
 
@@ -61,8 +61,8 @@ class EncoderHeadModel(CorefModel):
 
     def forward(self, ids: Any, pronoun: Any, padding_mask: Any) -> tuple[Tensor, Tensor]:
         device = self.embedding.weight.device
-        padding_mask = _on_device(padding_mask, device)
-        h = self.positions(self.embedding(_on_device(ids, device)))  # (B, T, E)
+        padding_mask = on_device(padding_mask, device)
+        h = self.positions(self.embedding(on_device(ids, device)))  # (B, T, E)
         *lower, last = self.encoder.layers
         for layer in lower:
             h = layer(h, src_key_padding_mask=padding_mask)  # (B, T, E)
@@ -72,7 +72,7 @@ class EncoderHeadModel(CorefModel):
                                     average_attn_weights=False)  # (B, nh, T, T)
         B = weights.shape[0]
         rows = Tensor(np.arange(B), device=device)
-        row = weights[:, self.head][rows, _on_device(pronoun, device)]  # (B, T, T) -> (B, T)
+        row = weights[:, self.head][rows, on_device(pronoun, device)]  # (B, T, T) -> (B, T)
         return (row + LOG_FLOOR).log(), row
 
 
