@@ -53,6 +53,8 @@ FIGURES: list[Figure] = [
     Figure("comparison", "minitransformer.coref.figures:write_comparison_figures",
            ("comparison/*.png",),
            "comparison/*.png: redrawn from comparison/results.json"),
+    Figure("explain", "scripts.explain_figures:write_docs_figures", ("img/explain.png",),
+           "img/explain.png: a screenshot of `minitransformer explain` (needs Chromium)"),
 ]
 
 
