@@ -1,9 +1,10 @@
 """Attention: one head written out equation by equation, then the batched multi-head form.
 
-Masks follow :func:`minitransformer.functional.scaled_dot_product_attention`: a boolean
-mask is True where a query MAY attend to a key, a float mask is added to the scores
-(``-inf`` forbids). Note that ``torch.nn.MultiheadAttention`` uses the opposite boolean
-convention for its ``attn_mask`` (True = masked out); to port a torch mask, pass ``~mask``.
+Boolean masks mean what they mean in each layer's PyTorch twin, so that a ported mask
+attends where it did there: ``MultiHeadAttention`` (like ``torch.nn.MultiheadAttention``,
+and the Transformer layers built on it) takes True as "may NOT attend"; ``Attention``, like
+:func:`minitransformer.functional.scaled_dot_product_attention` (and PyTorch's), takes
+True as "MAY attend". A float mask is added to the scores everywhere (``-inf`` forbids).
 """
 
 from __future__ import annotations
@@ -118,11 +119,11 @@ class MultiHeadAttention(Module):
 
     - ``key``/``value`` default to ``query`` (self-attention); for cross-attention the
       query has L positions and key/value S positions.
-    - ``attn_mask`` (L, S), (B, L, S) or (B, nh, L, S): boolean True = may attend, or float
-      values added to the scores. **Unlike torch.nn.MultiheadAttention**, where a boolean
-      True means "masked out"; a 3-D mask here is per batch element, not per (batch, head).
-    - ``key_padding_mask`` (B, S) boolean: True at PADDING keys to ignore (this one follows
-      PyTorch).
+    - ``attn_mask`` (L, S), (B, L, S) or (B, nh, L, S): boolean True = may NOT attend (as
+      in torch.nn.MultiheadAttention; the opposite of ``F.scaled_dot_product_attention``),
+      or float values added to the scores. A 3-D mask here is per batch element (PyTorch's
+      is per (batch, head), shaped (B * nh, L, S)).
+    - ``key_padding_mask`` (B, S) boolean: True at PADDING keys to ignore (as in PyTorch).
     - ``is_causal=True``: query i sees keys 0..i only, together with any other mask. (In
       PyTorch it is only a hint that ``attn_mask`` is causal and needs ``attn_mask``.)
     - ``weights``: (B, L, S) averaged over heads, (B, nh, L, S) with
@@ -231,6 +232,8 @@ class MultiHeadAttention(Module):
         mask = None
         if attn_mask is not None:
             mask = as_mask(attn_mask, q)
+            if mask.dtype == bool_:
+                mask = ~mask  # PyTorch's True = "may not attend" -> sdpa's True = "may attend"
             if mask.shape not in ((L, S), (B, L, S), (B, nh, L, S)):
                 raise ShapeError(
                     f"attn_mask must have shape (L, S), (B, L, S) or (B, nh, L, S) with "
