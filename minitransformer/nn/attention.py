@@ -255,3 +255,33 @@ class MultiHeadAttention(Module):
         if mask.dtype == bool_:
             return mask & keep  # (B, 1 or nh, L, S)
         return mask.masked_fill(~keep, -math.inf)  # float mask: padding scores -> -inf
+
+
+class MultiheadAttention(MultiHeadAttention):
+    """``torch.nn.MultiheadAttention``'s spelling and argument order: ``(embed_dim,
+    num_heads, dropout=0.0, bias=True, batch_first=False)``.
+
+    As in PyTorch, ``batch_first=False`` (the default) takes and returns sequence-first
+    tensors (L, B, E); ``batch_first=True`` takes (B, L, E) like
+    :class:`MultiHeadAttention`. The weights come back (B, L, S) either way, and masks mean
+    what they mean in PyTorch. Not supported: ``add_bias_kv``, ``add_zero_attn``,
+    ``kdim``/``vdim``.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 batch_first: bool = False, dtype: Any = None, device: Any = None) -> None:
+        super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout, dtype=dtype,
+                         device=device)
+        self.batch_first = batch_first
+
+    def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
+                *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor | None]:
+        if self.batch_first or query.ndim != 3:
+            return super().forward(query, key, value, *args, **kwargs)
+        # (L, B, E) -> (B, L, E) in, and back out; the weights are (B, L, S) in PyTorch too
+        query, key, value = (None if t is None else t.swapaxes(0, 1) for t in (query, key, value))
+        out, weights = super().forward(query, key, value, *args, **kwargs)
+        return out.swapaxes(0, 1), weights
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, batch_first={self.batch_first}"
