@@ -20,12 +20,17 @@ import functools
 import operator
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from minitransformer import backend
 from minitransformer.errors import DeviceError, GraphError, ShapeError
+
+# What a backward formula computes with: arrays (NumPy or CuPy) in a plain backward, tensors
+# under create_graph=True, where it is recorded (see Function). The formula is the same
+# for both, so its signature names both at once.
+Value: TypeAlias = Any
 
 _grad_enabled = True
 # A minitransformer.trace.BackwardTrace while one records, else None: read once per walk.
@@ -120,6 +125,8 @@ class Function:
        (a ``Sinh`` that stores ``cosh(x)`` gets first derivatives right and second ones
        wrong). Recompute such values from ``self.args`` / ``self.output()`` in backward,
        or use the saved copy only when ``not self.create_graph``.
+    (``Value``, the type in every backward's signature, names both kinds at once.)
+
     3. A backward branches on ``self.create_graph`` and on nothing else (not on the
        global grad mode, not on ``isinstance(grad, Tensor)``), and under create_graph it
        builds every gradient from tensors with recorded ops.
@@ -166,13 +173,13 @@ class Function:
         return out
 
     @property
-    def args(self) -> tuple[Any, ...]:
+    def args(self) -> tuple[Value, ...]:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
         if self.create_graph:
             return self.inputs
         return tuple(map(_data_of, self.inputs))
 
-    def output(self) -> Any:
+    def output(self) -> Value:
         """The output, as an array or a tensor like :attr:`args`."""
         out = self._output_ref()
         return out if self.create_graph else out.data
@@ -191,7 +198,7 @@ class Function:
     def forward(self, *arrays: Any, **params: Any) -> Any:
         raise NotImplementedError
 
-    def backward(self, grad: Any) -> tuple[Any, ...]:
+    def backward(self, grad: Value) -> tuple[Value | None, ...]:
         raise NotImplementedError
 
     def release(self) -> None:
