@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar, Token
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -32,72 +34,195 @@ from minitransformer.errors import DeviceError, GraphError, ShapeError
 # for both, so its signature names both at once.
 Value: TypeAlias = Any
 
-_grad_enabled = True
+# Engine state is per thread, as PyTorch's grad mode is: ``no_grad`` in one thread, or a
+# backward running there, must not change what another thread records. Context variables
+# are per thread (each thread starts from the defaults) and also per asyncio task, and
+# reading one costs little more than reading a global (this is on every op's hot path).
+_grad_mode: ContextVar[bool] = ContextVar("minitransformer_grad_mode", default=True)
+_grad_enabled = _grad_mode.get  # the hot-path read: _grad_enabled() -> bool
+# The innermost Module whose forward is running in this thread; each recorded node
+# remembers it, so that graphs can be drawn grouped by module (see minitransformer.viz).
+_current_module: ContextVar[Any] = ContextVar("minitransformer_module", default=None)
 # A minitransformer.trace.BackwardTrace while one records, else None: read once per walk.
 _backward_tracer: Any = None
-# The Modules whose forward is running, innermost last; each recorded node remembers the
-# innermost one, so that graphs can be drawn grouped by module (see minitransformer.viz).
-_module_stack: list[Any] = []
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    """Whether ops record a graph in the calling thread (True unless ``no_grad`` is on)."""
+    return _grad_mode.get()
 
 
-@contextlib.contextmanager
-def set_grad_enabled(mode: bool) -> Iterator[None]:
-    """Turn recording on or off inside a ``with`` block."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, bool(mode)
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
+class _GradMode:
+    """The one grad-mode switch behind ``no_grad``, ``enable_grad`` and ``set_grad_enabled``.
 
-
-class _GradModeContext:
-    """Base of ``no_grad`` / ``enable_grad``: usable as ``with`` block and as decorator."""
+    A ``with`` block (or a decorated function) runs with grad mode ``self.mode`` in the
+    calling thread and restores the previous mode on exit, exception or not. Other threads
+    are not affected. One instance may be entered by several threads at once: each thread
+    keeps its own way back.
+    """
 
     mode = True
 
+    def __init__(self) -> None:
+        self._tokens: dict[int, list[Token]] = {}
+
     def __enter__(self) -> None:
-        global _grad_enabled
-        self._previous = _grad_enabled
-        _grad_enabled = self.mode
+        token = _grad_mode.set(self.mode)
+        self._tokens.setdefault(threading.get_ident(), []).append(token)
 
     def __exit__(self, *exc: object) -> None:
-        global _grad_enabled
-        _grad_enabled = self._previous
+        tokens = self._tokens[threading.get_ident()]
+        _grad_mode.reset(tokens.pop())
+        if not tokens:
+            del self._tokens[threading.get_ident()]
 
     def __call__(self, fn: Callable) -> Callable:
+        mode = self.mode
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self.__class__():
+            token = _grad_mode.set(mode)
+            try:
                 return fn(*args, **kwargs)
+            finally:
+                _grad_mode.reset(token)
 
         return wrapper
 
 
-class no_grad(_GradModeContext):  # noqa: N801 (named like torch.no_grad)
+class no_grad(_GradMode):  # noqa: N801 (named like torch.no_grad)
     """Record nothing: no graph, no saved values. Context manager or decorator."""
 
     mode = False
 
 
-class enable_grad(_GradModeContext):  # noqa: N801
+class enable_grad(_GradMode):  # noqa: N801
     """Record again inside a ``no_grad`` block."""
 
     mode = True
 
 
+class set_grad_enabled(_GradMode):  # noqa: N801
+    """Grad mode on or off, like ``torch.set_grad_enabled``.
+
+    As a ``with`` block it applies inside the block only; called on its own
+    (``mt.set_grad_enabled(False)``) it switches the calling thread's mode until changed.
+    """
+
+    def __init__(self, mode: bool) -> None:
+        super().__init__()
+        self.mode = bool(mode)
+        # Switch now, so that a bare call takes effect; a with block restores on exit.
+        self._previous = _grad_mode.set(self.mode)
+
+    def __enter__(self) -> None:
+        pass  # __init__ already switched
+
+    def __exit__(self, *exc: object) -> None:
+        _grad_mode.reset(self._previous)
+
+    def __call__(self, fn: Callable) -> Callable:
+        _grad_mode.reset(self._previous)  # as a decorator it switches only around calls
+        return super().__call__(fn)
+
+
 @contextlib.contextmanager
 def module_scope(module: Any) -> Iterator[None]:
     """Tag the nodes recorded inside the block with ``module`` (used by ``Module.__call__``)."""
-    _module_stack.append(module)
+    token = _current_module.set(module)
     try:
         yield
     finally:
-        _module_stack.pop()
+        _current_module.reset(token)
+
+
+# ----- in-place changes -----------------------------------------------------------------------
+# A node's backward reads its inputs' arrays as they are when the backward runs. If an
+# input changed in between (an optimizer step, load_state_dict, Module.to, a new .data),
+# the gradient would be silently wrong. So each recorded node keeps the arrays it was
+# given and the "epoch" at which it was recorded, and every in-place change made through
+# the project's API calls mark_changed, which starts a new epoch and notes, per block of
+# memory, when and by what it was last changed. Views share their base's memory, so a
+# change to a weight is seen through weight.T too (PyTorch shares a version counter
+# between views the same way). The backward compares both before running each node.
+# Not detectable: writes into an array by hand (t.data[...] = x, NumPy's out=), since no
+# code of ours runs when they happen; see docs/autograd.md.
+_epoch = [0]  # bumped by every mark_changed; a list so that readers need no global
+_epoch_lock = threading.Lock()
+# id(base array) -> (count, epoch, what, weak reference to the base or None). Keying by id
+# is sound for the check: a node keeps its input arrays (and so their bases) alive, so a
+# record made after the node was recorded under the same id is about that same memory.
+_changes: dict[int, tuple[int, int, str, Any]] = {}
+
+
+def _base(array: Any) -> Any:
+    """The array that owns the memory ``array`` looks at (itself unless it is a view)."""
+    while getattr(array, "base", None) is not None and backend.is_array(array.base):
+        array = array.base
+    return array
+
+
+def mark_changed(tensor: Tensor, what: str) -> None:
+    """Record that ``tensor``'s values were changed in place by ``what`` (e.g. "SGD.step()").
+
+    Every in-place change through the project's API calls this, so that a backward through
+    a graph recorded before the change raises instead of giving wrong gradients.
+    """
+    base = _base(tensor.data)
+    key = id(base)
+    with _epoch_lock:
+        _epoch[0] += 1
+        record = _record_of(base)
+        count = record[0] + 1 if record is not None else 1
+        ref = record[3] if record is not None else _weak_ref(base, key)
+        shape = f"shape {tensor.shape}" + (f", '{tensor.name}'" if tensor.name else "")
+        _changes[key] = (count, _epoch[0], f"{what} (on the tensor of {shape})", ref)
+
+
+def _weak_ref(base: Any, key: int) -> Any:
+    def forget(ref: weakref.ref) -> None:
+        if key in _changes and _changes[key][3] is ref:
+            del _changes[key]
+
+    try:
+        return weakref.ref(base, forget)
+    except TypeError:  # CuPy arrays take no weak references: the record stays (a few bytes)
+        return None
+
+
+def _record_of(base: Any) -> tuple[int, int, str, Any] | None:
+    record = _changes.get(id(base))
+    if record is not None and record[3] is not None and record[3]() is not base:
+        return None  # another array that once had this id
+    return record
+
+
+def version_of(tensor: Tensor) -> int:
+    """How many in-place changes the memory of ``tensor`` has had through the API."""
+    record = _record_of(_base(tensor.data))
+    return 0 if record is None else record[0]
+
+
+def _check_unchanged(fn: Function) -> None:
+    """Raise, naming the input and what changed it, if an input of ``fn`` changed since
+    ``fn`` was recorded."""
+    epoch = fn._epoch
+    for position, (t, array) in enumerate(zip(fn.inputs, fn._arrays)):
+        if t.data is not array:  # a new array: from Module.to, or a user's .data = ...
+            record = _record_of(_base(t.data))
+            what = record[2] if record is not None and record[1] > epoch else "assigning its .data"
+        else:
+            record = _record_of(_base(array)) if fn.uses_input_values else None
+            if record is None or record[1] <= epoch:
+                continue
+            what = record[2]
+        name = f" '{t.name}'" if t.name else ""
+        raise GraphError(
+            f"a tensor needed for gradient computation was modified in place: input "
+            f"{position} of {fn.name}, the tensor{name} of shape {t.shape}, was changed by "
+            f"{what} after the forward pass; run the forward again after changing it "
+            "(e.g. call optimizer.step() after backward, not between forward and backward)"
+        )
 
 
 class Function:
@@ -138,6 +263,9 @@ class Function:
     create_graph = False  # set by the engine on each node, just before its backward
     uses_output = False  # keep a weak reference to the output for backward
     changes_device = False  # only To: its output lives on another device than its input
+    # False where backward reads only the inputs' shapes (Add, Sum, Reshape...): then an
+    # in-place change of an input's values between forward and backward is harmless.
+    uses_input_values = True
 
     inputs: tuple[Tensor, ...]  # the input tensors: the graph's edges
     module: Any  # the innermost Module running when this node was recorded, or None
@@ -154,17 +282,19 @@ class Function:
                     f"{', '.join(x.device for x in inputs)}; move them with .to(device)"
                 )
         fn = cls()
-        data = fn.forward(*map(_data_of, inputs), **params)
+        arrays = tuple(map(_data_of, inputs))
+        data = fn.forward(*arrays, **params)
         if cls.changes_device:
             device = backend.device_of(data)
         elif data.__class__ in _NUMPY_SCALARS:  # NumPy returns scalars from 0-d ops
             data = np.asarray(data)
         out = Tensor._from_array(data, device)
-        if _grad_enabled:
+        if _grad_enabled():
             for t in inputs:
                 if t.requires_grad:
                     fn.inputs = inputs
-                    fn.module = _module_stack[-1] if _module_stack else None
+                    fn.module = _current_module.get()
+                    fn._arrays, fn._epoch = arrays, _epoch[0]  # see _check_unchanged
                     out.requires_grad = True
                     out._ctx = fn
                     if cls.uses_output:
@@ -211,6 +341,7 @@ class Function:
 
 
 _data_of = operator.attrgetter("data")
+_is_not = operator.is_not
 _NUMPY_SCALARS = frozenset(
     {np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
      np.bool_, np.complex64, np.complex128}
@@ -311,8 +442,7 @@ def run_backward(
     if tracer is not None:  # wraps each node's backward for this walk (see trace.py)
         tracer.watch(order)
     captured: dict[int, Any] = {} if capture is None else {id(t): None for t in capture}
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, bool(create_graph)
+    mode = _grad_mode.set(bool(create_graph))  # a plain backward records nothing
     try:
         for tensor in reversed(order):
             key = id(tensor)
@@ -331,6 +461,10 @@ def run_backward(
                 _accumulate_into(tensor, g, create_graph)
             if fn is None:
                 continue
+            if (fn._epoch != _epoch[0] and fn.uses_input_values) or any(
+                map(_is_not, map(_data_of, fn.inputs), fn._arrays)
+            ):
+                _check_unchanged(fn)  # an input changed since the forward
             fn.create_graph = create_graph  # the mode this backward runs in (see Function)
             input_grads = fn.backward(g)
             if not retain_graph:
@@ -343,7 +477,7 @@ def run_backward(
                 key = id(parent)
                 grads[key] = grads[key] + pg if key in grads else pg
     finally:
-        _grad_enabled = previous
+        _grad_mode.reset(mode)
         if tracer is not None:
             tracer.unwatch(order)
 

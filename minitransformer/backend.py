@@ -110,6 +110,14 @@ def to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array) if device_of(array) == "cpu" else array.get()
 
 
+def make_read_only(array: Any) -> Any:
+    """Forbid writes into ``array`` (NumPy), so that a caller cannot change values a graph
+    saved for its backward. CuPy arrays have no such flag: they are returned unchanged."""
+    if isinstance(array, np.ndarray):
+        array.flags.writeable = False
+    return array
+
+
 def scatter_add(target: Any, index: Any, values: Any) -> None:
     """``target[index] += values`` with repeated indices accumulated, in place."""
     if device_of(target) == "cpu":

@@ -180,6 +180,7 @@ def load(path: PathLike, device: str = "cpu") -> Any:
             f"{magic!r})"
         )
     try:
+        _check_zip(path)
         with np.load(path, allow_pickle=False) as npz:
             return _decode_file(npz, path, device)
     except CheckpointError:
@@ -193,6 +194,52 @@ def load(path: PathLike, device: str = "cpu") -> Any:
                 "code); a minitransformer checkpoint never contains any"
             ) from exc
         raise CheckpointError(f"{path} has an unreadable entry ({exc})") from exc
+    except Exception as exc:  # any other damage the checks above did not foresee
+        raise CheckpointError(
+            f"{path} is damaged ({type(exc).__name__}: {_one_line(exc)})"
+        ) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# Bounds that no checkpoint this project writes comes near, so that a damaged or hostile
+# file cannot make loading recurse without end or allocate without end.
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_DEPTH = 64
+MAX_ENTRIES = 100_000
+
+
+def _check_zip(path: str) -> None:
+    """Check the zip's directory against the file before NumPy reads anything.
+
+    Every entry must be stored uncompressed (``np.savez`` never compresses: a compressed
+    entry is damage, or a zip bomb), lie inside the file, and the manifest must be of a
+    sane size. The arrays' own headers are checked later, entry by entry (_read_array).
+    """
+    size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise CheckpointError(f"{path} has {len(infos)} entries (at most {MAX_ENTRIES})")
+        for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+                raise CheckpointError(
+                    f"{path} is corrupt: entry {info.filename!r} is compressed "
+                    f"(method {info.compress_type}); checkpoints store their entries as they are"
+                )
+            if info.header_offset + info.compress_size > size:
+                raise CheckpointError(
+                    f"{path} is truncated: entry {info.filename!r} would end past the file's "
+                    f"{size} bytes"
+                )
+            if info.filename == MANIFEST + ".npy" and info.file_size > MAX_MANIFEST_BYTES:
+                raise CheckpointError(
+                    f"{path} has a manifest of {info.file_size} bytes "
+                    f"(at most {MAX_MANIFEST_BYTES})"
+                )
 
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
@@ -204,9 +251,14 @@ def _decode_file(npz: Any, path: str, device: str) -> Any:
             f"{path} is not a minitransformer checkpoint (an .npz without a '{MANIFEST}' entry)"
         )
     try:
-        manifest = json.loads(npz[MANIFEST].tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} has an unreadable manifest ({exc})") from exc
+        raw = _read_array({"entry": MANIFEST, "dtype": "|u1", "shape": None}, npz)
+        manifest = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(
+            f"{path} has an unreadable manifest ({type(exc).__name__}: {_one_line(exc)})"
+        ) from exc
+    except _BadNode as exc:
+        raise CheckpointError(f"{path} has a bad manifest: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a minitransformer checkpoint (no format marker)")
     if manifest.get("version") != VERSION:
@@ -215,7 +267,7 @@ def _decode_file(npz: Any, path: str, device: str) -> Any:
             f"this minitransformer reads version {VERSION}"
         )
     try:
-        return _decode(manifest["tree"], npz, device)
+        return _decode(manifest["tree"], npz, device, 0)
     except (KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise CheckpointError(f"{path} has a bad manifest ({type(exc).__name__}: {exc})") from exc
     except _BadNode as exc:
@@ -226,7 +278,9 @@ class _BadNode(Exception):
     """A manifest node that does not describe a value."""
 
 
-def _decode(node: dict, npz: Any, device: str) -> Any:
+def _decode(node: dict, npz: Any, device: str, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise _BadNode(f"it nests deeper than {MAX_DEPTH} levels")
     kind = node["kind"]
     if kind == "value":
         value = node["value"]
@@ -234,9 +288,9 @@ def _decode(node: dict, npz: Any, device: str) -> Any:
             raise _BadNode(f"a plain value of type {type(value).__name__}")
         return value
     if kind == "dict":
-        return {key: _decode(item, npz, device) for key, item in node["items"].items()}
+        return {key: _decode(item, npz, device, depth + 1) for key, item in node["items"].items()}
     if kind in ("list", "tuple"):
-        items = [_decode(item, npz, device) for item in node["items"]]
+        items = [_decode(item, npz, device, depth + 1) for item in node["items"]]
         return items if kind == "list" else tuple(items)
     if kind in ("array", "tensor", "scalar"):
         array = _read_array(node, npz)
@@ -249,13 +303,37 @@ def _decode(node: dict, npz: Any, device: str) -> Any:
 
 
 def _read_array(node: dict, npz: Any) -> np.ndarray:
+    """The array an entry holds, after its .npy header was checked against the manifest
+    (``shape`` None: any 1-d shape) and against the entry's size in the file."""
     entry = node["entry"]
-    if entry not in npz.files:
+    if not isinstance(entry, str) or entry not in npz.files:
         raise _BadNode(f"it names an entry {entry!r} that the file lacks")
-    array = npz[entry]
-    if array.dtype.str != node["dtype"] or list(array.shape) != node["shape"]:
-        raise _BadNode(
-            f"entry {entry!r} has dtype {array.dtype.str} and shape {list(array.shape)}, "
-            f"the manifest says {node['dtype']} and {node['shape']}"
+    name = entry + ".npy"
+    entry_bytes = npz.zip.getinfo(name).file_size  # np.load keeps the zip open for us
+    with npz.zip.open(name) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise _BadNode(f"entry {entry!r} has .npy format version {version}")
+        reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = reader(member, max_header_size=10_000)
+        data_bytes = entry_bytes - member.tell()
+    expected_shape = node["shape"]
+    if dtype.hasobject:
+        raise CheckpointError(
+            f"{npz.zip.filename} holds pickled Python objects (entry {entry!r}), which are not "
+            "loaded (they could run code); a minitransformer checkpoint never contains any"
         )
-    return array
+    if dtype.str != node["dtype"] or (expected_shape is not None
+                                     and list(shape) != expected_shape):
+        raise _BadNode(
+            f"entry {entry!r} has dtype {dtype.str} and shape {list(shape)}, "
+            f"the manifest says {node['dtype']} and {expected_shape}"
+        )
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if needed != data_bytes:
+        raise _BadNode(
+            f"entry {entry!r} claims shape {list(shape)} ({needed} bytes) but holds "
+            f"{data_bytes} bytes"
+        )
+    return npz[entry]

@@ -8,6 +8,7 @@ graph. Operators and methods here are thin: each one calls an op in
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -107,6 +108,11 @@ class Tensor:
     @property
     def size(self) -> int:
         return self.data.size
+
+    @property
+    def _version(self) -> int:
+        """How many times the values were changed in place through the API (as in PyTorch)."""
+        return autograd.version_of(self)
 
     @property
     def is_leaf(self) -> bool:
@@ -340,19 +346,31 @@ class Tensor:
 
 
 # ----- randomness ----------------------------------------------------------------------------
-_generator = np.random.default_rng()
+# One default generator per thread, so that threads that each call manual_seed draw the
+# same numbers they would alone (a shared one would interleave their draws).
+_thread_state = threading.local()
 
 
 def manual_seed(seed: int) -> np.random.Generator:
-    """Reseed the generator behind ``randn``, ``rand`` and layer initialisation."""
-    global _generator
-    _generator = np.random.default_rng(seed)
-    return _generator
+    """Reseed the calling thread's default generator (behind ``randn``, ``rand``, layer
+    initialisation and new dropout generators).
+
+    Each thread has its own default generator: ``manual_seed`` in one thread does not
+    change the numbers another thread draws. A thread that never calls it draws from a
+    generator seeded from the operating system's entropy, so to make a worker thread
+    reproducible, call ``manual_seed`` in that thread (or pass ``generator=``).
+    """
+    _thread_state.generator = np.random.default_rng(seed)
+    return _thread_state.generator
 
 
 def default_generator() -> np.random.Generator:
-    """The generator used when none is passed (reseeded by :func:`manual_seed`)."""
-    return _generator
+    """The calling thread's default generator (reseeded by :func:`manual_seed`)."""
+    try:
+        return _thread_state.generator
+    except AttributeError:
+        _thread_state.generator = np.random.default_rng()
+        return _thread_state.generator
 
 
 # ----- constructors ---------------------------------------------------------------------------
@@ -389,14 +407,14 @@ def full(shape: Sequence[int], fill_value: float, dtype: Any = None, device: Any
 def randn(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
           generator: np.random.Generator | None = None) -> Tensor:
     """Standard-normal samples, drawn on the host from ``generator`` (or the default one)."""
-    rng = generator if generator is not None else _generator
+    rng = generator if generator is not None else default_generator()
     return _filled(lambda xp, s, d: xp.asarray(rng.standard_normal(s).astype(d)), shape, dtype,
                    device, requires_grad)
 
 
 def rand(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
          generator: np.random.Generator | None = None) -> Tensor:
-    rng = generator if generator is not None else _generator
+    rng = generator if generator is not None else default_generator()
     return _filled(lambda xp, s, d: xp.asarray(rng.random(s).astype(d)), shape, dtype,
                    device, requires_grad)
 

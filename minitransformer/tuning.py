@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import sys
+import threading
 from collections.abc import Callable, Iterator
 
 
@@ -36,6 +37,10 @@ def retain_freed_memory() -> bool:
     )
 
 
+_blas_lock = threading.Lock()
+_blas_users = [0, 0]  # [threads inside single_threaded_blas, OpenBLAS's setting before them]
+
+
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """Run the block with OpenBLAS on one thread, then restore its setting.
@@ -44,18 +49,29 @@ def single_threaded_blas() -> Iterator[None]:
     threads costs more than it saves, and on a busy machine a thread that waits for a core
     makes every step several times slower (measured: 8x on a loaded 2-core machine). The
     training loop uses it; a no-op where NumPy does not use OpenBLAS.
+
+    OpenBLAS has one setting for the whole process, not one per thread. So blocks entered
+    by several threads at once count their users: the first to enter saves the setting
+    and the last to leave restores it (with a plain save/restore, one thread leaving would
+    undo the setting while another is still inside, and the last could leave it at 1).
     """
     library = _openblas()
     if library is None:
         yield
         return
     get_threads, set_threads = library
-    before = get_threads()
-    set_threads(1)
+    with _blas_lock:
+        if _blas_users[0] == 0:
+            _blas_users[1] = get_threads()
+            set_threads(1)
+        _blas_users[0] += 1
     try:
         yield
     finally:
-        set_threads(before)
+        with _blas_lock:
+            _blas_users[0] -= 1
+            if _blas_users[0] == 0:
+                set_threads(_blas_users[1])
 
 
 def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:

@@ -129,7 +129,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     before = config.stash.get(_CHECKOUT_BEFORE, None)
     after = checkout_state() if before is not None else None
     if after is not None and after - before:
-        problems.append("the tests wrote into the checkout (write to tmp_path instead): "
+        problems.append("the tests wrote into the checkout (write to tmp_path instead; or were "
+                        "these files edited while the tests ran?): "
                         + ", ".join(sorted(line[3:] for line in after - before)))
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     skipped = {skip_group(r) for r in reporter.stats.get("skipped", [])} if reporter else set()

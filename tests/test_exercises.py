@@ -134,6 +134,21 @@ def backward(dZ, Q, K, V):
         dV[..., : i + 1, :] = a.swapaxes(-1, -2) @ dz
     return dQ, dK, dV
 """),
+    "online_softmax": ("softmax's row sum taken over one tile", """
+def backward(dO, Q, K, V, block):
+    O, L = forward_with_stats(Q, K, V, block)
+    scale = 1 / np.sqrt(Q.shape[-1])
+    dQ, dK, dV = np.zeros_like(Q), np.zeros_like(K), np.zeros_like(V)
+    for j in range(0, K.shape[-2], block):
+        k, v = K[..., j : j + block, :], V[..., j : j + block, :]
+        P = np.exp(Q @ k.swapaxes(-1, -2) * scale - L)
+        dV[..., j : j + block, :] = P.swapaxes(-1, -2) @ dO
+        dP = dO @ v.swapaxes(-1, -2)
+        dS = P * (dP - (dP * P).sum(axis=-1, keepdims=True))
+        dQ += dS @ k * scale
+        dK[..., j : j + block, :] = dS.swapaxes(-1, -2) @ Q * scale
+    return dQ, dK, dV
+"""),
     "adam": ("no bias correction", """
 def adam_step(param, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
     m = beta1 * m + (1 - beta1) * grad
@@ -181,6 +196,23 @@ def backward(dZ, Q, K, V):
     dA = dZ @ V.swapaxes(-1, -2)
     dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True)) / np.sqrt(Q.shape[-1])
     return dS @ K, dS.swapaxes(-1, -2) @ Q, A.swapaxes(-1, -2) @ dZ
+"""),
+    ("online_softmax", "each tile normalised on its own", """
+def backward(dO, Q, K, V, block):
+    O, L = forward_with_stats(Q, K, V, block)
+    scale = 1 / np.sqrt(Q.shape[-1])
+    D = (dO * O).sum(axis=-1, keepdims=True)
+    dQ, dK, dV = np.zeros_like(Q), np.zeros_like(K), np.zeros_like(V)
+    for j in range(0, K.shape[-2], block):
+        k, v = K[..., j : j + block, :], V[..., j : j + block, :]
+        S = Q @ k.swapaxes(-1, -2) * scale
+        P = np.exp(S - S.max(axis=-1, keepdims=True))
+        P /= P.sum(axis=-1, keepdims=True)
+        dV[..., j : j + block, :] = P.swapaxes(-1, -2) @ dO
+        dS = P * (dO @ v.swapaxes(-1, -2) - D)
+        dQ += dS @ k * scale
+        dK[..., j : j + block, :] = dS.swapaxes(-1, -2) @ Q * scale
+    return dQ, dK, dV
 """),
     ("attention", "skipped the softmax's backward", """
 _right = backward

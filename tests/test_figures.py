@@ -1,97 +1,118 @@
-"""The committed figures are what the current code draws.
-
-For every drawing of ``viz.examples.EXAMPLES`` the repository keeps ``NAME.dot`` (the source)
-next to ``NAME.svg`` under docs/img/graphs/. This test draws each example again and compares
-its structure (nodes, their labels and clusters, edges; not colours, not the measured
-gradient norms) with the committed source, then checks that the SVG was rendered from that
-source. When it fails, the code draws something else now: run ``make figures`` and commit.
-No Graphviz program is needed: drawing a graph only writes DOT text.
-"""
+"""Figures: plotting functions return a matplotlib Figure, never touch the user's backend or
+pyplot's list, show themselves in Jupyter; progress bars stay out of logs; a drawn graph
+explains itself in Jupyter when Graphviz is missing."""
 
 from __future__ import annotations
 
-import importlib.util
+import io
+import re
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import matplotlib
+import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
-from minitransformer.viz.examples import EXAMPLES, NUMBER, dot_structure
+import minitransformer as mt
+from minitransformer import nn, viz
+from minitransformer.coref.models.coref import Resolution
+from minitransformer.coref.training import History, TrainConfig, plot_curves, train
 
 ROOT = Path(__file__).resolve().parent.parent
-GRAPHS = ROOT / "docs" / "img" / "graphs"
-SVG = "{http://www.w3.org/2000/svg}"
-HINT = "the committed figure is stale: run `make figures` and commit docs/img/graphs/"
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _svg_structure(path: Path) -> tuple[dict[str, list[str]], set[tuple[str, str]]]:
-    """Node id -> its text lines, and the (tail, head) edges, of an SVG that dot wrote."""
-    nodes: dict[str, list[str]] = {}
-    edges: set[tuple[str, str]] = set()
-    for group in ET.parse(path).getroot().iter(f"{SVG}g"):
-        title = group.find(f"{SVG}title")
-        if title is None or title.text is None:
-            continue
-        if group.get("class") == "node":
-            nodes[title.text] = [t.text or "" for t in group.iter(f"{SVG}text")]
-        elif group.get("class") == "edge":
-            tail, head = title.text.split("->")
-            edges.add((tail, head))
-    return nodes, edges
+def a_resolution(rng) -> Resolution:
+    tokens = ["the", "animal", "was", "tired", "because", "it"]
+    maps = [rng.dirichlet(np.ones(6), size=(2, 6)) for _ in range(2)]  # 2 layers (nh, T, T)
+    weights = rng.dirichlet(np.ones(6))
+    return Resolution(tokens, 5, np.log(weights), weights, maps)
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_committed_graph_matches_the_code(name: str) -> None:
-    dot_file = GRAPHS / f"{name}.dot"
-    assert dot_file.exists(), f"{dot_file.relative_to(ROOT)} is missing: {HINT}"
-    committed = dot_structure(dot_file.read_text(encoding="utf-8"))
-    current = dot_structure(EXAMPLES[name]().source)
-    assert current[0], f"no nodes parsed from the {name!r} drawing"
-    missing_nodes = sorted(set(committed[0]) ^ set(current[0]))
-    changed = sorted(k for k in set(committed[0]) & set(current[0])
-                     if committed[0][k] != current[0][k])
-    changed_edges = sorted(committed[1] ^ current[1])
-    assert not (missing_nodes or changed or changed_edges), (
-        f"{name}: {HINT}\n  nodes added or removed: {missing_nodes[:10]}\n"
-        f"  nodes relabelled or moved: "
-        f"{[(k, committed[0][k], current[0][k]) for k in changed[:5]]}\n"
-        f"  edges added or removed: {changed_edges[:10]}")
+def test_plots_return_figures_and_leave_the_backend_and_pyplot_alone(rng) -> None:
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a backend the user chose; drawing must not change it
+    try:
+        pyplot_open = (sys.modules["matplotlib.pyplot"].get_fignums()
+                       if "matplotlib.pyplot" in sys.modules else [])
+        mha = nn.MultiHeadAttention(4, 2)
+        _, weights = mha(mt.randn(1, 3, 4), average_attn_weights=False)  # (1, nh, T, T)
+        history = History(step_loss=[1.0, 0.5], epoch_loss=[0.7], train_accuracy=[0.5],
+                          test_accuracy=[0.6], seconds=[1.0])
+        figures = [viz.plot_attention(weights[0], ["a", "b", "c"], title="two heads"),
+                   viz.plot_attention(weights[0, 1].detach().numpy()),
+                   viz.plot_resolution(a_resolution(rng)), plot_curves(history)]
+        assert matplotlib.get_backend() == "svg"
+        if "matplotlib.pyplot" in sys.modules:
+            assert sys.modules["matplotlib.pyplot"].get_fignums() == pyplot_open
+    finally:
+        matplotlib.use(before)
+    for fig in figures:
+        assert isinstance(fig, Figure)
+        assert fig._repr_png_()[:8] == PNG  # what a notebook cell shows as its value
+    assert len(figures[0].axes) == 2 and len(figures[1].axes) == 1
+    assert len(figures[2].axes) == 2 * 2 + 1  # layers x heads, and the pointer head
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_committed_svg_was_rendered_from_its_dot(name: str) -> None:
-    nodes, edges = dot_structure((GRAPHS / f"{name}.dot").read_text(encoding="utf-8"))
-    svg_nodes, svg_edges = _svg_structure(GRAPHS / f"{name}.svg")
-    assert set(svg_nodes) == set(nodes), f"{name}.svg has other nodes than {name}.dot: {HINT}"
-    assert svg_edges == edges, f"{name}.svg has other edges than {name}.dot: {HINT}"
-    for node_id, (_, label) in nodes.items():  # dot writes each line of a label as a <text>
-        lines = [_words(NUMBER.sub("#", text)) for text in svg_nodes[node_id]]
-        expected = [_words(line.replace('\\"', '"')) for line in label.split("\\n")]
-        assert lines == expected, f"{name}.svg, node {node_id}: {lines} != {expected}: {HINT}"
+def test_the_library_never_chooses_a_backend() -> None:
+    """Only a command line may decide where figures go; the library builds Figures."""
+    offenders = [f"{path.relative_to(ROOT)}:{number}"
+                 for path in (ROOT / "minitransformer").rglob("*.py")
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.search(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib "
+                              r"import pyplot", line) and "/cli/" not in path.as_posix()]
+    assert offenders == []
 
 
-def _words(text: str) -> str:
-    return " ".join(text.split())  # dot turns a double space into a no-break space
+def test_plot_attention_names_a_wrong_shape() -> None:
+    with pytest.raises(ValueError, match=r"\(L, S\) or \(nh, L, S\), got \(1, 2, 3, 3\); "
+                                         r"pick one batch element"):
+        viz.plot_attention(np.zeros((1, 2, 3, 3)))
+    with pytest.raises(ValueError, match="need 3 query and 3 key labels, got 2 and 2"):
+        viz.plot_attention(np.eye(3), ["a", "b"])
 
 
-def test_dot_structure_sees_a_changed_drawing() -> None:
-    source = EXAMPLES["attention"]().source
-    nodes, edges = dot_structure(source)
-    assert dot_structure(source.replace("grad ‖·‖=0.", "grad ‖·‖=1.")) == (nodes, edges)
-    assert dot_structure(source.replace("Softmax", "Sigmoid"))[0] != nodes
-    tail, head = sorted(edges)[0]
-    assert dot_structure(source.replace(f"{tail} -> {head}", f"{head} -> {tail}"))[1] != edges
+def test_save_figure_is_atomic_makes_folders_and_checks_the_extension(tmp_path, rng) -> None:
+    fig = viz.plot_attention(np.eye(3))
+    path = viz.save_figure(fig, tmp_path / "new" / "deeper" / "eye.png")
+    assert Path(path).read_bytes()[:8] == PNG
+    assert viz.save_figure(fig, tmp_path / "eye.svg") and "<svg" in (
+        tmp_path / "eye.svg").read_text()
+    with pytest.raises(ValueError, match=r"cannot tell the image format of .*eye\.txt"):
+        viz.save_figure(fig, tmp_path / "eye.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eye.svg", "new"]  # no leftovers
 
 
-def test_make_figures_lists_the_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = importlib.util.spec_from_file_location("make_figures",
-                                                  ROOT / "scripts" / "make_figures.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "make_figures", module)  # dataclasses look it up there
-    spec.loader.exec_module(module)
-    names = [figure.name for figure in module.FIGURES]
-    assert "graphs" in names and len(names) == len(set(names))
-    for figure in module.FIGURES:  # every entry points at a function that exists
-        assert callable(figure.load()), figure
+TINY = dict(epochs=1, train_size=64, test_size=16, batch_size=32, d_model=16, num_layers=1,
+            dim_feedforward=32)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, terminal) -> None:
+    stderr = Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    train(TrainConfig(**TINY), tmp_path, progress=True)
+    output = stderr.getvalue()
+    assert "held-out acc" in output  # the epoch line, either way
+    assert ("\r" in output) == terminal  # bar frames only where a terminal redraws them
+
+
+def test_a_drawn_graph_in_jupyter_without_dot(monkeypatch, tmp_path) -> None:
+    """What a notebook shows for a draw_graph(...) cell value when `dot` is missing."""
+    from IPython.core.formatters import DisplayFormatter
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no `dot`
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    graph = viz.draw_graph((x * x).sum())
+    shown, _ = DisplayFormatter().format(graph)
+    assert "image/svg+xml" not in shown
+    for text in (shown["text/plain"], shown["text/html"]):
+        assert "the Graphviz `dot` executable was not found" in text
+        assert "sudo apt-get install graphviz" in text
+    assert graph.source in shown["text/plain"]

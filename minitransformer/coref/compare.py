@@ -467,15 +467,22 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
     """accuracy_by_distance.png, layer_time.png, training.png in ``out_dir``; their paths."""
-    import matplotlib
+    from minitransformer.viz import save_figure  # matplotlib and graphviz: only when used
 
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    return [save_figure(fig, os.path.join(out_dir, name), dpi=100)
+            for name, fig in result_figures(results).items()]
+
+
+def result_figures(results: dict[str, Any]) -> dict[str, Any]:
+    """The three figures of a comparison, by file name (matplotlib Figures, built without
+    pyplot: a notebook shows them, the caller's backend is left alone)."""
+    from minitransformer.viz.figure import ShownFigure
 
     models = results["models"]
-    paths = []
+    figures = {}
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = ShownFigure(figsize=(6.5, 4), layout="tight")
+    ax = fig.subplots()
     for name, m in models.items():
         buckets = m["accuracy_by_distance"]
         values = [np.nan if b["accuracy"] is None else 100 * b["accuracy"]
@@ -484,9 +491,10 @@ def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
     ax.set(xlabel="antecedent-to-pronoun distance (tokens)", ylabel="held-out accuracy (%)",
            ylim=(0, 101), title="accuracy against distance")
     ax.legend()
-    paths.append(_save(fig, plt, out_dir, "accuracy_by_distance.png"))
+    figures["accuracy_by_distance.png"] = fig
 
-    fig, (fwd_ax, both_ax) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig = ShownFigure(figsize=(11, 4), layout="tight")
+    fwd_ax, both_ax = fig.subplots(1, 2, sharey=True)
     for kind in LAYERS:
         rows = [r for r in results["layers"] if r["layer"] == kind]
         lengths = [r["length"] for r in rows]
@@ -496,9 +504,10 @@ def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
         ax.set(xscale="log", yscale="log", xlabel="sequence length T", title=title)
         ax.legend()
     fwd_ax.set_ylabel("milliseconds per sequence")
-    paths.append(_save(fig, plt, out_dir, "layer_time.png"))
+    figures["layer_time.png"] = fig
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = ShownFigure(figsize=(6.5, 4), layout="tight")
+    ax = fig.subplots()
     for name, m in models.items():
         elapsed = np.cumsum(m["training"]["epoch_seconds"])
         ax.plot(elapsed, 100 * np.array(m["training"]["test_accuracy"]), marker="o", label=name)
@@ -507,16 +516,8 @@ def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
     ax.set(xlabel="training seconds", ylabel="held-out accuracy (%)", ylim=(0, 101),
            title="accuracy against training time")
     ax.legend(loc="lower right")
-    paths.append(_save(fig, plt, out_dir, "training.png"))
-    return paths
-
-
-def _save(fig: Any, plt: Any, out_dir: str, name: str) -> str:
-    path = os.path.join(out_dir, name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    figures["training.png"] = fig
+    return figures
 
 
 def quick_or_full(quick: bool, seed: int) -> CompareConfig:

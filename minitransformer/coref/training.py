@@ -382,7 +382,9 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
                 f"held-out acc {history.test_accuracy[-1]:6.1%}  ({sum(history.seconds):.1f} s)")
         metrics = compute_metrics(run, data)
     write_json(os.path.join(out_dir, METRICS_FILE), metrics)
-    plot_curves(history, os.path.join(out_dir, CURVES_FILE), title=_describe(config))
+    from minitransformer.viz import save_figure  # matplotlib and graphviz: only when used
+
+    save_figure(plot_curves(history, title=_describe(config)), os.path.join(out_dir, CURVES_FILE))
     return TrainResult(run, metrics["test_accuracy"], metrics["train_seconds"], metrics)
 
 
@@ -411,11 +413,25 @@ def _train_epoch(run: Run, data: CorefDataset, optimizer: optim.Optimizer,
 
 
 def _progress_bar(batches: Any, config: TrainConfig, epoch: int, enabled: bool) -> Any:
-    from tqdm import tqdm
+    """tqdm.auto's bar: a widget under Jupyter, text on a terminal; none when stderr is a file
+    or a pipe (there a bar is a pile of carriage-return frames; the epoch lines say enough)."""
+    import warnings
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm.auto's note that ipywidgets is missing
+        from tqdm.auto import tqdm
+    widget = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
     total = math.ceil(config.train_size / config.batch_size)
+    shown = enabled and (widget or _is_terminal(sys.stderr))
     return tqdm(batches, total=total, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-                leave=False, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+                leave=False, disable=not shown, file=sys.stderr, dynamic_ncols=True)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
 
 
 def _describe(config: TrainConfig) -> str:
@@ -471,16 +487,15 @@ def write_json(path: str, value: Any) -> None:
     serialization.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def plot_curves(history: History, path: str, title: str = "") -> None:
-    """The loss of every step (and its epoch means) beside the accuracies per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no window, no display needed
-    import matplotlib.pyplot as plt
+def plot_curves(history: History, title: str = "") -> Any:
+    """The loss of every step (and its epoch means) beside the accuracies per epoch; returns
+    the matplotlib Figure (built without pyplot: the caller's backend is left alone)."""
+    from minitransformer.viz.figure import ShownFigure
 
     steps_per_epoch = len(history.step_loss) / max(1, history.epochs_done)
     epochs = np.arange(1, history.epochs_done + 1)
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = ShownFigure(figsize=(11, 4), layout="tight")
+    loss_ax, acc_ax = fig.subplots(1, 2)
     loss_ax.plot(np.arange(1, len(history.step_loss) + 1) / steps_per_epoch, history.step_loss,
                  alpha=0.35, linewidth=0.8, label="per batch")
     loss_ax.plot(epochs, history.epoch_loss, marker="o", label="epoch mean")
@@ -493,6 +508,4 @@ def plot_curves(history: History, path: str, title: str = "") -> None:
     acc_ax.legend(loc="lower right")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig

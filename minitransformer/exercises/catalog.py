@@ -527,6 +527,65 @@ def _causal_attention(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+# ----------------------------------------------------------------------------- 12 online softmax
+
+TILE_SOFTMAX = Mistake(
+    "each tile normalised on its own",
+    "a tile's weights are a slice of the softmax over ALL keys, not a softmax of their "
+    "own: recompute them from the saved log-sum-exp, P = exp(S_tile - L)")
+TILE_ROWSUM = Mistake(
+    "softmax's row sum taken over one tile",
+    "dS = P * (dP - sum(dP * P)) needs the sum over all keys, which no single tile has: "
+    "use D = rowsum(dO * O) (the same number, from the saved output), once per row")
+
+
+def _tiled_backward(d_out: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                    block: int, tile_softmax: bool = False,
+                    tile_rowsum: bool = False) -> tuple[np.ndarray, ...]:
+    """The tiled backward with one of the two typical mistakes switched on."""
+    scale = 1 / np.sqrt(q.shape[-1])
+    scores = q @ k.swapaxes(-1, -2) * scale  # (..., L, S): the checker's inputs are tiny
+    top = scores.max(axis=-1, keepdims=True)
+    lse = top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True))  # (..., L, 1)
+    rowsum = (d_out * (np.exp(scores - lse) @ v)).sum(axis=-1, keepdims=True)  # D
+    dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    for j in range(0, k.shape[-2], block):
+        tile = scores[..., j : j + block]
+        p = _softmax_of(tile) if tile_softmax else np.exp(tile - lse)
+        dv[..., j : j + block, :] = p.swapaxes(-1, -2) @ d_out
+        dp = d_out @ v[..., j : j + block, :].swapaxes(-1, -2)
+        ds = p * (dp - ((dp * p).sum(axis=-1, keepdims=True) if tile_rowsum else rowsum))
+        dq += ds @ k[..., j : j + block, :] * scale
+        dk[..., j : j + block, :] = ds.swapaxes(-1, -2) @ q * scale
+    return dq, dk, dv
+
+
+def _online_softmax(rng: np.random.Generator) -> list[Case]:
+    from minitransformer.ops.tiled_attention import tiled_attention
+
+    def reference(q: Any, k: Any, v: Any, block: int) -> Any:
+        return tiled_attention(q, k, v, block_k=block, workers=1)
+
+    cases = []
+    for label, batch, L, S, d_k, d_v, block, size in (
+            ("tiles of 2 keys, L = 4, S = 6", (), 4, 6, 3, 2, 2, 1),
+            ("a ragged last tile: 7 keys in tiles of 3, a batch of 2", (2,), 3, 7, 3, 3, 3, 1),
+            ("one tile holding every key (block 8 > S = 5)", (), 4, 5, 5, 2, 8, 1),
+            ("one key at a time (block 1), batch size 1", (1,), 3, 4, 5, 2, 1, 1),
+            ("a batch of (2, 2) heads, large scores (x 8)", (2, 2), 4, 8, 3, 2, 4, 8)):
+        q = size * rng.standard_normal((*batch, L, d_k))
+        k, v = rng.standard_normal((*batch, S, d_k)), rng.standard_normal((*batch, S, d_v))
+        cases.append(gradient_case(
+            label, rng, forward="forward", backward="backward",
+            op="minitransformer.ops.tiled_attention.tiled_attention",
+            inputs=(q, k, v, block), wrt=(0, 1, 2), names=("dQ", "dK", "dV"),
+            reference=reference,
+            mistakes=[(TILE_SOFTMAX, lambda *a: _tiled_backward(*a, tile_softmax=True)),
+                      (TILE_ROWSUM, lambda *a: _tiled_backward(*a, tile_rowsum=True))],
+            scale=1 / np.sqrt(d_k)))
+    return cases
+
+
 # ----------------------------------------------------------------------------- the list
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -577,4 +636,9 @@ EXERCISES: tuple[Exercise, ...] = (
              "minitransformer.functional.scaled_dot_product_attention with is_causal=True",
              "a single token, batch 1, a batch of heads",
              (FORGOTTEN_CAUSAL_MASK, KV_OVERWRITTEN), _causal_attention),
+    Exercise(12, "online_softmax", "The online softmax and the tiled backward",
+             "the docstring of minitransformer/ops/tiled_attention.py",
+             "minitransformer.ops.tiled_attention.tiled_attention",
+             "a ragged last tile, one tile, one key per tile, batch 1, large scores",
+             (TILE_SOFTMAX, TILE_ROWSUM), _online_softmax),
 )

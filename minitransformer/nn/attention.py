@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from minitransformer import backend
 from minitransformer import functional as F
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.nn.layers import Linear, new_generator
@@ -73,13 +74,20 @@ class Attention(Module):
                 S_hat, mask = S_hat + mask, None
             A = F.masked_softmax(S_hat, mask, axis=-1)  # (B, T, T), masked: 0; no key: row 0
         Z = A @ V  # (B, T, T) @ (B, T, d_v) -> (B, T, d_v)   Z = A V
+        # Z's backward reads A: the caller gets A read-only, and a stored copy.
+        backend.make_read_only(A.data)
         _name(x=x, Q=Q, K=K, V=V, S=S, S_hat=S_hat, A=A, Z=Z)
         if self.store_attention:
-            self.last_attention = A.detach().expand_dims(-3)  # (B, 1, T, T): one head
+            self.last_attention = _copy(A).expand_dims(-3)  # (B, 1, T, T): one head
         return Z, A
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}"
+
+
+def _copy(t: Tensor) -> Tensor:
+    """A detached copy: stored attention weights share no memory with the graph."""
+    return Tensor._from_array(t.data.copy(), t.device)
 
 
 def _name(x: Tensor | None = None, **tensors: Tensor) -> None:
@@ -186,11 +194,12 @@ class MultiHeadAttention(Module):
         _name(query if key is query else None, Z_concat=heads, output=output)
 
         if self.store_attention:
-            self.last_attention = weights.detach()  # (B, nh, L, S)
+            self.last_attention = _copy(weights)  # (B, nh, L, S)
         if not need_weights:
             return output, None
         if average_attn_weights:
             weights = weights.mean(axis=1)  # (B, nh, L, S) -> (B, L, S)
+        backend.make_read_only(weights.data)  # a backward may read it: no writes by callers
         return output, weights
 
     def extra_repr(self) -> str:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.autograd import module_scope
+from minitransformer.autograd import mark_changed, module_scope
 from minitransformer.errors import CheckpointError
 from minitransformer.tensor import Tensor, as_dtype
 
@@ -318,6 +318,7 @@ class Module:
             if key in state_dict:
                 value = backend.to_device(_array_of(state_dict[key]), target.device)
                 target.data[...] = value.astype(target.dtype, copy=False)
+                mark_changed(target, f"{type(self).__name__}.load_state_dict()")
         return IncompatibleKeys(missing, unexpected)
 
     def _state_targets(self) -> dict[str, Tensor]:
@@ -369,7 +370,9 @@ def _convert_in_place(t: Tensor, dtype: np.dtype | None, device: str | None) -> 
         t.device = device
     if dtype is not None and data.dtype.kind == "f" and data.dtype != dtype:
         data = data.astype(dtype)
-    t.data = data
+    if data is not t.data:
+        t.data = data
+        mark_changed(t, "Module.to()")
 
 
 class Sequential(Module):

@@ -25,6 +25,8 @@ from minitransformer.tensor import Tensor, as_tensor
 class Add(Function):
     """z = x + y;  dz/dx = 1,  dz/dy = 1."""
 
+    uses_input_values = False
+
     def forward(self, x: Any, y: Any) -> Any:
         return x + y
 
@@ -38,6 +40,8 @@ class Add(Function):
 
 class Sub(Function):
     """z = x - y;  dz/dx = 1,  dz/dy = -1."""
+
+    uses_input_values = False
 
     def forward(self, x: Any, y: Any) -> Any:
         return x - y
@@ -125,6 +129,8 @@ class Minimum(_Select):
 # ----- unary math -------------------------------------------------------------------------------
 class Neg(Function):
     """y = -x;  dy/dx = -1."""
+
+    uses_input_values = False
 
     def forward(self, x: Any) -> Any:
         return -x
@@ -246,6 +252,8 @@ class Where(Function):
 
 class To(Function):
     """y = x on another device or with another dtype;  dx = dy moved back."""
+
+    uses_input_values = False
 
     changes_device = True
 

@@ -25,6 +25,8 @@ def _expand(fn: Function, grad: Any) -> Any:
 class Sum(Function):
     """y = sum_i x_i;  dy/dx_i = 1."""
 
+    uses_input_values = False
+
     def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
         self.axes, self.keepdims = axes, keepdims
         return x.sum(axis=axes, keepdims=keepdims)
@@ -35,6 +37,8 @@ class Sum(Function):
 
 class Mean(Function):
     """y = (1/n) sum_i x_i;  dy/dx_i = 1/n."""
+
+    uses_input_values = False
 
     def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
         self.axes, self.keepdims = axes, keepdims

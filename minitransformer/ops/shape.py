@@ -57,6 +57,8 @@ def unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:
 class Reshape(Function):
     """y = x viewed with another shape; dx = dy viewed with x's shape."""
 
+    uses_input_values = False
+
     def forward(self, x: Any, shape: tuple) -> Any:
         try:
             return x.reshape(shape)
@@ -73,6 +75,8 @@ class Reshape(Function):
 class Permute(Function):
     """y = x with its axes reordered; dx = dy with the inverse reordering."""
 
+    uses_input_values = False
+
     def forward(self, x: Any, axes: tuple[int, ...]) -> Any:
         self.axes = axes
         return x.transpose(axes)
@@ -84,6 +88,8 @@ class Permute(Function):
 
 class BroadcastTo(Function):
     """y = x stretched to ``shape``; dx = dy summed over the stretched axes."""
+
+    uses_input_values = False
 
     def forward(self, x: Any, shape: tuple) -> Any:
         xp = backend.array_module(backend.device_of(x))
@@ -118,6 +124,8 @@ def _is_advanced(index: Any) -> bool:
 
 class GetItem(Function):
     """y = x[index]; dx = zeros with dy added at ``index`` (repeats accumulate)."""
+
+    uses_input_values = False
 
     def forward(self, x: Any, index: Any) -> Any:
         self.index = index
@@ -159,6 +167,8 @@ def _index_add(values: Any, index: Any, shape: tuple) -> Any:
 
 class Concat(Function):
     """y = [x1, x2, ...] joined along ``axis``; each dx_i is its slice of dy."""
+
+    uses_input_values = False
 
     def forward(self, *xs: Any, axis: int) -> Any:
         self.axis = axis

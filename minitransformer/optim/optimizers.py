@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from minitransformer import backend
-from minitransformer.autograd import enable_grad
+from minitransformer.autograd import enable_grad, mark_changed
 from minitransformer.tensor import Tensor
 
 ParamsArg = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -112,6 +112,7 @@ class Optimizer:
                     continue
                 state = self.state.setdefault(p, {})
                 self._update(p, p.grad.data, state, group)
+                mark_changed(p, f"{type(self).__name__}.step()")
         return loss
 
     def _update(self, param: Tensor, grad: Any, state: dict[str, Any],

@@ -33,6 +33,7 @@ import graphviz
 from minitransformer import backend
 from minitransformer.autograd import Function
 from minitransformer.tensor import Tensor
+from minitransformer.viz.render import DrawnGraph
 
 # ----- colours --------------------------------------------------------------------------------
 # Fills from the Okabe-Ito palette, which stays distinguishable with every common form of
@@ -146,7 +147,7 @@ def draw_graph(
             picture.cut(max_nodes)
         body = picture.dot_lines()
 
-    graph = graphviz.Digraph(
+    graph = DrawnGraph(  # a Digraph that explains itself in Jupyter when `dot` is missing
         name="minitransformer",
         graph_attr={**GRAPH_ATTR, "rankdir": rankdir, **(COMPACT_ATTR if compact else {})},
         node_attr=NODE_ATTR,

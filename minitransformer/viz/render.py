@@ -9,9 +9,11 @@ install Graphviz.
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import graphviz
 
@@ -37,6 +39,24 @@ class GraphvizNotFoundError(RuntimeError):
             f"with: dot -T{output_path.suffix[1:]} {source_path} -o {output_path}\n"
             + INSTALL_HINT
         )
+
+
+class DrawnGraph(graphviz.Digraph):
+    """What ``draw_graph`` returns: a ``graphviz.Digraph`` that, as a Jupyter cell's value,
+    shows the picture, or, where the ``dot`` program is missing, this project's message
+    and the DOT source (instead of graphviz's long traceback)."""
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None,
+                          **kwargs: Any) -> dict[str, str]:
+        if shutil.which("dot") is not None:
+            try:
+                return super()._repr_mimebundle_(include, exclude, **kwargs)
+            except graphviz.ExecutableNotFound:  # found by `which` but not runnable
+                pass
+        text = (f"This graph cannot be shown as a picture: the Graphviz `dot` executable was "
+                f"not found on PATH.\n{INSTALL_HINT}\n"
+                f"Its DOT source (paste it into any Graphviz viewer):\n\n{self.source}")
+        return {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}
 
 
 def render(

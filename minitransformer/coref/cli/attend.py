@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from minitransformer.coref.models.coref import Resolution
 
 ARTICLE_TABLE: tuple[tuple[str, float, int], ...] = (
@@ -70,49 +68,7 @@ def describe(result: Resolution) -> str:
 
 
 def plot_attention(result: Resolution, path: str, title: str | None = None) -> None:
-    """Draw every encoder layer's and head's attention (query rows, key columns) and, below,
-    the pointer head's weights for the pronoun; save as an image at ``path``."""
-    import matplotlib
+    """Save the picture of one decision (``viz.plot_resolution``) as an image at ``path``."""
+    from minitransformer.viz import plot_resolution, save_figure
 
-    matplotlib.use("Agg")  # files only: no window, no display needed
-    import matplotlib.pyplot as plt
-
-    tokens = result.tokens
-    n_layers = len(result.encoder_attention)
-    n_heads = result.encoder_attention[0].shape[0] if n_layers else 1
-    size = 0.32 * len(tokens) + 1.6
-    fig = plt.figure(figsize=(size * n_heads, size * n_layers + 2.2))
-    grid = fig.add_gridspec(n_layers + 1, n_heads,
-                            height_ratios=[size] * n_layers + [1.2], hspace=0.55)
-    for layer, maps in enumerate(result.encoder_attention):  # maps (nh, T, T)
-        for head in range(n_heads):
-            ax = fig.add_subplot(grid[layer, head])
-            ax.imshow(maps[head], vmin=0.0, vmax=1.0, cmap="viridis")
-            _label_axes(ax, tokens, rows=tokens)
-            # Frame the pronoun's row: what "it" itself looks at in this head.
-            ax.add_patch(plt.Rectangle((-0.5, result.pronoun_position - 0.5), len(tokens), 1,
-                                       fill=False, edgecolor="red", linewidth=1.5))
-            ax.set_title(f"encoder layer {layer + 1}, head {head + 1}", fontsize=9)
-            if head == 0:
-                ax.set_ylabel("query (attends from)", fontsize=8)
-
-    pointer = fig.add_subplot(grid[n_layers, :])
-    pointer.imshow(result.weights[None, :], vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    for position, weight in enumerate(result.weights):
-        colour = "black" if weight > 0.5 else "white"
-        pointer.text(position, 0, f"{100 * weight:.0f}%", ha="center", va="center",
-                     fontsize=8, color=colour)
-    _label_axes(pointer, tokens, rows=[result.pronoun])
-    pointer.set_xlabel("key (attended to)", fontsize=8)
-    pointer.set_title(f"pointer head: where {result.pronoun!r} points "
-                      f"(prediction: {result.antecedent!r})", fontsize=10)
-    fig.suptitle(title or " ".join(tokens), fontsize=11)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _label_axes(ax: object, columns: Sequence[str], rows: Sequence[str]) -> None:
-    ax.set_xticks(np.arange(len(columns)))
-    ax.set_xticklabels(columns, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(np.arange(len(rows)))
-    ax.set_yticklabels(rows, fontsize=8)
+    save_figure(plot_resolution(result, title), path)
