@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 from minitransformer.ops.shape import unbroadcast
 
 
@@ -49,7 +49,7 @@ class LayerNorm(Function):
         self.x_hat, self.inv_std = normalize(x, axes, eps, xp)  # saved for backward
         return self.x_hat * weight + bias  # (..., n)
 
-    def backward(self, grad: Any) -> tuple[Any, Any, Any]:
+    def backward(self, grad: Value) -> tuple[Value, Value, Value]:
         x, weight, _ = self.args
         axes = self.axes
         if self.create_graph:  # x_hat as a function of x, to differentiate again
