@@ -15,8 +15,9 @@ same maths built from primitive ops only.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,8 +49,8 @@ sigmoid = ops.sigmoid
 
 __all__ = [
     "AttentionWeights", "CrossEntropy", "LayerNorm", "ScaledDotProductAttention",
-    "attention_reference", "cross_entropy", "dropout", "embedding", "gelu", "layer_norm",
-    "layer_norm_reference", "linear", "log_softmax", "masked_softmax",
+    "attention_reference", "composed_attention", "cross_entropy", "dropout", "embedding",
+    "gelu", "layer_norm", "layer_norm_reference", "linear", "log_softmax", "masked_softmax",
     "logsumexp", "mse_loss", "relu", "scaled_dot_product_attention", "sigmoid", "softmax",
     "tanh",
 ]
@@ -329,6 +330,8 @@ def scaled_dot_product_attention(
             "attention dropout needs an explicit random generator: "
             "pass generator=numpy.random.default_rng(seed)"
         )
+    if _composed_attention and implementation == "auto" and dropout_p == 0:
+        implementation = "composed"  # inside composed_attention(): every step a node
     if implementation == "auto":
         implementation = _choose_implementation(query, key, value, need_weights, dropout_p)
     if implementation == "tiled":
@@ -355,6 +358,23 @@ def scaled_dot_product_attention(
         return output, None
     weights = AttentionWeights.apply(query, key, plan=plan)
     return output, weights
+
+
+_composed_attention = False  # set by composed_attention()
+
+
+@contextlib.contextmanager
+def composed_attention() -> Iterator[None]:
+    """Inside the block, :func:`scaled_dot_product_attention` called with the default
+    ``implementation="auto"`` (and no dropout) runs the composed path: every step (S,
+    S_hat, A, Z) is a node of its own, to be drawn, traced and stepped through
+    (``minitransformer explain``), even in layers that do not expose the argument."""
+    global _composed_attention
+    previous, _composed_attention = _composed_attention, True
+    try:
+        yield
+    finally:
+        _composed_attention = previous
 
 
 _IMPLEMENTATIONS = ("auto", "fused", "tiled", "composed")

@@ -118,6 +118,8 @@ class BackwardTrace:
         self._auto = 0
         self._pending: dict[int, BackwardStep] = {}  # op steps of the walk in progress
         self._arrived: dict[int, np.ndarray] = {}  # id(leaf) -> the sum sent to it so far
+        self.root: Tensor | None = None  # the tensor the (last) walk started from
+        self.model = None  # the Module whose parameters name the leaves, if given
 
     # ----- naming ---------------------------------------------------------------------------
     def name_of(self, t: Tensor) -> str:
@@ -139,6 +141,8 @@ class BackwardTrace:
     # ----- called by the engine (autograd.run_backward), once per walk ----------------------
     def watch(self, order: list[Tensor]) -> None:
         """Before the walk: note the forward order, and wrap each node's backward."""
+        if order:
+            self.root = order[-1]  # what backward started from (kept, to draw it later)
         for t in order:
             self._record_forward(t)
             fn = t._ctx
@@ -264,7 +268,7 @@ def _clip(text: str, width: int) -> str:
 
 
 # ----- rules from docstrings ----------------------------------------------------------------
-_GRAD_LINE = re.compile(r"^(d[A-Za-z_]\w*|dy/dx\w*|dz/d\w+)\s*=")
+_GRAD_LINE = re.compile(r"^(d[A-Za-z_]\w*|d\w+/d\w+)\s*=")
 
 
 def local_rule(cls: type) -> str:
@@ -277,12 +281,23 @@ def local_rule(cls: type) -> str:
     explicit = getattr(cls, "rule", None)
     if isinstance(explicit, str):
         return explicit
-    doc = (cls.__doc__ or "").strip()
+    for klass in cls.__mro__:  # a subclass that states no rule inherits its base's
+        if klass is autograd.Function:
+            break
+        rule = _rule_in(klass.__dict__.get("__doc__") or "")
+        if rule:
+            return rule
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # its summary
+
+
+def _rule_in(doc: str) -> str:
+    doc = doc.strip()
     if not doc:
         return ""
     first = doc.splitlines()[0].strip()
-    if ";" in first:
-        return first.split(";", 1)[1].strip().rstrip(".")
+    after = first.split(";", 1)[1].strip().rstrip(".") if ";" in first else ""
+    if _GRAD_LINE.match(after):  # "y = tanh x;  dy/dx = 1 - y^2"
+        return after
     found = []
     for line in doc.splitlines()[1:]:
         line = line.strip()
@@ -318,6 +333,7 @@ def tracing(model: Any = None, params: dict[str, Tensor] | None = None
         names.update({id(p): n for n, p in model.named_parameters()})
     names.update({id(p): n for n, p in (params or {}).items()})
     trace = BackwardTrace(names)
+    trace.model = model
     if autograd._backward_tracer is not None:
         raise RuntimeError("a backward trace is already recording; traces do not nest")
     autograd._backward_tracer = trace

@@ -39,6 +39,8 @@ class Figure:
 FIGURES: list[Figure] = [
     Figure("graphs", "minitransformer.viz.examples:write_docs_figures",
            "img/graphs/*.svg and *.dot: the computation graphs of docs/graphs.md"),
+    Figure("explain", "scripts.explain_figures:write_docs_figures",
+           "img/explain.png: a screenshot of `minitransformer explain` (needs Chromium)"),
 ]
 
 

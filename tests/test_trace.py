@@ -146,3 +146,9 @@ def test_local_rules_come_from_the_docstrings():
 
     assert local_rule(Tanh) == "dy/dx = 1 - y^2"
     assert local_rule(MatMul) == "dA = dZ @ B^T; dB = A^T @ dZ"
+
+
+def test_a_subclass_without_a_rule_uses_its_base_rule():
+    from minitransformer.ops.activations import MaskedSoftmax, Softmax
+
+    assert local_rule(MaskedSoftmax) == local_rule(Softmax) != ""

@@ -18,6 +18,7 @@ import sys
 from minitransformer import tuning
 from minitransformer.cli.common import CommandError
 from minitransformer.cli.exercise import add_exercise_command
+from minitransformer.cli.explain import add_explain_command
 from minitransformer.cli.gpt import add_gpt_command
 from minitransformer.cli.graph import add_graph_command
 from minitransformer.coref.cli.commands import add_coref_commands
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_command(commands)  # computation graphs with Graphviz
     add_compare_command(commands)  # self-attention against an LSTM and a CNN
     add_exercise_command(commands)  # write the backward passes yourself, get them checked
+    add_explain_command(commands)  # a page stepping through forward and backward
     add_gpt_command(commands)  # a tiny GPT: train, sample, attend
     return parser
 

@@ -1,0 +1,132 @@
+"""The step-through page: its frames, the command, and the page itself in a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from minitransformer.cli.explain import coref_trace
+from minitransformer.cli.main import main
+from minitransformer.viz.explain import explain_html, run_example, write_explain
+from tests.conftest import CHROMEDRIVER, CHROMIUM, requires_browser, requires_dot
+
+FRAMES = re.compile(r'<script type="application/json" id="frames">(.*?)</script>', re.S)
+
+
+def frames_of(page: str) -> list[dict]:
+    return json.loads(FRAMES.search(page).group(1).replace("<\\/", "</"))["frames"]
+
+
+@requires_dot
+def test_the_page_is_self_contained_and_walks_forward_then_backward(tmp_path):
+    page = explain_html(run_example("attention"))
+    assert "<svg" in page and "<script>" in page
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing fetched
+    assert "http://" not in page.replace("http://www.w3.org", "")
+    frames = frames_of(page)
+    phases = [f["phase"] for f in frames]
+    first_backward = phases.index("backward")
+    assert set(phases[:first_backward]) == {"forward"} and "forward" not in phases[first_backward:]
+    names = [f["name"] for f in frames[:first_backward]]
+    assert names.index("Q") < names.index("S") < names.index("S_hat") < names.index("A") \
+        < names.index("Z") < names.index("loss")
+    assert all(a["node"] != b["node"] for a, b in zip(frames, frames[1:]))
+    softmax = next(f for f in frames if f["phase"] == "backward" and f["name"] == "A")
+    assert softmax["op"] == "Softmax" and [s["to"] for s in softmax["sent"]] == ["S_hat"]
+    assert softmax["grad"]["numbers"] and len(softmax["grad"]["cells"]) == 4  # d = 4: numbers
+    assert frames[-1]["phase"] == "leaf" and frames[-1]["parameter"]
+    assert any(f["name"] == "q_proj.weight" and f["phase"] == "leaf" for f in frames)
+
+
+@requires_dot
+@pytest.mark.parametrize("what", ["mha", "encoder", "coref"])
+def test_every_example_ends_at_a_parameter(what):
+    frames = frames_of(explain_html(coref_trace() if what == "coref" else run_example(what)))
+    assert frames[-1]["parameter"] and frames[-1]["phase"] == "leaf"
+    assert all(a["node"] != b["node"] for a, b in zip(frames, frames[1:]))
+
+
+@requires_dot
+def test_the_command_writes_the_page(tmp_path, capsys):
+    out = tmp_path / "sub" / "explain.html"
+    assert main(["explain", "--what", "mha", "--out", str(out)]) == 0
+    assert "frames" in capsys.readouterr().out
+    assert frames_of(out.read_text(encoding="utf-8"))
+    assert [p.name for p in out.parent.iterdir()] == ["explain.html"]  # no temporary left
+
+
+def test_without_dot_the_command_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` anywhere
+    out = tmp_path / "explain.html"
+    assert main(["explain", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "dot" in err and "graphviz" in err
+    assert not out.exists()
+
+
+def test_a_trace_without_a_walk_is_refused():
+    from minitransformer.trace import BackwardTrace
+
+    with pytest.raises(ValueError, match="no backward walk"):
+        explain_html(BackwardTrace())
+
+
+@requires_dot
+@requires_browser
+def test_the_page_in_a_browser(tmp_path):
+    """Step through every frame with the keyboard in headless Chromium (the system's, with
+    its own chromedriver: nothing is downloaded)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    path = write_explain(tmp_path / "explain.html", run_example("attention"))
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,900",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        driver.get(path.as_uri())
+        body = driver.find_element(By.TAG_NAME, "body")
+        count = driver.execute_script("return window.explain.frames.length")
+        assert count >= 30
+
+        def highlighted():
+            return driver.execute_script(
+                "var g = document.querySelectorAll('#graph g.node.current');"
+                "return [g.length, g.length ? g[0].querySelector('title').textContent : null,"
+                " document.body.dataset.frame, document.body.dataset.parameter,"
+                " document.body.dataset.phase]")
+
+        seen = [highlighted()]
+        assert seen[0][0] == 1 and seen[0][2] == "0"
+        for _ in range(count - 1):
+            body.send_keys(Keys.ARROW_RIGHT)
+            seen.append(highlighted())
+        for before, after in zip(seen, seen[1:]):
+            assert after[0] == 1 and after[1] != before[1]  # one node, a different one
+            assert int(after[2]) == int(before[2]) + 1
+        assert seen[-1][3] == "true" and seen[-1][4] == "leaf"  # a parameter's gradient
+        assert "parameter" in driver.find_element(By.ID, "panel").text
+        body.send_keys(Keys.ARROW_LEFT)
+        assert highlighted()[2] == str(count - 2)
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+        png = driver.get_screenshot_as_png()
+    finally:
+        driver.quit()
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    assert pixels.std() > 10  # not a blank page
