@@ -77,8 +77,8 @@ def check_figure_path(path: PathLike, supported: tuple[str, ...] = ("png", "svg"
     if extension not in supported:
         given = f"extension '.{extension}'" if extension else "no extension"
         raise UnknownFormatError(
-            f"{os.fspath(path)}: {given}; a figure is written as "
-            + ", ".join("." + name for name in supported)
+            f"cannot tell the image format of {os.fspath(path)!r} ({given}): end the name "
+            "with one of " + ", ".join("." + name for name in supported)
         )
     return extension
 
