@@ -23,6 +23,23 @@ int32, int64, bool_ = np.dtype("int32"), np.dtype("int64"), np.dtype("bool")
 Scalar = int | float | bool
 
 
+class Size(int):
+    """``x.size``: an int (NumPy's element count) that PyTorch code can also call:
+    ``x.size()`` is the shape and ``x.size(d)`` the length of axis ``d``."""
+
+    def __new__(cls, count: int, shape: tuple[int, ...]) -> Size:
+        size = super().__new__(cls, count)
+        size.shape = shape
+        return size
+
+    def __call__(self, dim: int | None = None) -> Any:
+        if dim is None:
+            return self.shape
+        if not -len(self.shape) <= dim < len(self.shape):
+            raise IndexError(f"size({dim}): dimension out of range for shape {self.shape}")
+        return self.shape[dim]
+
+
 def as_dtype(dtype: Any) -> np.dtype | None:
     """A dtype argument (None, a NumPy dtype or type, a name such as "float32") as a dtype."""
     if dtype is None:
@@ -116,8 +133,18 @@ class Tensor:
         return self.data.dtype
 
     @property
-    def size(self) -> int:
-        return self.data.size
+    def size(self) -> Size:
+        """The number of elements, as NumPy's ``x.size``; also callable as PyTorch's
+        ``x.size()`` (the shape) and ``x.size(dim)`` (one axis's length)."""
+        return Size(self.data.size, self.shape)
+
+    def numel(self) -> int:
+        """The number of elements (PyTorch's name for ``size``)."""
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        """The number of axes (PyTorch's name for ``ndim``)."""
+        return self.data.ndim
 
     @property
     def _version(self) -> int:
@@ -336,11 +363,19 @@ class Tensor:
     # x.exp(), x.sum(axis=1), x.reshape(2, 3), ...: every op registered with method=True
     # becomes a method, x.name(*args) == ops.name(x, *args) (minitransformer.ops.registry).
     # Only the methods whose signature differs from their function's are written here.
-    def argmax(self, axis: int | None = None) -> Tensor:
-        return Tensor._from_array(self.data.argmax(axis=axis), self.device)
+    def argmax(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+        return Tensor._from_array(self.data.argmax(axis=axis if dim is None else dim),
+                                  self.device)
 
-    def argmin(self, axis: int | None = None) -> Tensor:
-        return Tensor._from_array(self.data.argmin(axis=axis), self.device)
+    def argmin(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
+        return Tensor._from_array(self.data.argmin(axis=axis if dim is None else dim),
+                                  self.device)
+
+    def clone(self) -> Tensor:
+        """A copy of the values that stays in the graph: gradients flow back to ``self``."""
+        from minitransformer.ops.elementwise import To
+
+        return To.apply(self, dtype=None, device=self.device)
 
     def view(self, *shape: Any) -> Tensor:
         """The same as ``reshape`` (PyTorch's name)."""

@@ -59,3 +59,41 @@ def test_decoder_shape_errors():
         layer(mt.zeros((2, 3, 4)), mt.zeros((1, 3, 4)))
     with pytest.raises(ShapeError, match="d_model=4"):
         nn.Transformer(4, 2, 1, 1, 6)(mt.zeros((1, 3, 5)), mt.zeros((1, 3, 4)))
+
+
+def causal_jacobian_blocks(fn, x: mt.Tensor) -> np.ndarray:
+    """|d out[t] / d x[t']| summed over features: a (T, T) matrix, one backward per t."""
+    T = x.shape[1]
+    blocks = np.zeros((T, T))
+    for t in range(T):
+        x.grad = None
+        out = fn(x)  # (1, T, E)
+        upstream = np.zeros(out.shape)
+        upstream[0, t] = np.random.default_rng(t).standard_normal(out.shape[-1])
+        (out * mt.tensor(upstream)).sum().backward()
+        blocks[t] = np.abs(x.grad.numpy()[0]).sum(axis=-1)
+    return blocks
+
+
+@pytest.mark.parametrize("where", ["sdpa", "mha", "encoder_layer"])
+def test_causal_gradient_is_exactly_zero_from_the_future(rng, where):
+    """d out_t / d in_t' is exactly 0 for every t' > t, and non-zero for t' <= t, through
+    the fused attention backward (and the layers built on it)."""
+    mt.manual_seed(4)
+    if where == "sdpa":
+        def fn(x):
+            return mt.functional.scaled_dot_product_attention(x, x * 0.5, x, is_causal=True)[0]
+    elif where == "mha":
+        mha = nn.MultiHeadAttention(6, 2).to(mt.float64)
+
+        def fn(x):
+            return mha(x, is_causal=True)[0]
+    else:
+        layer = nn.TransformerEncoderLayer(6, 2, dim_feedforward=8).to(mt.float64)
+
+        def fn(x):
+            return layer(x, is_causal=True)
+    blocks = causal_jacobian_blocks(fn, randn(rng, 1, 5, 6))
+    future = np.triu(np.ones((5, 5), dtype=bool), k=1)
+    assert np.all(blocks[future] == 0.0)  # exactly: not small, zero
+    assert np.all(blocks[~future] > 0)

@@ -348,8 +348,8 @@ def test_single_head_mha_equals_attention_plus_out_proj():
     mha.out_proj.load_state_dict({"weight": np.eye(4), "bias": np.zeros(4)})
     x = mt.randn(2, 3, 4, dtype=mt.float64)
     mask = np.tril(np.ones((3, 3), dtype=bool))
-    Z, A = att(x, attn_mask=mask)
-    out, weights = mha(x, attn_mask=mask)
+    Z, A = att(x, attn_mask=mask)  # True = may attend (as sdpa)
+    out, weights = mha(x, attn_mask=~mask)  # True = may NOT attend (as torch's MHA)
     np.testing.assert_allclose(out.data, Z.data, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(weights.data, A.data, rtol=1e-12, atol=1e-14)
 
@@ -382,9 +382,9 @@ def test_mha_weights_shapes_storage_and_padding():
 def test_mha_fully_masked_query_outputs_the_bias():
     mha = nn.MultiHeadAttention(4, 2).double()
     x = mt.randn(1, 3, 4, dtype=mt.float64)
-    allowed = np.ones((3, 3), dtype=bool)
-    allowed[2] = False
-    out, weights = mha(x, attn_mask=allowed)
+    blocked = np.zeros((3, 3), dtype=bool)  # True = may NOT attend, as in PyTorch
+    blocked[2] = True
+    out, weights = mha(x, attn_mask=blocked)
     np.testing.assert_array_equal(weights.data[0, 2], 0)
     np.testing.assert_allclose(out.data[0, 2], mha.out_proj.bias.data)
 
@@ -534,7 +534,7 @@ def test_gradcheck_encoder_layer(rng, norm_first):
 def test_gradcheck_encoder_stack(rng):
     mt.manual_seed(0)
     gradcheck_module(small_encoder(num_layers=2), randn(rng, 1, 3, 4),
-                     mask=np.tril(np.ones((3, 3), dtype=bool)))
+                     mask=np.triu(np.ones((3, 3), dtype=bool), k=1))  # True: the future
 
 
 def test_gradcheck_positional_encodings(rng):
@@ -585,7 +585,7 @@ def test_layers_on_device(device):
     pe = nn.PositionalEncoding(4, max_len=5, device=device)
     emb = nn.Embedding(7, 4, padding_idx=0, device=device)
     ids = np.array([[0, 3, 6], [2, 2, 1]])
-    out = layer(pe(emb(ids)), src_mask=np.tril(np.ones((3, 3), dtype=bool)),
+    out = layer(pe(emb(ids)), src_mask=np.triu(np.ones((3, 3), dtype=bool), k=1),
                 src_key_padding_mask=np.array([[0, 0, 1], [0, 0, 0]], dtype=bool))
     assert out.device == device
     out.sum().backward()

@@ -106,9 +106,9 @@ def test_layer_norm():
 
 
 def _mha_case(name: str):
-    """(L, S, attn_mask allowed-convention or None, key_padding_mask or None) per case."""
+    """(L, S, attn_mask in PyTorch's convention or None, key_padding_mask or None)."""
     rng = np.random.default_rng(5)
-    causal = np.tril(np.ones((4, 4), dtype=bool))
+    causal = np.triu(np.ones((4, 4), dtype=bool), k=1)  # True = may NOT attend: the future
     cases = {
         "self": (4, 4, None, None),
         "cross": (3, 5, None, None),
@@ -134,9 +134,8 @@ def test_multi_head_attention(case, average):
     else:
         k, tk = pair((2, S, 6), 3)
 
-    torch_mask = None
-    if attn_mask is not None:
-        torch_mask = torch.tensor(~attn_mask if attn_mask.dtype == bool else attn_mask)
+    # The same mask to both: a boolean True means "may NOT attend" in both layers.
+    torch_mask = None if attn_mask is None else torch.tensor(attn_mask)
     out, weights = ours(q, k, k, attn_mask=attn_mask, key_padding_mask=padding,
                         average_attn_weights=average)
     tout, tweights = theirs(tq, tk, tk, attn_mask=torch_mask,
@@ -195,9 +194,9 @@ def test_transformer_encoder_stack_with_causal_mask():
     ours = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, dim_feedforward=12), 2,
                                  norm=nn.LayerNorm(8))
     load_from_torch(ours, theirs)
-    causal = np.tril(np.ones((5, 5), dtype=bool))
+    future = np.triu(np.ones((5, 5), dtype=bool), k=1)  # True = may NOT attend, in both
     x, tx = pair((2, 5, 8), 12)
-    out, tout = ours(x, mask=causal), theirs(tx, mask=torch.tensor(~causal))
+    out, tout = ours(x, mask=future), theirs(tx, mask=torch.tensor(future))
     assert_close(out, tout)
     backward_both(out, tout)
     assert_close(x.grad, tx.grad)

@@ -110,7 +110,7 @@ def test_transpose_round_trip(shape, data) -> None:
     rng = np.random.default_rng(data.draw(seeds, label="seed"))
     x0 = rng.standard_normal(shape)
     x = mt.tensor(x0, requires_grad=True)
-    moved = x.transpose(*axes) if axes else x.transpose()
+    moved = x.transpose(axes) if axes else x.transpose()  # a tuple: NumPy's permutation
     np.testing.assert_array_equal(moved.detach().numpy(), np.transpose(x0, axes))
     back = moved.permute(*inverse) if inverse else moved
     np.testing.assert_array_equal(back.detach().numpy(), x0)

@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 
+from minitransformer import tuning
 from minitransformer.cli.common import CommandError
 
 DEFAULT_GPT_DIR = os.path.join("runs", "gpt")
@@ -175,8 +176,10 @@ def _sample(args: argparse.Namespace) -> int:
                               f"{run.model.config.block_size}")
     tokens = room if args.tokens is None else min(args.tokens, room)
     eos = run.vocabulary.encode([EOS])[0]
-    out = run.model.generate(prompt, tokens, temperature=args.temperature, top_k=args.top_k,
-                             seed=args.seed, use_cache=not args.no_cache, stop_id=eos)
+    with tuning.single_threaded_blas():  # one sequence: BLAS threads would only wait
+        out = run.model.generate(prompt, tokens, temperature=args.temperature,
+                                 top_k=args.top_k, seed=args.seed,
+                                 use_cache=not args.no_cache, stop_id=eos)
     words = [w for w in run.vocabulary.decode(out.ids) if w not in (BOS, EOS)]
     print(" ".join(words))
     return 0

@@ -632,7 +632,7 @@ EXERCISES: tuple[Exercise, ...] = (
                                            "parameter, other betas and eps",
              (NO_BIAS_CORRECTION,), _adam),
     Exercise(11, "causal_attention", "Causal attention, one query at a time",
-             "docs/attention.md#masking",
+             "docs/gpt.md#1-the-causal-mask",
              "minitransformer.functional.scaled_dot_product_attention with is_causal=True",
              "a single token, batch 1, a batch of heads",
              (FORGOTTEN_CAUSAL_MASK, KV_OVERWRITTEN), _causal_attention),

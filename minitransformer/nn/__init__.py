@@ -5,7 +5,8 @@
     model.state_dict()
 """
 
-from minitransformer.nn.attention import Attention, MultiHeadAttention
+from minitransformer.nn.activation import GELU, ReLU, Sigmoid, Tanh
+from minitransformer.nn.attention import Attention, MultiHeadAttention, MultiheadAttention
 from minitransformer.nn.conv import Conv1d
 from minitransformer.nn.decoder import (
     Transformer,
@@ -21,6 +22,7 @@ from minitransformer.nn.layers import (
     Linear,
     Softmax,
 )
+from minitransformer.nn.loss import CrossEntropyLoss, MSELoss
 from minitransformer.nn.module import (
     IncompatibleKeys,
     Module,
@@ -45,4 +47,5 @@ __all__ = [
     "Parameter", "PositionalEncoding", "RNN", "Sequential", "Softmax", "StateDictError",
     "TransformerEncoder", "TransformerEncoderLayer", "reseed_dropout",
     "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "causal_mask",
+    "CrossEntropyLoss", "GELU", "MSELoss", "MultiheadAttention", "ReLU", "Sigmoid", "Tanh",
 ]

@@ -1,9 +1,10 @@
 """Attention: one head written out equation by equation, then the batched multi-head form.
 
-Masks follow :func:`minitransformer.functional.scaled_dot_product_attention`: a boolean
-mask is True where a query MAY attend to a key, a float mask is added to the scores
-(``-inf`` forbids). Note that ``torch.nn.MultiheadAttention`` uses the opposite boolean
-convention for its ``attn_mask`` (True = masked out); to port a torch mask, pass ``~mask``.
+Boolean masks mean what they mean in each layer's PyTorch twin, so that a ported mask
+attends where it did there: ``MultiHeadAttention`` (like ``torch.nn.MultiheadAttention``,
+and the Transformer layers built on it) takes True as "may NOT attend"; ``Attention``, like
+:func:`minitransformer.functional.scaled_dot_product_attention` (and PyTorch's), takes
+True as "MAY attend". A float mask is added to the scores everywhere (``-inf`` forbids).
 """
 
 from __future__ import annotations
@@ -126,11 +127,11 @@ class MultiHeadAttention(Module):
 
     - ``key``/``value`` default to ``query`` (self-attention); for cross-attention the
       query has L positions and key/value S positions.
-    - ``attn_mask`` (L, S), (B, L, S) or (B, nh, L, S): boolean True = may attend, or float
-      values added to the scores. **Unlike torch.nn.MultiheadAttention**, where a boolean
-      True means "masked out"; a 3-D mask here is per batch element, not per (batch, head).
-    - ``key_padding_mask`` (B, S) boolean: True at PADDING keys to ignore (this one follows
-      PyTorch).
+    - ``attn_mask`` (L, S), (B, L, S) or (B, nh, L, S): boolean True = may NOT attend (as
+      in torch.nn.MultiheadAttention; the opposite of ``F.scaled_dot_product_attention``),
+      or float values added to the scores. A 3-D mask here is per batch element (PyTorch's
+      is per (batch, head), shaped (B * nh, L, S)).
+    - ``key_padding_mask`` (B, S) boolean: True at PADDING keys to ignore (as in PyTorch).
     - ``is_causal=True``: query i sees keys 0..i only, together with any other mask. (In
       PyTorch it is only a hint that ``attn_mask`` is causal and needs ``attn_mask``.)
     - ``weights``: (B, L, S) averaged over heads, (B, nh, L, S) with
@@ -244,6 +245,8 @@ class MultiHeadAttention(Module):
         mask = None
         if attn_mask is not None:
             mask = as_mask(attn_mask, q)
+            if mask.dtype == bool_:
+                mask = ~mask  # PyTorch's True = "may not attend" -> sdpa's True = "may attend"
             if mask.shape not in ((L, S), (B, L, S), (B, nh, L, S)):
                 raise ShapeError(
                     f"attn_mask must have shape (L, S), (B, L, S) or (B, nh, L, S) with "
@@ -265,3 +268,33 @@ class MultiHeadAttention(Module):
         if mask.dtype == bool_:
             return mask & keep  # (B, 1 or nh, L, S)
         return mask.masked_fill(~keep, -math.inf)  # float mask: padding scores -> -inf
+
+
+class MultiheadAttention(MultiHeadAttention):
+    """``torch.nn.MultiheadAttention``'s spelling and argument order: ``(embed_dim,
+    num_heads, dropout=0.0, bias=True, batch_first=False)``.
+
+    As in PyTorch, ``batch_first=False`` (the default) takes and returns sequence-first
+    tensors (L, B, E); ``batch_first=True`` takes (B, L, E) like
+    :class:`MultiHeadAttention`. The weights come back (B, L, S) either way, and masks mean
+    what they mean in PyTorch. Not supported: ``add_bias_kv``, ``add_zero_attn``,
+    ``kdim``/``vdim``.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 batch_first: bool = False, dtype: Any = None, device: Any = None) -> None:
+        super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout, dtype=dtype,
+                         device=device)
+        self.batch_first = batch_first
+
+    def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
+                *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor | None]:
+        if self.batch_first or query.ndim != 3:
+            return super().forward(query, key, value, *args, **kwargs)
+        # (L, B, E) -> (B, L, E) in, and back out; the weights are (B, L, S) in PyTorch too
+        query, key, value = (None if t is None else t.swapaxes(0, 1) for t in (query, key, value))
+        out, weights = super().forward(query, key, value, *args, **kwargs)
+        return out.swapaxes(0, 1), weights
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, batch_first={self.batch_first}"

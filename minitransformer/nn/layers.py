@@ -169,9 +169,9 @@ class Dropout(Module):
 class Softmax(Module):
     """softmax(x)_i = e^{x_i} / sum_j e^{x_j} along ``axis``."""
 
-    def __init__(self, axis: int = -1) -> None:
+    def __init__(self, axis: int = -1, *, dim: int | None = None) -> None:
         super().__init__()
-        self.axis = axis
+        self.axis = axis if dim is None else dim  # dim: PyTorch's name
 
     def forward(self, x: Tensor) -> Tensor:
         return F.softmax(x, self.axis)

@@ -10,7 +10,7 @@ dotted path, e.g. ``layers.0.self_attn.q_proj.weight``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -228,10 +228,19 @@ class Module:
             p.requires_grad_(requires_grad)
         return self
 
-    def zero_grad(self) -> None:
-        """Forget accumulated gradients (``None``, not zeros: nothing to add to, no memory)."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget accumulated gradients: ``None`` (nothing to add to, no memory), or with
+        ``set_to_none=False`` zeros in the existing gradient arrays (as in PyTorch)."""
         for p in self.parameters():
-            p.grad = None
+            zero_grad_of(p, set_to_none)
+
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
+        """Call ``fn`` on every sub-module, children first, then on this one (as PyTorch:
+        ``model.apply(init_weights)``); returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
 
     # ----- devices and dtypes ---------------------------------------------------------------
     def to(self, target: Any = None, dtype: Any = None, device: Any = None) -> Module:
@@ -356,6 +365,16 @@ class StateDictError(CheckpointError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message as a quoted repr
         return str(self.args[0]) if self.args else ""
+
+
+def zero_grad_of(p: Tensor, set_to_none: bool = True) -> None:
+    """``p.grad = None``, or (``set_to_none=False``) zeros of its shape where it had one. Fresh
+    zeros rather than zeroing in place: a gradient array may be shared with another tensor."""
+    if set_to_none or p.grad is None:
+        p.grad = None
+    else:
+        p.grad = Tensor._from_array(backend.array_module(p.grad.device).zeros_like(p.grad.data),
+                                    p.grad.device)
 
 
 def _array_of(value: Any) -> Any:

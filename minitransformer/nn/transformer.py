@@ -43,7 +43,7 @@ class TransformerEncoderLayer(Module):
 
     ``forward(src, src_mask=None, src_key_padding_mask=None, is_causal=False)`` with ``src``
     (B, T, d_model); ``is_causal=True`` lets position i attend to positions 0..i only;
-    ``src_mask`` uses the boolean True = may-attend convention (see
+    a boolean ``src_mask`` is True where a position may NOT attend (as in PyTorch; see
     :class:`~minitransformer.nn.MultiHeadAttention`), ``src_key_padding_mask`` (B, T) is True
     at padding.
     """

@@ -4,8 +4,9 @@ the elements it came from (``_expand`` restores the reduced axes, then broadcast
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+from minitransformer import backend
 from minitransformer.autograd import Function
 from minitransformer.errors import ShapeError
 from minitransformer.ops.registry import register
@@ -110,11 +111,37 @@ def var(x: Tensor, axis: Axis = None, keepdims: bool = False, ddof: int = 0) -> 
     return _reduce(Var, x, axis, keepdims, ddof=ddof)
 
 
+class MaxMin(NamedTuple):
+    """What ``max``/``min`` return when called with PyTorch's ``dim=``, as torch does."""
+
+    values: Tensor
+    indices: Tensor
+
+
+def _values_and_indices(x: Tensor, dim: int, keepdim: bool | None, largest: bool) -> MaxMin:
+    """torch.max(x, dim=...) / torch.min(x, dim=...): the values and where they are."""
+    keep = bool(keepdim)
+    values = _reduce(Max, x, dim, keep) if largest else -_reduce(Max, -x, dim, keep)
+    where = x.data.argmax(axis=dim) if largest else x.data.argmin(axis=dim)  # (..., no dim)
+    if keep:
+        where = backend.array_module(x.device).expand_dims(where, dim)  # dim kept with size 1
+    return MaxMin(values, Tensor._from_array(where, x.device))
+
+
 @register(method=True)
-def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def max(x: Tensor, axis: Axis = None, keepdims: bool = False, *,  # noqa: A001
+        dim: int | None = None, keepdim: bool | None = None) -> Tensor | MaxMin:
+    """The largest values along ``axis`` (all axes by default). With PyTorch's ``dim=``
+    it returns ``(values, indices)``, as ``torch.max(x, dim=...)`` does."""
+    if dim is not None:
+        return _values_and_indices(x, dim, keepdim, largest=True)
     return _reduce(Max, x, axis, keepdims)
 
 
 @register(method=True)
-def min(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def min(x: Tensor, axis: Axis = None, keepdims: bool = False, *,  # noqa: A001
+        dim: int | None = None, keepdim: bool | None = None) -> Tensor | MaxMin:
+    """The smallest values; with ``dim=``, ``(values, indices)`` as ``torch.min``."""
+    if dim is not None:
+        return _values_and_indices(x, dim, keepdim, largest=False)
     return -_reduce(Max, -x, axis, keepdims)

@@ -12,6 +12,8 @@ has no test entry (``tests/op_cases.py``). See ``docs/contributing.md``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,7 @@ def register(
     """Record the decorated op function under ``name`` (default: the function's name)."""
 
     def record(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = accept_torch_names(fn)
         key = name or fn.__name__
         taken = {n for entry in OPS.values() for n in (entry.name, *entry.aliases)}
         for n in (key, *aliases):
@@ -52,6 +55,32 @@ def register(
         return fn
 
     return record
+
+
+# PyTorch's argument names, accepted wherever an op takes NumPy's (``axis``, ``keepdims``).
+TORCH_NAMES = {"dim": "axis", "keepdim": "keepdims"}
+
+
+def accept_torch_names(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` also accepting ``dim=``/``keepdim=`` for its ``axis``/``keepdims`` (unless it
+    handles them itself, as ``max`` does); ``fn`` unchanged when it has neither."""
+    parameters = inspect.signature(fn).parameters
+    renames = {t: n for t, n in TORCH_NAMES.items() if n in parameters and t not in parameters}
+    if not renames:
+        return fn
+
+    @functools.wraps(fn)
+    def op(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:  # the common call passes none: nothing to rename
+            for torch_name, name in renames.items():
+                if torch_name in kwargs:
+                    if name in kwargs:
+                        raise TypeError(f"{fn.__name__}() got both {name}= and {torch_name}=; "
+                                        f"they are the same argument, pass one")
+                    kwargs[name] = kwargs.pop(torch_name)
+        return fn(*args, **kwargs)
+
+    return op
 
 
 def public_names() -> dict[str, Callable[..., Any]]:

@@ -214,7 +214,11 @@ def permute(x: Tensor, *axes: Any) -> Tensor:
 
 @register(method=True)
 def transpose(x: Tensor, *axes: Any) -> Tensor:
-    """Reverse the axes (no argument) or reorder them as given, like ``numpy.transpose``."""
+    """``x.transpose(0, 1)`` swaps those two axes, as in PyTorch (``swapaxes``);
+    ``x.transpose()`` reverses all axes and ``x.transpose((2, 0, 1))`` (a tuple, or one
+    axis per dimension of a tensor of 3 or more) reorders them, as ``numpy.transpose``."""
+    if len(axes) == 2 and all(isinstance(a, int | np.integer) for a in axes):
+        return swapaxes(x, *axes)  # PyTorch's meaning wins for two ints, even on 2-D
     axes = _shape_arg(axes)
     if not axes:
         axes = tuple(reversed(range(x.ndim)))

@@ -94,10 +94,13 @@ class Optimizer:
         return [p for group in self.param_groups for p in group["params"]]
 
     # ----- the training loop --------------------------------------------------------------
-    def zero_grad(self) -> None:
-        """Set every parameter's ``.grad`` to None (the next backward starts afresh)."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Set every parameter's ``.grad`` to None (the next backward starts afresh), or
+        with ``set_to_none=False`` to zeros, as in PyTorch."""
+        from minitransformer.nn.module import zero_grad_of
+
         for p in self._all_params():
-            p.grad = None
+            zero_grad_of(p, set_to_none)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; parameters whose ``.grad`` is None
