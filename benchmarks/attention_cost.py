@@ -20,6 +20,7 @@ Run from the repository root (about a minute):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -182,6 +183,23 @@ def plot(rows: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
+def save_rows(rows: list[dict[str, float]], path: Path) -> None:
+    """The measured rows as JSON, written atomically (a temporary file renamed)."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"source": "benchmarks/attention_cost.py", "rows": rows},
+                              indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_docs_figures(docs: Path) -> list[Path]:
+    """Redraw docs/img/cost.png from docs/img/cost.json (for `make figures`; measuring again
+    is this script's job)."""
+    rows = json.loads((Path(docs) / "img" / "cost.json").read_text(encoding="utf-8"))["rows"]
+    path = Path(docs) / "img" / "cost.png"
+    plot(rows, path)
+    return [path]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two small sizes, no plot")
@@ -196,7 +214,8 @@ def main() -> None:
     print_tables(rows, dim_rows)
     if not args.quick:
         plot(rows, args.out)
-        print(f"\nwrote {args.out}")
+        save_rows(rows, args.out.with_suffix(".json"))  # `make figures` redraws from these
+        print(f"\nwrote {args.out} and {args.out.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Each entry of ``FIGURES`` names a function ``write(docs: Path) -> list[Path]`` by its import
 path ("module:function"); it writes its figures under ``docs`` and returns their paths.
-To add a figure: write such a function next to the code it shows and add one line here.
+To add a figure: write such a function next to the code it shows and add one entry here,
+with glob patterns of what it writes (tests/test_figures.py fails for an image under docs/
+that no entry claims).
 Functions are imported only when run, so one entry's missing optional program (Graphviz's
 ``dot``) does not stop the others.
 
@@ -29,6 +31,7 @@ DOCS = ROOT / "docs"
 class Figure:
     name: str
     target: str  # "package.module:function"
+    outputs: tuple[str, ...]  # glob patterns under docs/ of what it writes (the test checks)
     what: str
 
     def load(self) -> Callable[[Path], list[Path]]:
@@ -38,8 +41,19 @@ class Figure:
 
 FIGURES: list[Figure] = [
     Figure("graphs", "minitransformer.viz.examples:write_docs_figures",
+           ("img/graphs/*.svg", "img/graphs/*.dot"),
            "img/graphs/*.svg and *.dot: the computation graphs of docs/graphs.md"),
-    Figure("explain", "scripts.explain_figures:write_docs_figures",
+    Figure("block", "minitransformer.viz.block:write_docs_figures",
+           ("img/residual_gradients.png", "img/positional_encoding.png"),
+           "img/residual_gradients.png, img/positional_encoding.png: the block's pages"),
+    Figure("cost", "benchmarks.attention_cost:write_docs_figures", ("img/cost.png",),
+           "img/cost.png: redrawn from img/cost.json (benchmarks/attention_cost.py measures)"),
+    Figure("coref", "minitransformer.coref.figures:write_coref_figures", ("img/coref_*.png",),
+           "img/coref_*.png: trains the default coreference model, draws its curves and heatmaps"),
+    Figure("comparison", "minitransformer.coref.figures:write_comparison_figures",
+           ("comparison/*.png",),
+           "comparison/*.png: redrawn from comparison/results.json"),
+    Figure("explain", "scripts.explain_figures:write_docs_figures", ("img/explain.png",),
            "img/explain.png: a screenshot of `minitransformer explain` (needs Chromium)"),
 ]
 

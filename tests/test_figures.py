@@ -51,8 +51,11 @@ def test_plots_return_figures_and_leave_the_backend_and_pyplot_alone(rng) -> Non
     for fig in figures:
         assert isinstance(fig, Figure)
         assert fig._repr_png_()[:8] == PNG  # what a notebook cell shows as its value
-    assert len(figures[0].axes) == 2 and len(figures[1].axes) == 1
-    assert len(figures[2].axes) == 2 * 2 + 1  # layers x heads, and the pointer head
+    panels = [[ax for ax in fig.axes if ax.get_label() != "<colorbar>"] for fig in figures]
+    assert len(panels[0]) == 2 and len(panels[1]) == 1
+    assert len(panels[2]) == 2 * 2 + 1  # layers x heads, and the pointer head
+    for fig in figures[:3]:  # every attention picture has its colour scale
+        assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == 1
 
 
 def test_the_library_never_chooses_a_backend() -> None:

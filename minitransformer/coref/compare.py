@@ -465,7 +465,8 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 
 def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
-    """accuracy_by_distance.png, layer_time.png, training.png in ``out_dir``; their paths."""
+    """accuracy_by_distance.png, gradient_reach.png, layer_time.png, training.png in
+    ``out_dir``; their paths."""
     from minitransformer.viz import save_figure  # matplotlib and graphviz: only when used
 
     return [save_figure(fig, os.path.join(out_dir, name), dpi=100)
@@ -473,24 +474,52 @@ def plot_results(results: dict[str, Any], out_dir: str) -> list[str]:
 
 
 def result_figures(results: dict[str, Any]) -> dict[str, Any]:
-    """The three figures of a comparison, by file name (matplotlib Figures, built without
+    """The four figures of a comparison, by file name (matplotlib Figures, built without
     pyplot: a notebook shows them, the caller's backend is left alone)."""
     from minitransformer.viz.figure import ShownFigure
 
     models = results["models"]
     figures = {}
 
-    fig = ShownFigure(figsize=(6.5, 4), layout="tight")
+    # Every model may sit at 100% in every bucket: draw each line shifted sideways, with its
+    # own marker and dash, and the legend below the axes, so that none hides another.
+    styles = {"self-attention": ("o", "-"), "LSTM": ("s", "--"), "CNN": ("^", ":")}
+    fig = ShownFigure(figsize=(6.5, 4.4), layout="tight")
+    ax = fig.subplots()
+    first = next(iter(models.values()))["accuracy_by_distance"]
+    positions = np.arange(len(first))
+    lowest = 100.0
+    for offset, (name, m) in zip(np.linspace(-0.12, 0.12, len(models)), models.items()):
+        values = np.array([np.nan if b["accuracy"] is None else 100 * b["accuracy"]
+                           for b in m["accuracy_by_distance"].values()])
+        lowest = min(lowest, np.nanmin(values))
+        marker, dash = styles.get(name, ("o", "-"))
+        ax.plot(positions + offset, values, marker=marker, linestyle=dash, label=name)
+    ax.set_xticks(positions, [f"{bucket}\n({b['count']} sent.)" for bucket, b in first.items()])
+    ax.set(xlabel="antecedent-to-pronoun distance (tokens)", ylabel="held-out accuracy (%)",
+           ylim=(max(0.0, np.floor(lowest) - 2), 100.5), title="accuracy against distance")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=len(models), frameon=False)
+    figures["accuracy_by_distance.png"] = fig
+
+    fig = ShownFigure(figsize=(6.5, 4.4), layout="tight")
     ax = fig.subplots()
     for name, m in models.items():
-        buckets = m["accuracy_by_distance"]
-        values = [np.nan if b["accuracy"] is None else 100 * b["accuracy"]
-                  for b in buckets.values()]
-        ax.plot(list(buckets), values, marker="o", label=name)
-    ax.set(xlabel="antecedent-to-pronoun distance (tokens)", ylabel="held-out accuracy (%)",
-           ylim=(0, 101), title="accuracy against distance")
-    ax.legend()
-    figures["accuracy_by_distance.png"] = fig
+        reach = np.array([np.nan if v is None else v for v in m["gradient_reach"].values()])
+        marker, dash = styles.get(name, ("o", "-"))
+        line, = ax.plot(positions, np.where(reach > 0, reach, np.nan), marker=marker,
+                        linestyle=dash, label=name)
+        for position in positions[reach == 0]:  # log axis: mark the exact zeros at the bottom
+            ax.plot(position, 1e-6, marker="x", color=line.get_color(), markersize=8)
+    ax.text(positions[-1], 1.6e-6, "x: exactly 0 (outside the\nCNN's receptive field)",
+            ha="right", va="bottom", fontsize=8)
+    ax.set_xticks(positions, list(first))
+    ax.set(yscale="log", ylim=(5e-7, 1), xlabel="antecedent-to-pronoun distance (tokens)",
+           ylabel="|∂h_pronoun/∂x_antecedent| / |∂h_pronoun/∂x_pronoun|",
+           title="gradient reach against distance (median, held-out)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="lower left")
+    figures["gradient_reach.png"] = fig
 
     fig = ShownFigure(figsize=(11, 4), layout="tight")
     fwd_ax, both_ax = fig.subplots(1, 2, sharey=True)
@@ -499,8 +528,12 @@ def result_figures(results: dict[str, Any]) -> dict[str, Any]:
         lengths = [r["length"] for r in rows]
         fwd_ax.plot(lengths, [r["forward_ms"] for r in rows], marker="o", label=kind)
         both_ax.plot(lengths, [r["forward_backward_ms"] for r in rows], marker="o", label=kind)
+    lengths = results["config"]["lengths"]
     for ax, title in ((fwd_ax, "forward"), (both_ax, "forward + backward")):
         ax.set(xscale="log", yscale="log", xlabel="sequence length T", title=title)
+        ax.set_xticks(lengths, [str(t) for t in lengths])  # the measured T values
+        ax.minorticks_off()
+        ax.grid(True, alpha=0.3)
         ax.legend()
     fwd_ax.set_ylabel("milliseconds per sequence")
     figures["layer_time.png"] = fig

@@ -66,10 +66,11 @@ def plot_attention(weights: Any, tokens: Sequence[str] | None = None, *,
     fig = ShownFigure(figsize=(size * n_heads, size + 0.6), layout="constrained")
     axes = fig.subplots(1, n_heads, squeeze=False)[0]
     for head, ax in enumerate(axes):
-        _heatmap(ax, maps[head], keys, queries, highlight_query)
+        image = _heatmap(ax, maps[head], keys, queries, highlight_query)
         if n_heads > 1:
             ax.set_title(f"head {head + 1}", fontsize=9)
     axes[0].set_ylabel("query (attends from)", fontsize=8)
+    _colour_scale(fig, image, list(axes))
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
@@ -101,14 +102,13 @@ def plot_resolution(result: Any, title: str | None = None) -> Figure:
                 ax.set_ylabel("query (attends from)", fontsize=8)
 
     pointer = fig.add_subplot(grid[n_layers, :])
-    pointer.imshow(result.weights[None, :], vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    for position, weight in enumerate(result.weights):
-        colour = "black" if weight > 0.5 else "white"
-        pointer.text(position, 0, f"{100 * weight:.0f}%", ha="center", va="center",
-                     fontsize=8, color=colour)
+    image = pointer.imshow(result.weights[None, :], vmin=0.0, vmax=1.0, cmap="viridis",
+                           aspect="auto")
+    _write_percentages(pointer, result.weights[None, :])
     _label_axes(pointer, tokens, rows=[result.pronoun])
+    _colour_scale(fig, image, fig.axes)
     pointer.set_xlabel("key (attended to)", fontsize=8)
-    pointer.set_title(f"pointer head: where {result.pronoun!r} points "
+    pointer.set_title(f"pointer head: where {result.pronoun!r} points, weights in % "
                       f"(prediction: {result.antecedent!r})", fontsize=10)
     fig.suptitle(title or " ".join(tokens), fontsize=11)
     return fig
@@ -126,15 +126,35 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> str:
     return path
 
 
+NUMBERED_CELLS = 16
+"""Maps up to this many keys get each weight written in its cell, in %."""
+
+
 def _heatmap(ax: Axes, weights: np.ndarray, keys: Sequence[str], queries: Sequence[str],
-             highlight_query: int | None) -> None:
-    ax.imshow(weights, vmin=0.0, vmax=1.0, cmap="viridis")
+             highlight_query: int | None) -> Any:
+    image = ax.imshow(weights, vmin=0.0, vmax=1.0, cmap="viridis")
+    if len(keys) <= NUMBERED_CELLS:  # the cells are big enough for a number
+        _write_percentages(ax, weights)
     _label_axes(ax, keys, rows=queries)
     if highlight_query is not None:
         from matplotlib.patches import Rectangle
 
         ax.add_patch(Rectangle((-0.5, highlight_query - 0.5), len(keys), 1, fill=False,
                                edgecolor="red", linewidth=1.5))
+    return image
+
+
+def _write_percentages(ax: Axes, weights: np.ndarray) -> None:
+    """Each weight of a (rows, columns) map in its cell, in %, dark on light cells."""
+    for (row, column), weight in np.ndenumerate(weights):
+        ax.text(column, row, f"{100 * weight:.0f}", ha="center", va="center", fontsize=6,
+                color="black" if weight > 0.5 else "white")
+
+
+def _colour_scale(fig: Figure, image: Any, axes: Any) -> None:
+    """One colour bar for every panel: they all share vmin=0, vmax=1."""
+    bar = fig.colorbar(image, ax=axes, fraction=0.025, pad=0.02)
+    bar.set_label("attention weight", fontsize=8)
 
 
 def _label_axes(ax: Axes, columns: Sequence[str], rows: Sequence[str]) -> None:
