@@ -27,7 +27,8 @@ def _load_cupy() -> ModuleType:
         except ImportError as exc:
             raise DeviceError(
                 "device 'cuda' needs CuPy, which is not installed; "
-                "install the GPU extra: pip install 'minitransformer[gpu]'"
+                "install the GPU extra: pip install -e '.[gpu]' in a checkout "
+                "(pip install 'minitransformer[gpu]' from a package index)"
             ) from exc
         try:
             count = cupy.cuda.runtime.getDeviceCount()

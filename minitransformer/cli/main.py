@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 
-from minitransformer import tuning
+from minitransformer import backend, tuning
 from minitransformer.cli.common import CommandError
 from minitransformer.cli.exercise import add_exercise_command
 from minitransformer.cli.explain import add_explain_command
@@ -60,14 +61,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     tuning.retain_freed_memory()  # steps reuse freed arrays instead of fresh pages
     try:
+        if getattr(args, "device", "cpu") != "cpu":  # a missing GPU is said before any work
+            backend.array_module(backend.normalize_device(args.device))
         return args.handler(args)
+    except BrokenPipeError:  # `... --json | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # 128 + SIGPIPE, as a program killed by the closed pipe
     except (CheckpointError, UnknownWordError, SentenceError, DeviceError, CommandError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message held
         print(f"minitransformer {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted (a run in training goes on with `minitransformer train --resume`)",
-              file=sys.stderr)
+        out = f" --out {args.out}" if getattr(args, "out", None) else ""
+        print(f"\ninterrupted (a run in training goes on with `minitransformer train --resume"
+              f"{out}`)", file=sys.stderr)
         return 130
     except OSError as exc:  # a file that cannot be written or read: a full or read-only disk
         print(f"minitransformer {args.command}: error: {describe_os_error(exc)}",

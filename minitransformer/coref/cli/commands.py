@@ -53,8 +53,11 @@ def _train(args: argparse.Namespace) -> int:
         result = resume(args.out, device=args.device, progress=not args.quiet)
     else:
         if os.path.exists(os.path.join(args.out, CHECKPOINT_FILE)):
-            print(f"starting a new run in {args.out} (its checkpoint will be replaced; "
-                  f"--resume continues it instead)", file=sys.stderr)
+            if not args.force:
+                raise CommandError(f"{args.out} already holds a run: --resume continues it, "
+                                   f"--force replaces it, or choose another --out")
+            print(f"starting a new run in {args.out} (--force: its checkpoint is replaced)",
+                  file=sys.stderr)
         result = train(TrainConfig(**given), args.out, device=args.device,
                        progress=not args.quiet)
     _print_summary(result.metrics, args.out)
@@ -72,6 +75,20 @@ def _print_summary(metrics: dict, out_dir: str) -> None:
     for sentence, antecedent in metrics["article"].items():
         print(f"  {sentence}  ->  it = {antecedent}")
     print(f"wrote {out_dir}: checkpoint.npz, metrics.json, curves.png")
+
+
+# ----------------------------------------------------------------------------- vocab
+
+
+def _vocab(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from minitransformer.coref.training import load_run
+
+    words = sorted(load_run(args.checkpoint).vocabulary.tokens[1:])  # [0] is padding
+    print(f"{len(words)} words (write sentences with these; punctuation is split off):")
+    print(textwrap.fill(" ".join(words), width=88))
+    return 0
 
 
 # ----------------------------------------------------------------------------- attend
@@ -228,9 +245,18 @@ def add_coref_commands(commands: argparse._SubParsersAction) -> None:
                        help=f"run directory (default: {DEFAULT_RUN_DIR})")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in DIR from its last checkpoint")
+    train.add_argument("--force", action="store_true",
+                       help="start a new run even where DIR already holds one (replacing it)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device(train)
     train.set_defaults(handler=_train)
+
+    vocab = commands.add_parser(
+        "vocab", help="list the words a trained model knows",
+        description="Print every word in a run's vocabulary: the words `attend` accepts.")
+    vocab.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default=DEFAULT_RUN_DIR,
+                       help=f"a run directory or its checkpoint.npz (default: {DEFAULT_RUN_DIR})")
+    vocab.set_defaults(handler=_vocab)
 
     attend = commands.add_parser(
         "attend", help="show where a pronoun's attention goes",

@@ -9,11 +9,11 @@ import argparse
 import os
 import sys
 
-from minitransformer.cli.common import non_negative_int
-
 
 def add_compare_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``compare`` (and its handler) on the CLI's sub-command parsers."""
+    from minitransformer.cli.common import non_negative_int  # here: cli imports this module
+
     parser = subparsers.add_parser(
         "compare",
         help="compare self-attention with an LSTM and a CNN (accuracy, speed, attention)",

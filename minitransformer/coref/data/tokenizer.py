@@ -49,12 +49,20 @@ def find_pronouns(tokens: Sequence[str] | str) -> list[int]:
 class UnknownWordError(ValueError):
     """Words that are not in the vocabulary. ``.words`` lists them all, in order of appearance."""
 
-    def __init__(self, words: Sequence[str], vocabulary_size: int):
+    def __init__(self, words: Sequence[str], vocabulary_size: int,
+                 known: Sequence[str] = ()):
+        import difflib
+
         self.words = tuple(words)
-        listed = ", ".join(repr(word) for word in self.words)
+        listed = ", ".join(
+            repr(word) + (f" (closest known: {', '.join(close)})" if close else "")
+            for word in self.words
+            for close in [difflib.get_close_matches(word, known, n=3, cutoff=0.6)])
         plural = "word is" if len(self.words) == 1 else "words are"
+        hint = "; `minitransformer vocab` lists every known word" if known else ""
         super().__init__(
-            f"{len(self.words)} {plural} not in the vocabulary ({vocabulary_size} tokens): {listed}"
+            f"{len(self.words)} {plural} not in the vocabulary ({vocabulary_size} tokens): "
+            f"{listed}{hint}"
         )
 
 
@@ -123,7 +131,7 @@ class Vocabulary:
             tokens = tokenize(tokens)
         missing = self.unknown_words(tokens)
         if missing:
-            raise UnknownWordError(missing, len(self))
+            raise UnknownWordError(missing, len(self), known=self.tokens[1:])
         return [self._ids[word] for word in tokens]
 
     def decode(self, ids: Iterable[int], skip_padding: bool = True) -> list[str]:
