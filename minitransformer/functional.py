@@ -40,6 +40,8 @@ from minitransformer.tensor import Tensor
 # ``F.<name>`` covers everything a layer needs. ``softmax``, ``log_softmax`` and
 # ``logsumexp`` subtract the row maximum before exponentiating, so logits of +-1e4 are fine.
 softmax = ops.softmax
+gelu = ops.gelu
+dropout = ops.dropout
 masked_softmax = ops.masked_softmax
 log_softmax = ops.log_softmax
 logsumexp = ops.logsumexp
@@ -69,29 +71,6 @@ def _integer_array(indices: Any, device: str, what: str) -> Any:
     if data.dtype.kind not in "iu":
         raise DtypeError(f"{what} must hold integers, got dtype {data.dtype}")
     return backend.to_device(data, device)
-
-
-# ----- activations -------------------------------------------------------------------------------
-def gelu(x: Tensor, approximate: str = "none") -> Tensor:
-    """GELU(x) = x * Phi(x), Phi the standard normal CDF.
-
-    ``approximate="none"``: Phi(x) = (1 + erf(x / sqrt 2)) / 2 (exact).
-    ``approximate="tanh"``: Phi(x) ~ (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2 (GPT-2's).
-    """
-    return ops.gelu(x, approximate)
-
-
-def dropout(
-    x: Tensor,
-    p: float = 0.5,
-    training: bool = True,
-    generator: np.random.Generator | None = None,
-    seed: int | None = None,
-) -> Tensor:
-    """Zero each element with probability ``p`` and scale the survivors by 1 / (1 - p), so
-    the expected value is unchanged. The identity when ``training`` is False or ``p`` is 0.
-    Randomness is explicit: pass a ``numpy.random.Generator`` or a ``seed``."""
-    return ops.dropout(x, p, training=training, generator=generator, seed=seed)
 
 
 # ----- layers as functions ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import normalize_axes, normalize_axis
@@ -23,7 +23,7 @@ class Tanh(Function):
     def forward(self, x: Any) -> Any:
         return backend.array_module_of(x).tanh(x)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         y = self.output()
         return (grad * (1 - y * y),)
 
@@ -41,7 +41,7 @@ class Sigmoid(Function):
         y *= 0.5
         return y
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         y = self.output()
         return (grad * y * (1 - y),)
 
@@ -53,7 +53,7 @@ class Relu(Function):
         self.positive = x > 0
         return backend.array_module_of(x).maximum(x, 0)  # (x * positive would turn -inf into nan)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad * self.positive,)
 
 
@@ -74,7 +74,7 @@ class Gelu(Function):
             return 0.5 * x * (1 + backend.array_module_of(x).tanh(u))
         return 0.5 * x * (1 + backend.erf(x / math.sqrt(2)))
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.args
         xp = self.xp
         if self.approximate == "tanh":
@@ -104,7 +104,7 @@ class Softmax(Function):
         e = xp.exp(x - x.max(axis=axis, keepdims=True))  # shifting by the max avoids overflow
         return e / e.sum(axis=axis, keepdims=True)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         s = self.output()
         return (s * (grad - (grad * s).sum(axis=self.axis, keepdims=True)),)
 
@@ -160,7 +160,7 @@ class LogSoftmax(Function):
         shifted = x - x.max(axis=axis, keepdims=True)
         return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         softmax = self.xp.exp(self.output())
         return (grad - softmax * grad.sum(axis=self.axis, keepdims=True),)
 
@@ -183,7 +183,7 @@ class LogSumExp(Function):
         out = xp.log(xp.exp(x - peak).sum(axis=axes, keepdims=True)) + peak
         return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in axes])
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (x,), y = self.args, self.output()
         if not self.keepdims:
             kept = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
@@ -199,7 +199,7 @@ class Dropout(Function):
         self.scale = backend.to_device(keep.astype(x.dtype) / (1 - p), backend.device_of(x))
         return x * self.scale
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad * self.scale,)
 
 
@@ -221,6 +221,11 @@ def relu(x: Tensor) -> Tensor:
 
 @register(method=True)
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """GELU(x) = x * Phi(x), Phi the standard normal CDF.
+
+    ``approximate="none"``: Phi(x) = (1 + erf(x / sqrt 2)) / 2 (exact).
+    ``approximate="tanh"``: Phi(x) ~ (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2 (GPT-2's).
+    """
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
     return Gelu.apply(x, approximate=approximate)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 from minitransformer.ops.shape import unbroadcast
 
 
@@ -52,7 +52,7 @@ class LayerNorm(Function):
         self.x_hat, self.inv_std = normalize(stats_x, axes, eps, xp)  # saved for backward
         return (self.x_hat * weight + bias).astype(x.dtype, copy=False)  # (..., n)
 
-    def backward(self, grad: Any) -> tuple[Any, Any, Any]:
+    def backward(self, grad: Value) -> tuple[Value, Value, Value]:
         x, weight, _ = self.args
         axes = self.axes
         if self.create_graph:  # x_hat as a function of x, to differentiate again

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 from minitransformer.errors import ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import normalize_axes
@@ -33,7 +33,7 @@ class Sum(Function):
         self.axes, self.keepdims = axes, keepdims
         return x.sum(axis=axes, keepdims=keepdims)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (_expand(self, grad),)
 
 
@@ -47,7 +47,7 @@ class Mean(Function):
         self.count = _count(x.shape, axes)
         return x.mean(axis=axes, keepdims=keepdims)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (_expand(self, grad) / self.count,)
 
 
@@ -59,7 +59,7 @@ class Var(Function):
         self.denominator = _count(x.shape, axes) - ddof
         return x.var(axis=axes, keepdims=keepdims, ddof=ddof)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.args
         centered = x - x.mean(axis=self.axes, keepdims=True)
         return (_expand(self, grad) * centered * (2 / self.denominator),)
@@ -80,7 +80,7 @@ class Max(Function):
         self.share = winners / winners.sum(axis=axes, keepdims=True)
         return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in axes])
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (_expand(self, grad) * self.share,)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 from minitransformer.errors import AxisError, ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.tensor import Tensor
@@ -71,7 +71,7 @@ class Reshape(Function):
                 f"into shape {shape}"
             ) from None
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad.reshape(self.inputs[0].shape),)
 
 
@@ -84,7 +84,7 @@ class Permute(Function):
         self.axes = axes
         return x.transpose(axes)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         inverse = tuple(np.argsort(self.axes).tolist())
         return (grad.transpose(inverse),)
 
@@ -101,7 +101,7 @@ class BroadcastTo(Function):
         except ValueError:
             raise ShapeError(f"cannot broadcast shape {x.shape} to shape {shape}") from None
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (unbroadcast(grad, self.inputs[0].shape),)
 
 
@@ -137,7 +137,7 @@ class GetItem(Function):
         except IndexError as exc:
             raise IndexError(f"index {index!r} into a tensor of shape {x.shape}: {exc}") from None
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         shape = self.inputs[0].shape
         if self.create_graph:  # record the scatter as an op of its own
             return (IndexAdd.apply(grad, index=self.index, shape=shape),)
@@ -154,7 +154,7 @@ class IndexAdd(Function):
         self.index = index
         return _index_add(x, index, shape)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad[self.index],)
 
 
@@ -182,7 +182,7 @@ class Concat(Function):
             shapes = ", ".join(str(x.shape) for x in xs)
             raise ShapeError(f"cannot concatenate shapes {shapes} along axis {axis}") from None
 
-    def backward(self, grad: Any) -> tuple[Any, ...]:
+    def backward(self, grad: Value) -> tuple[Value, ...]:
         grads, start = [], 0
         for x in self.inputs:
             index = [slice(None)] * grad.ndim
