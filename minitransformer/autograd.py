@@ -22,12 +22,17 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from minitransformer import backend
 from minitransformer.errors import DeviceError, GraphError, ShapeError
+
+# What a backward formula computes with: arrays (NumPy or CuPy) in a plain backward, tensors
+# under create_graph=True, where it is recorded (see Function). The formula is the same
+# for both, so its signature names both at once.
+Value: TypeAlias = Any
 
 # Engine state is per thread, as PyTorch's grad mode is: ``no_grad`` in one thread, or a
 # backward running there, must not change what another thread records. Context variables
@@ -245,6 +250,8 @@ class Function:
        (a ``Sinh`` that stores ``cosh(x)`` gets first derivatives right and second ones
        wrong). Recompute such values from ``self.args`` / ``self.output()`` in backward,
        or use the saved copy only when ``not self.create_graph``.
+    (``Value``, the type in every backward's signature, names both kinds at once.)
+
     3. A backward branches on ``self.create_graph`` and on nothing else (not on the
        global grad mode, not on ``isinstance(grad, Tensor)``), and under create_graph it
        builds every gradient from tensors with recorded ops.
@@ -296,13 +303,13 @@ class Function:
         return out
 
     @property
-    def args(self) -> tuple[Any, ...]:
+    def args(self) -> tuple[Value, ...]:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
         if self.create_graph:
             return self.inputs
         return tuple(map(_data_of, self.inputs))
 
-    def output(self) -> Any:
+    def output(self) -> Value:
         """The output, as an array or a tensor like :attr:`args`."""
         out = self._output_ref()
         return out if self.create_graph else out.data
@@ -321,7 +328,7 @@ class Function:
     def forward(self, *arrays: Any, **params: Any) -> Any:
         raise NotImplementedError
 
-    def backward(self, grad: Any) -> tuple[Any, ...]:
+    def backward(self, grad: Value) -> tuple[Value | None, ...]:
         raise NotImplementedError
 
     def release(self) -> None:

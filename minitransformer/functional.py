@@ -40,6 +40,8 @@ from minitransformer.tensor import Tensor
 # ``F.<name>`` covers everything a layer needs. ``softmax``, ``log_softmax`` and
 # ``logsumexp`` subtract the row maximum before exponentiating, so logits of +-1e4 are fine.
 softmax = ops.softmax
+gelu = ops.gelu
+dropout = ops.dropout
 masked_softmax = ops.masked_softmax
 log_softmax = ops.log_softmax
 logsumexp = ops.logsumexp
@@ -71,35 +73,16 @@ def _integer_array(indices: Any, device: str, what: str) -> Any:
     return backend.to_device(data, device)
 
 
-# ----- activations -------------------------------------------------------------------------------
-def gelu(x: Tensor, approximate: str = "none") -> Tensor:
-    """GELU(x) = x * Phi(x), Phi the standard normal CDF.
-
-    ``approximate="none"``: Phi(x) = (1 + erf(x / sqrt 2)) / 2 (exact).
-    ``approximate="tanh"``: Phi(x) ~ (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2 (GPT-2's).
-    """
-    return ops.gelu(x, approximate)
-
-
-def dropout(
-    x: Tensor,
-    p: float = 0.5,
-    training: bool = True,
-    generator: np.random.Generator | None = None,
-    seed: int | None = None,
-) -> Tensor:
-    """Zero each element with probability ``p`` and scale the survivors by 1 / (1 - p), so
-    the expected value is unchanged. The identity when ``training`` is False or ``p`` is 0.
-    Randomness is explicit: pass a ``numpy.random.Generator`` or a ``seed``."""
-    return ops.dropout(x, p, training=training, generator=generator, seed=seed)
-
-
 # ----- layers as functions ---------------------------------------------------------------------
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b, with W of shape (out_features, in_features) as in PyTorch.
 
     x (..., in) @ W^T (in, out) -> y (..., out); b (out,) broadcasts over the leading axes.
     """
+    for name, value in (("input", x), ("weight", weight), ("bias", bias)):
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"linear: {name} must be a Tensor, got a {type(value).__name__}; "
+                            "wrap it with mt.tensor(...)")
     if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ShapeError(
             f"linear: input of shape {x.shape} does not fit weight of shape {weight.shape}; "

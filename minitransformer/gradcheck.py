@@ -35,6 +35,22 @@ def _projection(outputs: tuple[Tensor, ...], projections: list[Any]) -> float:
     return total
 
 
+def _random_projections(outputs: tuple[Tensor, ...], rng: np.random.Generator) -> list[Any]:
+    """A random direction v for each floating-point output (None for the others)."""
+    return [backend.to_device(rng.standard_normal(o.shape).astype(o.dtype), o.device)
+            if o.dtype.kind == "f" else None for o in outputs]
+
+
+def _projected_sum(outputs: tuple[Tensor, ...], projections: list[Any]) -> Tensor | None:
+    """v . f(x) as a recorded scalar, over the outputs that need a gradient (None if none)."""
+    total = None
+    for o, v in zip(outputs, projections):
+        if v is not None and o.requires_grad:
+            term = (o * Tensor._from_array(v, o.device)).sum()
+            total = term if total is None else total + term
+    return total
+
+
 def gradcheck(
     fn: Callable[..., Any],
     inputs: Sequence[Tensor] | Tensor,
@@ -61,23 +77,11 @@ def gradcheck(
             )
 
     outputs = _as_tuple(fn(*inputs))
-    rng = np.random.default_rng(seed)
-    projections = [
-        backend.to_device(rng.standard_normal(o.shape).astype(o.dtype), o.device)
-        if o.dtype.kind == "f" else None
-        for o in outputs
-    ]
+    projections = _random_projections(outputs, np.random.default_rng(seed))
 
     # Analytic: one backward pass of v . f(x).
-    projected = [
-        (o * Tensor._from_array(v, o.device)).sum()
-        for o, v in zip(outputs, projections)
-        if v is not None and o.requires_grad
-    ]
-    if projected:
-        total = projected[0]
-        for p in projected[1:]:
-            total = total + p
+    total = _projected_sum(outputs, projections)
+    if total is not None:
         analytic = autograd.grad(total, [x for _, x in checked], allow_unused=True)
     else:
         analytic = (None,) * len(checked)
@@ -126,14 +130,8 @@ def gradgradcheck(
     def first_derivatives(*xs: Tensor) -> tuple[Tensor, ...]:
         outputs = _as_tuple(fn(*xs))
         if not projections:
-            projections.extend(
-                backend.to_device(rng.standard_normal(o.shape).astype(o.dtype), o.device)
-                for o in outputs
-            )
-        total = None
-        for o, v in zip(outputs, projections):
-            term = (o * Tensor._from_array(v, o.device)).sum()
-            total = term if total is None else total + term
+            projections.extend(_random_projections(outputs, rng))
+        total = _projected_sum(outputs, projections)
         wrt = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
         grads = autograd.grad(total, wrt, create_graph=True, allow_unused=True)
         return tuple(g for g in grads if g is not None)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 import minitransformer as mt
-from minitransformer import backend, optim, serialization, tuning
+from minitransformer import backend, files, optim, serialization, tuning
 from minitransformer import functional as F
 from minitransformer.coref.data import (
     ARTICLE_SENTENCE,
@@ -52,6 +52,9 @@ METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 RUN_KIND = "minitransformer-coref-run"
 RUN_VERSION = 1
+
+
+MAX_DISTRACTORS = 32  # far above what helps (docs use at most 12), far below what hurts
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,10 @@ class TrainConfig:
             object.__setattr__(self, "epochs", default_epochs(self.distractors))
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.distractors < 0:
-            raise ValueError(f"distractors must be >= 0, got {self.distractors}")
+        if not 0 <= self.distractors <= MAX_DISTRACTORS:
+            raise ValueError(f"distractors must be between 0 and {MAX_DISTRACTORS}, got "
+                             f"{self.distractors} (sentences grow with each one: 1,000 took "
+                             "3.6 GB)")
         if self.train_size < 1 or self.test_size < 1 or self.batch_size < 1:
             raise ValueError(f"train_size, test_size and batch_size must be >= 1, got "
                              f"{self.train_size}, {self.test_size}, {self.batch_size}")
@@ -467,9 +472,19 @@ def compute_metrics(run: Run, data: CorefDataset) -> dict[str, Any]:
 
 
 def write_json(path: str, value: Any) -> None:
-    """Write JSON atomically (a temporary file renamed over ``path``)."""
-    text = json.dumps(value, indent=2) + "\n"
-    serialization.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    """Write JSON atomically; NaN or infinity, which JSON lacks, become null."""
+    files.write_text(path, json.dumps(_finite(value), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (valid JSON, always)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def plot_curves(history: History, title: str = "") -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import normalize_axes, normalize_axis
@@ -23,7 +23,7 @@ class Tanh(Function):
     def forward(self, x: Any) -> Any:
         return backend.array_module_of(x).tanh(x)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         y = self.output()
         return (grad * (1 - y * y),)
 
@@ -41,7 +41,7 @@ class Sigmoid(Function):
         y *= 0.5
         return y
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         y = self.output()
         return (grad * y * (1 - y),)
 
@@ -53,7 +53,7 @@ class Relu(Function):
         self.positive = x > 0
         return backend.array_module_of(x).maximum(x, 0)  # (x * positive would turn -inf into nan)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad * self.positive,)
 
 
@@ -74,7 +74,7 @@ class Gelu(Function):
             return 0.5 * x * (1 + backend.array_module_of(x).tanh(u))
         return 0.5 * x * (1 + backend.erf(x / math.sqrt(2)))
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.args
         xp = self.xp
         if self.approximate == "tanh":
@@ -99,10 +99,12 @@ class Softmax(Function):
     def forward(self, x: Any, axis: int) -> Any:
         self.axis = axis
         xp = backend.array_module_of(x)
+        if x.size == 0:  # as PyTorch: the softmax of an empty tensor is empty
+            return x.copy()
         e = xp.exp(x - x.max(axis=axis, keepdims=True))  # shifting by the max avoids overflow
         return e / e.sum(axis=axis, keepdims=True)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         s = self.output()
         return (s * (grad - (grad * s).sum(axis=self.axis, keepdims=True)),)
 
@@ -118,6 +120,8 @@ def softmax_in_place(scores: Any, axis: int = -1) -> Any:
     ``scores`` must be a fresh array (it is overwritten and returned).
     """
     xp = backend.array_module_of(scores)
+    if scores.size == 0:  # an empty axis (no keys) or an empty batch: nothing to weigh
+        return scores
     row_max = scores.max(axis=axis, keepdims=True)  # shift by the max: exp cannot overflow
     row_max[xp.isneginf(row_max)] = 0  # a fully masked row stays -inf: exp -> 0
     scores -= row_max
@@ -151,10 +155,12 @@ class LogSoftmax(Function):
     def forward(self, x: Any, axis: int) -> Any:
         self.axis = axis
         xp = backend.array_module_of(x)
+        if x.size == 0:  # as PyTorch: empty in, empty out
+            return x.copy()
         shifted = x - x.max(axis=axis, keepdims=True)
         return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         softmax = self.xp.exp(self.output())
         return (grad - softmax * grad.sum(axis=self.axis, keepdims=True),)
 
@@ -167,12 +173,17 @@ class LogSumExp(Function):
     def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
         self.axes, self.keepdims = axes, keepdims
         xp = backend.array_module_of(x)
+        if x.size == 0:  # as PyTorch: the log of an empty sum is log 0 = -inf
+            shape = [1 if i in axes else n for i, n in enumerate(x.shape)]
+            out = xp.full(shape, -np.inf, dtype=x.dtype)
+            return out if keepdims else out.reshape(
+                [n for i, n in enumerate(x.shape) if i not in axes])
         peak = x.max(axis=axes, keepdims=True)
         peak = xp.where(xp.isfinite(peak), peak, 0)  # all -inf: log 0 = -inf, not nan
         out = xp.log(xp.exp(x - peak).sum(axis=axes, keepdims=True)) + peak
         return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in axes])
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (x,), y = self.args, self.output()
         if not self.keepdims:
             kept = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
@@ -188,7 +199,7 @@ class Dropout(Function):
         self.scale = backend.to_device(keep.astype(x.dtype) / (1 - p), backend.device_of(x))
         return x * self.scale
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad * self.scale,)
 
 
@@ -210,6 +221,11 @@ def relu(x: Tensor) -> Tensor:
 
 @register(method=True)
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """GELU(x) = x * Phi(x), Phi the standard normal CDF.
+
+    ``approximate="none"``: Phi(x) = (1 + erf(x / sqrt 2)) / 2 (exact).
+    ``approximate="tanh"``: Phi(x) ~ (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2 (GPT-2's).
+    """
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
     return Gelu.apply(x, approximate=approximate)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.activations import MaskedSoftmax, softmax_in_place
 from minitransformer.ops.shape import unbroadcast
@@ -91,12 +91,12 @@ class ScaledDotProductAttention(Function):
         self.z = weights @ v  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev), kept for backward
         return self.z
 
-    def backward(self, grad: Any) -> tuple[Any, ...]:
+    def backward(self, grad: Value) -> tuple[Value, ...]:
         if self.create_graph:  # the backward must itself be recorded
             return self._backward_recorded(grad)
         return self._backward_fast(grad)
 
-    def _backward_fast(self, d_out: Any) -> tuple[Any, ...]:
+    def _backward_fast(self, d_out: Value) -> tuple[Value, ...]:
         """The formulas above on the saved arrays, updating fresh arrays in place."""
         q, k, v = self.args  # arrays
         need_q, need_k, need_v = self.needs_input_grad
@@ -160,7 +160,7 @@ class AttentionWeights(Function):
         self.plan = plan
         return plan.weights
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Value) -> tuple[Value, Value]:
         q, k = self.args
         # A: the saved array in a plain backward; under create_graph, recomputed from Q and
         # K with engine ops, so that second derivatives reach Q and K through A.

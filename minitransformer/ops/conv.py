@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 from minitransformer.ops.registry import register
 from minitransformer.tensor import Tensor
 
@@ -37,7 +37,7 @@ class Unfold1d(Function):
         windows = [x_pad[:, :, s : s + length_out] for s in _window_starts(kernel_size, dilation)]
         return xp.stack(windows, axis=2)  # K views (B, C, T_out) -> (B, C, K, T_out)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         length = self.inputs[0].shape[-1]
         if self.create_graph:  # record col2im as an op of its own
             return (Fold1d.apply(grad, length=length, **self.params),)
@@ -55,7 +55,7 @@ class Fold1d(Function):
         self.params = {"kernel_size": kernel_size, "dilation": dilation, "padding": padding}
         return _col2im(cols, length, kernel_size, dilation, padding)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         if self.create_graph:
             return (Unfold1d.apply(grad, **self.params),)
         return (Unfold1d().forward(grad, **self.params),)

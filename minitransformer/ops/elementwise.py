@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 from minitransformer.errors import ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import unbroadcast
@@ -30,7 +30,7 @@ class Add(Function):
     def forward(self, x: Any, y: Any) -> Any:
         return x + y
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Value) -> tuple[Value, Value]:
         x, y = self.args
         need_x, need_y = self.needs_input_grad
         dx = unbroadcast(grad, x.shape) if need_x else None
@@ -46,7 +46,7 @@ class Sub(Function):
     def forward(self, x: Any, y: Any) -> Any:
         return x - y
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Value) -> tuple[Value, Value]:
         x, y = self.args
         need_x, need_y = self.needs_input_grad
         dx = unbroadcast(grad, x.shape) if need_x else None
@@ -60,7 +60,7 @@ class Mul(Function):
     def forward(self, x: Any, y: Any) -> Any:
         return x * y
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Value) -> tuple[Value, Value]:
         x, y = self.args
         need_x, need_y = self.needs_input_grad
         dx = unbroadcast(grad * y, x.shape) if need_x else None
@@ -74,7 +74,7 @@ class Div(Function):
     def forward(self, x: Any, y: Any) -> Any:
         return x / y
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Value) -> tuple[Value, Value]:
         x, y = self.args
         need_x, need_y = self.needs_input_grad
         dx = unbroadcast(grad / y, x.shape) if need_x else None
@@ -88,11 +88,19 @@ class Pow(Function):
     def forward(self, x: Any, p: Any) -> Any:
         return x**p
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Value) -> tuple[Value, Value]:
+        # As PyTorch: dz/dx = 0 where p = 0 (even at x = 0, where x^(p-1) is infinite), and
+        # dz/dp = 0 where x = 0 and p >= 0 (x^p ln x -> 0 there, though ln 0 = -inf).
         x, p = self.args
         need_x, need_p = self.needs_input_grad
-        dx = unbroadcast(grad * p * x ** (p - 1), x.shape) if need_x else None
-        dp = unbroadcast(grad * x**p * self.xp.log(x), p.shape) if need_p else None
+        xp = self.xp
+        dx = dp = None
+        if need_x:
+            p_safe = xp.where(p == 0, 1.0, p)  # p = 0: the factor p makes it 0 anyway
+            dx = unbroadcast(grad * p * x ** (p_safe - 1), x.shape)
+        if need_p:
+            x_safe = xp.where((x == 0) & (p >= 0), 1.0, x)  # ln 1 = 0: the limit's value
+            dp = unbroadcast(grad * x**p * xp.log(x_safe), p.shape)
         return dx, dp
 
 
@@ -102,7 +110,7 @@ class _Select(Function):
 
     x_share: Any
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Value) -> tuple[Value, Value]:
         x, y = self.args
         need_x, need_y = self.needs_input_grad
         dx = unbroadcast(grad * self.x_share, x.shape) if need_x else None
@@ -135,7 +143,7 @@ class Neg(Function):
     def forward(self, x: Any) -> Any:
         return -x
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (-grad,)
 
 
@@ -147,7 +155,7 @@ class Exp(Function):
     def forward(self, x: Any) -> Any:
         return backend.array_module_of(x).exp(x)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad * self.output(),)
 
 
@@ -157,7 +165,7 @@ class Log(Function):
     def forward(self, x: Any) -> Any:
         return backend.array_module_of(x).log(x)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.args
         return (grad / x,)
 
@@ -170,7 +178,7 @@ class Sqrt(Function):
     def forward(self, x: Any) -> Any:
         return backend.array_module_of(x).sqrt(x)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad / (2 * self.output()),)
 
 
@@ -181,7 +189,7 @@ class Abs(Function):
         self.sign = backend.array_module_of(x).sign(x)
         return backend.array_module_of(x).abs(x)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad * self.sign,)
 
 
@@ -191,7 +199,7 @@ class Sin(Function):
     def forward(self, x: Any) -> Any:
         return backend.array_module_of(x).sin(x)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.args
         return (grad * self.xp.cos(x),)
 
@@ -202,7 +210,7 @@ class Cos(Function):
     def forward(self, x: Any) -> Any:
         return backend.array_module_of(x).cos(x)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.args
         return (-grad * self.xp.sin(x),)
 
@@ -213,7 +221,7 @@ class Erf(Function):
     def forward(self, x: Any) -> Any:
         return backend.erf(x)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.args
         return (grad * (2 / math.sqrt(math.pi)) * self.xp.exp(-x * x),)
 
@@ -230,7 +238,7 @@ class Clip(Function):
         self.inside = inside.astype(x.dtype)
         return backend.array_module_of(x).clip(x, low, high)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad * self.inside,)
 
 
@@ -241,7 +249,7 @@ class Where(Function):
         self.condition = condition
         return backend.array_module_of(x).where(condition, x, y)
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Value) -> tuple[Value, Value]:
         x, y = self.args
         need_x, need_y = self.needs_input_grad
         where = self.xp.where
@@ -261,7 +269,7 @@ class To(Function):
         moved = backend.to_device(x, device)
         return moved.astype(dtype) if dtype is not None else moved.copy()
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.inputs
         if self.create_graph:
             return (grad.to(dtype=x.dtype, device=x.device),)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 
 
 class CrossEntropy(Function):
@@ -38,7 +38,7 @@ class CrossEntropy(Function):
         total = losses.sum()
         return total / self.count if reduction == "mean" else total
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (logits,) = self.args
         probs = self.xp.softmax(logits, axis=-1)  # (..., C)
         classes = backend.array_module_of(self.target).arange(logits.shape[-1])

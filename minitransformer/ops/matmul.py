@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 from minitransformer.errors import ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import unbroadcast
@@ -46,7 +46,7 @@ class MatMul(Function):
                 f"{a.shape[:-2]} and {b.shape[:-2]} do not broadcast"
             ) from None
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Value) -> tuple[Value, Value]:
         a, b = self.args
         need_a, need_b = self.needs_input_grad
         if not self.create_graph:
@@ -66,7 +66,7 @@ class MatMul(Function):
             db = unbroadcast(a2.swapaxes(-1, -2) @ grad, b2.shape).reshape(b.shape)
         return da, db
 
-    def _backward_rows(self, a: Any, b: Any, grad: Any) -> tuple[Any, Any]:
+    def _backward_rows(self, a: Value, b: Value, grad: Value) -> tuple[Value, Value]:
         """(..., n, k) @ (k, m) with the leading axes folded into rows: N = prod(...) * n."""
         need_a, need_b = self.needs_input_grad
         grad_rows = grad.reshape(-1, grad.shape[-1])  # (N, m)

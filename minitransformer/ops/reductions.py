@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
+from minitransformer.errors import ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import normalize_axes
 from minitransformer.tensor import Tensor
@@ -32,7 +33,7 @@ class Sum(Function):
         self.axes, self.keepdims = axes, keepdims
         return x.sum(axis=axes, keepdims=keepdims)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (_expand(self, grad),)
 
 
@@ -46,7 +47,7 @@ class Mean(Function):
         self.count = _count(x.shape, axes)
         return x.mean(axis=axes, keepdims=keepdims)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (_expand(self, grad) / self.count,)
 
 
@@ -58,7 +59,7 @@ class Var(Function):
         self.denominator = _count(x.shape, axes) - ddof
         return x.var(axis=axes, keepdims=keepdims, ddof=ddof)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.args
         centered = x - x.mean(axis=self.axes, keepdims=True)
         return (_expand(self, grad) * centered * (2 / self.denominator),)
@@ -69,12 +70,17 @@ class Max(Function):
 
     def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
         self.axes, self.keepdims = axes, keepdims
+        empty = [a for a in axes if x.shape[a] == 0]
+        if empty:  # PyTorch refuses too: the max of nothing has no value
+            raise ShapeError(f"max/min over axis {empty[0]} of a tensor of shape {x.shape}: "
+                             "that axis is empty, so there is no maximum; reduce over another "
+                             "axis or check the input's size")
         out = x.max(axis=axes, keepdims=True)
         winners = (x == out).astype(x.dtype)
         self.share = winners / winners.sum(axis=axes, keepdims=True)
         return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in axes])
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (_expand(self, grad) * self.share,)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.autograd import Function
+from minitransformer.autograd import Function, Value
 from minitransformer.errors import AxisError, ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.tensor import Tensor
@@ -27,7 +27,10 @@ def normalize_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ..
         return tuple(range(ndim))
     if isinstance(axis, int):
         axis = (axis,)
-    return tuple(sorted(normalize_axis(a, ndim) for a in axis))
+    axes = tuple(sorted(normalize_axis(a, ndim) for a in axis))
+    if len(set(axes)) != len(axes):
+        raise AxisError(f"axis={tuple(axis)} names the same axis twice (for {ndim} dimensions)")
+    return axes
 
 
 def _shape_arg(shape: tuple) -> tuple:
@@ -68,7 +71,7 @@ class Reshape(Function):
                 f"into shape {shape}"
             ) from None
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad.reshape(self.inputs[0].shape),)
 
 
@@ -81,7 +84,7 @@ class Permute(Function):
         self.axes = axes
         return x.transpose(axes)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         inverse = tuple(np.argsort(self.axes).tolist())
         return (grad.transpose(inverse),)
 
@@ -98,7 +101,7 @@ class BroadcastTo(Function):
         except ValueError:
             raise ShapeError(f"cannot broadcast shape {x.shape} to shape {shape}") from None
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (unbroadcast(grad, self.inputs[0].shape),)
 
 
@@ -134,7 +137,7 @@ class GetItem(Function):
         except IndexError as exc:
             raise IndexError(f"index {index!r} into a tensor of shape {x.shape}: {exc}") from None
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         shape = self.inputs[0].shape
         if self.create_graph:  # record the scatter as an op of its own
             return (IndexAdd.apply(grad, index=self.index, shape=shape),)
@@ -151,7 +154,7 @@ class IndexAdd(Function):
         self.index = index
         return _index_add(x, index, shape)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Value) -> tuple[Value]:
         return (grad[self.index],)
 
 
@@ -179,7 +182,7 @@ class Concat(Function):
             shapes = ", ".join(str(x.shape) for x in xs)
             raise ShapeError(f"cannot concatenate shapes {shapes} along axis {axis}") from None
 
-    def backward(self, grad: Any) -> tuple[Any, ...]:
+    def backward(self, grad: Value) -> tuple[Value, ...]:
         grads, start = [], 0
         for x in self.inputs:
             index = [slice(None)] * grad.ndim
