@@ -79,6 +79,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     x (..., in) @ W^T (in, out) -> y (..., out); b (out,) broadcasts over the leading axes.
     """
+    for name, value in (("input", x), ("weight", weight), ("bias", bias)):
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"linear: {name} must be a Tensor, got a {type(value).__name__}; "
+                            "wrap it with mt.tensor(...)")
     if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ShapeError(
             f"linear: input of shape {x.shape} does not fit weight of shape {weight.shape}; "

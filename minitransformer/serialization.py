@@ -23,18 +23,16 @@ checkpoint intact and no temporary file behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import zipfile
-from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from minitransformer import backend
 from minitransformer.errors import CheckpointError
+from minitransformer.files import atomic_write  # the one atomic writer (re-exported here)
 from minitransformer.tensor import Tensor
 
 FORMAT = "minitransformer-checkpoint"
@@ -64,52 +62,6 @@ def save(state: Any, path: PathLike) -> None:
 
     # A file object, not a name: np.savez would append ".npz" to a name.
     atomic_write(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    Readers see the old file or the new one, never half of one: the bytes are flushed to
-    disk before the rename, the rename is made durable, and on any error the temporary
-    file is removed and ``path`` is untouched. Used for every file the package writes.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                                    suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.chmod(tmp_path, _new_file_mode())  # mkstemp made it private (0o600)
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them live
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_path)
-        raise
-    _fsync_directory(directory)
-
-
-def _new_file_mode() -> int:
-    """The permissions ``open()`` would give a new file (0o666 minus the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable (POSIX; a no-op where directories can't be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _encode(value: Any, key_path: list[str], arrays: dict[str, np.ndarray]) -> Any:

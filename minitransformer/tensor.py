@@ -52,6 +52,11 @@ def as_dtype(dtype: Any) -> np.dtype | None:
         raise DtypeError(f"unknown dtype {dtype!r}") from exc
 
 
+def _preview(data: Any) -> str:
+    text = repr(data)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class Tensor:
     """An n-dimensional array that can record the ops applied to it.
 
@@ -82,6 +87,11 @@ class Tensor:
         from_python = not backend.is_array(data) and not isinstance(data, np.generic)
         on_device = backend.to_device(data, device) if backend.is_array(data) else data
         array = xp.array(on_device, dtype=dtype)
+        if array.dtype.kind not in "biufc":  # str, bytes, Python objects: not numbers
+            raise DtypeError(
+                f"cannot make a tensor from {type(data).__name__} {_preview(data)} (dtype "
+                f"{array.dtype}): tensors hold numbers (bool, int, float, complex)"
+            )
         if dtype is None and from_python and array.dtype == float64:
             array = array.astype(float32)  # Python floats become float32, as in PyTorch
         self.data = array
@@ -443,15 +453,17 @@ def randn(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: boo
           generator: np.random.Generator | None = None) -> Tensor:
     """Standard-normal samples, drawn on the host from ``generator`` (or the default one)."""
     rng = generator if generator is not None else default_generator()
-    return _filled(lambda xp, s, d: xp.asarray(rng.standard_normal(s).astype(d)), shape, dtype,
-                   device, requires_grad)
+    target = backend.normalize_device(device)  # drawn on the host, then moved there
+    return _filled(lambda xp, s, d: backend.to_device(rng.standard_normal(s).astype(d), target),
+                   shape, dtype, device, requires_grad)
 
 
 def rand(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False,
          generator: np.random.Generator | None = None) -> Tensor:
     rng = generator if generator is not None else default_generator()
-    return _filled(lambda xp, s, d: xp.asarray(rng.random(s).astype(d)), shape, dtype,
-                   device, requires_grad)
+    target = backend.normalize_device(device)
+    return _filled(lambda xp, s, d: backend.to_device(rng.random(s).astype(d), target),
+                   shape, dtype, device, requires_grad)
 
 
 def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from minitransformer import backend
+from minitransformer import backend, files
 
 
 class CommandError(Exception):
@@ -34,3 +34,16 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=list(backend.DEVICES), default=default,
                         help="where to compute (default: $MINITRANSFORMER_DEVICE or cpu; "
                              "cuda needs CuPy and an NVIDIA GPU)")
+
+
+def check_run_directory(out: str, checkpoint_file: str) -> None:
+    """Fail before any training if ``out`` cannot hold a run: a file, a checkpoint path
+    that is a folder, or a folder we may not write into."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CommandError(f"--out {out} is a file; a run needs a directory (give another --out)")
+    checkpoint = os.path.join(out, checkpoint_file)
+    if os.path.isdir(checkpoint):
+        raise CommandError(f"{checkpoint} is a directory, so no checkpoint can be written "
+                           "there; remove it or give another --out")
+    files.check_writable(out)  # OSError now, on a read-only disk, not after training
+    files.remove_stale_temporaries(checkpoint)  # what a save killed midway left

@@ -11,6 +11,7 @@ command says how to install Graphviz, then exits with status 1.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ import numpy as np
 
 import minitransformer as mt
 import minitransformer.functional as F
+from minitransformer.cli.common import CommandError
 from minitransformer.viz import GraphvizNotFoundError, draw_graph, render
 from minitransformer.viz.examples import EXAMPLES
+from minitransformer.viz.render import FORMATS
 
 WHAT = ("attention", "mha", "encoder", "coref", "backward")
 
@@ -56,21 +59,50 @@ def _collapse(values: list[str] | None) -> list[str] | int | None:
     """``--collapse 2`` is a depth; ``--collapse layers.0 layers.1`` are module paths."""
     if not values:
         return None
-    if len(values) == 1 and values[0].isdigit():
-        return int(values[0])
+    if len(values) == 1 and re.fullmatch(r"[+-]?\d+", values[0]):
+        depth = int(values[0])
+        if depth < 1:
+            raise CommandError(f"--collapse {values[0]}: a depth must be at least 1 (or give "
+                               "module paths, e.g. --collapse layers.0)")
+        return depth
     return values
 
 
-def _graph(args: argparse.Namespace) -> int:
+def _output(args: argparse.Namespace) -> tuple[Path, str]:
+    """The picture's path and format, checked before any work: a folder gets graph.<fmt>
+    inside it; an extension must name a format, and agree with --format."""
     out = Path(args.out)
-    fmt = args.format or (out.suffix[1:] if out.suffix[1:] in ("svg", "png", "pdf") else "svg")
+    if out.is_dir():
+        out = out / f"graph.{args.format or 'svg'}"
+    suffix = out.suffix[1:].lower()
+    if suffix and suffix not in FORMATS:
+        raise CommandError(f"--out {args.out}: unknown extension '.{suffix}'; a graph is "
+                           f"written as {', '.join('.' + f for f in FORMATS)}")
+    if suffix and args.format and suffix != args.format:
+        raise CommandError(f"--out {args.out} and --format {args.format} disagree; "
+                           "give one of them")
+    return out, args.format or suffix or "svg"
+
+
+def _graph(args: argparse.Namespace) -> int:
+    out, fmt = _output(args)
     collapse = _collapse(args.collapse)
-    if args.what == "coref":
-        graph = coref_graph(args.checkpoint, collapse if collapse is not None else 2)
-    elif args.what == "encoder":
-        graph = EXAMPLES["encoder"](collapse=collapse if collapse is not None else 3)
-    else:
-        graph = EXAMPLES[args.what]()
+    if collapse is not None and args.what not in ("encoder", "coref"):
+        raise CommandError(f"--collapse applies to --what encoder and coref (a model with "
+                           f"modules), not to --what {args.what}")
+    if args.checkpoint is not None and args.what != "coref":
+        raise CommandError(f"--checkpoint applies to --what coref only, not to --what {args.what}")
+    try:
+        if args.what == "coref":
+            graph = coref_graph(args.checkpoint, collapse if collapse is not None else 2)
+        elif args.what == "encoder":
+            graph = EXAMPLES["encoder"](collapse=collapse if collapse is not None else 3)
+        else:
+            graph = EXAMPLES[args.what]()
+    except ValueError as exc:
+        if not str(exc).startswith("collapse"):
+            raise
+        raise CommandError(f"--{exc}") from None
     name = out.name[: -len(out.suffix)] if out.suffix else out.name
     try:
         path = render(graph, name, format=fmt, directory=out.parent)

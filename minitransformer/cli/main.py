@@ -12,6 +12,7 @@ problem, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -75,6 +76,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted (a run in training goes on with `minitransformer train --resume"
               f"{out}`)", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file that cannot be written or read: a full or read-only disk
+        print(f"minitransformer {args.command}: error: {describe_os_error(exc)}",
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # the last resort: still one line, never a traceback
+        message = " ".join(str(exc).split())[:300]
+        print(f"minitransformer {args.command}: internal error ({type(exc).__name__}: "
+              f"{message}); please report this, with the command you ran", file=sys.stderr)
+        return 1
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line: what could not be done to which file, and why (a full disk...)."""
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        reason += " (free some space, or write elsewhere with --out)"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        reason += " (write elsewhere with --out)"
+    if exc.filename is not None:
+        return f"{exc.filename}: {reason}"
+    return reason
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 import minitransformer as mt
-from minitransformer import backend, nn
+from minitransformer import backend, files, nn
 from minitransformer.coref.data import CorefDataset, iterate_batches, make_dataset
 from minitransformer.coref.models.baselines import (
     ConvCorefModel,
@@ -369,8 +369,7 @@ def run_comparison(config: CompareConfig, out_dir: str | os.PathLike,
     }
     results["seconds"] = time.perf_counter() - started
     write_json(os.path.join(out_dir, "results.json"), results)
-    with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
-        f.write(results_markdown(results))
+    files.write_text(os.path.join(out_dir, "results.md"), results_markdown(results))
     plot_results(results, out_dir)
     return results
 

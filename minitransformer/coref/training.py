@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 import minitransformer as mt
-from minitransformer import backend, optim, serialization, tuning
+from minitransformer import backend, files, optim, serialization, tuning
 from minitransformer import functional as F
 from minitransformer.coref.data import (
     ARTICLE_SENTENCE,
@@ -52,6 +52,9 @@ METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 RUN_KIND = "minitransformer-coref-run"
 RUN_VERSION = 1
+
+
+MAX_DISTRACTORS = 32  # far above what helps (docs use at most 12), far below what hurts
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,10 @@ class TrainConfig:
             object.__setattr__(self, "epochs", default_epochs(self.distractors))
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.distractors < 0:
-            raise ValueError(f"distractors must be >= 0, got {self.distractors}")
+        if not 0 <= self.distractors <= MAX_DISTRACTORS:
+            raise ValueError(f"distractors must be between 0 and {MAX_DISTRACTORS}, got "
+                             f"{self.distractors} (sentences grow with each one: 1,000 took "
+                             "3.6 GB)")
         if self.train_size < 1 or self.test_size < 1 or self.batch_size < 1:
             raise ValueError(f"train_size, test_size and batch_size must be >= 1, got "
                              f"{self.train_size}, {self.test_size}, {self.batch_size}")
@@ -413,25 +418,10 @@ def _train_epoch(run: Run, data: CorefDataset, optimizer: optim.Optimizer,
 
 
 def _progress_bar(batches: Any, config: TrainConfig, epoch: int, enabled: bool) -> Any:
-    """tqdm.auto's bar: a widget under Jupyter, text on a terminal; none when stderr is a file
-    or a pipe (there a bar is a pile of carriage-return frames; the epoch lines say enough)."""
-    import warnings
+    from minitransformer.progress import progress_bar
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tqdm.auto's note that ipywidgets is missing
-        from tqdm.auto import tqdm
-    widget = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
-    total = math.ceil(config.train_size / config.batch_size)
-    shown = enabled and (widget or _is_terminal(sys.stderr))
-    return tqdm(batches, total=total, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-                leave=False, disable=not shown, file=sys.stderr, dynamic_ncols=True)
-
-
-def _is_terminal(stream: Any) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # replaced or closed streams
-        return False
+    return progress_bar(batches, total=math.ceil(config.train_size / config.batch_size),
+                        desc=f"epoch {epoch}/{config.epochs}", enabled=enabled)
 
 
 def _describe(config: TrainConfig) -> str:
@@ -482,9 +472,19 @@ def compute_metrics(run: Run, data: CorefDataset) -> dict[str, Any]:
 
 
 def write_json(path: str, value: Any) -> None:
-    """Write JSON atomically (a temporary file renamed over ``path``)."""
-    text = json.dumps(value, indent=2) + "\n"
-    serialization.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    """Write JSON atomically; NaN or infinity, which JSON lacks, become null."""
+    files.write_text(path, json.dumps(_finite(value), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (valid JSON, always)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def plot_curves(history: History, title: str = "") -> Any:

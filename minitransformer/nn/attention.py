@@ -144,6 +144,10 @@ class MultiHeadAttention(Module):
     def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, dropout: float = 0.0,
                  dtype: Any = None, device: Any = None) -> None:
         super().__init__()
+        for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"MultiHeadAttention: {name} must be a positive integer, "
+                                 f"got {value!r}")
         if embed_dim % num_heads != 0:
             raise ValueError(
                 f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"

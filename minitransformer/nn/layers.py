@@ -44,6 +44,9 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype: Any = None, device: Any = None) -> None:
         super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Linear: {name} must be a positive integer, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
         bound = 1 / math.sqrt(in_features)

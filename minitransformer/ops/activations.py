@@ -99,6 +99,8 @@ class Softmax(Function):
     def forward(self, x: Any, axis: int) -> Any:
         self.axis = axis
         xp = backend.array_module_of(x)
+        if x.size == 0:  # as PyTorch: the softmax of an empty tensor is empty
+            return x.copy()
         e = xp.exp(x - x.max(axis=axis, keepdims=True))  # shifting by the max avoids overflow
         return e / e.sum(axis=axis, keepdims=True)
 
@@ -118,6 +120,8 @@ def softmax_in_place(scores: Any, axis: int = -1) -> Any:
     ``scores`` must be a fresh array (it is overwritten and returned).
     """
     xp = backend.array_module_of(scores)
+    if scores.size == 0:  # an empty axis (no keys) or an empty batch: nothing to weigh
+        return scores
     row_max = scores.max(axis=axis, keepdims=True)  # shift by the max: exp cannot overflow
     row_max[xp.isneginf(row_max)] = 0  # a fully masked row stays -inf: exp -> 0
     scores -= row_max
@@ -151,6 +155,8 @@ class LogSoftmax(Function):
     def forward(self, x: Any, axis: int) -> Any:
         self.axis = axis
         xp = backend.array_module_of(x)
+        if x.size == 0:  # as PyTorch: empty in, empty out
+            return x.copy()
         shifted = x - x.max(axis=axis, keepdims=True)
         return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
@@ -167,6 +173,11 @@ class LogSumExp(Function):
     def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
         self.axes, self.keepdims = axes, keepdims
         xp = backend.array_module_of(x)
+        if x.size == 0:  # as PyTorch: the log of an empty sum is log 0 = -inf
+            shape = [1 if i in axes else n for i, n in enumerate(x.shape)]
+            out = xp.full(shape, -np.inf, dtype=x.dtype)
+            return out if keepdims else out.reshape(
+                [n for i, n in enumerate(x.shape) if i not in axes])
         peak = x.max(axis=axes, keepdims=True)
         peak = xp.where(xp.isfinite(peak), peak, 0)  # all -inf: log 0 = -inf, not nan
         out = xp.log(xp.exp(x - peak).sum(axis=axes, keepdims=True)) + peak

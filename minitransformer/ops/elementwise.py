@@ -89,10 +89,18 @@ class Pow(Function):
         return x**p
 
     def backward(self, grad: Value) -> tuple[Value, Value]:
+        # As PyTorch: dz/dx = 0 where p = 0 (even at x = 0, where x^(p-1) is infinite), and
+        # dz/dp = 0 where x = 0 and p >= 0 (x^p ln x -> 0 there, though ln 0 = -inf).
         x, p = self.args
         need_x, need_p = self.needs_input_grad
-        dx = unbroadcast(grad * p * x ** (p - 1), x.shape) if need_x else None
-        dp = unbroadcast(grad * x**p * self.xp.log(x), p.shape) if need_p else None
+        xp = self.xp
+        dx = dp = None
+        if need_x:
+            p_safe = xp.where(p == 0, 1.0, p)  # p = 0: the factor p makes it 0 anyway
+            dx = unbroadcast(grad * p * x ** (p_safe - 1), x.shape)
+        if need_p:
+            x_safe = xp.where((x == 0) & (p >= 0), 1.0, x)  # ln 1 = 0: the limit's value
+            dp = unbroadcast(grad * x**p * xp.log(x_safe), p.shape)
         return dx, dp
 
 

@@ -46,8 +46,11 @@ class LayerNorm(Function):
     def forward(self, x: Any, weight: Any, bias: Any, axes: tuple[int, ...], eps: float) -> Any:
         self.axes, self.eps = axes, eps
         xp = backend.array_module_of(x)
-        self.x_hat, self.inv_std = normalize(x, axes, eps, xp)  # saved for backward
-        return self.x_hat * weight + bias  # (..., n)
+        # float16: the statistics in float32, since x^2 overflows float16 above |x| ~ 256
+        # (the variance became inf and every output 0); the output in the input's dtype.
+        stats_x = x.astype(xp.float32) if x.dtype == xp.float16 else x
+        self.x_hat, self.inv_std = normalize(stats_x, axes, eps, xp)  # saved for backward
+        return (self.x_hat * weight + bias).astype(x.dtype, copy=False)  # (..., n)
 
     def backward(self, grad: Value) -> tuple[Value, Value, Value]:
         x, weight, _ = self.args
@@ -67,4 +70,7 @@ class LayerNorm(Function):
             d_weight = unbroadcast(grad * x_hat, weight.shape)  # (..., n) -> (n,)
         if need_bias:
             d_bias = unbroadcast(grad, weight.shape)  # (..., n) -> (n,)
+        if not self.create_graph:  # float16 in: the float32 statistics made float32 gradients
+            dx, d_weight = (None if g is None else g.astype(t.dtype, copy=False)
+                            for g, t in ((dx, x), (d_weight, weight)))
         return dx, d_weight, d_bias

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from minitransformer import backend
 from minitransformer.autograd import Function, Value
+from minitransformer.errors import ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import normalize_axes
 from minitransformer.tensor import Tensor
@@ -69,6 +70,11 @@ class Max(Function):
 
     def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool) -> Any:
         self.axes, self.keepdims = axes, keepdims
+        empty = [a for a in axes if x.shape[a] == 0]
+        if empty:  # PyTorch refuses too: the max of nothing has no value
+            raise ShapeError(f"max/min over axis {empty[0]} of a tensor of shape {x.shape}: "
+                             "that axis is empty, so there is no maximum; reduce over another "
+                             "axis or check the input's size")
         out = x.max(axis=axes, keepdims=True)
         winners = (x == out).astype(x.dtype)
         self.share = winners / winners.sum(axis=axes, keepdims=True)

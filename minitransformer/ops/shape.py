@@ -27,7 +27,10 @@ def normalize_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ..
         return tuple(range(ndim))
     if isinstance(axis, int):
         axis = (axis,)
-    return tuple(sorted(normalize_axis(a, ndim) for a in axis))
+    axes = tuple(sorted(normalize_axis(a, ndim) for a in axis))
+    if len(set(axes)) != len(axes):
+        raise AxisError(f"axis={tuple(axis)} names the same axis twice (for {ndim} dimensions)")
+    return axes
 
 
 def _shape_arg(shape: tuple) -> tuple:

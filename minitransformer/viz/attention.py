@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from minitransformer import files
+
 if TYPE_CHECKING:  # matplotlib is imported only when something is drawn
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -113,21 +115,14 @@ def plot_resolution(result: Any, title: str | None = None) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> str:
-    """Write ``fig`` to ``path`` in the format its extension names, atomically (a temporary
-    file renamed over ``path``), creating missing folders; returns the path."""
+    """Write ``fig`` to ``path`` in the format its extension names, atomically
+    (:mod:`minitransformer.files`: whole or not at all), creating missing folders; returns
+    the path. An extension that names no format is an error before anything is drawn."""
     path = os.fspath(path)
-    extension = os.path.splitext(path)[1].lower().lstrip(".")
-    if extension not in FIGURE_FORMATS:
-        raise ValueError(f"cannot tell the image format of {path!r}: end the name with one "
-                         f"of {', '.join('.' + f for f in FIGURE_FORMATS)}")
+    extension = files.check_figure_path(path, FIGURE_FORMATS)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        fig.savefig(tmp, format=extension, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    files.atomic_write(path, lambda f: fig.savefig(f, format=extension, dpi=dpi,
+                                                     bbox_inches="tight"))
     return path
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import graphviz
 
+from minitransformer import files
+
 FORMATS = ("svg", "png", "pdf")
 
 INSTALL_HINT = (
@@ -79,12 +81,13 @@ def render(
     source_path = folder / f"{name}.dot"
     output_path = folder / f"{name}.{format}"
     source_path.parent.mkdir(parents=True, exist_ok=True)  # `name` may hold a sub-folder
-    source_path.write_text(graph.source, encoding="utf-8")
+    files.write_text(source_path, graph.source)
 
     if shutil.which("dot") is None:
         raise GraphvizNotFoundError(source_path, output_path)
-    try:
-        graphviz.render("dot", format, source_path, outfile=output_path, quiet=True)
+    try:  # dot writes to a pipe, we write the file: whole or not at all (a full disk)
+        picture = graphviz.pipe("dot", format, graph.source.encode("utf-8"), quiet=True)
     except graphviz.ExecutableNotFound:  # found by `which` but not runnable
         raise GraphvizNotFoundError(source_path, output_path) from None
+    files.write_bytes(output_path, picture)
     return output_path

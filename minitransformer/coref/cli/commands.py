@@ -11,7 +11,16 @@ import json
 import os
 import sys
 
-from minitransformer.cli.common import CommandError, add_device, non_negative_int, positive_int
+import numpy as np
+
+from minitransformer import files
+from minitransformer.cli.common import (
+    CommandError,
+    add_device,
+    check_run_directory,
+    non_negative_int,
+    positive_int,
+)
 from minitransformer.coref.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE
 from minitransformer.errors import CheckpointError
 
@@ -32,6 +41,7 @@ def _train(args: argparse.Namespace) -> int:
 
     given = {name: getattr(args, name) for name in ("epochs", "seed", "distractors")
              if getattr(args, name) is not None}
+    check_run_directory(args.out, CHECKPOINT_FILE)
     if args.resume:
         path = os.path.join(args.out, CHECKPOINT_FILE)
         saved = load_run(path).config  # CheckpointError if there is none
@@ -88,12 +98,23 @@ def _attend(args: argparse.Namespace) -> int:
     from minitransformer.coref.cli.attend import describe, format_table, plot_attention
     from minitransformer.coref.models.coref import resolve
     from minitransformer.coref.training import load_run
+    from minitransformer.viz.attention import FIGURE_FORMATS
 
+    if args.plot:  # a bad file name fails now, not after the work
+        try:
+            files.check_figure_path(args.plot, FIGURE_FORMATS)
+        except files.UnknownFormatError as exc:
+            raise CommandError(f"--plot {exc}") from None
     run = load_run(args.checkpoint, device=args.device)
     result = resolve(run.model, run.vocabulary, args.sentence, pronoun=args.pronoun,
                      position=args.position)
+    values = [result.scores, result.weights, *result.encoder_attention]
+    if not all(np.isfinite(v).all() for v in values):
+        raise CommandError(f"the model in {args.checkpoint} produced non-finite values (NaN or "
+                           "infinity) for this sentence: its weights are damaged or training "
+                           "diverged; train it again")
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     else:
         print(describe(result))
         print(format_table(result))
@@ -124,12 +145,17 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
     path = os.path.join(args.out, CHECKPOINT_FILE)
+    check_run_directory(args.out, CHECKPOINT_FILE)
     run = None
     if os.path.exists(path):
         try:
             run = load_run(path, device=args.device)
         except CheckpointError as exc:
-            print(f"cannot use the checkpoint there ({exc}); training a new model",
+            if not args.force:  # never train over a checkpoint we cannot read: it may matter
+                raise CommandError(
+                    f"{exc}; demo will not replace it: give another --out, or --force to "
+                    f"train a new model over {path}") from None
+            print(f"cannot use the checkpoint there ({exc}); --force: training a new model",
                   file=sys.stderr)
     if run is None:
         print(f"training the default model into {args.out} ...", file=sys.stderr)
@@ -190,21 +216,31 @@ def _demo_graph(out_dir: str) -> None:
 # ----------------------------------------------------------------------------- parsers
 
 
+def _distractors(text: str) -> int:
+    from minitransformer.coref.training import MAX_DISTRACTORS
+
+    value = non_negative_int(text)
+    if value > MAX_DISTRACTORS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_DISTRACTORS}, got {value}")
+    return value
+
+
 def add_coref_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``train``, ``attend`` and ``demo`` on the CLI's sub-command parsers."""
     train = commands.add_parser(
         "train", help="train the coreference model",
         description="Train the coreference model; a checkpoint after every epoch, then "
                     "held-out accuracy, metrics.json and curves.png in the run directory.")
-    from minitransformer.coref.training import default_epochs
+    from minitransformer.coref.training import MAX_DISTRACTORS, default_epochs
 
     train.add_argument("--epochs", type=positive_int, default=None,
                        help=f"passes over the training sentences (default: "
                             f"{default_epochs(0)}, or {default_epochs(1)} with distractors)")
     train.add_argument("--seed", type=non_negative_int, default=None,
                        help="seeds the data, the weights and the batch order (default: 0)")
-    train.add_argument("--distractors", type=non_negative_int, default=None, metavar="K",
-                       help="up to K distractor words/phrases per sentence (default: 0)")
+    train.add_argument("--distractors", type=_distractors, default=None, metavar="K",
+                       help=f"up to K distractor words/phrases per sentence, K <= "
+                            f"{MAX_DISTRACTORS} (default: 0)")
     train.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR",
                        help=f"run directory (default: {DEFAULT_RUN_DIR})")
     train.add_argument("--resume", action="store_true",
@@ -246,6 +282,8 @@ def add_coref_commands(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR",
                       help=f"run directory (default: {DEFAULT_RUN_DIR})")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument("--force", action="store_true",
+                      help="train a new model over a checkpoint that cannot be read")
     add_device(demo)
     demo.set_defaults(handler=_demo)
 

@@ -12,6 +12,8 @@ import sys
 
 def add_compare_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``compare`` (and its handler) on the CLI's sub-command parsers."""
+    from minitransformer.cli.common import non_negative_int  # here: cli imports this module
+
     parser = subparsers.add_parser(
         "compare",
         help="compare self-attention with an LSTM and a CNN (accuracy, speed, attention)",
@@ -25,7 +27,8 @@ def add_compare_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
                         help="a smaller run (a few minutes on a laptop CPU)")
     parser.add_argument("--out", default="runs/compare", metavar="DIR",
                         help="where to write the results (default: runs/compare)")
-    parser.add_argument("--seed", type=int, default=0, help="data, weights and order (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="data, weights and order (default 0)")
     parser.set_defaults(handler=run_compare_command)
     return parser
 

@@ -1,0 +1,123 @@
+"""Edge cases that used to give raw NumPy errors or silently wrong values: empty axes,
+float16 layer norm, pow's gradient at 0, and arguments that are checked up front."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minitransformer as mt
+import minitransformer.functional as F
+import minitransformer.nn as nn
+from minitransformer.errors import AxisError, DtypeError, ShapeError
+from tests.conftest import requires_torch, torch
+
+
+# ----- empty axes: as PyTorch (an empty result, or its error) ---------------------------------
+def test_softmax_and_log_softmax_of_an_empty_axis_are_empty() -> None:
+    x = mt.zeros(2, 0, requires_grad=True)
+    for f in (mt.softmax, mt.log_softmax):
+        y = f(x, axis=-1)
+        assert y.shape == (2, 0)
+        y.sum().backward()
+        assert x.grad.shape == (2, 0)
+
+
+def test_logsumexp_of_an_empty_axis_is_minus_infinity() -> None:
+    y = mt.zeros(3, 0).logsumexp(axis=-1)
+    np.testing.assert_array_equal(y.numpy(), [-np.inf] * 3)
+
+
+def test_max_over_an_empty_axis_is_a_clear_error() -> None:
+    with pytest.raises(ShapeError, match=r"axis 1 of a tensor of shape \(2, 0\).*empty"):
+        mt.zeros(2, 0).max(axis=1)
+    assert mt.zeros(2, 0).max(axis=0).shape == (0,)  # the other axis: an empty result
+
+
+def test_attention_with_zero_keys_and_on_empty_sequences() -> None:
+    q, k = mt.randn(1, 2, 3, 4), mt.randn(1, 2, 0, 4)
+    out, weights = F.scaled_dot_product_attention(q, k, k)
+    assert out.shape == (1, 2, 3, 4) and weights.shape == (1, 2, 3, 0)
+    np.testing.assert_array_equal(out.numpy(), 0)  # PyTorch: an empty sum is 0
+    mha = nn.MultiHeadAttention(8, 2)
+    x = mt.randn(2, 0, 8)
+    assert mha(x, x, x)[0].shape == (2, 0, 8)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16)
+    assert nn.TransformerEncoder(layer, 1)(x).shape == (2, 0, 8)
+
+
+# ----- float16 layer norm ------------------------------------------------------------------
+def test_layer_norm_in_float16_keeps_large_inputs() -> None:
+    x = mt.tensor(np.array([[300.0, -300.0, 600.0, 0.0]], dtype=np.float16),
+                  requires_grad=True)
+    norm = nn.LayerNorm(4, dtype=mt.float16)
+    y = norm(x)
+    assert y.dtype == np.float16
+    want = (x.detach().numpy().astype(np.float64) - 150) / np.sqrt(112500 + 1e-5)
+    np.testing.assert_allclose(y.detach().numpy(), want, atol=2e-3)
+    y.sum().backward()
+    assert x.grad.dtype == np.float16 and norm.weight.grad.dtype == np.float16
+    assert np.isfinite(x.grad.numpy()).all()
+
+
+# ----- pow's gradient at 0 -------------------------------------------------------------------
+def test_pow_gradient_at_zero_is_zero_not_nan() -> None:
+    x = mt.tensor([0.0, 2.0], requires_grad=True)
+    (x ** 0).sum().backward()  # d(x^0)/dx = 0 everywhere, even at x = 0
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0])
+    p = mt.tensor([2.0, 0.0], requires_grad=True)
+    (mt.tensor([0.0, 0.0]) ** p).sum().backward()  # d(0^p)/dp = 0 for p >= 0
+    np.testing.assert_array_equal(p.grad.numpy(), [0.0, 0.0])
+
+
+@requires_torch
+def test_pow_gradients_at_zero_match_pytorch() -> None:
+    base = np.array([0.0, 0.0, 0.0, 1.5, 2.0])
+    exponent = np.array([0.0, 2.0, 0.5, 0.0, -1.0])
+    x, p = mt.tensor(base, requires_grad=True), mt.tensor(exponent, requires_grad=True)
+    (x ** p).sum().backward()
+    tx = torch.tensor(base, requires_grad=True)
+    tp = torch.tensor(exponent, requires_grad=True)
+    (tx ** tp).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy())
+    np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy())
+
+
+def test_pow_gradient_away_from_zero_passes_gradcheck() -> None:
+    x = mt.tensor([0.5, 1.5, 2.0], dtype=mt.float64, requires_grad=True)
+    p = mt.tensor([2.0, 0.5, -1.0], dtype=mt.float64, requires_grad=True)
+    assert mt.gradcheck(lambda a, b: a ** b, (x, p))
+    assert mt.gradgradcheck(lambda a, b: a ** b, (x, p))
+
+
+# ----- arguments checked up front ------------------------------------------------------------
+@pytest.mark.parametrize("sizes", [(0, 4), (-1, 4), (4, 0), (2.5, 4)])
+def test_linear_sizes(sizes) -> None:
+    with pytest.raises(ValueError, match="Linear: (in|out)_features must be a positive integer"):
+        nn.Linear(*sizes)
+
+
+def test_multi_head_attention_heads() -> None:
+    with pytest.raises(ValueError, match="num_heads must be a positive integer, got 0"):
+        nn.MultiHeadAttention(8, 0)
+
+
+def test_linear_given_a_list() -> None:
+    with pytest.raises(TypeError, match="linear: input must be a Tensor, got a list"):
+        F.linear([[1.0, 2.0]], mt.ones(3, 2))
+
+
+def test_a_repeated_axis() -> None:
+    with pytest.raises(AxisError, match="same axis twice"):
+        mt.ones(2, 3).sum(axis=(0, 0))
+
+
+@pytest.mark.parametrize("data", ["abc", np.array([object(), 1], dtype=object)])
+def test_tensors_hold_numbers(data) -> None:
+    with pytest.raises(DtypeError, match="tensors hold numbers"):
+        mt.tensor(data)
+
+
+def test_adding_a_string() -> None:
+    with pytest.raises(DtypeError, match="cannot make a tensor from str 'a'"):
+        mt.ones(2) + "a"
