@@ -51,6 +51,12 @@ def _masks(case: str) -> dict:
     if case == "key_padding":
         ours = {"tgt_key_padding_mask": tgt_padding, "memory_key_padding_mask": memory_padding}
         return ours, {k: torch.tensor(v) for k, v in ours.items()}
+    if case == "bool_masks":  # PyTorch's boolean convention, in both: True = may NOT attend
+        future = np.triu(np.ones((T, T), dtype=bool), k=1)
+        blocked = np.zeros((T, S), dtype=bool)
+        blocked[[0, 2, 4], [1, 3, 0]] = True
+        ours = {"tgt_mask": future, "memory_mask": blocked}
+        return ours, {k: torch.tensor(v) for k, v in ours.items()}
     if case == "all":
         ours = {"tgt_mask": causal, "memory_mask": memory_float,
                 "tgt_key_padding_mask": tgt_padding, "memory_key_padding_mask": memory_padding}
@@ -59,7 +65,8 @@ def _masks(case: str) -> dict:
     raise ValueError(case)
 
 
-MASK_CASES = ["none", "tgt_mask", "tgt_is_causal", "memory_mask", "key_padding", "all"]
+MASK_CASES = ["none", "tgt_mask", "tgt_is_causal", "memory_mask", "key_padding", "bool_masks",
+              "all"]
 
 
 def _randomize_norms(module: torch.nn.Module) -> None:
@@ -96,7 +103,7 @@ def test_decoder_layer(case, norm_first, activation):
     assert_same_gradients(ours, theirs)
 
 
-@pytest.mark.parametrize("case", ["tgt_is_causal", "all"])
+@pytest.mark.parametrize("case", ["tgt_is_causal", "bool_masks", "all"])
 def test_decoder_stack(case):
     torch.manual_seed(1)
     layer = torch.nn.TransformerDecoderLayer(E, 2, dim_feedforward=12, dropout=0.0,

@@ -96,6 +96,12 @@ def _guarded(handler):  # noqa: ANN001, ANN202 - argparse handlers
             message = " ".join(str(exc).split())
             print(f"minitransformer gpt {args.gpt_command}: error: {message}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            if args.gpt_command != "train":
+                raise
+            print(f"\ninterrupted (the run goes on with `minitransformer gpt train --resume "
+                  f"--out {args.out}`)", file=sys.stderr)
+            return 130
     return run
 
 

@@ -418,25 +418,10 @@ def _train_epoch(run: Run, data: CorefDataset, optimizer: optim.Optimizer,
 
 
 def _progress_bar(batches: Any, config: TrainConfig, epoch: int, enabled: bool) -> Any:
-    """tqdm.auto's bar: a widget under Jupyter, text on a terminal; none when stderr is a file
-    or a pipe (there a bar is a pile of carriage-return frames; the epoch lines say enough)."""
-    import warnings
+    from minitransformer.progress import progress_bar
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tqdm.auto's note that ipywidgets is missing
-        from tqdm.auto import tqdm
-    widget = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
-    total = math.ceil(config.train_size / config.batch_size)
-    shown = enabled and (widget or _is_terminal(sys.stderr))
-    return tqdm(batches, total=total, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-                leave=False, disable=not shown, file=sys.stderr, dynamic_ncols=True)
-
-
-def _is_terminal(stream: Any) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # replaced or closed streams
-        return False
+    return progress_bar(batches, total=math.ceil(config.train_size / config.batch_size),
+                        desc=f"epoch {epoch}/{config.epochs}", enabled=enabled)
 
 
 def _describe(config: TrainConfig) -> str:

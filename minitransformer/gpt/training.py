@@ -319,10 +319,9 @@ def _fit(run: GPTRun, data: StoryData, optimizer: optim.Optimizer,
 
 
 def _progress_bar(total: int, description: str, enabled: bool) -> Any:
-    from tqdm import tqdm
+    from minitransformer.progress import progress_bar  # none when stderr is not a terminal
 
-    return tqdm(total=total, desc=description, unit="batch", leave=False, disable=not enabled,
-                file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(total=total, desc=description, enabled=enabled)
 
 
 def compute_gpt_metrics(run: GPTRun, data: StoryData) -> dict[str, Any]:

@@ -85,8 +85,8 @@ class TransformerDecoderLayer(Module):
     memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False)`` with
     ``tgt`` (B, T, d_model) and ``memory`` (B, S, d_model). ``tgt_mask`` (T, T) and
     ``memory_mask`` (T, S) mean what ``attn_mask`` means for
-    :class:`~minitransformer.nn.MultiHeadAttention` (a float mask is added to the scores);
-    the key-padding masks are True at padding.
+    :class:`~minitransformer.nn.MultiHeadAttention`, as in PyTorch: boolean True = may NOT
+    attend, a float mask is added to the scores; the key-padding masks are True at padding.
     """
 
     def __init__(
