@@ -17,6 +17,7 @@ float32 stays float32, and the same lines run on NumPy and CuPy arrays.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -189,8 +190,8 @@ def _copy(value: Any) -> Any:
 def _to_param(value: Any, param: Tensor, what: str) -> Any:
     """A state value from a snapshot, as an array next to ``param`` (or the plain value),
     checked now so that a damaged snapshot fails when loaded, not at the next step."""
-    if what.endswith(": step") and (not isinstance(value, int) or isinstance(value, bool)
-                                    or value < 0):
+    if what.endswith(": step") and (not isinstance(value, numbers.Integral)
+                                    or isinstance(value, bool) or value < 0):
         raise ValueError(f"{what} is {value!r}; a step count is an integer >= 0")
     if not backend.is_array(value):
         return value
