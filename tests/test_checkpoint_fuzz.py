@@ -40,3 +40,21 @@ def test_random_damage_gives_the_checkpoint_error(genuine: bytes, tmp_path) -> N
     failures = [check(name, damaged, os.fspath(tmp_path), slow_seconds=5.0)
                 for name, damaged in random_damage(genuine, rng, 150)]
     assert [f for f in failures if f] == []
+
+
+def test_a_damaged_optimizer_state_fails_when_loaded_not_at_the_next_step() -> None:
+    import minitransformer as mt
+
+    layer = mt.nn.Linear(3, 2)
+    opt = mt.optim.Adam(layer.parameters())
+    layer(mt.randn(4, 3)).sum().backward()
+    opt.step()
+    good = opt.state_dict()
+    key = next(iter(good["state"]))  # the weight's state
+    wrong_shape = {**good, "state": {**good["state"], key: {**good["state"][key],
+                                                            "exp_avg": np.zeros((3, 3))}}}
+    with pytest.raises(ValueError, match=r"parameter 0: exp_avg has shape \(3, 3\).*\(2, 3\)"):
+        mt.optim.Adam(layer.parameters()).load_state_dict(wrong_shape)
+    bad_step = {**good, "state": {**good["state"], key: {**good["state"][key], "step": -5}}}
+    with pytest.raises(ValueError, match="step count"):
+        mt.optim.Adam(layer.parameters()).load_state_dict(bad_step)

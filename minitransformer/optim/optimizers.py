@@ -17,6 +17,7 @@ float32 stays float32, and the same lines run on NumPy and CuPy arrays.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -168,7 +169,8 @@ class Optimizer:
                 raise ValueError(f"state_dict has state for parameter {i}, "
                                  f"but the optimizer has {len(params)} parameters")
             p = params[i]
-            state[p] = {name: _to_param(value, p) for name, value in saved_state.items()}
+            state[p] = {name: _to_param(value, p, f"state of parameter {i}: {name}")
+                        for name, value in saved_state.items()}
         for saved, group in zip(saved_groups, self.param_groups):
             group.update({k: v for k, v in saved.items() if k != "params"})
         self.state = state
@@ -185,10 +187,19 @@ def _copy(value: Any) -> Any:
     return value.copy() if backend.is_array(value) else value
 
 
-def _to_param(value: Any, param: Tensor) -> Any:
-    """A state value from a snapshot, as an array next to ``param`` (or the plain value)."""
+def _to_param(value: Any, param: Tensor, what: str) -> Any:
+    """A state value from a snapshot, as an array next to ``param`` (or the plain value),
+    checked now so that a damaged snapshot fails when loaded, not at the next step."""
+    if what.endswith(": step") and (not isinstance(value, numbers.Integral)
+                                    or isinstance(value, bool) or value < 0):
+        raise ValueError(f"{what} is {value!r}; a step count is an integer >= 0")
     if not backend.is_array(value):
         return value
+    if value.ndim > 0 and tuple(value.shape) != param.shape:
+        raise ValueError(f"{what} has shape {tuple(value.shape)}, but the parameter has "
+                         f"shape {param.shape}")
+    if value.dtype.kind not in "biuf":
+        raise ValueError(f"{what} has dtype {value.dtype}; expected numbers")
     xp = backend.array_module(param.device)
     dtype = param.dtype if value.dtype.kind == "f" else value.dtype
     return xp.array(backend.to_device(value, param.device), dtype=dtype)  # a fresh copy
