@@ -358,8 +358,10 @@ def composed_attention() -> Iterator[None]:
 
 _IMPLEMENTATIONS = ("auto", "fused", "tiled", "composed")
 # The auto choice turns tiled when one (..., L, S) array of scores would take this much:
-# below it the fused node's two n x n arrays are cheap and it is the faster one.
-TILED_MIN_BYTES = 2**25
+# below it the fused node's two n x n arrays are cheap and it is the faster one. Measured
+# on a quiet 2-core machine, 8 heads, head dim 64, float32, forward + backward: fused
+# 151 ms vs tiled 205 ms at n = 1,024 (32 MiB of scores); 728 vs 465 ms at n = 2,048.
+TILED_MIN_BYTES = 2**26
 
 
 def _choose_implementation(query: Tensor, key: Tensor, value: Tensor, need_weights: bool,

@@ -637,7 +637,7 @@ EXERCISES: tuple[Exercise, ...] = (
              "a single token, batch 1, a batch of heads",
              (FORGOTTEN_CAUSAL_MASK, KV_OVERWRITTEN), _causal_attention),
     Exercise(12, "online_softmax", "The online softmax and the tiled backward",
-             "the docstring of minitransformer/ops/tiled_attention.py",
+             "docs/tiled-attention.md#the-online-softmax",
              "minitransformer.ops.tiled_attention.tiled_attention",
              "a ragged last tile, one tile, one key per tile, batch 1, large scores",
              (TILE_SOFTMAX, TILE_ROWSUM), _online_softmax),
