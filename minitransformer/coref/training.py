@@ -110,8 +110,19 @@ def default_epochs(distractors: int) -> int:
     return 8 if distractors == 0 else 12
 
 
+class SavedLists:
+    """A dataclass of lists of floats that goes into a checkpoint as float64 arrays."""
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        return {name: np.array(values, dtype=np.float64) for name, values in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> Any:
+        return cls(**{f.name: [float(v) for v in state[f.name]] for f in fields(cls)})
+
+
 @dataclass
-class History:
+class History(SavedLists):
     """What a run has measured so far; saved with every checkpoint."""
 
     step_loss: list[float] = field(default_factory=list)  # the mean loss of every batch
@@ -123,13 +134,6 @@ class History:
     @property
     def epochs_done(self) -> int:
         return len(self.epoch_loss)
-
-    def to_dict(self) -> dict[str, np.ndarray]:
-        return {name: np.array(values, dtype=np.float64) for name, values in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> History:
-        return cls(**{f.name: [float(v) for v in state[f.name]] for f in fields(cls)})
 
 
 @dataclass

@@ -31,6 +31,7 @@ from minitransformer.coref.data.tokenizer import PAD_ID, Vocabulary
 from minitransformer.coref.training import (
     CHECKPOINT_FILE,
     METRICS_FILE,
+    SavedLists,
     build_optimizer,
     checkpoint_path,
     dropout_generators,
@@ -103,7 +104,7 @@ class GPTTrainConfig:
 
 
 @dataclass
-class GPTHistory:
+class GPTHistory(SavedLists):
     """What a run has measured so far; saved with every checkpoint."""
 
     step_loss: list[float] = field(default_factory=list)
@@ -114,13 +115,6 @@ class GPTHistory:
     @property
     def epochs_done(self) -> int:
         return len(self.val_loss)
-
-    def to_dict(self) -> dict[str, np.ndarray]:
-        return {name: np.array(values, dtype=np.float64) for name, values in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> GPTHistory:
-        return cls(**{f.name: [float(v) for v in state[f.name]] for f in fields(cls)})
 
 
 @dataclass
