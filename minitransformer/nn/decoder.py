@@ -22,7 +22,6 @@ they mean there. Differences, all on purpose:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -33,11 +32,11 @@ from minitransformer import backend
 from minitransformer.errors import ShapeError
 from minitransformer.nn.attention import MultiHeadAttention
 from minitransformer.nn.layers import Dropout, LayerNorm, Linear, get_activation
-from minitransformer.nn.module import Module, ModuleList
+from minitransformer.nn.module import Module
 from minitransformer.nn.transformer import (
     TransformerEncoder,
     TransformerEncoderLayer,
-    reseed_dropout,
+    clone_layers,
 )
 from minitransformer.tensor import Tensor, as_dtype, default_generator, float32
 
@@ -193,14 +192,9 @@ class TransformerDecoder(Module):
     def __init__(self, decoder_layer: TransformerDecoderLayer, num_layers: int,
                  norm: Module | None = None) -> None:
         super().__init__()
-        self.layers = ModuleList(copy.deepcopy(decoder_layer) for _ in range(num_layers))
-        for layer in self.layers:
-            reseed_dropout(layer)
+        self.layers = clone_layers(decoder_layer, num_layers)
         self.num_layers = num_layers
-        if norm is not None:
-            self.norm = norm
-        else:
-            self.add_module("norm", None)
+        self.add_module("norm", norm)  # None when there is no final norm
 
     def forward(
         self,

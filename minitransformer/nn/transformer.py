@@ -108,6 +108,15 @@ def reseed_dropout(module: Module) -> None:
             m.generator = new_generator()
 
 
+def clone_layers(layer: Module, num_layers: int) -> ModuleList:
+    """``num_layers`` deep copies of ``layer``: the same starting weights (as in PyTorch),
+    each drawing dropout masks of its own."""
+    layers = ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+    for copied in layers:
+        reseed_dropout(copied)
+    return layers
+
+
 class TransformerEncoder(Module):
     """A stack of ``num_layers`` deep copies of ``encoder_layer``, then an optional ``norm``.
 
@@ -118,14 +127,9 @@ class TransformerEncoder(Module):
 
     def __init__(self, encoder_layer: Module, num_layers: int, norm: Module | None = None) -> None:
         super().__init__()
-        self.layers = ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
-        for layer in self.layers:
-            reseed_dropout(layer)
+        self.layers = clone_layers(encoder_layer, num_layers)
         self.num_layers = num_layers
-        if norm is not None:
-            self.norm = norm
-        else:
-            self.add_module("norm", None)
+        self.add_module("norm", norm)  # None when there is no final norm
 
     def forward(self, src: Tensor, mask: Any = None, src_key_padding_mask: Any = None,
                 is_causal: bool = False) -> Tensor:
