@@ -211,6 +211,17 @@ def test_train_command_and_resume(tmp_path, capsys):
     assert code == 0  # a finished run: nothing more to train, the results again
     assert load_run(out).history.epochs_done == 1
 
+    code, stdout, _ = run_cli(capsys, "train", "--resume", "--epochs", "2", "--out", out,
+                              "--quiet")
+    assert code == 0  # a finished run extended to two epochs in all
+    extended = load_run(out)
+    assert extended.history.epochs_done == 2 and extended.config.epochs == 2
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+    code, _, err = run_cli(capsys, "train", "--resume", "--epochs", "1", "--out", out)
+    assert code == 1
+    assert_one_line_error(err, "already trained 2 epochs", "not shorten it")
+
     code, _, err = run_cli(capsys, "train", "--resume", "--out", tmp_path / "none")
     assert code == 1
     assert_one_line_error(err, str(tmp_path / "none" / CHECKPOINT_FILE))

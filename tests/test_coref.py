@@ -11,6 +11,7 @@ import pytest
 
 import minitransformer as mt
 from minitransformer import serialization
+from minitransformer.coref import training as coref_training
 from minitransformer.coref.data import (
     ARTICLE_SENTENCE,
     UnknownWordError,
@@ -208,6 +209,22 @@ def test_resume_gives_bit_identical_losses(tmp_path):
 
     again = resume(tmp_path / "parts", progress=False, log=quiet)  # finished: nothing to do
     assert again.run.history.step_loss == whole.run.history.step_loss
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(tmp_path):
+    steps_per_epoch = math.ceil(240 / 16)
+    first = train(TrainConfig(epochs=1, **TINY), tmp_path / "run", progress=False, log=quiet)
+    first_epoch_losses = first.run.history.step_loss
+    longer = resume(tmp_path / "run", progress=False, log=quiet, epochs=3)
+
+    assert longer.run.config.epochs == 3 and longer.run.history.epochs_done == 3
+    assert longer.run.history.step_loss[:steps_per_epoch] == first_epoch_losses
+    assert len(longer.run.history.step_loss) == 3 * steps_per_epoch
+    # the schedule was stretched to the new length, not kept at the old one
+    _, state = coref_training._load(str(tmp_path / "run" / CHECKPOINT_FILE), "cpu")
+    assert int(state["scheduler"]["total_steps"]) == 3 * steps_per_epoch
+    with pytest.raises(ValueError, match="cannot shorten it to 2"):
+        resume(tmp_path / "run", progress=False, log=quiet, epochs=2)
 
 
 # ----------------------------------------------------------------------------- bad checkpoints

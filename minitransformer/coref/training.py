@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -340,15 +340,22 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, device: str = "cpu",
 
 
 def resume(out_dir: str | os.PathLike, device: str = "cpu", progress: bool = True,
-           log: Callable[[str], None] | None = None) -> TrainResult:
+           log: Callable[[str], None] | None = None, epochs: int | None = None) -> TrainResult:
     """Go on training the run in ``out_dir`` from its checkpoint, with its own settings.
 
     Everything random is restored, so the remaining epochs are exactly those of an
-    uninterrupted run. A finished run is not trained further: its metrics and plot are
-    written again.
+    uninterrupted run. A finished run is not trained further (its metrics and plot are
+    written again) unless ``epochs`` asks for more than it has: then the run is extended
+    to ``epochs`` in all, and its cosine schedule is stretched to the new length, so the
+    learning rate rises again from where the longer schedule has it at this step.
     """
     path = os.path.join(os.fspath(out_dir), CHECKPOINT_FILE)
     run, state = _load(path, backend.normalize_device(device))
+    if epochs is not None and epochs != run.config.epochs:
+        if epochs < run.history.epochs_done:
+            raise ValueError(f"{path} has already trained {run.history.epochs_done} epochs; "
+                             f"cannot shorten it to {epochs}")
+        run.config = replace(run.config, epochs=epochs)
     data = build_dataset(run.config)
     if data.vocabulary != run.vocabulary:
         raise CheckpointError(f"{path}: its vocabulary differs from the one of this version's "
@@ -357,7 +364,8 @@ def resume(out_dir: str | os.PathLike, device: str = "cpu", progress: bool = Tru
     batch_rng = np.random.default_rng()
     try:
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        # the step and warm-up as saved, the length of the (possibly extended) run
+        scheduler.load_state_dict(dict(state["scheduler"], total_steps=scheduler.total_steps))
         batch_rng.bit_generator.state = state["rng"]["batches"]
         for name, generator in dropout_generators(run.model).items():
             generator.bit_generator.state = state["rng"]["dropout"][name]

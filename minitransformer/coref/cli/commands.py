@@ -44,13 +44,17 @@ def _train(args: argparse.Namespace) -> int:
     check_run_directory(args.out, CHECKPOINT_FILE)
     if args.resume:
         path = os.path.join(args.out, CHECKPOINT_FILE)
-        saved = load_run(path).config  # CheckpointError if there is none
-        conflicts = [f"--{name} {value} (the run has {getattr(saved, name)})"
-                     for name, value in given.items() if getattr(saved, name) != value]
+        saved = load_run(path)  # CheckpointError if there is none
+        epochs = given.pop("epochs", None)  # --epochs N extends the run to N epochs in all
+        if epochs is not None and epochs < saved.history.epochs_done:
+            raise CommandError(f"{path} has already trained {saved.history.epochs_done} "
+                               f"epochs: --epochs can extend a run, not shorten it")
+        conflicts = [f"--{name} {value} (the run has {getattr(saved.config, name)})"
+                     for name, value in given.items() if getattr(saved.config, name) != value]
         if conflicts:
             raise CommandError(f"{path} continues with its own settings; drop "
                                f"{', '.join(conflicts)} or start a new run")
-        result = resume(args.out, device=args.device, progress=not args.quiet)
+        result = resume(args.out, device=args.device, progress=not args.quiet, epochs=epochs)
     else:
         if os.path.exists(os.path.join(args.out, CHECKPOINT_FILE)):
             if not args.force:
@@ -244,7 +248,8 @@ def add_coref_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR",
                        help=f"run directory (default: {DEFAULT_RUN_DIR})")
     train.add_argument("--resume", action="store_true",
-                       help="continue the run in DIR from its last checkpoint")
+                       help="continue the run in DIR from its last checkpoint; with "
+                            "--epochs N, extend a run (finished or not) to N epochs in all")
     train.add_argument("--force", action="store_true",
                        help="start a new run even where DIR already holds one (replacing it)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
