@@ -179,6 +179,13 @@ def mark_changed(tensor: Tensor, what: str) -> None:
         _changes[key] = (count, _epoch[0], f"{what} (on the tensor of {shape})", ref)
 
 
+def start_new_epoch() -> None:
+    """Make the next backward check every node recorded before now (see
+    :func:`_check_unchanged`); called when a tensor is given a new array (``t.data = a``)."""
+    with _epoch_lock:
+        _epoch[0] += 1
+
+
 def _weak_ref(base: Any, key: int) -> Any:
     def forget(ref: weakref.ref) -> None:
         if key in _changes and _changes[key][3] is ref:
@@ -205,7 +212,8 @@ def version_of(tensor: Tensor) -> int:
 
 def _check_unchanged(fn: Function) -> None:
     """Raise, naming the input and what changed it, if an input of ``fn`` changed since
-    ``fn`` was recorded."""
+    ``fn`` was recorded. Called only for nodes recorded before the latest epoch: until
+    something changes in place, no node needs looking at."""
     epoch = fn._epoch
     for position, (t, array) in enumerate(zip(fn.inputs, fn._arrays)):
         if t.data is not array:  # a new array: from Module.to, or a user's .data = ...
@@ -275,7 +283,7 @@ class Function:
     def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
         """Run the op on ``inputs`` and, if any needs a gradient, record it."""
         device = inputs[0].device
-        for t in inputs:
+        for t in inputs[1:]:
             if t.device != device:
                 raise DeviceError(
                     f"{cls.__name__} got tensors on different devices: "
@@ -307,7 +315,7 @@ class Function:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
         if self.create_graph:
             return self.inputs
-        return tuple(map(_data_of, self.inputs))
+        return self._arrays  # the arrays forward saw; the engine checked they are unchanged
 
     def output(self) -> Value:
         """The output, as an array or a tensor like :attr:`args`."""
@@ -323,7 +331,8 @@ class Function:
 
     @property
     def needs_input_grad(self) -> tuple[bool, ...]:
-        return tuple([t.requires_grad for t in self.inputs])
+        """For each input, whether it wants a gradient (a backward may skip the others)."""
+        return tuple(map(_requires_grad_of, self.inputs))
 
     def forward(self, *arrays: Any, **params: Any) -> Any:
         raise NotImplementedError
@@ -340,8 +349,9 @@ class Function:
         return type(self).__name__
 
 
-_data_of = operator.attrgetter("data")
-_is_not = operator.is_not
+# attrgetter in map() runs without a Python frame per item (these are on every node's path).
+_data_of = operator.attrgetter("_data")  # Tensor.data without the property call
+_requires_grad_of = operator.attrgetter("requires_grad")
 _NUMPY_SCALARS = frozenset(
     {np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
      np.bool_, np.complex64, np.complex128}
@@ -461,10 +471,8 @@ def run_backward(
                 _accumulate_into(tensor, g, create_graph)
             if fn is None:
                 continue
-            if (fn._epoch != _epoch[0] and fn.uses_input_values) or any(
-                map(_is_not, map(_data_of, fn.inputs), fn._arrays)
-            ):
-                _check_unchanged(fn)  # an input changed since the forward
+            if fn._epoch != _epoch[0]:
+                _check_unchanged(fn)  # something changed in place since the forward: an input?
             fn.create_graph = create_graph  # the mode this backward runs in (see Function)
             input_grads = fn.backward(g)
             if not retain_graph:
