@@ -365,16 +365,16 @@ def _topological_order(roots: Sequence[Tensor]) -> list[Tensor]:
     an earlier backward released: better no gradients than half of them.
     """
     order: list[Tensor] = []
-    visited: set[int] = set()
+    visited: set[Tensor] = set()  # tensors as keys: see run_backward's grads
     stack: list[tuple[Tensor, bool]] = [(r, False) for r in roots]
     while stack:
         tensor, children_done = stack.pop()
         if children_done:
             order.append(tensor)
             continue
-        if id(tensor) in visited:
+        if tensor in visited:
             continue
-        visited.add(id(tensor))
+        visited.add(tensor)
         stack.append((tensor, True))
         fn = tensor._ctx
         if fn is not None:
@@ -385,7 +385,7 @@ def _topological_order(roots: Sequence[Tensor]) -> list[Tensor]:
                     "retain_graph=True the first time if you need to backward twice"
                 )
             for parent in fn.inputs:
-                if parent.requires_grad and id(parent) not in visited:
+                if parent.requires_grad and parent not in visited:
                     stack.append((parent, False))
     return order
 
@@ -441,22 +441,24 @@ def run_backward(
     returned and no ``.grad`` is touched.
     """
     # Gradients travel as arrays in a plain backward and as tensors under create_graph.
-    grads: dict[int, Any] = {}
+    # Keyed by the tensor itself: Tensor hashes by identity (object.__hash__), and a dict
+    # compares keys by identity before equality, so Tensor's elementwise == never runs;
+    # this is faster than keying by id(tensor).
+    grads: dict[Tensor, Any] = {}
     for root, gradient in zip(roots, root_grads):
         g = _root_gradient(root, gradient)
         g = g if create_graph else g.data
-        grads[id(root)] = grads[id(root)] + g if id(root) in grads else g
+        grads[root] = grads[root] + g if root in grads else g
 
     order = _topological_order(roots)
     tracer = _backward_tracer
     if tracer is not None:  # wraps each node's backward for this walk (see trace.py)
         tracer.watch(order)
-    captured: dict[int, Any] = {} if capture is None else {id(t): None for t in capture}
+    captured: dict[Tensor, Any] = {} if capture is None else {t: None for t in capture}
     mode = _grad_mode.set(bool(create_graph))  # a plain backward records nothing
     try:
         for tensor in reversed(order):
-            key = id(tensor)
-            g = grads.pop(key, None)
+            g = grads.pop(tensor, None)
             if g is None:
                 continue
             if tensor._hooks:
@@ -465,8 +467,8 @@ def run_backward(
                 g.name = "d" + tensor.name  # label the backward graph: dZ, dA, dS, dQ, ...
             fn = tensor._ctx
             if capture is not None:
-                if key in captured:
-                    captured[key] = g
+                if tensor in captured:
+                    captured[tensor] = g
             elif fn is None or tensor._retains_grad:
                 _accumulate_into(tensor, g, create_graph)
             if fn is None:
@@ -482,8 +484,8 @@ def run_backward(
                     continue
                 if not create_graph and pg.__class__ is Tensor:
                     pg = pg.data  # a formula that built a tensor from a saved constant
-                key = id(parent)
-                grads[key] = grads[key] + pg if key in grads else pg
+                earlier = grads.get(parent)  # the parent feeds several nodes: sum (chain rule)
+                grads[parent] = pg if earlier is None else earlier + pg
     finally:
         _grad_mode.reset(mode)
         if tracer is not None:
@@ -491,7 +493,7 @@ def run_backward(
 
     if capture is None:
         return None
-    return [_as_tensor_grad(captured[id(t)], t) for t in capture]
+    return [_as_tensor_grad(captured[t], t) for t in capture]
 
 
 def _run_hooks(tensor: Tensor, g: Any, create_graph: bool) -> Any:
