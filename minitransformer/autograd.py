@@ -268,6 +268,10 @@ class Function:
     what catches a broken rule 2. ``docs/contributing.md`` walks through adding an op.
     """
 
+    # What the engine records on every node are slots (cheaper to write than a dict, and
+    # one node is made per op); what an op's forward stashes goes to the instance's __dict__.
+    __slots__ = ("inputs", "module", "_arrays", "_epoch", "__dict__", "__weakref__")
+
     create_graph = False  # set by the engine on each node, just before its backward
     uses_output = False  # keep a weak reference to the output for backward
     changes_device = False  # only To: its output lives on another device than its input
@@ -342,7 +346,7 @@ class Function:
 
     def release(self) -> None:
         """Drop what ``forward`` saved; the graph's structure stays for drawing."""
-        self.__dict__ = {"inputs": self.inputs, "module": self.module, "released": True}
+        self.__dict__ = {"released": True}  # inputs and module (slots) stay
 
     @property
     def name(self) -> str:

@@ -66,8 +66,14 @@ class Tensor:
         requires_grad: whether gradients flow to (and through) this tensor.
     """
 
-    __slots__ = ("_data", "grad", "requires_grad", "device", "_ctx", "_hooks", "_retains_grad",
-                 "name", "__weakref__")
+    # Every op makes a tensor, so making one must be cheap: the four attributes every tensor
+    # sets are slots; the rarer ones are class defaults, written to the instance's __dict__
+    # only by the tensors that get them (a leaf's .grad, a name, a hook).
+    __slots__ = ("_data", "device", "requires_grad", "_ctx", "__dict__", "__weakref__")
+    grad: Tensor | None = None
+    name: str | None = None
+    _hooks: tuple[Callable, ...] | list[Callable] = ()
+    _retains_grad = False
     __array_ufunc__ = None  # so that ndarray * Tensor defers to Tensor.__rmul__
 
     def __init__(
@@ -96,12 +102,8 @@ class Tensor:
             array = array.astype(float32)  # Python floats become float32, as in PyTorch
         self._data = array
         self.device = device
-        self.grad: Tensor | None = None
         self.requires_grad = False
         self._ctx = None
-        self._hooks: tuple[Callable, ...] | list[Callable] = ()
-        self._retains_grad = False
-        self.name: str | None = None
         if requires_grad:
             self.requires_grad_(True)
 
@@ -111,12 +113,8 @@ class Tensor:
         t = cls.__new__(cls)
         t._data = array
         t.device = device
-        t.grad = None
         t.requires_grad = False
         t._ctx = None
-        t._hooks = ()
-        t._retains_grad = False
-        t.name = None
         return t
 
     # ----- attributes ---------------------------------------------------------------------

@@ -28,7 +28,7 @@ class Parameter(Tensor):
     tensor kept on a module.
     """
 
-    __slots__ = ()  # Tensor uses __slots__; this keeps Parameter free of a __dict__
+    __slots__ = ()  # adds nothing to Tensor's slots
 
     def __init__(self, data: Any, requires_grad: bool = True) -> None:
         super().__init__(data, requires_grad=requires_grad)
