@@ -281,16 +281,10 @@ class Module:
         Copies, so that the snapshot does not change when training goes on (an optimizer
         updates parameters in place).
         """
-        state: OrderedDict[str, Tensor] = OrderedDict()
-        for module_name, module in self.named_modules():
-            entries = [*module._parameters.items(), *module._buffers.items()]
-            for name, t in entries:
-                if t is None or name in module._non_persistent:
-                    continue
-                key = f"{module_name}.{name}" if module_name else name
-                if key not in state:
-                    state[key] = Tensor._from_array(t.data.copy(), t.device)
-        return state
+        return OrderedDict(
+            (key, Tensor._from_array(t.data.copy(), t.device))
+            for key, t in self._state_targets().items()
+        )
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True
@@ -331,7 +325,8 @@ class Module:
         return IncompatibleKeys(missing, unexpected)
 
     def _state_targets(self) -> dict[str, Tensor]:
-        """The live tensors that ``state_dict`` keys name."""
+        """The live tensors that ``state_dict`` keys name, in its order (a tensor reached
+        under two names, e.g. a tied weight, is kept under each; a name met twice, once)."""
         targets: dict[str, Tensor] = {}
         for module_name, module in self.named_modules():
             for name, t in [*module._parameters.items(), *module._buffers.items()]:
