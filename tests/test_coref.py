@@ -11,7 +11,6 @@ import pytest
 
 import minitransformer as mt
 from minitransformer import serialization
-from minitransformer.coref import training as coref_training
 from minitransformer.coref.data import (
     ARTICLE_SENTENCE,
     UnknownWordError,
@@ -221,7 +220,7 @@ def test_resume_with_more_epochs_extends_a_finished_run(tmp_path):
     assert longer.run.history.step_loss[:steps_per_epoch] == first_epoch_losses
     assert len(longer.run.history.step_loss) == 3 * steps_per_epoch
     # the schedule was stretched to the new length, not kept at the old one
-    _, state = coref_training._load(str(tmp_path / "run" / CHECKPOINT_FILE), "cpu")
+    state = serialization.load(str(tmp_path / "run" / CHECKPOINT_FILE))
     assert int(state["scheduler"]["total_steps"]) == 3 * steps_per_epoch
     with pytest.raises(ValueError, match="cannot shorten it to 2"):
         resume(tmp_path / "run", progress=False, log=quiet, epochs=2)
