@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -389,16 +389,34 @@ def _convert_in_place(t: Tensor, dtype: np.dtype | None, device: str | None) -> 
         mark_changed(t, "Module.to()")
 
 
-class Sequential(Module):
+_Numbered = TypeVar("_Numbered", bound="_NumberedModules")
+
+
+class _NumberedModules(Module):
+    """Sub-modules named "0", "1", ... in order: what Sequential and ModuleList share."""
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def append(self: _Numbered, module: Module) -> _Numbered:
+        """Add ``module`` at the end; returns self."""
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_NumberedModules):
     """Modules applied one after another: ``Sequential(a, b, c)(x) == c(b(a(x)))``."""
 
     def __init__(self, *modules: Module) -> None:
         super().__init__()
-        for index, module in enumerate(modules):
-            self.add_module(str(index), module)
+        for module in modules:
+            self.append(module)
 
     def forward(self, x: Any) -> Any:
-        for module in self._modules.values():
+        for module in self:
             x = module(x)
         return x
 
@@ -408,24 +426,13 @@ class Sequential(Module):
             return Sequential(*items[index])
         return items[index]
 
-    def __len__(self) -> int:
-        return len(self._modules)
 
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def append(self, module: Module) -> Sequential:
-        self.add_module(str(len(self)), module)
-        return self
-
-
-class ModuleList(Module):
+class ModuleList(_NumberedModules):
     """A list of modules whose parameters are registered (a plain list would hide them)."""
 
     def __init__(self, modules: Iterable[Module] | None = None) -> None:
         super().__init__()
-        for module in modules or ():
-            self.append(module)
+        self.extend(modules or ())
 
     def _index(self, index: int) -> str:
         n = len(self)
@@ -440,16 +447,6 @@ class ModuleList(Module):
 
     def __setitem__(self, index: int, module: Module) -> None:
         self.add_module(self._index(index), module)
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def append(self, module: Module) -> ModuleList:
-        self.add_module(str(len(self)), module)
-        return self
 
     def extend(self, modules: Iterable[Module]) -> ModuleList:
         for module in modules:
