@@ -236,6 +236,19 @@ def finished_run(tmp_path_factory):
     return directory
 
 
+CHECKPOINT_ENTRIES = {"kind", "version", "config", "model_config", "model", "optimizer",
+                      "scheduler", "vocabulary", "rng", "history"}  # format version 1
+
+
+def test_the_checkpoint_keeps_the_format_earlier_versions_wrote(finished_run):
+    """Version 1, entry for entry, so that checkpoints saved before still load."""
+    state = serialization.load(str(finished_run / CHECKPOINT_FILE))
+    assert (state["kind"], state["version"]) == ("minitransformer-coref-run", 1)
+    assert set(state) == CHECKPOINT_ENTRIES and set(state["rng"]) == {"batches", "dropout"}
+    assert set(state["history"]) == {"step_loss", "epoch_loss", "train_accuracy",
+                                     "test_accuracy", "seconds"}
+
+
 def test_missing_truncated_and_foreign_checkpoints(finished_run, tmp_path):
     missing = tmp_path / "nothing-here.npz"
     with pytest.raises(CheckpointError, match="nothing-here.npz"):
