@@ -26,7 +26,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from minitransformer import backend
+from minitransformer import backend, tuning
 from minitransformer.errors import DeviceError, GraphError, ShapeError
 
 # What a backward formula computes with: arrays (NumPy or CuPy) in a plain backward, tensors
@@ -444,6 +444,8 @@ def run_backward(
     ``.grad``, unless ``capture`` is given: then the gradients of those tensors are
     returned and no ``.grad`` is touched.
     """
+    if not tuning.first_backward_done:
+        tuning.on_first_backward()  # the allocator setting, once per process (see tuning)
     # Gradients travel as arrays in a plain backward and as tensors under create_graph.
     # Keyed by the tensor itself: Tensor hashes by identity (object.__hash__), and a dict
     # compares keys by identity before equality, so Tensor's elementwise == never runs;
