@@ -296,8 +296,8 @@ def scaled_dot_product_attention(
       * ``"composed"``: :func:`attention_reference`, primitive ops that autograd
         differentiates; slow, for reading and checking;
       * ``"auto"`` (the default): tiled when the weights are not needed, there is no
-        dropout and one (..., L, S) array would take at least ``TILED_MIN_BYTES``;
-        otherwise fused.
+        dropout and each (L, S) matrix of scores has at least ``TILED_MIN_SCORES``
+        entries; otherwise fused.
 
     With ``need_weights=False`` the second element returned is None.
     """
@@ -360,10 +360,11 @@ def composed_attention() -> Iterator[None]:
 
 
 _IMPLEMENTATIONS = ("auto", "fused", "tiled", "composed")
-# The auto choice turns tiled when one (..., L, S) array of scores would take this much:
-# below it, the tiled path's thread pool costs more than it saves. (Measured: see the
-# attention section of docs/benchmarks.md.)
-TILED_MIN_BYTES = 2**22
+# The auto choice turns tiled when each (L, S) matrix of scores has this many entries
+# (n = 256 for L = S): with smaller matrices, cut into tiles of a few rows, the calls per
+# tile cost more than the two threads save, whatever the batch (measured: see the
+# attention section of docs/benchmarks.md).
+TILED_MIN_SCORES = 2**16
 # Up to this size of one (..., L, S) array, the tiled path keeps its weights for the
 # backward instead of recomputing them: a product and an exponential fewer per tile, for
 # n^2 memory (at n = 1,024 with 8 heads in float32, 32 MiB).
@@ -381,11 +382,7 @@ def _choose_implementation(query: Tensor, key: Tensor, value: Tensor, need_weigh
     """"tiled" when the weights are not wanted and would be large, else "fused"."""
     if need_weights or dropout_p > 0 or min(query.ndim, key.ndim, value.ndim) < 2:
         return "fused"
-    try:
-        scores_bytes = _scores_bytes(query, key, value)
-    except ValueError:
-        return "fused"  # whose argument checks name the shapes
-    return "tiled" if scores_bytes >= TILED_MIN_BYTES else "fused"
+    return "tiled" if query.shape[-2] * key.shape[-2] >= TILED_MIN_SCORES else "fused"
 
 
 def attention_reference(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -74,6 +75,7 @@ def single_threaded_blas() -> Iterator[None]:
                 set_threads(_blas_users[1])
 
 
+@functools.cache  # reading /proc/self/maps took ~1 ms: once per process, not per block
 def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
     """OpenBLAS's get/set-number-of-threads functions, from the copy NumPy has loaded."""
     try:

@@ -262,19 +262,18 @@ def test_tiled_matches_torch_sdpa_causal(rng):
 
 
 def test_auto_chooses_tiled_only_for_large_scores_without_weights(rng, monkeypatch):
-    q, k, v = _qkv(rng)  # (2, 3, L, E): 2 * 3 * L * S float64 scores
-    scores_bytes = 2 * 3 * L * S * 8
+    q, k, v = _qkv(rng)  # (2, 3, L, E): (L, S) matrices of scores
 
     def node(**options):
         out, _ = F.scaled_dot_product_attention(q, k, v, **options)
         return type(out._ctx).__name__
 
-    monkeypatch.setattr(F, "TILED_MIN_BYTES", scores_bytes)
+    monkeypatch.setattr(F, "TILED_MIN_SCORES", L * S)
     assert node(need_weights=False) == "TiledAttention"
     assert node(need_weights=True) == "ScaledDotProductAttention"  # the weights are wanted
     assert node(need_weights=False, dropout_p=0.2,
                 generator=np.random.default_rng(0)) == "ScaledDotProductAttention"
-    monkeypatch.setattr(F, "TILED_MIN_BYTES", scores_bytes + 1)
+    monkeypatch.setattr(F, "TILED_MIN_SCORES", L * S + 1)
     assert node(need_weights=False) == "ScaledDotProductAttention"
     assert node(need_weights=False, implementation="tiled") == "TiledAttention"
 
@@ -298,7 +297,7 @@ def test_multi_head_attention_without_weights_can_run_tiled(rng, monkeypatch):
     mha = mt.nn.MultiHeadAttention(8, 2, dtype=mt.float64)
     x = randn(rng, 2, 5, 8)
     expected, _ = mha(x, need_weights=False)
-    monkeypatch.setattr(F, "TILED_MIN_BYTES", 1)
+    monkeypatch.setattr(F, "TILED_MIN_SCORES", 1)
     out, weights = mha(x, need_weights=False)
     assert weights is None and type(out._ctx).__name__ != "ScaledDotProductAttention"
     np.testing.assert_allclose(out.data, expected.data, atol=1e-12)

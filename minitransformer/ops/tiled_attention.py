@@ -63,6 +63,7 @@ import numpy as np
 from minitransformer import backend, tuning
 from minitransformer.autograd import Function, grad
 from minitransformer.errors import ShapeError
+from minitransformer.ops.attention import mask_array
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import unbroadcast
 from minitransformer.tensor import Tensor
@@ -314,13 +315,6 @@ class TiledAttention(Function):
         return tuple(next(grads) if t.requires_grad else None for t in (q, k, v))
 
 
-def _mask_array(mask: Any, like: Tensor) -> Any:
-    """A mask (tensor, array or list) as an array on ``like``'s device; floats in its dtype."""
-    mask = mask.data if isinstance(mask, Tensor) else mask
-    mask = backend.to_device(mask if backend.is_array(mask) else np.asarray(mask), like.device)
-    return mask if mask.dtype == bool else mask.astype(like.dtype, copy=False)
-
-
 @register(top_level=False)  # a fused node: in the gradient test lists
 def tiled_attention(
     query: Tensor,
@@ -364,7 +358,7 @@ def tiled_attention(
             f"and key {key.shape}"
         )
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
-    blocked, bias = (None if m is None else _mask_array(m, query) for m in (blocked, bias))
+    blocked, bias = (None if m is None else mask_array(m, query) for m in (blocked, bias))
     return TiledAttention.apply(
         query, key, value, scale=scale, blocked=blocked, bias=bias, causal=causal,
         block_q=block_q, block_k=block_k, workers=workers,
