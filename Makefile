@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e '.[demo]'
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base

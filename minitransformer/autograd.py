@@ -179,6 +179,13 @@ def mark_changed(tensor: Tensor, what: str) -> None:
         _changes[key] = (count, _epoch[0], f"{what} (on the tensor of {shape})", ref)
 
 
+def start_new_epoch() -> None:
+    """Make the next backward check every node recorded before now (see
+    :func:`_check_unchanged`); called when a tensor is given a new array (``t.data = a``)."""
+    with _epoch_lock:
+        _epoch[0] += 1
+
+
 def _weak_ref(base: Any, key: int) -> Any:
     def forget(ref: weakref.ref) -> None:
         if key in _changes and _changes[key][3] is ref:
@@ -205,7 +212,8 @@ def version_of(tensor: Tensor) -> int:
 
 def _check_unchanged(fn: Function) -> None:
     """Raise, naming the input and what changed it, if an input of ``fn`` changed since
-    ``fn`` was recorded."""
+    ``fn`` was recorded. Called only for nodes recorded before the latest epoch: until
+    something changes in place, no node needs looking at."""
     epoch = fn._epoch
     for position, (t, array) in enumerate(zip(fn.inputs, fn._arrays)):
         if t.data is not array:  # a new array: from Module.to, or a user's .data = ...
@@ -260,6 +268,10 @@ class Function:
     what catches a broken rule 2. ``docs/contributing.md`` walks through adding an op.
     """
 
+    # What the engine records on every node are slots (cheaper to write than a dict, and
+    # one node is made per op); what an op's forward stashes goes to the instance's __dict__.
+    __slots__ = ("inputs", "module", "_arrays", "_epoch", "__dict__", "__weakref__")
+
     create_graph = False  # set by the engine on each node, just before its backward
     uses_output = False  # keep a weak reference to the output for backward
     changes_device = False  # only To: its output lives on another device than its input
@@ -275,7 +287,7 @@ class Function:
     def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
         """Run the op on ``inputs`` and, if any needs a gradient, record it."""
         device = inputs[0].device
-        for t in inputs:
+        for t in inputs[1:]:
             if t.device != device:
                 raise DeviceError(
                     f"{cls.__name__} got tensors on different devices: "
@@ -307,7 +319,7 @@ class Function:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
         if self.create_graph:
             return self.inputs
-        return tuple(map(_data_of, self.inputs))
+        return self._arrays  # the arrays forward saw; the engine checked they are unchanged
 
     def output(self) -> Value:
         """The output, as an array or a tensor like :attr:`args`."""
@@ -323,7 +335,8 @@ class Function:
 
     @property
     def needs_input_grad(self) -> tuple[bool, ...]:
-        return tuple([t.requires_grad for t in self.inputs])
+        """For each input, whether it wants a gradient (a backward may skip the others)."""
+        return tuple(map(_requires_grad_of, self.inputs))
 
     def forward(self, *arrays: Any, **params: Any) -> Any:
         raise NotImplementedError
@@ -333,15 +346,16 @@ class Function:
 
     def release(self) -> None:
         """Drop what ``forward`` saved; the graph's structure stays for drawing."""
-        self.__dict__ = {"inputs": self.inputs, "module": self.module, "released": True}
+        self.__dict__ = {"released": True}  # inputs and module (slots) stay
 
     @property
     def name(self) -> str:
         return type(self).__name__
 
 
-_data_of = operator.attrgetter("data")
-_is_not = operator.is_not
+# attrgetter in map() runs without a Python frame per item (these are on every node's path).
+_data_of = operator.attrgetter("_data")  # Tensor.data without the property call
+_requires_grad_of = operator.attrgetter("requires_grad")
 _NUMPY_SCALARS = frozenset(
     {np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
      np.bool_, np.complex64, np.complex128}
@@ -355,16 +369,16 @@ def _topological_order(roots: Sequence[Tensor]) -> list[Tensor]:
     an earlier backward released: better no gradients than half of them.
     """
     order: list[Tensor] = []
-    visited: set[int] = set()
+    visited: set[Tensor] = set()  # tensors as keys: see run_backward's grads
     stack: list[tuple[Tensor, bool]] = [(r, False) for r in roots]
     while stack:
         tensor, children_done = stack.pop()
         if children_done:
             order.append(tensor)
             continue
-        if id(tensor) in visited:
+        if tensor in visited:
             continue
-        visited.add(id(tensor))
+        visited.add(tensor)
         stack.append((tensor, True))
         fn = tensor._ctx
         if fn is not None:
@@ -375,7 +389,7 @@ def _topological_order(roots: Sequence[Tensor]) -> list[Tensor]:
                     "retain_graph=True the first time if you need to backward twice"
                 )
             for parent in fn.inputs:
-                if parent.requires_grad and id(parent) not in visited:
+                if parent.requires_grad and parent not in visited:
                     stack.append((parent, False))
     return order
 
@@ -431,22 +445,24 @@ def run_backward(
     returned and no ``.grad`` is touched.
     """
     # Gradients travel as arrays in a plain backward and as tensors under create_graph.
-    grads: dict[int, Any] = {}
+    # Keyed by the tensor itself: Tensor hashes by identity (object.__hash__), and a dict
+    # compares keys by identity before equality, so Tensor's elementwise == never runs;
+    # this is faster than keying by id(tensor).
+    grads: dict[Tensor, Any] = {}
     for root, gradient in zip(roots, root_grads):
         g = _root_gradient(root, gradient)
         g = g if create_graph else g.data
-        grads[id(root)] = grads[id(root)] + g if id(root) in grads else g
+        grads[root] = grads[root] + g if root in grads else g
 
     order = _topological_order(roots)
     tracer = _backward_tracer
     if tracer is not None:  # wraps each node's backward for this walk (see trace.py)
         tracer.watch(order)
-    captured: dict[int, Any] = {} if capture is None else {id(t): None for t in capture}
+    captured: dict[Tensor, Any] = {} if capture is None else {t: None for t in capture}
     mode = _grad_mode.set(bool(create_graph))  # a plain backward records nothing
     try:
         for tensor in reversed(order):
-            key = id(tensor)
-            g = grads.pop(key, None)
+            g = grads.pop(tensor, None)
             if g is None:
                 continue
             if tensor._hooks:
@@ -455,16 +471,14 @@ def run_backward(
                 g.name = "d" + tensor.name  # label the backward graph: dZ, dA, dS, dQ, ...
             fn = tensor._ctx
             if capture is not None:
-                if key in captured:
-                    captured[key] = g
+                if tensor in captured:
+                    captured[tensor] = g
             elif fn is None or tensor._retains_grad:
                 _accumulate_into(tensor, g, create_graph)
             if fn is None:
                 continue
-            if (fn._epoch != _epoch[0] and fn.uses_input_values) or any(
-                map(_is_not, map(_data_of, fn.inputs), fn._arrays)
-            ):
-                _check_unchanged(fn)  # an input changed since the forward
+            if fn._epoch != _epoch[0]:
+                _check_unchanged(fn)  # something changed in place since the forward: an input?
             fn.create_graph = create_graph  # the mode this backward runs in (see Function)
             input_grads = fn.backward(g)
             if not retain_graph:
@@ -474,8 +488,8 @@ def run_backward(
                     continue
                 if not create_graph and pg.__class__ is Tensor:
                     pg = pg.data  # a formula that built a tensor from a saved constant
-                key = id(parent)
-                grads[key] = grads[key] + pg if key in grads else pg
+                earlier = grads.get(parent)  # the parent feeds several nodes: sum (chain rule)
+                grads[parent] = pg if earlier is None else earlier + pg
     finally:
         _grad_mode.reset(mode)
         if tracer is not None:
@@ -483,7 +497,7 @@ def run_backward(
 
     if capture is None:
         return None
-    return [_as_tensor_grad(captured[id(t)], t) for t in capture]
+    return [_as_tensor_grad(captured[t], t) for t in capture]
 
 
 def _run_hooks(tensor: Tensor, g: Any, create_graph: bool) -> Any:

@@ -22,8 +22,9 @@ from minitransformer.errors import GradcheckError
 from minitransformer.tensor import Tensor, float64
 
 
-def _as_tuple(out: Any) -> tuple[Tensor, ...]:
-    return (out,) if isinstance(out, Tensor) else tuple(out)
+def _as_tuple(values: Any) -> tuple[Tensor, ...]:
+    """One tensor or a sequence of them, as a tuple."""
+    return (values,) if isinstance(values, Tensor) else tuple(values)
 
 
 def _projection(outputs: tuple[Tensor, ...], projections: list[Any]) -> float:
@@ -65,7 +66,7 @@ def gradcheck(
     with ``requires_grad`` is checked. Returns True, or raises :class:`GradcheckError`
     naming the input, the worst element, and both values.
     """
-    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    inputs = _as_tuple(inputs)
     checked = [(i, x) for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input has requires_grad=True")
@@ -122,7 +123,6 @@ def gradgradcheck(
 ) -> bool:
     """Check second derivatives: gradcheck the gradient of ``v . fn(x)`` (built with
     ``create_graph=True``) against finite differences of that gradient."""
-    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
     rng = np.random.default_rng(seed + 1)
     projections: list[Any] = []
 

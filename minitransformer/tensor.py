@@ -66,8 +66,14 @@ class Tensor:
         requires_grad: whether gradients flow to (and through) this tensor.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "device", "_ctx", "_hooks", "_retains_grad",
-                 "name", "__weakref__")
+    # Every op makes a tensor, so making one must be cheap: the four attributes every tensor
+    # sets are slots; the rarer ones are class defaults, written to the instance's __dict__
+    # only by the tensors that get them (a leaf's .grad, a name, a hook).
+    __slots__ = ("_data", "device", "requires_grad", "_ctx", "__dict__", "__weakref__")
+    grad: Tensor | None = None
+    name: str | None = None
+    _hooks: tuple[Callable, ...] | list[Callable] = ()
+    _retains_grad = False
     __array_ufunc__ = None  # so that ndarray * Tensor defers to Tensor.__rmul__
 
     def __init__(
@@ -94,14 +100,10 @@ class Tensor:
             )
         if dtype is None and from_python and array.dtype == float64:
             array = array.astype(float32)  # Python floats become float32, as in PyTorch
-        self.data = array
+        self._data = array
         self.device = device
-        self.grad: Tensor | None = None
         self.requires_grad = False
         self._ctx = None
-        self._hooks: tuple[Callable, ...] | list[Callable] = ()
-        self._retains_grad = False
-        self.name: str | None = None
         if requires_grad:
             self.requires_grad_(True)
 
@@ -109,28 +111,36 @@ class Tensor:
     def _from_array(cls, array: Any, device: str) -> Tensor:
         """Wrap an array without copying or checks (the fast path ops use)."""
         t = cls.__new__(cls)
-        t.data = array
+        t._data = array
         t.device = device
-        t.grad = None
         t.requires_grad = False
         t._ctx = None
-        t._hooks = ()
-        t._retains_grad = False
-        t.name = None
         return t
 
     # ----- attributes ---------------------------------------------------------------------
     @property
+    def data(self) -> Any:
+        """The backend array. Assigning a new one is an in-place change of the tensor."""
+        return self._data
+
+    @data.setter
+    def data(self, array: Any) -> None:
+        self._data = array
+        # Nodes recorded before now may hold the old array: make the next backward check
+        # them (see autograd._check_unchanged). Reading .data costs nothing extra.
+        autograd.start_new_epoch()
+
+    @property
     def shape(self) -> tuple[int, ...]:
-        return self.data.shape
+        return self._data.shape
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def dtype(self) -> np.dtype:
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def size(self) -> Size:
@@ -493,9 +503,10 @@ def as_tensor(x: Any, like: Tensor) -> Tensor:
     """``x`` as a tensor next to ``like``: scalars take ``like``'s float dtype and device."""
     if isinstance(x, Tensor):
         return x
-    if isinstance(x, int | float) and like.dtype.kind == "f":
-        # A NumPy scalar of like's dtype: both NumPy and CuPy arrays combine with it, and it
-        # costs far less to make than a 0-d array (x * 0.5 is a hot path).
+    if isinstance(x, (int, float)) and like.dtype.kind == "f":
+        if like.device == "cpu":  # x * 0.5 is a hot path: see backend.constant
+            return Tensor._from_array(backend.constant(x, like._data), "cpu")
+        # A NumPy scalar of like's dtype: CuPy arrays combine with it (not with NumPy arrays).
         return Tensor._from_array(like.dtype.type(x), like.device)
     return Tensor(x, device=like.device)
 

@@ -1,4 +1,4 @@
-"""Process-wide tuning for speed: glibc's allocator and OpenBLAS's threads.
+"""Process-wide tuning for speed: glibc's allocator, OpenBLAS's threads, the cycle collector.
 
 Both change the whole process, so the library never applies them on import: the
 ``minitransformer`` command, the training loop and the benchmarks opt in. ``backend.py``
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import gc
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -94,3 +95,20 @@ def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
             if getter is not None and setter is not None:
                 return getter, setter
     return None
+
+
+@contextlib.contextmanager
+def cycle_collector_paused() -> Iterator[None]:
+    """Turn Python's cyclic garbage collector off inside the block (then back on, if it was).
+
+    Only reference counting frees objects meanwhile. Building a large graph allocates many
+    long-lived objects, and every so many allocations the collector would scan them all
+    again; code that makes no cycles loses nothing by pausing it.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -227,13 +227,54 @@ def test_importing_the_package_imports_no_drawing_or_progress_library() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_with_numpy_alone_the_library_trains_and_the_command_line_says_what_is_missing(
+        tmp_path: Path) -> None:
+    """A Python that sees only NumPy (``-S``: no site-packages) and the source tree: a model
+    trains; the command prints one line naming the ``demo`` extra."""
+    import subprocess
+    import sys
+
+    site = Path(np.__file__).parent.parent
+    alone = tmp_path / "numpy-only"
+    alone.mkdir()
+    for name in ("numpy", "numpy.libs"):
+        if (site / name).exists():
+            (alone / name).symlink_to(site / name)
+    code = textwrap.dedent("""
+        import sys
+        import minitransformer as mt
+        from minitransformer import nn, optim
+        model = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16)
+        opt = optim.AdamW(model.parameters(), lr=1e-2)
+        x = mt.randn(2, 5, 8)
+        losses = []
+        for _ in range(3):
+            loss = (model(x) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[-1] < losses[0], losses
+        from minitransformer.cli import main
+        sys.exit(main(["demo"]))
+    """)
+    env = {"PYTHONPATH": f"{alone}:{PACKAGE.parent}", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "graphviz, tqdm, matplotlib" in lines[0], result.stderr
+    assert "pip install 'minitransformer[demo]'" in lines[0]
+
+
 def test_the_engine_does_not_import_the_coreference_application() -> None:
     offenders = []
     for folder in ("ops", "nn", "optim", "viz"):
         for path in sorted((PACKAGE / folder).rglob("*.py")):
             if "minitransformer.coref" in path.read_text(encoding="utf-8"):
                 offenders.append(str(path.relative_to(PACKAGE)))
-    for name in ("autograd.py", "tensor.py", "backend.py", "functional.py", "gradcheck.py"):
+    for name in ("autograd.py", "tensor.py", "backend.py", "functional.py", "gradcheck.py",
+                 "runs.py"):
         if "minitransformer.coref" in (PACKAGE / name).read_text(encoding="utf-8"):
             offenders.append(name)
     assert not offenders, f"the engine imports the coreference application: {offenders}"

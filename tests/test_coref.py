@@ -11,7 +11,6 @@ import pytest
 
 import minitransformer as mt
 from minitransformer import serialization
-from minitransformer.coref import training as coref_training
 from minitransformer.coref.data import (
     ARTICLE_SENTENCE,
     UnknownWordError,
@@ -221,7 +220,7 @@ def test_resume_with_more_epochs_extends_a_finished_run(tmp_path):
     assert longer.run.history.step_loss[:steps_per_epoch] == first_epoch_losses
     assert len(longer.run.history.step_loss) == 3 * steps_per_epoch
     # the schedule was stretched to the new length, not kept at the old one
-    _, state = coref_training._load(str(tmp_path / "run" / CHECKPOINT_FILE), "cpu")
+    state = serialization.load(str(tmp_path / "run" / CHECKPOINT_FILE))
     assert int(state["scheduler"]["total_steps"]) == 3 * steps_per_epoch
     with pytest.raises(ValueError, match="cannot shorten it to 2"):
         resume(tmp_path / "run", progress=False, log=quiet, epochs=2)
@@ -235,6 +234,19 @@ def finished_run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("run")
     train(TrainConfig(epochs=1, **TINY), directory, progress=False, log=quiet)
     return directory
+
+
+CHECKPOINT_ENTRIES = {"kind", "version", "config", "model_config", "model", "optimizer",
+                      "scheduler", "vocabulary", "rng", "history"}  # format version 1
+
+
+def test_the_checkpoint_keeps_the_format_earlier_versions_wrote(finished_run):
+    """Version 1, entry for entry, so that checkpoints saved before still load."""
+    state = serialization.load(str(finished_run / CHECKPOINT_FILE))
+    assert (state["kind"], state["version"]) == ("minitransformer-coref-run", 1)
+    assert set(state) == CHECKPOINT_ENTRIES and set(state["rng"]) == {"batches", "dropout"}
+    assert set(state["history"]) == {"step_loss", "epoch_loss", "train_accuracy",
+                                     "test_accuracy", "seconds"}
 
 
 def test_missing_truncated_and_foreign_checkpoints(finished_run, tmp_path):

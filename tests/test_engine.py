@@ -18,13 +18,8 @@ from minitransformer.errors import DeviceError, DtypeError, GraphError
 def no_cycle_collector():
     """Turn the cycle collector off: only reference counting can free objects, and deep
     graphs build faster without the collector rescanning them."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with tuning.cycle_collector_paused():
         yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def chain(n: int) -> tuple[mt.Tensor, mt.Tensor]:
@@ -468,6 +463,16 @@ def test_manual_seed_makes_randomness_reproducible() -> None:
 def test_retain_freed_memory_applies_on_linux() -> None:
     applied = tuning.retain_freed_memory()
     assert applied is sys.platform.startswith("linux")
+
+
+def test_cycle_collector_paused_restores_the_collector_as_it_was() -> None:
+    assert gc.isenabled()
+    with tuning.cycle_collector_paused():
+        assert not gc.isenabled()
+        with tuning.cycle_collector_paused():  # nested: the inner one leaves it off
+            pass
+        assert not gc.isenabled()
+    assert gc.isenabled()
 
 
 def test_relu_of_minus_inf_is_zero_and_where_takes_two_scalars() -> None:

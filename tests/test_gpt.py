@@ -173,6 +173,11 @@ def test_training_lowers_the_loss_and_resume_is_exact(tmp_path):
     resumed = resume_gpt(tmp_path / "split", progress=False, log=lambda _: None)
     assert resumed.run.history.step_loss == history.step_loss
 
+    state = mt.load(str(tmp_path / "whole" / "checkpoint.npz"))  # format version 1, unchanged
+    assert (state["kind"], state["version"]) == ("minitransformer-gpt-run", 1)
+    assert set(state) == {"kind", "version", "config", "model_config", "model", "optimizer",
+                          "scheduler", "vocabulary", "rng", "history"}
+    assert set(state["history"]) == {"step_loss", "val_loss", "dependent_accuracy", "seconds"}
     run = load_gpt_run(tmp_path / "whole")
     data = make_stories(0, TINY["train_size"], TINY["val_size"])
     assert evaluate_gpt(run.model, data)["cross_entropy"] == pytest.approx(

@@ -436,6 +436,17 @@ def test_feed_forward_and_softmax_modules():
     np.testing.assert_allclose(probs.data.sum(0), 1)
 
 
+@pytest.mark.parametrize("layer_class", [nn.TransformerEncoderLayer, nn.TransformerDecoderLayer])
+def test_transformer_layers_run_the_feed_forward_block_on_pytorch_named_parts(layer_class):
+    layer = layer_class(4, 2, dim_feedforward=8, activation="gelu", dtype=mt.float64)
+    keys = {k for k in layer.state_dict() if k.startswith(("linear1.", "linear2."))}
+    assert keys == {"linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"}
+    ff = nn.FeedForward(4, 8, activation="gelu", dtype=mt.float64)
+    ff.load_state_dict({k: v for k, v in layer.state_dict().items() if k in keys})
+    x = mt.randn(2, 3, 4, dtype=mt.float64)
+    np.testing.assert_array_equal(layer._feed_forward(x).data, ff(x).data)  # dropout 0
+
+
 # ----- gradchecks (float64) ------------------------------------------------------------------
 def gradcheck_module(module: nn.Module, *inputs, **kwargs) -> None:
     """Gradcheck ``module`` with respect to every input that requires grad AND every

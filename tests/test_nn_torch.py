@@ -67,16 +67,24 @@ def assert_close(ours: mt.Tensor, theirs: torch.Tensor) -> None:
     np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=0, atol=ATOL)
 
 
+def assert_same_results(ours: nn.Module, theirs: torch.nn.Module, out: mt.Tensor,
+                        tout: torch.Tensor, *inputs: tuple[mt.Tensor, torch.Tensor]) -> None:
+    """The same outputs; then, after the same upstream gradient, the same gradients of
+    every ``(ours, theirs)`` input pair and of every parameter."""
+    assert_close(out, tout)
+    backward_both(out, tout)
+    for x, tx in inputs:
+        assert_close(x.grad, tx.grad)
+    assert_same_gradients(ours, theirs)
+
+
 def test_linear():
     theirs = torch.nn.Linear(5, 3, dtype=torch.float64)
     ours = nn.Linear(5, 3)
     load_from_torch(ours, theirs)
     x, tx = pair((2, 4, 5), 0)
     out, tout = ours(x), theirs(tx)
-    assert_close(out, tout)
-    backward_both(out, tout)
-    assert_close(x.grad, tx.grad)
-    assert_same_gradients(ours, theirs)
+    assert_same_results(ours, theirs, out, tout, (x, tx))
 
 
 def test_embedding_with_padding():
@@ -85,9 +93,7 @@ def test_embedding_with_padding():
     load_from_torch(ours, theirs)
     ids = np.array([[0, 2, 5, 2], [1, 1, 3, 2]])
     out, tout = ours(ids), theirs(torch.tensor(ids))
-    assert_close(out, tout)
-    backward_both(out, tout)
-    assert_same_gradients(ours, theirs)
+    assert_same_results(ours, theirs, out, tout)
 
 
 def test_layer_norm():
@@ -99,10 +105,7 @@ def test_layer_norm():
     load_from_torch(ours, theirs)
     x, tx = pair((2, 3, 6), 1)
     out, tout = ours(x), theirs(tx)
-    assert_close(out, tout)
-    backward_both(out, tout)
-    assert_close(x.grad, tx.grad)
-    assert_same_gradients(ours, theirs)
+    assert_same_results(ours, theirs, out, tout, (x, tx))
 
 
 def _mha_case(name: str):
@@ -175,10 +178,7 @@ def test_transformer_encoder_layer(norm_first, activation):
     padding = np.array([[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]], dtype=bool)
     out = ours(x, src_key_padding_mask=padding)
     tout = theirs(tx, src_key_padding_mask=torch.tensor(padding))
-    assert_close(out, tout)
-    backward_both(out, tout)
-    assert_close(x.grad, tx.grad)
-    assert_same_gradients(ours, theirs)
+    assert_same_results(ours, theirs, out, tout, (x, tx))
 
 
 def test_transformer_encoder_stack_with_causal_mask():
@@ -197,7 +197,4 @@ def test_transformer_encoder_stack_with_causal_mask():
     future = np.triu(np.ones((5, 5), dtype=bool), k=1)  # True = may NOT attend, in both
     x, tx = pair((2, 5, 8), 12)
     out, tout = ours(x, mask=future), theirs(tx, mask=torch.tensor(future))
-    assert_close(out, tout)
-    backward_both(out, tout)
-    assert_close(x.grad, tx.grad)
-    assert_same_gradients(ours, theirs)
+    assert_same_results(ours, theirs, out, tout, (x, tx))

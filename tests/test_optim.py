@@ -36,6 +36,21 @@ def run_steps(opt: optim.Optimizer, params: list[mt.Tensor], n: int) -> None:
         opt.step()
 
 
+def step_both(opt: optim.Optimizer, params: list[mt.Tensor], t_opt: torch.optim.Optimizer,
+              t_params: list[torch.Tensor]) -> None:
+    """One step of our optimizer and of PyTorch's, on the same loss gradients."""
+    run_steps(opt, params, 1)
+    t_opt.zero_grad()
+    for tp in t_params:
+        tp.grad = torch.from_numpy(loss_grad(tp.detach().numpy()))
+    t_opt.step()
+
+
+def assert_same_values(params: list[mt.Tensor], t_params: list[torch.Tensor]) -> None:
+    for p, tp in zip(params, t_params):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=0, atol=1e-10)
+
+
 CONFIGS = [
     ("SGD", dict(lr=0.05)),
     ("SGD", dict(lr=0.05, momentum=0.9)),
@@ -64,15 +79,8 @@ def test_ten_steps_match_torch(name, kwargs):
     arrays = [p.data for p in params]
 
     for _ in range(10):
-        opt.zero_grad()
-        set_grads(params)
-        opt.step()
-        t_opt.zero_grad()
-        for tp in t_params:
-            tp.grad = torch.from_numpy(loss_grad(tp.detach().numpy()))
-        t_opt.step()
-        for p, tp in zip(params, t_params):
-            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=0, atol=1e-10)
+        step_both(opt, params, t_opt, t_params)
+        assert_same_values(params, t_params)
 
     for p, array in zip(params, arrays):
         assert p.data is array  # updated in place
@@ -91,13 +99,8 @@ def test_param_groups_with_their_own_lr_match_torch():
     t_opt = torch.optim.SGD([{"params": [t_params[0]]}, {"params": [t_params[1]], "lr": 0.01}],
                             lr=0.1, momentum=0.9)
     for _ in range(5):
-        set_grads(params)
-        opt.step()
-        for tp in t_params:
-            tp.grad = torch.from_numpy(loss_grad(tp.detach().numpy()))
-        t_opt.step()
-    for p, tp in zip(params, t_params):
-        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=0, atol=1e-10)
+        step_both(opt, params, t_opt, t_params)
+    assert_same_values(params, t_params)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.01]
 
 

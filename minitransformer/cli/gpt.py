@@ -106,13 +106,13 @@ def _guarded(handler):  # noqa: ANN001, ANN202 - argparse handlers
 
 
 def _train(args: argparse.Namespace) -> int:
-    from minitransformer.coref.training import CHECKPOINT_FILE
     from minitransformer.gpt.training import (
         GPTTrainConfig,
         load_gpt_run,
         resume_gpt,
         train_gpt,
     )
+    from minitransformer.runs import CHECKPOINT_FILE
 
     given = {name: getattr(args, name) for name in ("epochs", "seed")
              if getattr(args, name) is not None}

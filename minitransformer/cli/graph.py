@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +105,8 @@ def _graph(args: argparse.Namespace) -> int:
     name = out.name[: -len(out.suffix)] if out.suffix else out.name
     try:
         path = render(graph, name, format=fmt, directory=out.parent)
-    except GraphvizNotFoundError as exc:
-        print(f"minitransformer graph: {exc}", file=sys.stderr)
-        return 1
+    except GraphvizNotFoundError as exc:  # the DOT source is written: the error says where
+        raise CommandError(str(exc)) from None
     print(f"wrote {path} (and its DOT source {path.with_suffix('.dot')})")
     return 0
 

@@ -1,12 +1,21 @@
-"""Entry point: ``minitransformer train | attend | demo | graph | compare``.
+"""Entry point: the ``minitransformer`` command and its sub-commands.
 
-    minitransformer train --epochs 8 --seed 0 --out runs/coref
+The coreference task (minitransformer/coref/):
+    minitransformer train --epochs 8 --seed 0 --out runs/coref    train, checkpoint per epoch
+    minitransformer vocab runs/coref                              the words a model knows
     minitransformer attend runs/coref "The animal didn't cross the street because it was too tired."
-    minitransformer demo
+    minitransformer demo                                          train (or reuse), then show
+    minitransformer compare --out runs/compare                    vs an LSTM and a CNN
+Looking inside the engine:
+    minitransformer graph --what encoder --out graph.svg          the computation graph
+    minitransformer explain --what attention --out explain.html   step through fwd and bwd
+    minitransformer exercise list | start DIR | check [NAME]      write the backwards yourself
+A tiny GPT (minitransformer/gpt/):
+    minitransformer gpt train | sample | attend
 
 Bad arguments exit with status 2 (argparse's usage message); a bad checkpoint, unknown
-words or a sentence without a clear pronoun exit with status 1 and one line naming the
-problem, never a traceback.
+words, a sentence without a clear pronoun or any other expected problem exit with status 1
+and one line naming it, never a traceback.
 """
 
 from __future__ import annotations
@@ -34,8 +43,9 @@ from minitransformer.errors import CheckpointError, DeviceError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minitransformer",
-        description="Train a small self-attention model to resolve pronouns, and show "
-                    "what it attends to.",
+        description="A small autograd engine and Transformer: train a self-attention "
+                    "model to resolve pronouns and see what it attends to, draw and step "
+                    "through computation graphs, do the exercises, train a tiny GPT.",
     )
     from minitransformer import __version__
 

@@ -44,15 +44,10 @@ from minitransformer.coref.models.baselines import (
     count_parameters,
 )
 from minitransformer.coref.models.coref import CorefConfig, CorefModel
-from minitransformer.coref.training import (
-    TrainConfig,
-    build_optimizer,
-    evaluate,
-    train_step,
-    write_json,
-)
+from minitransformer.coref.training import TrainConfig, evaluate, train_step
 from minitransformer.nn.conv import Conv1d
 from minitransformer.nn.rnn import LSTM
+from minitransformer.runs import build_optimizer, write_json
 
 __all__ = ["MODELS", "CompareConfig", "benchmark_layers", "run_comparison"]
 

@@ -36,7 +36,8 @@ from minitransformer.coref.compare import (
 )
 from minitransformer.coref.data import make_dataset
 from minitransformer.coref.models.coref import CorefConfig, CorefModel, on_device
-from minitransformer.coref.training import evaluate, write_json
+from minitransformer.coref.training import evaluate
+from minitransformer.runs import write_json
 from minitransformer.tensor import Tensor
 
 LOG_FLOOR = 1e-9  # log(A + floor): finite where a weight is exactly 0 (padding)

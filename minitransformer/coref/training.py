@@ -20,19 +20,17 @@ same weights, bit-identical losses.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 import minitransformer as mt
-from minitransformer import backend, files, optim, serialization, tuning
+from minitransformer import backend, optim, tuning
 from minitransformer import functional as F
 from minitransformer.coref.data import (
     ARTICLE_SENTENCE,
@@ -43,15 +41,26 @@ from minitransformer.coref.data import (
     iterate_batches,
     make_dataset,
 )
-from minitransformer.coref.models.coref import CorefConfig, CorefModel, config_from_dict, resolve
+from minitransformer.coref.models.coref import CorefConfig, CorefModel, resolve
 from minitransformer.errors import CheckpointError
-from minitransformer.nn import Module, StateDictError
+from minitransformer.nn import Module
+from minitransformer.runs import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    Run,
+    RunFormat,
+    SavedLists,
+    build_optimizer,
+    checkpoint_path,
+    config_from_dict,
+    load_checkpoint,
+    log_to_stderr,
+    restore_training,
+    save_checkpoint,
+    write_json,
+)
 
-CHECKPOINT_FILE = "checkpoint.npz"
-METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
-RUN_KIND = "minitransformer-coref-run"
-RUN_VERSION = 1
 
 
 MAX_DISTRACTORS = 32  # far above what helps (docs use at most 12), far below what hurts
@@ -110,17 +119,6 @@ def default_epochs(distractors: int) -> int:
     return 8 if distractors == 0 else 12
 
 
-class SavedLists:
-    """A dataclass of lists of floats that goes into a checkpoint as float64 arrays."""
-
-    def to_dict(self) -> dict[str, np.ndarray]:
-        return {name: np.array(values, dtype=np.float64) for name, values in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> Any:
-        return cls(**{f.name: [float(v) for v in state[f.name]] for f in fields(cls)})
-
-
 @dataclass
 class History(SavedLists):
     """What a run has measured so far; saved with every checkpoint."""
@@ -136,26 +134,15 @@ class History(SavedLists):
         return len(self.epoch_loss)
 
 
-@dataclass
-class Run:
-    """A model with everything needed to use it or to train it on."""
-
-    config: TrainConfig
-    model: CorefModel
-    vocabulary: Vocabulary
-    history: History
-    path: str = ""
-
-    @property
-    def finished(self) -> bool:
-        return self.history.epochs_done >= self.config.epochs
+RUN_FORMAT = RunFormat("minitransformer-coref-run", 1, "a coreference run", TrainConfig,
+                       CorefConfig, CorefModel, History, Vocabulary)
 
 
 @dataclass
 class TrainResult:
     """A finished run and what :func:`compute_metrics` measured on it."""
 
-    run: Run
+    run: Run  # of a TrainConfig, a CorefModel and a History
     test_accuracy: float
     train_seconds: float
     metrics: dict[str, Any]
@@ -181,25 +168,6 @@ def build_model(config: TrainConfig, vocabulary: Vocabulary, device: str = "cpu"
         dropout=config.dropout, max_len=max(64, longest),
     )
     return CorefModel(model_config, device=device)
-
-
-def build_optimizer(model: Module, config: TrainConfig) -> tuple[optim.AdamW, optim.WarmupCosine]:
-    """AdamW (weight decay on matrices only, not on biases and norms) with a warm-up and
-    a cosine decay over the whole run."""
-    params = list(model.parameters())
-    decayed = [p for p in params if p.ndim >= 2]
-    not_decayed = [p for p in params if p.ndim < 2]
-    optimizer = optim.AdamW(
-        [{"params": decayed, "weight_decay": config.weight_decay},
-         {"params": not_decayed, "weight_decay": 0.0}],
-        lr=config.lr,
-    )
-    steps_per_epoch = math.ceil(config.train_size / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
-    scheduler = optim.WarmupCosine(optimizer, warmup_steps, total_steps,
-                                   min_lr=config.lr * config.min_lr_fraction)
-    return optimizer, scheduler
 
 
 # ----------------------------------------------------------------------------- one step
@@ -246,77 +214,13 @@ def evaluate(model: CorefModel, examples: Sequence[Example], vocabulary: Vocabul
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def dropout_generators(model: Module) -> dict[str, np.random.Generator]:
-    """Every random generator inside the model (dropout layers, attention dropout), by name."""
-    return {name: module.generator for name, module in model.named_modules()
-            if isinstance(getattr(module, "generator", None), np.random.Generator)}
-
-
-def save_checkpoint(path: str, run: Run, optimizer: optim.Optimizer,
-                    scheduler: optim.LRScheduler, batch_rng: np.random.Generator) -> None:
-    """Write the whole state of a run to ``path`` in one atomic step."""
-    state = {
-        "kind": RUN_KIND,
-        "version": RUN_VERSION,
-        "config": run.config.to_dict(),
-        "model_config": run.model.config.to_dict(),
-        "model": dict(run.model.state_dict()),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "vocabulary": run.vocabulary.to_dict(),
-        "rng": {
-            "batches": batch_rng.bit_generator.state,
-            "dropout": {name: generator.bit_generator.state
-                        for name, generator in dropout_generators(run.model).items()},
-        },
-        "history": run.history.to_dict(),
-    }
-    serialization.save(state, path)
-
-
-def checkpoint_path(path: str | os.PathLike) -> str:
-    """The checkpoint file of ``path``: a run directory or the file itself."""
-    path = os.fspath(path)
-    return os.path.join(path, CHECKPOINT_FILE) if os.path.isdir(path) else path
-
-
-def _read_checkpoint(path: str) -> dict[str, Any]:
-    state = serialization.load(path)
-    if not isinstance(state, dict) or state.get("kind") != RUN_KIND:
-        raise CheckpointError(f"{path} is not a checkpoint of a coreference run "
-                              f"(written by something else)")
-    if state.get("version") != RUN_VERSION:
-        raise CheckpointError(f"{path} is a run checkpoint of version {state.get('version')!r}; "
-                              f"this minitransformer reads version {RUN_VERSION}")
-    return state
-
-
 def load_run(path: str | os.PathLike, device: str = "cpu") -> Run:
     """The model, vocabulary, config and history of the run at ``path`` (directory or file).
 
     Raises :class:`~minitransformer.errors.CheckpointError` naming the file when it is
     missing, truncated, foreign or does not fit the model it describes.
     """
-    return _load(checkpoint_path(path), device)[0]
-
-
-def _load(path: str, device: str) -> tuple[Run, dict[str, Any]]:
-    state = _read_checkpoint(path)
-    try:
-        config = TrainConfig.from_dict(state["config"])
-        model_config = CorefConfig.from_dict(state["model_config"])
-        vocabulary = Vocabulary.from_dict(state["vocabulary"])
-        history = History.from_dict(state["history"])
-        model = CorefModel(model_config, device=device)
-        model.load_state_dict(state["model"])
-    except StateDictError as exc:
-        first_line = str(exc).splitlines()[-1].strip()
-        raise CheckpointError(f"{path}: the saved weights do not fit the model ({first_line})"
-                              ) from exc
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} is a damaged run checkpoint "
-                              f"({type(exc).__name__}: {exc})") from exc
-    return Run(config, model, vocabulary, history, path), state
+    return load_checkpoint(checkpoint_path(path), RUN_FORMAT, device)[0]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -350,7 +254,7 @@ def resume(out_dir: str | os.PathLike, device: str = "cpu", progress: bool = Tru
     learning rate rises again from where the longer schedule has it at this step.
     """
     path = os.path.join(os.fspath(out_dir), CHECKPOINT_FILE)
-    run, state = _load(path, backend.normalize_device(device))
+    run, state = load_checkpoint(path, RUN_FORMAT, backend.normalize_device(device))
     if epochs is not None and epochs != run.config.epochs:
         if epochs < run.history.epochs_done:
             raise ValueError(f"{path} has already trained {run.history.epochs_done} epochs; "
@@ -361,31 +265,17 @@ def resume(out_dir: str | os.PathLike, device: str = "cpu", progress: bool = Tru
         raise CheckpointError(f"{path}: its vocabulary differs from the one of this version's "
                               f"data generator")
     optimizer, scheduler = build_optimizer(run.model, run.config)
-    batch_rng = np.random.default_rng()
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-        # the step and warm-up as saved, the length of the (possibly extended) run
-        scheduler.load_state_dict(dict(state["scheduler"], total_steps=scheduler.total_steps))
-        batch_rng.bit_generator.state = state["rng"]["batches"]
-        for name, generator in dropout_generators(run.model).items():
-            generator.bit_generator.state = state["rng"]["dropout"][name]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} cannot be resumed: its optimizer or random state is "
-                              f"damaged ({type(exc).__name__}: {exc})") from exc
-    (log or _log_to_stderr)(f"resuming {path} after epoch {run.history.epochs_done}/"
+    batch_rng = restore_training(run, state, optimizer, scheduler)  # schedule: the new length
+    (log or log_to_stderr)(f"resuming {path} after epoch {run.history.epochs_done}/"
                             f"{run.config.epochs}")
     return _fit(run, data, optimizer, scheduler, batch_rng, progress, log)
-
-
-def _log_to_stderr(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: optim.LRScheduler,
          batch_rng: np.random.Generator, progress: bool,
          log: Callable[[str], None] | None) -> TrainResult:
     """The training loop, from the epoch after ``run.history``'s last to the end."""
-    log = log or _log_to_stderr
+    log = log or log_to_stderr
     config, history = run.config, run.history
     out_dir = os.path.dirname(run.path)
     os.makedirs(out_dir or ".", exist_ok=True)
@@ -393,7 +283,7 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
     with tuning.single_threaded_blas():
         for epoch in range(history.epochs_done + 1, config.epochs + 1):
             _train_epoch(run, data, optimizer, scheduler, batch_rng, epoch, progress)
-            save_checkpoint(run.path, run, optimizer, scheduler, batch_rng)
+            save_checkpoint(run, RUN_FORMAT, optimizer, scheduler, batch_rng)
             log(f"epoch {epoch:>2}/{config.epochs}  loss {history.epoch_loss[-1]:.4f}  "
                 f"train acc {history.train_accuracy[-1]:6.1%}  "
                 f"held-out acc {history.test_accuracy[-1]:6.1%}  ({sum(history.seconds):.1f} s)")
@@ -481,22 +371,6 @@ def compute_metrics(run: Run, data: CorefDataset) -> dict[str, Any]:
         "config": run.config.to_dict(),
         "parameters": run.model.num_parameters(),
     }
-
-
-def write_json(path: str, value: Any) -> None:
-    """Write JSON atomically; NaN or infinity, which JSON lacks, become null."""
-    files.write_text(path, json.dumps(_finite(value), indent=2, allow_nan=False) + "\n")
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None (valid JSON, always)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def plot_curves(history: History, title: str = "") -> Any:

@@ -15,7 +15,7 @@ token costs one position's worth of work instead of the whole prefix's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from minitransformer.autograd import no_grad
 from minitransformer.errors import ShapeError
 from minitransformer.nn.decoder import causal_mask
 from minitransformer.ops.shape import concat
+from minitransformer.runs import config_from_dict
 from minitransformer.tensor import Tensor, default_generator
 
 __all__ = ["GPT", "GPTBlock", "GPTConfig", "CausalSelfAttention", "Generation", "KVCache",
@@ -51,11 +52,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> GPTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(state) - known)
-        if unknown:
-            raise ValueError(f"unknown GPT settings {unknown}")
-        return cls(**state)
+        return config_from_dict(cls, state, "GPT settings")
 
 
 class KVCache:

@@ -8,35 +8,25 @@ A run directory holds ``checkpoint.npz`` (after every epoch, written atomically:
 optimizer, scheduler, random states, history) and, at the end, ``metrics.json``: the
 validation cross-entropy next to the exact floor of the data, a bigram baseline measured
 on the same stories, and the accuracy on the tokens that depend on a far-back word.
-The optimizer, its schedule, the atomic writes and the checkpoint reading are the
-coreference trainer's (:mod:`minitransformer.coref.training`), reused as they are.
+The optimizer, its schedule, the checkpoints and the atomic writes are the ones both
+trainers share (:mod:`minitransformer.runs`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 import minitransformer as mt
-from minitransformer import backend, optim, serialization, tuning
+from minitransformer import backend, optim, runs, tuning
 from minitransformer import functional as F
 from minitransformer.coref.data.tokenizer import PAD_ID, Vocabulary
-from minitransformer.coref.training import (
-    CHECKPOINT_FILE,
-    METRICS_FILE,
-    SavedLists,
-    build_optimizer,
-    checkpoint_path,
-    dropout_generators,
-    write_json,
-)
 from minitransformer.errors import CheckpointError
 from minitransformer.gpt.model import GPT, GPTConfig
 from minitransformer.gpt.stories import (
@@ -46,10 +36,7 @@ from minitransformer.gpt.stories import (
     dependent_accuracy,
     make_stories,
 )
-from minitransformer.nn import StateDictError
-
-RUN_KIND = "minitransformer-gpt-run"
-RUN_VERSION = 1
+from minitransformer.runs import CHECKPOINT_FILE, METRICS_FILE, Run, RunFormat, SavedLists
 
 __all__ = ["GPTHistory", "GPTRun", "GPTTrainConfig", "GPTTrainResult", "evaluate_gpt",
            "load_gpt_run", "resume_gpt", "train_gpt"]
@@ -58,7 +45,7 @@ __all__ = ["GPTHistory", "GPTRun", "GPTTrainConfig", "GPTTrainResult", "evaluate
 @dataclass(frozen=True)
 class GPTTrainConfig:
     """Everything that decides what a run computes. The field names that the coreference
-    trainer's :func:`~minitransformer.coref.training.build_optimizer` reads (lr, weight_decay,
+    trainer's :func:`~minitransformer.runs.build_optimizer` reads (lr, weight_decay,
     warmup_epochs, min_lr_fraction, train_size, batch_size, epochs) mean the same here."""
 
     seed: int = 0
@@ -90,11 +77,7 @@ class GPTTrainConfig:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> GPTTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(state) - known)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}")
-        return cls(**state)
+        return runs.config_from_dict(cls, state, "training settings")
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         return GPTConfig(vocab_size=vocab_size, block_size=MAX_TOKENS, n_layer=self.n_layer,
@@ -117,19 +100,11 @@ class GPTHistory(SavedLists):
         return len(self.val_loss)
 
 
-@dataclass
-class GPTRun:
-    """A model with everything needed to use it or to train it on."""
+GPTRun = Run  # of a GPTTrainConfig, a GPT and a GPTHistory
 
-    config: GPTTrainConfig
-    model: GPT
-    vocabulary: Vocabulary
-    history: GPTHistory
-    path: str = ""
 
-    @property
-    def finished(self) -> bool:
-        return self.history.epochs_done >= self.config.epochs
+RUN_FORMAT = RunFormat("minitransformer-gpt-run", 1, "a GPT run", GPTTrainConfig, GPTConfig,
+                       GPT, GPTHistory, Vocabulary)
 
 
 @dataclass
@@ -180,53 +155,11 @@ def evaluate_gpt(model: GPT, data: StoryData, batch_size: int = 250) -> dict[str
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _save(run: GPTRun, optimizer: optim.Optimizer, scheduler: optim.LRScheduler,
-          batch_rng: np.random.Generator) -> None:
-    """The whole state of a run, written to ``run.path`` in one atomic step."""
-    serialization.save({
-        "kind": RUN_KIND,
-        "version": RUN_VERSION,
-        "config": run.config.to_dict(),
-        "model_config": run.model.config.to_dict(),
-        "model": dict(run.model.state_dict()),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "vocabulary": run.vocabulary.to_dict(),
-        "rng": {"batches": batch_rng.bit_generator.state,
-                "dropout": {name: g.bit_generator.state
-                            for name, g in dropout_generators(run.model).items()}},
-        "history": run.history.to_dict(),
-    }, run.path)
-
-
-def _load(path: str, device: str) -> tuple[GPTRun, dict[str, Any]]:
-    state = serialization.load(path)
-    if not isinstance(state, dict) or state.get("kind") != RUN_KIND:
-        raise CheckpointError(f"{path} is not a checkpoint of a GPT run (`minitransformer "
-                              f"gpt train` writes those)")
-    if state.get("version") != RUN_VERSION:
-        raise CheckpointError(f"{path} is a GPT checkpoint of version "
-                              f"{state.get('version')!r}; this minitransformer reads "
-                              f"version {RUN_VERSION}")
-    try:
-        config = GPTTrainConfig.from_dict(state["config"])
-        model = GPT(GPTConfig.from_dict(state["model_config"]), device=device)
-        model.load_state_dict(state["model"])
-        run = GPTRun(config, model, Vocabulary.from_dict(state["vocabulary"]),
-                     GPTHistory.from_dict(state["history"]), path)
-    except StateDictError as exc:
-        raise CheckpointError(f"{path}: the saved weights do not fit the model "
-                              f"({str(exc).splitlines()[-1].strip()})") from exc
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} is a damaged GPT checkpoint "
-                              f"({type(exc).__name__}: {exc})") from exc
-    return run, state
-
-
 def load_gpt_run(path: str | os.PathLike, device: str = "cpu") -> GPTRun:
     """The trained model, vocabulary and history of the GPT run at ``path`` (a run
     directory or its checkpoint file); CheckpointError naming the file otherwise."""
-    return _load(checkpoint_path(path), backend.normalize_device(device))[0]
+    return runs.load_checkpoint(runs.checkpoint_path(path), RUN_FORMAT,
+                                backend.normalize_device(device))[0]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -240,7 +173,7 @@ def train_gpt(config: GPTTrainConfig, out_dir: str | os.PathLike, device: str = 
     model = GPT(config.model_config(len(data.vocabulary)), device=backend.normalize_device(device))
     run = GPTRun(config, model, data.vocabulary, GPTHistory(),
                  os.path.join(os.fspath(out_dir), CHECKPOINT_FILE))
-    optimizer, scheduler = build_optimizer(model, config)
+    optimizer, scheduler = runs.build_optimizer(model, config)
     return _fit(run, data, optimizer, scheduler, np.random.default_rng(config.seed), progress,
                 log)
 
@@ -250,34 +183,21 @@ def resume_gpt(out_dir: str | os.PathLike, device: str = "cpu", progress: bool =
     """Go on training the run in ``out_dir`` from its last checkpoint, with its settings;
     the remaining epochs are exactly those of an uninterrupted run."""
     path = os.path.join(os.fspath(out_dir), CHECKPOINT_FILE)
-    run, state = _load(path, backend.normalize_device(device))
+    run, state = runs.load_checkpoint(path, RUN_FORMAT, backend.normalize_device(device))
     data = make_stories(run.config.seed, run.config.train_size, run.config.val_size)
     if data.vocabulary != run.vocabulary:
         raise CheckpointError(f"{path}: its vocabulary differs from this version's stories")
-    optimizer, scheduler = build_optimizer(run.model, run.config)
-    batch_rng = np.random.default_rng()
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        batch_rng.bit_generator.state = state["rng"]["batches"]
-        for name, generator in dropout_generators(run.model).items():
-            generator.bit_generator.state = state["rng"]["dropout"][name]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} cannot be resumed: its optimizer or random state is "
-                              f"damaged ({type(exc).__name__}: {exc})") from exc
-    (log or _log_to_stderr)(f"resuming {path} after epoch {run.history.epochs_done}/"
+    optimizer, scheduler = runs.build_optimizer(run.model, run.config)
+    batch_rng = runs.restore_training(run, state, optimizer, scheduler)
+    (log or runs.log_to_stderr)(f"resuming {path} after epoch {run.history.epochs_done}/"
                             f"{run.config.epochs}")
     return _fit(run, data, optimizer, scheduler, batch_rng, progress, log)
-
-
-def _log_to_stderr(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def _fit(run: GPTRun, data: StoryData, optimizer: optim.Optimizer,
          scheduler: optim.LRScheduler, batch_rng: np.random.Generator, progress: bool,
          log: Callable[[str], None] | None) -> GPTTrainResult:
-    log = log or _log_to_stderr
+    log = log or runs.log_to_stderr
     config, history, model = run.config, run.history, run.model
     out_dir = os.path.dirname(run.path) or "."
     os.makedirs(out_dir, exist_ok=True)
@@ -303,12 +223,12 @@ def _fit(run: GPTRun, data: StoryData, optimizer: optim.Optimizer,
             scores = evaluate_gpt(model, data)
             history.val_loss.append(scores["cross_entropy"])
             history.dependent_accuracy.append(scores["dependent_accuracy"])
-            _save(run, optimizer, scheduler, batch_rng)
+            runs.save_checkpoint(run, RUN_FORMAT, optimizer, scheduler, batch_rng)
             log(f"epoch {epoch:>2}/{config.epochs}  val loss {scores['cross_entropy']:.4f} "
                 f"(floor {data.floor:.4f})  antecedent-dependent tokens "
                 f"{scores['dependent_accuracy']:6.1%}  ({sum(history.seconds):.1f} s)")
     metrics = compute_gpt_metrics(run, data)
-    write_json(os.path.join(out_dir, METRICS_FILE), metrics)
+    runs.write_json(os.path.join(out_dir, METRICS_FILE), metrics)
     return GPTTrainResult(run, metrics)
 
 

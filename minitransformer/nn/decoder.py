@@ -31,7 +31,7 @@ import numpy as np
 from minitransformer import backend
 from minitransformer.errors import ShapeError
 from minitransformer.nn.attention import MultiHeadAttention, check_batch_first
-from minitransformer.nn.layers import Dropout, LayerNorm, Linear, get_activation
+from minitransformer.nn.layers import Dropout, LayerNorm, add_feed_forward, feed_forward
 from minitransformer.nn.module import Module
 from minitransformer.nn.transformer import (
     TransformerEncoder,
@@ -78,7 +78,8 @@ class TransformerDecoderLayer(Module):
         x = x + dropout1(self_attn(norm1(x)))
         x = x + dropout2(multihead_attn(norm2(x), memory, memory))
         x = x + dropout3(feed_forward(norm3(x)))
-    with feed_forward(x) = linear2(dropout(activation(linear1(x)))).
+    with feed_forward(x) = linear2(dropout(activation(linear1(x)))), :class:`FeedForward`'s block
+    on parts of the layer's own (PyTorch's names).
 
     ``forward(tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
     memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False)`` with
@@ -106,9 +107,7 @@ class TransformerDecoderLayer(Module):
         self.self_attn = MultiHeadAttention(d_model, nhead, bias=bias, dropout=dropout, **kw)
         self.multihead_attn = MultiHeadAttention(d_model, nhead, bias=bias, dropout=dropout,
                                                  **kw)
-        self.linear1 = Linear(d_model, dim_feedforward, bias, **kw)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, bias, **kw)
+        add_feed_forward(self, d_model, dim_feedforward, dropout, activation, bias, **kw)
         self.norm_first = norm_first
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, **kw)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, **kw)
@@ -116,8 +115,6 @@ class TransformerDecoderLayer(Module):
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
         self.dropout3 = Dropout(dropout)
-        self.activation_name = activation if isinstance(activation, str) else repr(activation)
-        self.activation = get_activation(activation)
 
     def forward(
         self,
@@ -159,8 +156,7 @@ class TransformerDecoderLayer(Module):
         return self.dropout2(attended)
 
     def _feed_forward(self, x: Tensor) -> Tensor:
-        hidden = self.dropout(self.activation(self.linear1(x)))  # (B, T, dim_feedforward)
-        return self.dropout3(self.linear2(hidden))  # (B, T, d_model)
+        return self.dropout3(feed_forward(self, x))  # (B, T, d_model)
 
     def extra_repr(self) -> str:
         return f"norm_first={self.norm_first}, activation={self.activation_name}"

@@ -195,26 +195,55 @@ def get_activation(activation: str | Callable[[Tensor], Tensor]) -> Callable[[Te
     )
 
 
+def add_feed_forward(
+    module: Module,
+    d_model: int,
+    dim_feedforward: int,
+    dropout: float = 0.0,
+    activation: str | Callable[[Tensor], Tensor] = "relu",
+    bias: bool = True,
+    dtype: Any = None,
+    device: Any = None,
+) -> None:
+    """Give ``module`` the parts of a feed-forward block, under PyTorch's names:
+    ``linear1`` (d_model -> dim_feedforward), ``dropout``, ``linear2`` (back to d_model)
+    and ``activation``; :func:`feed_forward` runs them.
+
+    :class:`FeedForward` is these parts alone. The Transformer layers put them on
+    themselves rather than in a FeedForward child, because PyTorch's layers do: the
+    state_dict keys stay ``layers.0.linear1.weight``, so weights map one to one.
+    """
+    module.linear1 = Linear(d_model, dim_feedforward, bias, dtype=dtype, device=device)
+    module.dropout = Dropout(dropout)
+    module.linear2 = Linear(dim_feedforward, d_model, bias, dtype=dtype, device=device)
+    module.activation_name = activation if isinstance(activation, str) else repr(activation)
+    module.activation = get_activation(activation)
+
+
+def feed_forward(module: Module, x: Tensor) -> Tensor:
+    """linear2(dropout(activation(linear1(x)))) with the parts :func:`add_feed_forward`
+    gave ``module``: (B, T, d_model) -> (B, T, dim_feedforward) -> (B, T, d_model)."""
+    hidden = module.activation(module.linear1(x))  # (B, T, dim_feedforward)
+    return module.linear2(module.dropout(hidden))  # (B, T, d_model)
+
+
 class FeedForward(Module):
     """The position-wise feed-forward block: linear2(dropout(activation(linear1(x)))).
 
     Applied to every position separately: (B, T, d_model) -> (B, T, dim_feedforward)
-    -> (B, T, d_model).
+    -> (B, T, d_model). The Transformer layers run the same block on parts of their own
+    (see :func:`add_feed_forward`).
     """
 
     def __init__(self, d_model: int, dim_feedforward: int, dropout: float = 0.0,
-                 activation: str | Callable[[Tensor], Tensor] = "relu",
+                 activation: str | Callable[[Tensor], Tensor] = "relu", bias: bool = True,
                  dtype: Any = None, device: Any = None) -> None:
         super().__init__()
-        self.linear1 = Linear(d_model, dim_feedforward, dtype=dtype, device=device)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, dtype=dtype, device=device)
-        self.activation_name = activation if isinstance(activation, str) else repr(activation)
-        self.activation = get_activation(activation)
+        add_feed_forward(self, d_model, dim_feedforward, dropout, activation, bias,
+                         dtype=dtype, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
-        hidden = self.activation(self.linear1(x))  # (B, T, dim_feedforward)
-        return self.linear2(self.dropout(hidden))  # (B, T, d_model)
+        return feed_forward(self, x)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation_name}"

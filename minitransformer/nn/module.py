@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class Parameter(Tensor):
     tensor kept on a module.
     """
 
-    __slots__ = ()  # Tensor uses __slots__; this keeps Parameter free of a __dict__
+    __slots__ = ()  # adds nothing to Tensor's slots
 
     def __init__(self, data: Any, requires_grad: bool = True) -> None:
         super().__init__(data, requires_grad=requires_grad)
@@ -281,16 +281,10 @@ class Module:
         Copies, so that the snapshot does not change when training goes on (an optimizer
         updates parameters in place).
         """
-        state: OrderedDict[str, Tensor] = OrderedDict()
-        for module_name, module in self.named_modules():
-            entries = [*module._parameters.items(), *module._buffers.items()]
-            for name, t in entries:
-                if t is None or name in module._non_persistent:
-                    continue
-                key = f"{module_name}.{name}" if module_name else name
-                if key not in state:
-                    state[key] = Tensor._from_array(t.data.copy(), t.device)
-        return state
+        return OrderedDict(
+            (key, Tensor._from_array(t.data.copy(), t.device))
+            for key, t in self._state_targets().items()
+        )
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True
@@ -331,7 +325,8 @@ class Module:
         return IncompatibleKeys(missing, unexpected)
 
     def _state_targets(self) -> dict[str, Tensor]:
-        """The live tensors that ``state_dict`` keys name."""
+        """The live tensors that ``state_dict`` keys name, in its order (a tensor reached
+        under two names, e.g. a tied weight, is kept under each; a name met twice, once)."""
         targets: dict[str, Tensor] = {}
         for module_name, module in self.named_modules():
             for name, t in [*module._parameters.items(), *module._buffers.items()]:
@@ -394,16 +389,34 @@ def _convert_in_place(t: Tensor, dtype: np.dtype | None, device: str | None) -> 
         mark_changed(t, "Module.to()")
 
 
-class Sequential(Module):
+_Numbered = TypeVar("_Numbered", bound="_NumberedModules")
+
+
+class _NumberedModules(Module):
+    """Sub-modules named "0", "1", ... in order: what Sequential and ModuleList share."""
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def append(self: _Numbered, module: Module) -> _Numbered:
+        """Add ``module`` at the end; returns self."""
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_NumberedModules):
     """Modules applied one after another: ``Sequential(a, b, c)(x) == c(b(a(x)))``."""
 
     def __init__(self, *modules: Module) -> None:
         super().__init__()
-        for index, module in enumerate(modules):
-            self.add_module(str(index), module)
+        for module in modules:
+            self.append(module)
 
     def forward(self, x: Any) -> Any:
-        for module in self._modules.values():
+        for module in self:
             x = module(x)
         return x
 
@@ -413,24 +426,13 @@ class Sequential(Module):
             return Sequential(*items[index])
         return items[index]
 
-    def __len__(self) -> int:
-        return len(self._modules)
 
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def append(self, module: Module) -> Sequential:
-        self.add_module(str(len(self)), module)
-        return self
-
-
-class ModuleList(Module):
+class ModuleList(_NumberedModules):
     """A list of modules whose parameters are registered (a plain list would hide them)."""
 
     def __init__(self, modules: Iterable[Module] | None = None) -> None:
         super().__init__()
-        for module in modules or ():
-            self.append(module)
+        self.extend(modules or ())
 
     def _index(self, index: int) -> str:
         n = len(self)
@@ -445,16 +447,6 @@ class ModuleList(Module):
 
     def __setitem__(self, index: int, module: Module) -> None:
         self.add_module(self._index(index), module)
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def append(self, module: Module) -> ModuleList:
-        self.add_module(str(len(self)), module)
-        return self
 
     def extend(self, modules: Iterable[Module]) -> ModuleList:
         for module in modules:

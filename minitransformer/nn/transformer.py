@@ -21,8 +21,8 @@ from minitransformer.nn.attention import MultiHeadAttention
 from minitransformer.nn.layers import (
     Dropout,
     LayerNorm,
-    Linear,
-    get_activation,
+    add_feed_forward,
+    feed_forward,
     new_generator,
     new_parameter,
 )
@@ -39,7 +39,8 @@ class TransformerEncoderLayer(Module):
     Pre-norm (``norm_first=True``, easier to train deep):
         x = x + dropout1(self_attn(norm1(x)))
         x = x + dropout2(feed_forward(norm2(x)))
-    with feed_forward(x) = linear2(dropout(activation(linear1(x)))).
+    with feed_forward(x) = linear2(dropout(activation(linear1(x)))) (:class:`FeedForward`'s
+    block; its parts sit on the layer, named as in PyTorch).
 
     ``forward(src, src_mask=None, src_key_padding_mask=None, is_causal=False)`` with ``src``
     (B, T, d_model); ``is_causal=True`` lets position i attend to positions 0..i only;
@@ -63,16 +64,14 @@ class TransformerEncoderLayer(Module):
         super().__init__()
         kw = {"dtype": dtype, "device": device}
         self.self_attn = MultiHeadAttention(d_model, nhead, dropout=dropout, **kw)
-        self.linear1 = Linear(d_model, dim_feedforward, **kw)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, **kw)
+        # linear1, dropout, linear2, activation: the FeedForward block's parts, on the layer
+        # itself under PyTorch's names
+        add_feed_forward(self, d_model, dim_feedforward, dropout, activation, **kw)
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, **kw)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, **kw)
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
         self.norm_first = norm_first
-        self.activation_name = activation if isinstance(activation, str) else repr(activation)
-        self.activation = get_activation(activation)
 
     def forward(self, src: Tensor, src_mask: Any = None,
                 src_key_padding_mask: Any = None, is_causal: bool = False) -> Tensor:
@@ -93,8 +92,7 @@ class TransformerEncoderLayer(Module):
         return self.dropout1(attended)
 
     def _feed_forward(self, x: Tensor) -> Tensor:
-        hidden = self.dropout(self.activation(self.linear1(x)))  # (B, T, dim_feedforward)
-        return self.dropout2(self.linear2(hidden))  # (B, T, d_model)
+        return self.dropout2(feed_forward(self, x))  # (B, T, d_model)
 
     def extra_repr(self) -> str:
         return f"norm_first={self.norm_first}, activation={self.activation_name}"

@@ -35,10 +35,12 @@ class Sigmoid(Function):
 
     def forward(self, x: Any) -> Any:
         # The same function as 1 / (1 + e^-x), written as (1 + tanh(x / 2)) / 2 so that no
-        # e^-x can overflow for very negative x; updated in place to save two temporaries.
-        y = backend.array_module_of(x).tanh(0.5 * x)
-        y += 1
-        y *= 0.5
+        # e^-x can overflow for very negative x; updated in place to save two temporaries,
+        # with constants of x's dtype (faster than Python numbers: see backend.constant).
+        half, one = backend.constant(0.5, x), backend.constant(1, x)
+        y = backend.array_module_of(x).tanh(x * half)
+        y += one
+        y *= half
         return y
 
     def backward(self, grad: Value) -> tuple[Value]:

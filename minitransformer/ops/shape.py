@@ -193,12 +193,15 @@ class Concat(Function):
 
 
 # ----- functional forms ----------------------------------------------------------------------
+def _to_shape(op: type[Function], x: Tensor, shape: tuple[Any, ...]) -> Tensor:
+    """``op`` taking ``x`` to ``shape`` (ints, or one tuple); ``x`` itself where it has it."""
+    shape = _shape_arg(shape)
+    return x if shape == x.shape else op.apply(x, shape=shape)
+
+
 @register(method=True)
 def reshape(x: Tensor, *shape: Any) -> Tensor:
-    shape = _shape_arg(shape)
-    if shape == x.shape:
-        return x
-    return Reshape.apply(x, shape=shape)
+    return _to_shape(Reshape, x, shape)
 
 
 @register(method=True)
@@ -260,10 +263,7 @@ def squeeze(x: Tensor, axis: int | Sequence[int] | None = None) -> Tensor:
 
 @register(method=True)
 def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
-    shape = _shape_arg(shape)
-    if shape == x.shape:
-        return x
-    return BroadcastTo.apply(x, shape=shape)
+    return _to_shape(BroadcastTo, x, shape)
 
 
 @register(method=True)

@@ -20,17 +20,15 @@ Digraph is linear in the size of the graph.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import graphviz
 
-from minitransformer import backend
+from minitransformer import backend, tuning
 from minitransformer.autograd import Function
 from minitransformer.tensor import Tensor
 from minitransformer.viz.render import DrawnGraph
@@ -130,7 +128,10 @@ def draw_graph(
     named = _named_parameters(params, model)
     names = {id(p): name for name, p in named}
     modules = _ModuleTree(model, collapse)
-    with _gc_paused():
+    # Building allocates a few objects per node; every so many allocations the cycle
+    # collector would walk the whole (large, long-lived) graph of tensors again, which made
+    # building a 100,000-node drawing several times slower. Nothing built here forms cycles.
+    with tuning.cycle_collector_paused():
         walk = _walk(outputs)
         picture = _Picture(walk, names, modules, show_grad, show_saved, group_modules)
         picture.show_values, picture.compact = show_values, compact
@@ -158,23 +159,6 @@ def draw_graph(
         graph.body.extend(_legend_lines(with_module=bool(picture.groups),
                                         with_backward=bool(picture.backward_ops)))
     return graph
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building.
-
-    Building allocates a few objects per node; every so many allocations the collector
-    would walk the whole (large, long-lived) graph of tensors again, which made building
-    a 100,000-node drawing several times slower. Nothing built here forms cycles.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # ----- naming ---------------------------------------------------------------------------------

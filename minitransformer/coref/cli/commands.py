@@ -229,6 +229,22 @@ def _distractors(text: str) -> int:
     return value
 
 
+def _add_run_directory(parser: argparse.ArgumentParser, force_help: str) -> None:
+    """--out DIR, --force and --quiet: where a training run goes, whether to replace one
+    there, and no progress bar."""
+    parser.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR",
+                        help=f"run directory (default: {DEFAULT_RUN_DIR})")
+    parser.add_argument("--force", action="store_true", help=force_help)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_checkpoint(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """The positional CHECKPOINT (optional where there is a ``default``)."""
+    where = f" (default: {default})" if default else ""
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?" if default else None,
+                        default=default, help=f"a run directory or its checkpoint.npz{where}")
+
+
 def add_coref_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``train``, ``attend`` and ``demo`` on the CLI's sub-command parsers."""
     train = commands.add_parser(
@@ -245,30 +261,24 @@ def add_coref_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--distractors", type=_distractors, default=None, metavar="K",
                        help=f"up to K distractor words/phrases per sentence, K <= "
                             f"{MAX_DISTRACTORS} (default: 0)")
-    train.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR",
-                       help=f"run directory (default: {DEFAULT_RUN_DIR})")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in DIR from its last checkpoint; with "
                             "--epochs N, extend a run (finished or not) to N epochs in all")
-    train.add_argument("--force", action="store_true",
-                       help="start a new run even where DIR already holds one (replacing it)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_directory(train, "start a new run even where DIR already holds one (replacing it)")
     add_device(train)
     train.set_defaults(handler=_train)
 
     vocab = commands.add_parser(
         "vocab", help="list the words a trained model knows",
         description="Print every word in a run's vocabulary: the words `attend` accepts.")
-    vocab.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default=DEFAULT_RUN_DIR,
-                       help=f"a run directory or its checkpoint.npz (default: {DEFAULT_RUN_DIR})")
+    _add_checkpoint(vocab, DEFAULT_RUN_DIR)
     vocab.set_defaults(handler=_vocab)
 
     attend = commands.add_parser(
         "attend", help="show where a pronoun's attention goes",
         description="Print every token's score and weight for the pronoun, and the "
                     "predicted antecedent.")
-    attend.add_argument("checkpoint", metavar="CHECKPOINT",
-                        help="a run directory or its checkpoint.npz")
+    _add_checkpoint(attend)
     attend.add_argument("sentence", metavar="SENTENCE")
     which = attend.add_mutually_exclusive_group()
     which.add_argument("--pronoun", metavar="WORD", help="the pronoun to resolve")
@@ -284,11 +294,7 @@ def add_coref_commands(commands: argparse._SubParsersAction) -> None:
         "demo", help="train (or reuse) the default model and show the article's example",
         description="Train with the default settings (or reuse a finished run), then "
                     "resolve the article's sentence, its twin and one sentence per family.")
-    demo.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR",
-                      help=f"run directory (default: {DEFAULT_RUN_DIR})")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    demo.add_argument("--force", action="store_true",
-                      help="train a new model over a checkpoint that cannot be read")
+    _add_run_directory(demo, "train a new model over a checkpoint that cannot be read")
     add_device(demo)
     demo.set_defaults(handler=_demo)
 

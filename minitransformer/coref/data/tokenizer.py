@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 PAD = "<pad>"
@@ -103,7 +103,7 @@ class Vocabulary:
     def __contains__(self, word: object) -> bool:
         return word in self._ids
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._tokens)
 
     def __eq__(self, other: object) -> bool:

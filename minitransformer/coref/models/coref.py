@@ -17,7 +17,7 @@ the model's answer itself, not an inspection of some hidden layer.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from minitransformer import backend, nn
 from minitransformer import functional as F
 from minitransformer.autograd import no_grad
 from minitransformer.coref.data import Vocabulary, find_pronouns, tokenize
+from minitransformer.runs import config_from_dict
 from minitransformer.tensor import Tensor
 
 __all__ = [
@@ -52,15 +53,6 @@ class CorefConfig:
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> CorefConfig:
         return config_from_dict(cls, state, "model settings")
-
-
-def config_from_dict(cls: type, state: dict[str, Any], what: str) -> Any:
-    """``cls(**state)`` for a settings dataclass, refusing keys it does not know (a
-    checkpoint from another version, or a typo) with a ValueError that names them."""
-    unknown = sorted(set(state) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {what} {unknown}")
-    return cls(**state)
 
 
 class PointerHead(nn.Module):
