@@ -134,19 +134,19 @@ class _Scratch:
     page faults each time (and, with glibc's defaults, a round trip to the OS)."""
 
     def __init__(self, xp: Any, dtype: Any) -> None:
-        self.xp, self.dtype = xp, dtype
+        self.array_module, self.dtype = xp, dtype
         self.buffers: dict[str, Any] = {}
 
     def view(self, name: str, shape: tuple[int, ...]) -> Any:
         """A contiguous array of ``shape`` in buffer ``name`` (its first elements)."""
         size = math.prod(shape)
         if name not in self.buffers or self.buffers[name].size < size:
-            self.buffers[name] = self.xp.empty(size, dtype=self.dtype)
+            self.buffers[name] = self.array_module.empty(size, dtype=self.dtype)
         return self.buffers[name][:size].reshape(shape)
 
     def product(self, name: str, a: Any, b: Any) -> Any:
         """a @ b in buffer ``name``: for products that are added to an accumulator."""
-        return self.xp.matmul(a, b, out=self.view(name, (*a.shape[:-1], b.shape[-1])))
+        return self.array_module.matmul(a, b, out=self.view(name, (*a.shape[:-1], b.shape[-1])))
 
 
 class TiledAttention(Function):
