@@ -16,6 +16,13 @@ fit ``--max-gib`` are skipped and reported as such.
     python -m benchmarks.attention_memory               # the sweep (tens of minutes), then the plot
     python -m benchmarks.attention_memory --quick       # n = 256, 512: a smoke test, no files
     python -m benchmarks.attention_memory --plot-only   # redraw the figure from the saved JSON
+    # the time targets: what F.scaled_dot_product_attention picks by itself, next to PyTorch
+    python -m benchmarks.attention_memory --paths auto torch --lengths 1024 4096 \
+        --rounds 5 --no-save
+
+``auto`` is ``F.scaled_dot_product_attention(q, k, v, need_weights=False)`` as a user calls
+it (tiled, keeping its weights up to ``F.TILED_KEEP_MAX_BYTES``); ``tiled`` is the
+FlashAttention recompute at every n.
 """
 
 from __future__ import annotations
@@ -36,11 +43,12 @@ if __package__ in (None, ""):  # run as a file: make `minitransformer` and `benc
 
 RESULTS = ROOT / "docs" / "img" / "attention_memory.json"
 FIGURE = ROOT / "docs" / "img" / "attention_memory.png"
-PATHS = ("composed", "fused", "tiled", "torch")
+PATHS = ("composed", "fused", "tiled", "torch")  # the figure's curves
+CHOICES = (*PATHS, "auto")
 LENGTHS = (256, 512, 1024, 2048, 4096, 8192, 16384)
 HEADS, HEAD_DIM = 8, 64
 # n x n float32 buffers alive at the peak, per head, measured at n = 4096 (for --max-gib)
-SQUARE_BUFFERS = {"composed": 5, "fused": 2, "tiled": 0, "torch": 0}
+SQUARE_BUFFERS = {"composed": 5, "fused": 2, "tiled": 0, "torch": 0, "auto": 0}
 MIB = 2**20
 
 
@@ -90,6 +98,7 @@ def _make_step(path: str, n: int):
         "composed": lambda: F.attention_reference(q, k, v)[0],
         "fused": lambda: F.scaled_dot_product_attention(q, k, v)[0],
         "tiled": lambda: tiled_attention(q, k, v),
+        "auto": lambda: F.scaled_dot_product_attention(q, k, v, need_weights=False)[0],
     }[path]
 
     def step() -> None:
@@ -232,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))
     parser.add_argument("--max-gib", type=float, default=6.0,
                         help="skip paths whose n x n buffers would exceed this (GiB)")
+    parser.add_argument("--paths", nargs="+", choices=CHOICES, default=list(PATHS),
+                        help="which implementations (torch: PyTorch's SDPA, the reference)")
+    parser.add_argument("--no-save", action="store_true",
+                        help="print the table only; keep the recorded JSON and figure")
     args = parser.parse_args(argv)
     if args.case:
         path, n = args.case[0], int(args.case[1])
@@ -247,15 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     uptime = os.getloadavg()
     print(f"machine: {machine_description()}; load {uptime[0]:.2f} {uptime[1]:.2f} "
           f"{uptime[2]:.2f}")
-    paths = PATHS
+    paths = tuple(args.paths)
     try:
         import torch  # noqa: F401
     except ImportError:
-        paths = PATHS[:3]
+        paths = tuple(p for p in paths if p != "torch")
         print("PyTorch is not installed: its column is left out")
     rows = sweep(lengths, paths, 1 if args.quick else args.rounds, args.max_gib)
     print_table(rows)
-    if args.quick:
+    if args.quick or args.no_save:
         return 0
     results = {"date": datetime.date.today().isoformat(), "machine": machine_description(),
                "load_before": list(uptime), "load_after": list(os.getloadavg()),

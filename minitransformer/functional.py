@@ -300,14 +300,16 @@ def scaled_dot_product_attention(
       * ``"tiled"``: FlashAttention's online softmax
         (:class:`~minitransformer.ops.tiled_attention.TiledAttention`), which never forms
         the (..., L, S) weights, so it needs ``need_weights=False`` and ``dropout_p=0``;
-        it saves only the output and one log-sum-exp per query. Under
+        it saves only the output and one log-sum-exp per query, unless one (..., L, S)
+        array takes at most ``TILED_KEEP_MAX_BYTES``: then it keeps the weights for the
+        backward, which saves recomputing them. Its tiles run on two threads. Under
         ``create_graph=True`` its backward falls back to the composed path's, recorded
         (which forms the weights), so that second derivatives exist;
       * ``"composed"``: :func:`attention_reference`, primitive ops that autograd
         differentiates; slow, for reading and checking;
       * ``"auto"`` (the default): tiled when the weights are not needed, there is no
-        dropout and one (..., L, S) array would take at least ``TILED_MIN_BYTES``;
-        otherwise fused.
+        dropout and each (L, S) matrix of scores has at least ``TILED_MIN_SCORES``
+        entries; otherwise fused.
 
     With ``need_weights=False`` the second element returned is None.
     """
@@ -333,8 +335,9 @@ def scaled_dot_product_attention(
             )
         # the causal triangle stays out of the plan: the tiled path skips whole tiles instead
         plan = attention_plan(query, key, value, attn_mask, False, scale)
+        keep = _scores_bytes(query, key, value) <= TILED_KEEP_MAX_BYTES
         output = tiled_attention(query, key, value, blocked=plan.blocked, bias=plan.bias,
-                                 causal=is_causal, scale=plan.scale)
+                                 causal=is_causal, scale=plan.scale, keep_weights=keep)
         return output, None
     if implementation == "composed":
         if dropout_p > 0:
@@ -369,11 +372,21 @@ def composed_attention() -> Iterator[None]:
 
 
 _IMPLEMENTATIONS = ("auto", "fused", "tiled", "composed")
-# The auto choice turns tiled when one (..., L, S) array of scores would take this much:
-# below it the fused node's two n x n arrays are cheap and it is the faster one. Measured
-# on a quiet 2-core machine, 8 heads, head dim 64, float32, forward + backward: fused
-# 151 ms vs tiled 205 ms at n = 1,024 (32 MiB of scores); 728 vs 465 ms at n = 2,048.
-TILED_MIN_BYTES = 2**26
+# The auto choice turns tiled when each (L, S) matrix of scores has this many entries
+# (n = 256 for L = S): with smaller matrices, cut into tiles of a few rows, the calls per
+# tile cost more than the two threads save, whatever the batch (measured: see the
+# attention section of docs/benchmarks.md).
+TILED_MIN_SCORES = 2**16
+# Up to this size of one (..., L, S) array, the tiled path keeps its weights for the
+# backward instead of recomputing them: a product and an exponential fewer per tile, for
+# n^2 memory (at n = 1,024 with 8 heads in float32, 32 MiB).
+TILED_KEEP_MAX_BYTES = 2**26
+
+
+def _scores_bytes(query: Tensor, key: Tensor, value: Tensor) -> int:
+    """The bytes of one (..., L, S) array of scores (the inputs' shapes are checked)."""
+    batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    return math.prod(batch) * query.shape[-2] * key.shape[-2] * query.dtype.itemsize
 
 
 def _choose_implementation(query: Tensor, key: Tensor, value: Tensor, need_weights: bool,
@@ -381,12 +394,7 @@ def _choose_implementation(query: Tensor, key: Tensor, value: Tensor, need_weigh
     """"tiled" when the weights are not wanted and would be large, else "fused"."""
     if need_weights or dropout_p > 0 or min(query.ndim, key.ndim, value.ndim) < 2:
         return "fused"
-    try:
-        batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
-    except ValueError:
-        return "fused"  # whose argument checks name the shapes
-    scores_bytes = math.prod(batch) * query.shape[-2] * key.shape[-2] * query.dtype.itemsize
-    return "tiled" if scores_bytes >= TILED_MIN_BYTES else "fused"
+    return "tiled" if query.shape[-2] * key.shape[-2] >= TILED_MIN_SCORES else "fused"
 
 
 def attention_reference(

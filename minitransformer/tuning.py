@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import os
 import sys
@@ -95,6 +96,7 @@ def single_threaded_blas() -> Iterator[None]:
                 set_threads(_blas_users[1])
 
 
+@functools.cache  # reading /proc/self/maps took ~1 ms: once per process, not per block
 def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
     """OpenBLAS's get/set-number-of-threads functions, from the copy NumPy has loaded."""
     try:

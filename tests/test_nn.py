@@ -393,7 +393,7 @@ def test_bad_shapes_and_masks_are_clear_errors():
     with pytest.raises(ValueError, match=r"embed_dim \(6\) must be divisible by num_heads \(4\)"):
         nn.MultiHeadAttention(6, 4)
     mha = nn.MultiHeadAttention(4, 2)
-    with pytest.raises(ShapeError, match=r"query must have shape \(B, T, 4\).*\(2, 3, 5\)"):
+    with pytest.raises(ShapeError, match=r"query must have shape \(B, length, 4\).*\(2, 3, 5\)"):
         mha(mt.randn(2, 3, 5))
     x = mt.randn(2, 3, 4)
     with pytest.raises(ShapeError, match=r"attn_mask must have shape.*\(3, 2\)"):

@@ -110,6 +110,38 @@ def test_tiled_matches_fused_and_composed(rng, kind, device, workers=2):
             np.testing.assert_allclose(result, ours, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_kept_weights_match_recomputed(rng, kind):
+    """keep_weights=True reads each tile's exp(S - m_j) back instead of recomputing it; the
+    numbers are the same, with masks, causal skipping and dead rows."""
+    mask = _mask(kind, rng)
+    q, k, v = _qkv(rng)
+    d_out = rng.standard_normal((2, 3, L, EV))
+    recomputed, kept = (
+        _output_and_grads(lambda q, k, v, keep=keep: _tiled(q, k, v, **mask, block_q=3,
+                                                            block_k=2, keep_weights=keep),
+                          q, k, v, d_out)
+        for keep in (False, True))
+    for a, b in zip(recomputed, kept):
+        assert np.isfinite(b).all()
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-10)
+
+
+def test_kept_weights_with_large_negative_scores_after_a_masked_tile(rng):
+    """A row that sees nothing in its first key tile (shift 0) and only scores near -200
+    later: the factor exp(m_j - L) must not overflow where the kept tile is 0."""
+    q, k, v = _qkv(rng, batch=(1,))
+    bias = np.zeros((L, S))
+    bias[3, :2], bias[3, 2:] = -np.inf, -200.0
+    d_out = rng.standard_normal((1, L, EV))
+    results = [_output_and_grads(lambda q, k, v, keep=keep: _tiled(
+        q, k, v, attn_mask=bias, block_q=2, block_k=2, keep_weights=keep), q, k, v, d_out)
+        for keep in (False, True)]
+    for a, b in zip(*results):
+        assert np.isfinite(b).all()
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-10)
+
+
 def test_one_worker_and_two_give_the_same_numbers(rng):
     mask = _mask("causal_and_float", rng)
     q, k, v = _qkv(rng)
@@ -132,12 +164,14 @@ def test_tiled_fully_masked_row_gives_zeros(rng):
     assert (q.grad.data[0, 2] == 0).all() and np.isfinite(k.grad.data).all()
 
 
-@pytest.mark.parametrize("kind", ["none", "causal_and_bool", "float", "dead_row_float"])
-def test_tiled_gradcheck(rng, kind):
+@pytest.mark.parametrize("kind, keep", [("none", False), ("causal_and_bool", False),
+                                        ("float", False), ("dead_row_float", False),
+                                        ("causal_and_bool", True), ("dead_row_float", True)])
+def test_tiled_gradcheck(rng, kind, keep):
     mask = _mask(kind, rng)
     q, k, v = _qkv(rng, batch=(1, 2))
-    assert mt.gradcheck(lambda q, k, v: _tiled(q, k, v, **mask, block_q=2, block_k=4),
-                        [q, k, v])
+    assert mt.gradcheck(lambda q, k, v: _tiled(q, k, v, **mask, block_q=2, block_k=4,
+                                               keep_weights=keep), [q, k, v])
 
 
 def test_tiled_gradcheck_broadcast_leading_axes(rng):
@@ -176,9 +210,9 @@ def test_causal_skips_whole_tiles_above_the_diagonal(rng, monkeypatch):
     computed = []
     original = TiledAttention._scores
 
-    def counting(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch):
+    def counting(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch, **options):
         computed.append((i0, j0))
-        return original(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch)
+        return original(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch, **options)
 
     monkeypatch.setattr(TiledAttention, "_scores", counting)
     x = randn(rng, 1, 8, 4)
@@ -187,14 +221,23 @@ def test_causal_skips_whole_tiles_above_the_diagonal(rng, monkeypatch):
     computed.clear()
     out.sum().backward()
     assert len(computed) == 10  # backward: the same tiles, recomputed
+    computed.clear()
+    x.grad = None
+    out = _tiled(x, x, x, is_causal=True, block_q=2, block_k=2, keep_weights=True)
+    assert len(out._ctx.kept) == 10  # the forward kept the 10 tiles it computed
+    computed.clear()
+    out.sum().backward()
+    assert computed == []  # and the backward read them instead of recomputing
 
 
 def test_block_sizes_fit_the_tile_budget():
-    for batch, n in [(1, 8192), (8, 4096), (512, 512), (4096, 64)]:
-        block_q, block_k = block_sizes(batch, n, n)
-        assert 1 <= block_q <= n and 1 <= block_k <= n
-        assert batch * block_q * block_k <= max(tiled_module.TILE_ELEMENTS,
-                                                batch * tiled_module.MIN_BLOCK**2)
+    for batch, n in [(1, 8192), (8, 4096), (512, 512), (4096, 64), (256, 32)]:
+        for workers in (1, 2):
+            block_q, block_k = block_sizes(batch, n, n, workers)
+            assert 1 <= block_q <= n and 1 <= block_k <= n
+            assert batch * block_q * block_k <= max(tiled_module.TILE_ELEMENTS,
+                                                    batch * tiled_module.MIN_BLOCK**2)
+            assert -(-n // block_q) >= min(workers, n // tiled_module.MIN_BLOCK)  # work for all
 
 
 def test_tiled_attention_errors(rng):
@@ -219,28 +262,42 @@ def test_tiled_matches_torch_sdpa_causal(rng):
 
 
 def test_auto_chooses_tiled_only_for_large_scores_without_weights(rng, monkeypatch):
-    q, k, v = _qkv(rng)  # (2, 3, L, E): 2 * 3 * L * S float64 scores
-    scores_bytes = 2 * 3 * L * S * 8
+    q, k, v = _qkv(rng)  # (2, 3, L, E): (L, S) matrices of scores
 
     def node(**options):
         out, _ = F.scaled_dot_product_attention(q, k, v, **options)
         return type(out._ctx).__name__
 
-    monkeypatch.setattr(F, "TILED_MIN_BYTES", scores_bytes)
+    monkeypatch.setattr(F, "TILED_MIN_SCORES", L * S)
     assert node(need_weights=False) == "TiledAttention"
     assert node(need_weights=True) == "ScaledDotProductAttention"  # the weights are wanted
     assert node(need_weights=False, dropout_p=0.2,
                 generator=np.random.default_rng(0)) == "ScaledDotProductAttention"
-    monkeypatch.setattr(F, "TILED_MIN_BYTES", scores_bytes + 1)
+    monkeypatch.setattr(F, "TILED_MIN_SCORES", L * S + 1)
     assert node(need_weights=False) == "ScaledDotProductAttention"
     assert node(need_weights=False, implementation="tiled") == "TiledAttention"
+
+
+def test_tiled_keeps_its_weights_under_the_memory_budget(rng, monkeypatch):
+    q, k, v = _qkv(rng)
+    scores_bytes = 2 * 3 * L * S * 8
+
+    def kept(**options):
+        out, _ = F.scaled_dot_product_attention(q, k, v, need_weights=False,
+                                                implementation="tiled", **options)
+        return out._ctx.kept is not None
+
+    monkeypatch.setattr(F, "TILED_KEEP_MAX_BYTES", scores_bytes)
+    assert kept() and kept(is_causal=True)
+    monkeypatch.setattr(F, "TILED_KEEP_MAX_BYTES", scores_bytes - 1)
+    assert not kept()  # over the budget: FlashAttention's recompute
 
 
 def test_multi_head_attention_without_weights_can_run_tiled(rng, monkeypatch):
     mha = mt.nn.MultiHeadAttention(8, 2, dtype=mt.float64)
     x = randn(rng, 2, 5, 8)
     expected, _ = mha(x, need_weights=False)
-    monkeypatch.setattr(F, "TILED_MIN_BYTES", 1)
+    monkeypatch.setattr(F, "TILED_MIN_SCORES", 1)
     out, weights = mha(x, need_weights=False)
     assert weights is None and type(out._ctx).__name__ != "ScaledDotProductAttention"
     np.testing.assert_allclose(out.data, expected.data, atol=1e-12)

@@ -109,6 +109,22 @@ def _check_features(x: Tensor, embed_dim: int, name: str) -> None:
         )
 
 
+def check_batch_first(owner: str, size_name: str, size: int, **tensors: Tensor) -> None:
+    """Each tensor (B, length, size), batch first, all with one B; else a ShapeError that
+    names the owner, the tensor and the shapes (shared by the attention and decoder layers)."""
+    for name, x in tensors.items():
+        if x.ndim != 3 or x.shape[-1] != size:
+            raise ShapeError(
+                f"{owner} {name} must have shape (B, length, {size}) (batch first, "
+                f"{size_name}={size}), got {x.shape}"
+            )
+    if len({x.shape[0] for x in tensors.values()}) > 1:
+        *names, last = tensors
+        shapes = ", ".join(str(x.shape) for x in tensors.values())
+        raise ShapeError(f"{', '.join(names)} and {last} must have the same batch size, got "
+                         f"shapes {shapes}")
+
+
 class MultiHeadAttention(Module):
     """Multi-head attention, batch first: every head attends in its own subspace.
 
@@ -218,18 +234,8 @@ class MultiHeadAttention(Module):
         return x.transpose(0, 2, 1, 3)  # (B, T, nh, hs) -> (B, nh, T, hs)
 
     def _check_shapes(self, query: Tensor, key: Tensor, value: Tensor) -> None:
-        E = self.embed_dim
-        for name, x in (("query", query), ("key", key), ("value", value)):
-            if x.ndim != 3 or x.shape[-1] != E:
-                raise ShapeError(
-                    f"MultiHeadAttention {name} must have shape (B, T, {E}) (batch first, "
-                    f"embed_dim={E}), got {x.shape}"
-                )
-        if not query.shape[0] == key.shape[0] == value.shape[0]:
-            raise ShapeError(
-                f"query, key and value must have the same batch size, got shapes "
-                f"{query.shape}, {key.shape}, {value.shape}"
-            )
+        check_batch_first("MultiHeadAttention", "embed_dim", self.embed_dim,
+                          query=query, key=key, value=value)
         if key.shape[1] != value.shape[1]:
             raise ShapeError(
                 f"key and value must have the same length S, got shapes {key.shape} and "

@@ -30,7 +30,7 @@ import numpy as np
 
 from minitransformer import backend
 from minitransformer.errors import ShapeError
-from minitransformer.nn.attention import MultiHeadAttention
+from minitransformer.nn.attention import MultiHeadAttention, check_batch_first
 from minitransformer.nn.layers import Dropout, LayerNorm, add_feed_forward, feed_forward
 from minitransformer.nn.module import Module
 from minitransformer.nn.transformer import (
@@ -163,17 +163,7 @@ class TransformerDecoderLayer(Module):
 
 
 def _check_pair(tgt: Tensor, memory: Tensor, d_model: int) -> None:
-    for name, x in (("tgt", tgt), ("memory", memory)):
-        if x.ndim != 3 or x.shape[-1] != d_model:
-            raise ShapeError(
-                f"the decoder's {name} must have shape (B, length, {d_model}) (batch first, "
-                f"d_model={d_model}), got {x.shape}"
-            )
-    if tgt.shape[0] != memory.shape[0]:
-        raise ShapeError(
-            f"tgt and memory must have the same batch size, got shapes {tgt.shape} and "
-            f"{memory.shape}"
-        )
+    check_batch_first("the decoder's", "d_model", d_model, tgt=tgt, memory=memory)
 
 
 class TransformerDecoder(Module):

@@ -198,6 +198,13 @@ def composed_weights(q: Tensor, k: Tensor, plan: AttentionPlan) -> Tensor:
     return weights
 
 
+def mask_array(mask: Any, like: Tensor) -> Any:
+    """A mask (tensor, array or list) as an array on ``like``'s device; floats in its dtype."""
+    mask = mask.data if isinstance(mask, Tensor) else mask
+    mask = backend.to_device(mask if backend.is_array(mask) else np.asarray(mask), like.device)
+    return mask.astype(like.dtype, copy=False) if mask.dtype.kind == "f" else mask
+
+
 def attention_plan(
     query: Tensor,
     key: Tensor,
@@ -239,9 +246,7 @@ def attention_plan(
     plan = AttentionPlan(scale=1 / math.sqrt(query.shape[-1]) if scale is None else scale)
 
     if attn_mask is not None:
-        mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
-        mask = backend.to_device(mask if backend.is_array(mask) else np.asarray(mask),
-                                 query.device)
+        mask = mask_array(attn_mask, query)
         try:
             fits = np.broadcast_shapes(mask.shape, scores_shape) == scores_shape
         except ValueError:
@@ -254,7 +259,7 @@ def attention_plan(
         if mask.dtype == bool:
             plan.blocked = ~mask  # the mask says where attention is allowed
         elif mask.dtype.kind == "f":
-            plan.bias = mask.astype(query.dtype, copy=False)
+            plan.bias = mask
         else:
             raise DtypeError(f"attention mask must be bool or floating, got dtype {mask.dtype}")
     if is_causal:

@@ -29,6 +29,20 @@ weights come back from the saved log-sum-exp, P_j = exp(S_j - L), and
 
 D replaces the row sums of dP * P over the keys: both are sum_s sum_e dO[e] P[s] V[s, e].
 
+Keeping the weights (``keep_weights=True``): when memory allows, the forward keeps each
+tile's exp(S_j - m_j), with the shift m_j it used (the running max at that tile), and
+the backward reads it back instead of recomputing Q K_j^T and its exponential: one
+product and one exponential per tile fewer, for O(n^2) memory. The tile is the weights
+up to a factor per row, P_j = exp(S_j - m_j) * exp(m_j - L), and that factor is folded
+into the small arrays it multiplies (dO and D, (..., bq, Ev) and (..., bq, 1)):
+
+    dV_j += exp(S_j - m_j)^T (dO * c),   dS_j = exp(S_j - m_j) * ((dO * c) V_j^T - D * c),
+    c = exp(m_j - L)
+
+Threads: query tiles are dealt out to the workers in both passes. In the backward each
+worker owns its tiles' rows of dQ and keeps a dK and a dV of its own (every query tile
+adds to every key tile), summed at the end.
+
 Masks: ``blocked`` (bool, True where a query may NOT attend) and ``bias`` (added to the
 scores) broadcast to (..., L, S) and are sliced tile by tile; ``causal`` lets query i see
 keys 0..i, and whole tiles above the diagonal are skipped, in both passes. A query with no
@@ -49,6 +63,7 @@ import numpy as np
 from minitransformer import backend, tuning
 from minitransformer.autograd import Function, grad
 from minitransformer.errors import ShapeError
+from minitransformer.ops.attention import mask_array
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import unbroadcast
 from minitransformer.tensor import Tensor
@@ -58,7 +73,7 @@ __all__ = ["TiledAttention", "tiled_attention"]
 # One score tile holds at most this many numbers (4 MiB in float32), summed over the batch
 # axes: the budget that picks the default tile sizes.
 TILE_ELEMENTS = 2**20
-MAX_BLOCK_Q, MAX_BLOCK_K, MIN_BLOCK = 256, 1024, 16
+MAX_BLOCK_Q, MAX_BLOCK_K, MIN_BLOCK = 256, 512, 16
 
 
 def default_workers() -> int:
@@ -98,10 +113,13 @@ def _run_parallel(work: Callable[[int, int], None], workers: int) -> None:
             f.result()  # re-raises a worker's exception here
 
 
-def block_sizes(batch: int, length: int, source_length: int) -> tuple[int, int]:
-    """Tile sizes (block_q, block_k) whose score tile, times the batch, fits TILE_ELEMENTS."""
+def block_sizes(batch: int, length: int, source_length: int,
+                workers: int = 1) -> tuple[int, int]:
+    """Tile sizes (block_q, block_k) whose score tile, times the batch, fits TILE_ELEMENTS;
+    the query tiles small enough that each of ``workers`` threads gets at least one."""
+    most_q = min(length, MAX_BLOCK_Q, max(MIN_BLOCK, -(-length // workers)))
     block_k = min(source_length, MAX_BLOCK_K)
-    block_q = min(length, MAX_BLOCK_Q, max(MIN_BLOCK, TILE_ELEMENTS // (batch * block_k)))
+    block_q = min(most_q, max(MIN_BLOCK, TILE_ELEMENTS // (batch * block_k)))
     block_k = min(block_k, max(MIN_BLOCK, TILE_ELEMENTS // (batch * block_q)))
     return block_q, block_k
 
@@ -111,15 +129,24 @@ def _tiles(size: int, block: int) -> list[tuple[int, int]]:
 
 
 class _Scratch:
-    """One worker's reusable tile buffers. Tiles are allocated once per call and reused,
-    because a fresh multi-MiB array per tile costs page faults on every allocation."""
+    """One worker's reusable buffers for tiles and tile products, allocated on first use
+    and reused for every tile of the call: a fresh multi-MiB array per tile would cost
+    page faults each time (and, with glibc's defaults, a round trip to the OS)."""
 
-    def __init__(self, xp: Any, dtype: Any, size: int, count: int) -> None:
-        self.buffers = [xp.empty(size, dtype=dtype) for _ in range(count)]
+    def __init__(self, xp: Any, dtype: Any) -> None:
+        self.array_module, self.dtype = xp, dtype
+        self.buffers: dict[str, Any] = {}
 
-    def view(self, index: int, shape: tuple[int, ...]) -> Any:
-        """A contiguous array of ``shape`` in buffer ``index`` (its first elements)."""
-        return self.buffers[index][: math.prod(shape)].reshape(shape)
+    def view(self, name: str, shape: tuple[int, ...]) -> Any:
+        """A contiguous array of ``shape`` in buffer ``name`` (its first elements)."""
+        size = math.prod(shape)
+        if name not in self.buffers or self.buffers[name].size < size:
+            self.buffers[name] = self.array_module.empty(size, dtype=self.dtype)
+        return self.buffers[name][:size].reshape(shape)
+
+    def product(self, name: str, a: Any, b: Any) -> Any:
+        """a @ b in buffer ``name``: for products that are added to an accumulator."""
+        return self.array_module.matmul(a, b, out=self.view(name, (*a.shape[:-1], b.shape[-1])))
 
 
 class TiledAttention(Function):
@@ -132,11 +159,14 @@ class TiledAttention(Function):
     """
 
     def forward(self, q: Any, k: Any, v: Any, scale: float, blocked: Any, bias: Any,
-                causal: bool, block_q: int, block_k: int, workers: int) -> Any:
+                causal: bool, block_q: int, block_k: int, workers: int,
+                keep_weights: bool = False) -> Any:
         xp = backend.array_module(backend.device_of(q))
         self.scale, self.blocked, self.bias, self.causal = scale, blocked, bias, causal
         batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
         length, source_length = q.shape[-2], k.shape[-2]
+        # with keep_weights: (i0, j0) -> (P_j, m_j), each tile's exp(S - m_j) and its shift
+        self.kept: dict[tuple[int, int], tuple[Any, Any]] | None = {} if keep_weights else None
         self.row_tiles = _tiles(length, block_q)
         self.col_tiles = _tiles(source_length, block_k)
         self.workers = workers if xp is np else 1  # CuPy queues its kernels on one stream
@@ -144,10 +174,9 @@ class TiledAttention(Function):
         key_t = k.swapaxes(-1, -2)  # (..., E, S)
         out = xp.empty((*batch, length, v.shape[-1]), dtype=q.dtype)  # (..., L, Ev)
         lse = xp.empty((*batch, length, 1), dtype=q.dtype)  # (..., L, 1)
-        tile_size = math.prod(batch) * block_q * block_k
 
         def work(worker: int, workers: int) -> None:
-            scratch = _Scratch(xp, q.dtype, tile_size, 1)
+            scratch = _Scratch(xp, q.dtype)
             for r in range(worker, len(self.row_tiles), workers):
                 i0, i1 = self.row_tiles[r]
                 self._forward_rows(xp, scratch, scaled_q, key_t, v, out, lse, i0, i1, batch)
@@ -165,16 +194,20 @@ class TiledAttention(Function):
         total = xp.zeros((*batch, i1 - i0, 1), dtype=dtype)  # l
         acc = xp.zeros((*batch, i1 - i0, v.shape[-1]), dtype=dtype)  # o, (..., bq, Ev)
         for j0, j1 in self._key_tiles(i0, i1):
-            s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch)  # (..., bq, bk)
+            into = None if self.kept is None else xp.empty((*batch, i1 - i0, j1 - j0), dtype)
+            s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch,
+                             into=into)  # (..., bq, bk)
             new_max = xp.maximum(row_max, s.max(axis=-1, keepdims=True))  # (..., bq, 1)
             # a row masked so far has max -inf; shift it by 0 so exp gives 0, not NaN
             shift = xp.where(xp.isneginf(new_max), 0, new_max)
             p = xp.exp(xp.subtract(s, shift, out=s), out=s)  # P = exp(S - m_new)
+            if self.kept is not None:
+                self.kept[i0, j0] = p, shift
             alpha = xp.exp(row_max - shift)  # exp(m_old - m_new), 0 while nothing was seen
             total *= alpha
             total += p.sum(axis=-1, keepdims=True)
             acc *= alpha
-            acc += p @ v[..., j0:j1, :]  # (..., bq, bk) @ (..., bk, Ev) -> (..., bq, Ev)
+            acc += scratch.product("pv", p, v[..., j0:j1, :])  # (..., bq, bk) @ (..., bk, Ev)
             row_max = new_max
         dead = total == 0  # no key allowed: o = 0 already, keep it 0
         safe_total = xp.where(dead, 1, total)
@@ -190,9 +223,9 @@ class TiledAttention(Function):
             yield j0, j1
 
     def _scores(self, xp: Any, scratch: _Scratch, q_rows: Any, key_t: Any, i0: int, i1: int,
-                j0: int, j1: int, batch: tuple[int, ...]) -> Any:
-        """S = Q_i K_j^T * scale with the masks applied, in scratch buffer 0."""
-        s = scratch.view(0, (*batch, i1 - i0, j1 - j0))
+                j0: int, j1: int, batch: tuple[int, ...], into: Any = None) -> Any:
+        """S = Q_i K_j^T * scale with the masks applied, in ``into`` or scratch buffer 0."""
+        s = scratch.view("s", (*batch, i1 - i0, j1 - j0)) if into is None else into
         xp.matmul(q_rows, key_t[..., j0:j1], out=s)  # (..., bq, E) @ (..., E, bk)
         if self.bias is not None:
             s += self.bias[..., i0:i1, j0:j1]
@@ -218,41 +251,47 @@ class TiledAttention(Function):
         key_t = k.swapaxes(-1, -2)  # (..., E, S)
         value_t = v.swapaxes(-1, -2)  # (..., Ev, S)
         row_dot = (d_out * self.out).sum(axis=-1, keepdims=True)  # D = rowsum(dO * O), (..., L, 1)
-        dk = xp.zeros((*batch, *k.shape[-2:]), dtype=q.dtype)  # full batch, unbroadcast below
-        dv = xp.zeros((*batch, *v.shape[-2:]), dtype=q.dtype)
-        dq_parts = [xp.zeros((*batch, *q.shape[-2:]), dtype=q.dtype)
-                    for _ in range(self.workers)]  # one per worker: they all add to every row
-        block_q = self.row_tiles[0][1]
-        block_k = self.col_tiles[0][1]
-        tile_size = math.prod(batch) * block_q * block_k
+        dq = xp.zeros((*batch, *q.shape[-2:]), dtype=q.dtype)  # full batch, unbroadcast below
+        # one dK and dV per worker: every query tile adds to every key tile (summed at the end)
+        dk_parts = [xp.zeros((*batch, *k.shape[-2:]), dtype=q.dtype) for _ in range(self.workers)]
+        dv_parts = [xp.zeros((*batch, *v.shape[-2:]), dtype=q.dtype) for _ in range(self.workers)]
 
         def work(worker: int, workers: int) -> None:
-            scratch = _Scratch(xp, q.dtype, tile_size, 2)
-            dq = dq_parts[worker]
-            for c in range(worker, len(self.col_tiles), workers):
-                j0, j1 = self.col_tiles[c]
-                for i0, i1 in self.row_tiles:
-                    if self.causal and j0 >= i1:  # the tile lies above the diagonal
-                        continue
-                    s = self._scores(xp, scratch, scaled_q[..., i0:i1, :], key_t, i0, i1,
-                                     j0, j1, batch)
-                    p = xp.exp(xp.subtract(s, self.lse[..., i0:i1, :], out=s), out=s)  # P
-                    d_rows = d_out[..., i0:i1, :]  # dO, (..., bq, Ev)
+            scratch = _Scratch(xp, q.dtype)
+            dk, dv = dk_parts[worker], dv_parts[worker]
+            for r in range(worker, len(self.row_tiles), workers):
+                i0, i1 = self.row_tiles[r]
+                q_rows = scaled_q[..., i0:i1, :]  # Q_i * scale, (..., bq, E)
+                d_out_rows = d_out[..., i0:i1, :]  # dO_i, (..., bq, Ev)
+                row_dots = row_dot[..., i0:i1, :]  # D_i, (..., bq, 1)
+                for j0, j1 in self._key_tiles(i0, i1):
+                    if self.kept is None:  # recomputed: P = exp(S - L)
+                        s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch)
+                        p = xp.exp(xp.subtract(s, self.lse[..., i0:i1, :], out=s), out=s)
+                        d_rows, dots = d_out_rows, row_dots
+                    else:  # kept: exp(S - m_j), and P = exp(S - m_j) * exp(m_j - L)
+                        p, shift = self.kept[i0, j0]
+                        # <= 1: m_j <= L where the row saw a key; where p = 0 it stays finite
+                        factor = xp.exp(xp.minimum(shift - self.lse[..., i0:i1, :], 0))
+                        # the factor goes into the small (..., bq, Ev) arrays, not into P
+                        d_rows, dots = d_out_rows * factor, row_dots * factor
                     # dV_j += P^T dO: (..., bk, bq) @ (..., bq, Ev) -> (..., bk, Ev)
-                    dv[..., j0:j1, :] += p.swapaxes(-1, -2) @ d_rows
+                    dv[..., j0:j1, :] += scratch.product("dv", p.swapaxes(-1, -2), d_rows)
                     if not (need_q or need_k):
                         continue
-                    ds = scratch.view(1, s.shape)
+                    ds = scratch.view("ds", p.shape)
                     xp.matmul(d_rows, value_t[..., j0:j1], out=ds)  # dP = dO V_j^T
-                    ds -= row_dot[..., i0:i1, :]
+                    ds -= dots
                     ds *= p  # dS = P * (dP - D), (..., bq, bk)
                     if need_q:
-                        dq[..., i0:i1, :] += ds @ k[..., j0:j1, :]  # (..., bq, bk) @ (bk, E)
+                        # (..., bq, bk) @ (..., bk, E) -> (..., bq, E)
+                        dq[..., i0:i1, :] += scratch.product("dq", ds, k[..., j0:j1, :])
                     if need_k:  # (..., bk, bq) @ (..., bq, E) -> (..., bk, E)
-                        dk[..., j0:j1, :] += ds.swapaxes(-1, -2) @ scaled_q[..., i0:i1, :]
+                        dk[..., j0:j1, :] += scratch.product("dk", ds.swapaxes(-1, -2), q_rows)
 
         _run_parallel(work, self.workers)
-        dq = sum(dq_parts[1:], dq_parts[0]) * self.scale
+        dq *= self.scale
+        dk, dv = sum(dk_parts[1:], dk_parts[0]), sum(dv_parts[1:], dv_parts[0])
         return (unbroadcast(dq, q.shape) if need_q else None,
                 unbroadcast(dk, k.shape) if need_k else None,
                 unbroadcast(dv, v.shape) if need_v else None)
@@ -276,18 +315,12 @@ class TiledAttention(Function):
         return tuple(next(grads) if t.requires_grad else None for t in (q, k, v))
 
 
-def _mask_array(mask: Any, like: Tensor) -> Any:
-    """A mask (tensor, array or list) as an array on ``like``'s device; floats in its dtype."""
-    mask = mask.data if isinstance(mask, Tensor) else mask
-    mask = backend.to_device(mask if backend.is_array(mask) else np.asarray(mask), like.device)
-    return mask if mask.dtype == bool else mask.astype(like.dtype, copy=False)
-
-
 @register(top_level=False)  # a fused node: in the gradient test lists
 def tiled_attention(
     query: Tensor,
     key: Tensor,
     value: Tensor,
+    *,
     blocked: Any = None,
     bias: Any = None,
     causal: bool = False,
@@ -295,6 +328,7 @@ def tiled_attention(
     block_q: int | None = None,
     block_k: int | None = None,
     workers: int | None = None,
+    keep_weights: bool = False,
 ) -> Tensor:
     """softmax(Q K^T * scale + bias, -inf where ``blocked``) V, tile by tile.
 
@@ -304,11 +338,17 @@ def tiled_attention(
     broadcasting to (..., L, S), and ``causal`` lets query i see keys 0..i only.
     ``block_q``/``block_k`` set the tile sizes (default: :func:`block_sizes`) and
     ``workers`` the threads on the CPU (default: :func:`default_workers`).
-    Returns the output (..., L, Ev) only: the weights are never formed.
+
+    ``keep_weights=False`` (the default) is FlashAttention: the weights are never held
+    whole, and the backward recomputes each tile from the saved log-sum-exp. With
+    ``keep_weights=True`` the forward keeps every tile of (unnormalised) weights for the
+    backward: O(n^2) memory, one (..., L, S) array's worth, for one matrix product and one
+    exponential per tile fewer. Returns the output (..., L, Ev).
     """
     batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     length, source_length = query.shape[-2], key.shape[-2]
-    default_q, default_k = block_sizes(math.prod(batch), length, source_length)
+    workers = workers or default_workers()
+    default_q, default_k = block_sizes(math.prod(batch), length, source_length, workers)
     block_q, block_k = block_q or default_q, block_k or default_k
     if block_q < 1 or block_k < 1:
         raise ShapeError(f"tiled attention needs positive tile sizes, got {block_q}, {block_k}")
@@ -318,8 +358,9 @@ def tiled_attention(
             f"and key {key.shape}"
         )
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
-    blocked, bias = (None if m is None else _mask_array(m, query) for m in (blocked, bias))
+    blocked, bias = (None if m is None else mask_array(m, query) for m in (blocked, bias))
     return TiledAttention.apply(
         query, key, value, scale=scale, blocked=blocked, bias=bias, causal=causal,
-        block_q=block_q, block_k=block_k, workers=workers or default_workers(),
+        block_q=block_q, block_k=block_k, workers=workers,
+        keep_weights=keep_weights,
     )
