@@ -70,16 +70,24 @@ def blockwise_seconds(
 
 def add_malloc_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's malloc as it is (by default both libraries run "
-                             "with freed memory kept for reuse, as the minitransformer "
-                             "command does)")
+                        help="leave glibc's malloc as it is, also at minitransformer's first "
+                             "backward (by default both libraries run with freed memory kept "
+                             "for reuse, as minitransformer sets it on its first backward)")
 
 
 def apply_malloc_option(args: argparse.Namespace) -> str:
-    """Keep freed memory for reuse unless --default-malloc; says which setting is in use."""
+    """Keep freed memory for reuse unless --default-malloc; says which setting is in use.
+
+    With --default-malloc, the library's own first-backward setting is switched off too
+    (``MINITRANSFORMER_MALLOC=default``), so that both libraries run on glibc's defaults."""
+    import os
+
     from minitransformer import tuning
 
-    if not args.default_malloc and tuning.retain_freed_memory():
+    if args.default_malloc:
+        os.environ[tuning.MALLOC_SETTING] = "default"
+        return "glibc defaults"
+    if tuning.retain_freed_memory():
         return "freed memory kept for reuse"
     return "glibc defaults"
 

@@ -26,7 +26,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from minitransformer import backend
+from minitransformer import backend, tuning
 from minitransformer.errors import DeviceError, GraphError, ShapeError
 
 # What a backward formula computes with: arrays (NumPy or CuPy) in a plain backward, tensors
@@ -220,7 +220,9 @@ def _check_unchanged(fn: Function) -> None:
             record = _record_of(_base(t.data))
             what = record[2] if record is not None and record[1] > epoch else "assigning its .data"
         else:
-            record = _record_of(_base(array)) if fn.uses_input_values else None
+            reads = fn.uses_input_values
+            reads = reads if reads.__class__ is bool else reads[position]  # per input
+            record = _record_of(_base(array)) if reads else None
             if record is None or record[1] <= epoch:
                 continue
             what = record[2]
@@ -276,8 +278,9 @@ class Function:
     uses_output = False  # keep a weak reference to the output for backward
     changes_device = False  # only To: its output lives on another device than its input
     # False where backward reads only the inputs' shapes (Add, Sum, Reshape...): then an
-    # in-place change of an input's values between forward and backward is harmless.
-    uses_input_values = True
+    # in-place change of an input's values between forward and backward is harmless. A
+    # tuple says it input by input (Linear reads x and W, not b).
+    uses_input_values: bool | tuple[bool, ...] = True
 
     inputs: tuple[Tensor, ...]  # the input tensors: the graph's edges
     module: Any  # the innermost Module running when this node was recorded, or None
@@ -444,6 +447,8 @@ def run_backward(
     ``.grad``, unless ``capture`` is given: then the gradients of those tensors are
     returned and no ``.grad`` is touched.
     """
+    if not tuning.first_backward_done:
+        tuning.on_first_backward()  # the allocator setting, once per process (see tuning)
     # Gradients travel as arrays in a plain backward and as tensors under create_graph.
     # Keyed by the tensor itself: Tensor hashes by identity (object.__hash__), and a dict
     # compares keys by identity before equality, so Tensor's elementwise == never runs;

@@ -31,6 +31,7 @@ from minitransformer.ops.attention import (
     composed_weights,
 )
 from minitransformer.ops.loss import CrossEntropy
+from minitransformer.ops.matmul import Linear
 from minitransformer.ops.norm import LayerNorm
 from minitransformer.ops.registry import register
 from minitransformer.ops.tiled_attention import tiled_attention
@@ -50,9 +51,10 @@ tanh = ops.tanh
 sigmoid = ops.sigmoid
 
 __all__ = [
-    "AttentionWeights", "CrossEntropy", "LayerNorm", "ScaledDotProductAttention",
+    "AttentionWeights", "CrossEntropy", "LayerNorm", "Linear", "ScaledDotProductAttention",
     "attention_reference", "composed_attention", "cross_entropy", "dropout", "embedding",
-    "gelu", "layer_norm", "layer_norm_reference", "linear", "log_softmax", "masked_softmax",
+    "gelu", "layer_norm", "layer_norm_reference", "linear", "linear_reference", "log_softmax",
+    "masked_softmax",
     "logsumexp", "mse_loss", "relu", "scaled_dot_product_attention", "sigmoid", "softmax",
     "tanh",
 ]
@@ -74,10 +76,13 @@ def _integer_array(indices: Any, device: str, what: str) -> Any:
 
 
 # ----- layers as functions ---------------------------------------------------------------------
+@register(top_level=False)  # a fused node: in the gradient test lists
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b, with W of shape (out_features, in_features) as in PyTorch.
 
     x (..., in) @ W^T (in, out) -> y (..., out); b (out,) broadcasts over the leading axes.
+    One fused node (:class:`minitransformer.ops.matmul.Linear`); :func:`linear_reference`
+    is the same from ``@`` and ``+``.
     """
     for name, value in (("input", x), ("weight", weight), ("bias", bias)):
         if value is not None and not isinstance(value, Tensor):
@@ -93,6 +98,13 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"linear: bias of shape {bias.shape} does not fit weight of shape {weight.shape}; "
             f"expected ({weight.shape[0]},)"
         )
+    if bias is None:
+        return Linear.apply(x, weight)
+    return Linear.apply(x, weight, bias)
+
+
+def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """The same as :func:`linear` from primitive ops, for the tests (and for reading)."""
     y = x @ weight.T  # (..., in) @ (in, out) -> (..., out)
     return y if bias is None else y + bias
 

@@ -1,8 +1,11 @@
 """Process-wide tuning for speed: glibc's allocator, OpenBLAS's threads, the cycle collector.
 
-Both change the whole process, so the library never applies them on import: the
-``minitransformer`` command, the training loop and the benchmarks opt in. ``backend.py``
-stays what it is, NumPy or CuPy for each device.
+Each changes the whole process, so the library never applies one on import. One is applied
+on first use: the first backward keeps freed memory for reuse (:func:`retain_freed_memory`),
+because without it a user's own training loop runs up to twice as slowly on small models
+(docs/benchmarks.md) and no user should have to know that. ``MINITRANSFORMER_MALLOC=default``
+in the environment leaves glibc's allocator as it is. The command line and the benchmarks
+call these directly. ``backend.py`` stays what it is, NumPy or CuPy for each device.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import ctypes
 import functools
 import gc
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -23,9 +27,10 @@ def retain_freed_memory() -> bool:
     glibc gives blocks above its threshold back to the OS on free, so each step pays
     again for fresh pages; measured on a 2-core VM, that was a quarter of a Transformer
     step (docs/benchmarks.md). This raises the trim threshold to 1 GiB and serves blocks
-    below 32 MiB from the reusable heap. Process-wide, so the library never does it on
-    import: the ``minitransformer`` command and the benchmarks call it. Returns False
-    where it does not apply (not Linux with glibc).
+    below 32 MiB from the reusable heap. Process-wide, so the library does it not on import
+    but on the first backward (see :func:`on_first_backward`); the ``minitransformer``
+    command and the benchmarks call it directly. Returns False where it does not apply
+    (not Linux with glibc).
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -37,6 +42,21 @@ def retain_freed_memory() -> bool:
     return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(
         libc.mallopt(m_mmap_threshold, 32 << 20)
     )
+
+
+# Set once the first backward has run; read by the engine on every backward (a module
+# attribute, not a lock: running the setting twice from two threads would be harmless).
+first_backward_done = False
+MALLOC_SETTING = "MINITRANSFORMER_MALLOC"  # "default": leave glibc's allocator alone
+
+
+def on_first_backward() -> None:
+    """What the first backward of the process applies: :func:`retain_freed_memory`, unless
+    ``$MINITRANSFORMER_MALLOC`` is ``default``."""
+    global first_backward_done
+    first_backward_done = True
+    if os.environ.get(MALLOC_SETTING, "").strip().lower() != "default":
+        retain_freed_memory()
 
 
 _blas_lock = threading.Lock()

@@ -176,6 +176,8 @@ OP_CASES: dict[str, OpCase] = {
     "cross_entropy": OpCase([normal(4, 5)], lambda z: F.cross_entropy(z, TARGETS),
                             lambda z: torch.nn.functional.cross_entropy(
                                 z, torch.from_numpy(TARGETS))),
+    "linear": OpCase([normal(2, 3, 4), normal(5, 4), normal(5)],
+                     torch=lambda x, w, b: torch.nn.functional.linear(x, w, b)),
     "layer_norm": OpCase([normal(2, 3, 4), normal(4), normal(4)],
                          lambda x, w, b: F.layer_norm(x, 4, w, b),
                          lambda x, w, b: torch.nn.functional.layer_norm(x, (4,), w, b)),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
 import sys
 import weakref
 
@@ -463,6 +465,32 @@ def test_manual_seed_makes_randomness_reproducible() -> None:
 def test_retain_freed_memory_applies_on_linux() -> None:
     applied = tuning.retain_freed_memory()
     assert applied is sys.platform.startswith("linux")
+
+
+FIRST_BACKWARD_SCRIPT = """
+import minitransformer as mt
+from minitransformer import tuning
+calls = []
+tuning.retain_freed_memory = lambda: calls.append("applied") or True
+x = mt.tensor([1.0, 2.0], requires_grad=True)
+(x * x).sum().backward()
+(x * x).sum().backward()
+print(len(calls), tuning.first_backward_done)
+"""
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, "1 True"), ("default", "0 True"),
+                                                   (" Default ", "0 True")])
+def test_first_backward_keeps_freed_memory_unless_told_not_to(setting, expected) -> None:
+    """The allocator setting is applied once per process, by the first backward (not by
+    import), and MINITRANSFORMER_MALLOC=default opts out. A fresh process for each case."""
+    env = {k: v for k, v in os.environ.items() if k != tuning.MALLOC_SETTING}
+    if setting is not None:
+        env[tuning.MALLOC_SETTING] = setting
+    result = subprocess.run([sys.executable, "-c", FIRST_BACKWARD_SCRIPT], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == expected
 
 
 def test_cycle_collector_paused_restores_the_collector_as_it_was() -> None:

@@ -114,6 +114,37 @@ def test_embedding_errors(rng):
         F.embedding(np.array([0.0, 1.0]), weight)
 
 
+@pytest.mark.parametrize("x_shape", [(4,), (3, 4), (2, 3, 4)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_fused_linear_matches_composed(rng, x_shape, with_bias):
+    """The fused node (bias added into the product's output) against ``x @ W.T + b``:
+    same values and gradients, for 1-D, 2-D and batched inputs, with and without bias,
+    and second derivatives that pass gradgradcheck."""
+    x, weight = randn(rng, *x_shape), randn(rng, 5, 4)
+    bias = randn(rng, 5) if with_bias else None
+    inputs = [x, weight, bias] if with_bias else [x, weight]
+    upstream = mt.tensor(rng.standard_normal((*x_shape[:-1], 5)))
+    y_fused, y_ref = F.linear(x, weight, bias), F.linear_reference(x, weight, bias)
+    assert isinstance(y_fused._ctx, F.Linear)
+    np.testing.assert_allclose(y_fused.data, y_ref.data, rtol=1e-12)
+    for fused, ref in zip(mt.grad(y_fused, inputs, upstream), mt.grad(y_ref, inputs, upstream)):
+        np.testing.assert_allclose(fused.data, ref.data, rtol=1e-10, atol=1e-12)
+    assert mt.gradgradcheck(lambda *args: F.linear(*args), inputs)
+
+
+def test_fused_linear_takes_a_transposed_input_and_keeps_float32(rng):
+    """A non-contiguous input (a transposed view) and float32 give what the composed does."""
+    x = mt.tensor(rng.standard_normal((4, 3)).astype(np.float32), requires_grad=True)
+    weight = mt.tensor(rng.standard_normal((5, 4)).astype(np.float32), requires_grad=True)
+    bias = mt.tensor(rng.standard_normal(5).astype(np.float32), requires_grad=True)
+    y = F.linear(x.T, weight, bias)  # (3, 4) view with strides of a (4, 3) array
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.data, x.data.T @ weight.data.T + bias.data, rtol=1e-5)
+    y.sum().backward()
+    np.testing.assert_allclose(bias.grad.data, np.full(5, 3.0), rtol=1e-6)
+    np.testing.assert_allclose(x.grad.data, np.tile(weight.data.sum(0), (3, 1)).T, rtol=1e-5)
+
+
 @pytest.mark.parametrize("normalized_shape", [4, (3, 4)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_layer_norm_gradcheck(rng, normalized_shape, affine):

@@ -24,8 +24,9 @@ def test_an_optimizer_step_between_two_forwards_is_detected(optimizer: type) -> 
     first.backward(retain_graph=True)
     opt.step()
     second = layer(x).sum()
-    with pytest.raises(GraphError, match=rf"MatMul, the tensor of shape \(3, 2\), was changed by "
-                       rf"{optimizer.__name__}\.step\(\) \(on the tensor of shape \(2, 3\)\)"):
+    with pytest.raises(GraphError, match=rf"input 1 of Linear, the tensor of shape \(2, 3\), was "
+                       rf"changed by {optimizer.__name__}\.step\(\) \(on the tensor of shape "
+                       rf"\(2, 3\)\)"):
         (first + second).backward()
     assert layer.weight._version == 1
 
@@ -50,7 +51,7 @@ def test_load_state_dict_and_data_assignment_and_module_to_are_detected() -> Non
 
 
 def test_a_change_to_a_value_the_backward_does_not_read_is_allowed() -> None:
-    # y = x @ W.T + b: the bias' backward needs only its shape (as in PyTorch).
+    # y = x W^T + b, one Linear node: the bias' gradient needs only its shape (as in PyTorch).
     layer, x = _linear_and_input()
     opt = SGD([layer.bias], lr=0.1)
     loss = layer(x).sum()

@@ -50,7 +50,7 @@ def test_multi_head_attention_names_split_merge_and_projection():
     mha = nn.MultiHeadAttention(8, 2)
     out, weights = mha(mt.randn(1, 3, 8), average_attn_weights=False)
     assert out.name == "output"
-    concat = out._ctx.inputs[0]._ctx.inputs[0]  # output = concat @ W_O^T + b
+    concat = out._ctx.inputs[0]  # output = Linear(concat, W_O, b)
     assert concat.name == "Z_concat" and concat.shape == (1, 3, 8)
     assert weights.name == "A" and weights.shape == (1, 2, 3, 3)
     q_heads = weights._ctx.inputs[0]

@@ -79,6 +79,52 @@ class MatMul(Function):
         return da, db
 
 
+class Linear(Function):
+    """y = x W^T + b, W of shape (out, in) as in PyTorch: one node for a layer's product and
+    its bias (the composed ``x @ W.T + b`` is :func:`minitransformer.functional.linear_reference`).
+
+    With the leading axes of x folded into rows, X (N, in), G = dL/dy (N, out):
+        dX = G W        (N, out) @ (out, in) -> (N, in)
+        dW = G^T X      (out, N) @ (N, in)   -> (out, in)
+        db = sum of G over the rows           -> (out,)
+    Fused because the bias is then added into the product's own output, in place: one pass
+    over y and one array fewer than a separate Add node (measured in docs/benchmarks.md).
+    """
+
+    uses_input_values = (True, True, False)  # db needs only the bias' shape
+
+    def forward(self, x: Any, weight: Any, bias: Any = None) -> Any:
+        rows = _as_rows(_blas_ready(x))  # (..., in) -> (N, in)
+        y = rows @ weight.T  # (N, in) @ (in, out) -> (N, out), a new array
+        if bias is not None:
+            y += bias  # into the product's output: no second (N, out) array
+        return y if x.ndim == 2 else y.reshape(*x.shape[:-1], weight.shape[0])  # (..., out)
+
+    def backward(self, grad: Value) -> tuple[Value | None, ...]:
+        x, weight = self.args[:2]
+        need_x, need_weight, *need_bias = self.needs_input_grad
+        if not self.create_graph:
+            grad = _blas_ready(grad)
+        grad_rows = _as_rows(grad)  # (N, out)
+        dx = dw = db = None
+        if need_x:
+            dx = grad_rows @ weight  # (N, out) @ (out, in) -> (N, in)
+            dx = dx if x.ndim == 2 else dx.reshape(x.shape)  # -> (..., in)
+        if need_weight:
+            dw = grad_rows.swapaxes(-1, -2) @ _as_rows(x)  # (out, N) @ (N, in) -> (out, in)
+        if not need_bias:  # called without a bias
+            return dx, dw
+        if need_bias[0]:
+            db = grad_rows.sum(axis=0)  # (N, out) -> (out,)
+        return dx, dw, db
+
+
+def _as_rows(x: Value) -> Value:
+    """(..., k) -> (N, k), N the product of the leading axes; a 2-D x as it is (so that a
+    graph recorded under create_graph has no reshape that changes nothing)."""
+    return x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+
+
 def _blas_ready(x: Any) -> Any:
     """A copy of an array that has a zero stride (a broadcast view, such as the gradient of
     a sum); NumPy's matmul cannot hand those to BLAS and falls back to a slow loop."""

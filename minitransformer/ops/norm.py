@@ -49,8 +49,10 @@ class LayerNorm(Function):
         # float16: the statistics in float32, since x^2 overflows float16 above |x| ~ 256
         # (the variance became inf and every output 0); the output in the input's dtype.
         stats_x = x.astype(xp.float32) if x.dtype == xp.float16 else x
-        self.x_hat, self.inv_std = normalize(stats_x, axes, eps, xp)  # saved for backward
-        return (self.x_hat * weight + bias).astype(x.dtype, copy=False)  # (..., n)
+        self.x_hat, self.inv_std = _normalize_arrays(stats_x, axes, eps)  # saved for backward
+        y = self.x_hat * weight  # (..., n), a new array
+        y += bias  # in place (see _normalize_arrays)
+        return y.astype(x.dtype, copy=False)
 
     def backward(self, grad: Value) -> tuple[Value, Value, Value]:
         x, weight, _ = self.args
@@ -60,6 +62,9 @@ class LayerNorm(Function):
         else:
             x_hat, inv_std = self.x_hat, self.inv_std
         need_x, need_weight, need_bias = self.needs_input_grad
+        if not self.create_graph:
+            return _layer_norm_backward_arrays(grad, x, weight, x_hat, inv_std, axes,
+                                               need_x, need_weight, need_bias)
         dx = d_weight = d_bias = None
         if need_x:
             g_hat = grad * weight  # dL/dx_hat, (..., n)
@@ -70,7 +75,41 @@ class LayerNorm(Function):
             d_weight = unbroadcast(grad * x_hat, weight.shape)  # (..., n) -> (n,)
         if need_bias:
             d_bias = unbroadcast(grad, weight.shape)  # (..., n) -> (n,)
-        if not self.create_graph:  # float16 in: the float32 statistics made float32 gradients
-            dx, d_weight = (None if g is None else g.astype(t.dtype, copy=False)
-                            for g, t in ((dx, x), (d_weight, weight)))
         return dx, d_weight, d_bias
+
+
+# ----- the same on arrays, in place ------------------------------------------------------------
+# Layer norm runs twice per Transformer layer on (batch, seq, d_model) arrays. Written with
+# fresh arrays, the forward makes five of them and the backward seven; each is memory the
+# allocator must find (and, with glibc's defaults, pages the kernel must zero). The two
+# helpers below compute the very same lines on arrays in place, with two and three, and are
+# what a plain backward runs; create_graph runs the formulas above on tensors.
+def _normalize_arrays(x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any, Any]:
+    """:func:`normalize` on arrays, with x_hat built in the array that holds x - mean."""
+    x_hat = x - x.mean(axis=axes, keepdims=True)  # centred, (..., n)
+    squares = x_hat * x_hat
+    inv_std = 1 / backend.array_module_of(x).sqrt(squares.mean(axis=axes, keepdims=True) + eps)
+    x_hat *= inv_std  # (x - mean) / sigma
+    return x_hat, inv_std
+
+
+def _layer_norm_backward_arrays(grad: Any, x: Any, weight: Any, x_hat: Any, inv_std: Any,
+                                axes: tuple[int, ...], need_x: bool, need_weight: bool,
+                                need_bias: bool) -> tuple[Any, Any, Any]:
+    """:meth:`LayerNorm.backward` on arrays:
+    dx = (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)) / sigma, in place."""
+    dx = d_weight = d_bias = None
+    if need_x:
+        g_hat = (grad * weight).astype(x_hat.dtype, copy=False)  # dL/dx_hat, (..., n)
+        product = g_hat * x_hat
+        mean_g_x_hat = product.mean(axis=axes, keepdims=True)  # (..., 1)
+        g_hat -= g_hat.mean(axis=axes, keepdims=True)
+        backend.array_module_of(x_hat).multiply(x_hat, mean_g_x_hat, out=product)  # reused
+        g_hat -= product
+        g_hat *= inv_std
+        dx = g_hat.astype(x.dtype, copy=False)  # float16 in: float32 statistics, cast back
+    if need_weight:
+        d_weight = unbroadcast(grad * x_hat, weight.shape).astype(weight.dtype, copy=False)
+    if need_bias:
+        d_bias = unbroadcast(grad, weight.shape)  # (..., n) -> (n,)
+    return dx, d_weight, d_bias

@@ -91,7 +91,9 @@ def backward_graph(seed: int = 0) -> graphviz.Digraph:
     loss.backward(create_graph=True)
     # compact: shape-only ops ride on the arrows and unnamed intermediates are left out;
     # forward=loss: what is not in the loss's history is the backward pass, drawn apart
-    return draw_graph(x.grad, loss, model=attention, forward=loss, compact=True)
+    graph = draw_graph(x.grad, loss, model=attention, forward=loss, compact=True)
+    graph.graph_attr["size"] = "16.5,16.5"  # inches: scaled down, if wider, to 1,584 px
+    return graph
 
 
 EXAMPLES: dict[str, Callable[..., graphviz.Digraph]] = {
