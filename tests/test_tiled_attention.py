@@ -142,6 +142,29 @@ def test_kept_weights_with_large_negative_scores_after_a_masked_tile(rng):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-10)
 
 
+def test_kept_tiles_are_reused_by_the_next_forward(rng, monkeypatch):
+    """After a backward the kept tiles go back to a pool, and the next forward fills the
+    same arrays again (fresh pages each time are what the pool saves). A retained graph
+    keeps them for its second backward."""
+    pool = tiled_module._TilePool(limit=2**20)
+    monkeypatch.setattr(tiled_module, "_kept_tiles", pool)
+    q, k, v = _qkv(rng, batch=(1,))
+
+    def forward():
+        return _tiled(q, k, v, block_q=4, block_k=3, keep_weights=True, workers=1)
+
+    out = forward()
+    out.sum().backward(retain_graph=True)
+    assert pool.held == 0  # retained: nothing handed back yet
+    out.sum().backward()
+    pooled = [id(t) for stack in pool.free.values() for t in stack]
+    assert len(pooled) == 4 and pool.held > 0  # 2 x 2 tiles, handed back after the last use
+    again = forward()
+    assert sorted(id(p) for p, _ in again._ctx.kept.values()) == sorted(pooled)
+    assert pool.held == 0
+    np.testing.assert_array_equal(again.data, out.data)
+
+
 def test_one_worker_and_two_give_the_same_numbers(rng):
     mask = _mask("causal_and_float", rng)
     q, k, v = _qkv(rng)
@@ -192,12 +215,14 @@ def test_tiled_gradgradcheck_falls_back_to_the_composed_path(rng, kind):
                             [q, k, v])
 
 
-def test_tiled_float32_matches_fused(rng):
+@pytest.mark.parametrize("keep", [False, True])
+def test_tiled_float32_matches_fused(rng, keep):
     q, k, v = (mt.tensor(rng.standard_normal((2, 40, 8)).astype(np.float32), requires_grad=True)
                for _ in range(3))
     d_out = rng.standard_normal((2, 40, 8)).astype(np.float32)
     tiled = _output_and_grads(
-        lambda q, k, v: _tiled(q, k, v, is_causal=True, block_q=16, block_k=8), q, k, v, d_out)
+        lambda q, k, v: _tiled(q, k, v, is_causal=True, block_q=16, block_k=8,
+                               keep_weights=keep), q, k, v, d_out)
     fused = _output_and_grads(
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), q, k, v, d_out)
     for ours, theirs in zip(tiled, fused):
