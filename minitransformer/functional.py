@@ -303,9 +303,10 @@ def scaled_dot_product_attention(
         the (..., L, S) weights, so it needs ``need_weights=False`` and ``dropout_p=0``;
         it saves only the output and one log-sum-exp per query, unless a backward can
         come and one (..., L, S) array takes at most ``TILED_KEEP_MAX_BYTES``: then it
-        keeps the weights for the backward, which saves recomputing them. Its tiles run on two threads. Under
-        ``create_graph=True`` its backward falls back to the composed path's, recorded
-        (which forms the weights), so that second derivatives exist;
+        keeps the weights for the backward, which saves recomputing them. Its tiles run
+        on two threads. Under ``create_graph=True`` its backward falls back to the
+        composed path's, recorded (which forms the weights), so that second derivatives
+        exist;
       * ``"composed"``: :func:`attention_reference`, primitive ops that autograd
         differentiates; slow, for reading and checking;
       * ``"auto"`` (the default): tiled when the weights are not needed, there is no
