@@ -139,12 +139,13 @@ def module_scope(module: Any) -> Iterator[None]:
 # ----- in-place changes -----------------------------------------------------------------------
 # A node's backward reads its inputs' arrays as they are when the backward runs. If an
 # input changed in between (an optimizer step, load_state_dict, Module.to, a new .data),
-# the gradient would be silently wrong. So each recorded node keeps the arrays it was
-# given and the "epoch" at which it was recorded, and every in-place change made through
-# the project's API calls mark_changed, which starts a new epoch and notes, per block of
-# memory, when and by what it was last changed. Views share their base's memory, so a
-# change to a weight is seen through weight.T too (PyTorch shares a version counter
-# between views the same way). The backward compares both before running each node.
+# the gradient would be silently wrong. So each recorded node keeps the "epoch" at which
+# it was recorded, and every in-place change made through the project's API calls
+# mark_changed, which starts a new epoch and notes, per block of memory, when and by what
+# it was last changed (a tensor given a new array is noted per tensor, note_new_array).
+# Views share their base's memory, so a change to a weight is seen through weight.T too
+# (PyTorch shares a version counter between views the same way). The backward looks at
+# a node's inputs only if the epoch moved on since the node was recorded.
 # Not detectable: writes into an array by hand (t.data[...] = x, NumPy's out=), since no
 # code of ours runs when they happen; see docs/autograd.md.
 _epoch = [0]  # bumped by every mark_changed; a list so that readers need no global
@@ -153,6 +154,10 @@ _epoch_lock = threading.Lock()
 # is sound for the check: a node keeps its input arrays (and so their bases) alive, so a
 # record made after the node was recorded under the same id is about that same memory.
 _changes: dict[int, tuple[int, int, str, Any]] = {}
+# id(tensor) -> (epoch, weak reference to the tensor): when a tensor was last given a new
+# array (t.data = a, Module.to). Nodes keep no copy of their input arrays to compare with:
+# that would be one more object per op for the cyclic garbage collector to walk.
+_new_arrays: dict[int, tuple[int, Any]] = {}
 
 
 def _base(array: Any) -> Any:
@@ -179,11 +184,20 @@ def mark_changed(tensor: Tensor, what: str) -> None:
         _changes[key] = (count, _epoch[0], f"{what} (on the tensor of {shape})", ref)
 
 
-def start_new_epoch() -> None:
-    """Make the next backward check every node recorded before now (see
-    :func:`_check_unchanged`); called when a tensor is given a new array (``t.data = a``)."""
+def note_new_array(tensor: Tensor) -> None:
+    """Record that ``tensor`` was given a new array (``t.data = a``), in a new epoch."""
+    key = id(tensor)
+
+    def forget(ref: weakref.ref) -> None:
+        if key in _new_arrays and _new_arrays[key][1] is ref:
+            del _new_arrays[key]
+
     with _epoch_lock:
         _epoch[0] += 1
+        entry = _new_arrays.get(key)
+        ref = entry[1] if entry is not None and entry[1]() is tensor else weakref.ref(tensor,
+                                                                                     forget)
+        _new_arrays[key] = (_epoch[0], ref)
 
 
 def _weak_ref(base: Any, key: int) -> Any:
@@ -215,14 +229,17 @@ def _check_unchanged(fn: Function) -> None:
     ``fn`` was recorded. Called only for nodes recorded before the latest epoch: until
     something changes in place, no node needs looking at."""
     epoch = fn._epoch
-    for position, (t, array) in enumerate(zip(fn.inputs, fn._arrays)):
-        if t.data is not array:  # a new array: from Module.to, or a user's .data = ...
+    for position, t in enumerate(fn.inputs):
+        new_array = _new_arrays.get(id(t))
+        if new_array is not None and new_array[0] > epoch and new_array[1]() is t:
+            # a new array (Module.to, or a user's .data = ...): even a shape-only backward
+            # may now get a wrong shape or dtype
             record = _record_of(_base(t.data))
             what = record[2] if record is not None and record[1] > epoch else "assigning its .data"
         else:
             reads = fn.uses_input_values
             reads = reads if reads.__class__ is bool else reads[position]  # per input
-            record = _record_of(_base(array)) if reads else None
+            record = _record_of(_base(t.data)) if reads else None
             if record is None or record[1] <= epoch:
                 continue
             what = record[2]
@@ -272,7 +289,7 @@ class Function:
 
     # What the engine records on every node are slots (cheaper to write than a dict, and
     # one node is made per op); what an op's forward stashes goes to the instance's __dict__.
-    __slots__ = ("inputs", "module", "_arrays", "_epoch", "__dict__", "__weakref__")
+    __slots__ = ("inputs", "module", "_epoch", "__dict__", "__weakref__")
 
     create_graph = False  # set by the engine on each node, just before its backward
     uses_output = False  # keep a weak reference to the output for backward
@@ -309,7 +326,7 @@ class Function:
                 if t.requires_grad:
                     fn.inputs = inputs
                     fn.module = _current_module.get()
-                    fn._arrays, fn._epoch = arrays, _epoch[0]  # see _check_unchanged
+                    fn._epoch = _epoch[0]  # see _check_unchanged
                     out.requires_grad = True
                     out._ctx = fn
                     if cls.uses_output:
@@ -322,7 +339,7 @@ class Function:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
         if self.create_graph:
             return self.inputs
-        return self._arrays  # the arrays forward saw; the engine checked they are unchanged
+        return tuple(map(_data_of, self.inputs))
 
     def output(self) -> Value:
         """The output, as an array or a tensor like :attr:`args`."""

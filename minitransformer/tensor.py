@@ -125,10 +125,12 @@ class Tensor:
 
     @data.setter
     def data(self, array: Any) -> None:
+        if array is self._data:  # t.data -= x assigns the same array back: not a new one
+            return
         self._data = array
-        # Nodes recorded before now may hold the old array: make the next backward check
-        # them (see autograd._check_unchanged). Reading .data costs nothing extra.
-        autograd.start_new_epoch()
+        # Nodes recorded before now read the old array in their forward: the next backward
+        # must refuse them (see autograd._check_unchanged).
+        autograd.note_new_array(self)
 
     @property
     def shape(self) -> tuple[int, ...]:
