@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend, ops
+from minitransformer.autograd import is_grad_enabled
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.attention import (
     AttentionWeights,
@@ -300,11 +301,12 @@ def scaled_dot_product_attention(
       * ``"tiled"``: FlashAttention's online softmax
         (:class:`~minitransformer.ops.tiled_attention.TiledAttention`), which never forms
         the (..., L, S) weights, so it needs ``need_weights=False`` and ``dropout_p=0``;
-        it saves only the output and one log-sum-exp per query, unless one (..., L, S)
-        array takes at most ``TILED_KEEP_MAX_BYTES``: then it keeps the weights for the
-        backward, which saves recomputing them. Its tiles run on two threads. Under
-        ``create_graph=True`` its backward falls back to the composed path's, recorded
-        (which forms the weights), so that second derivatives exist;
+        it saves only the output and one log-sum-exp per query, unless a backward can
+        come and one (..., L, S) array takes at most ``TILED_KEEP_MAX_BYTES``: then it
+        keeps the weights for the backward, which saves recomputing them. Its tiles run
+        on two threads. Under ``create_graph=True`` its backward falls back to the
+        composed path's, recorded (which forms the weights), so that second derivatives
+        exist;
       * ``"composed"``: :func:`attention_reference`, primitive ops that autograd
         differentiates; slow, for reading and checking;
       * ``"auto"`` (the default): tiled when the weights are not needed, there is no
@@ -335,7 +337,9 @@ def scaled_dot_product_attention(
             )
         # the causal triangle stays out of the plan: the tiled path skips whole tiles instead
         plan = attention_plan(query, key, value, attn_mask, False, scale)
-        keep = _scores_bytes(query, key, value) <= TILED_KEEP_MAX_BYTES
+        # keep the weights for a backward, if one can come and they fit the budget
+        keep = (is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+                and _scores_bytes(query, key, value) <= TILED_KEEP_MAX_BYTES)
         output = tiled_attention(query, key, value, blocked=plan.blocked, bias=plan.bias,
                                  causal=is_causal, scale=plan.scale, keep_weights=keep)
         return output, None

@@ -314,6 +314,16 @@ def test_tiled_keeps_its_weights_under_the_memory_budget(rng, monkeypatch):
 
     monkeypatch.setattr(F, "TILED_KEEP_MAX_BYTES", scores_bytes)
     assert kept() and kept(is_causal=True)
+    asked = []
+
+    def spy(*args, keep_weights, **options):
+        asked.append(keep_weights)
+        return tiled_attention(*args, keep_weights=keep_weights, **options)
+
+    monkeypatch.setattr(F, "tiled_attention", spy)
+    with mt.no_grad():  # no backward can come: nothing to keep
+        F.scaled_dot_product_attention(q, k, v, need_weights=False, implementation="tiled")
+    assert asked == [False]
     monkeypatch.setattr(F, "TILED_KEEP_MAX_BYTES", scores_bytes - 1)
     assert not kept()  # over the budget: FlashAttention's recompute
 
