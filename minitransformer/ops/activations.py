@@ -128,7 +128,8 @@ def softmax_in_place(scores: Any, axis: int = -1) -> Any:
     row_max[xp.isneginf(row_max)] = 0  # a fully masked row stays -inf: exp -> 0
     scores -= row_max
     weights = xp.exp(scores, out=scores)
-    total = weights.sum(axis=axis, keepdims=True)
+    last = axis in (-1, scores.ndim - 1)  # the usual case: row sums as a BLAS product
+    total = backend.sum_last_axis(weights) if last else weights.sum(axis=axis, keepdims=True)
     total[total == 0] = 1  # only a fully masked row sums to 0: its weights stay 0
     weights /= total
     return weights

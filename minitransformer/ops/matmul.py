@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from minitransformer import backend
 from minitransformer.autograd import Function, Value
 from minitransformer.errors import ShapeError
 from minitransformer.ops.registry import register
@@ -115,7 +116,8 @@ class Linear(Function):
         if not need_bias:  # called without a bias
             return dx, dw
         if need_bias[0]:
-            db = grad_rows.sum(axis=0)  # (N, out) -> (out,)
+            # (N, out) -> (out,); on arrays as a product with ones (see backend.sum_rows)
+            db = grad_rows.sum(axis=0) if self.create_graph else backend.sum_rows(grad_rows)
         return dx, dw, db
 
 

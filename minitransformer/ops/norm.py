@@ -84,11 +84,27 @@ class LayerNorm(Function):
 # allocator must find (and, with glibc's defaults, pages the kernel must zero). The two
 # helpers below compute the very same lines on arrays in place, with two and three, and are
 # what a plain backward runs; create_graph runs the formulas above on tensors.
+def _mean_over(x: Any, axes: tuple[int, ...]) -> Any:
+    """``x.mean(axis=axes, keepdims=True)``; over the usual one last axis, as a BLAS
+    product (see backend.sum_last_axis)."""
+    if axes == (x.ndim - 1,):
+        return backend.sum_last_axis(x) / x.shape[-1]
+    return x.mean(axis=axes, keepdims=True)
+
+
+def _sum_to(x: Any, shape: tuple[int, ...]) -> Any:
+    """``unbroadcast(x, shape)``: the sum over every leading axis, as a BLAS product when
+    ``shape`` is the last axis alone (see backend.sum_rows)."""
+    if len(shape) == 1:
+        return backend.sum_rows(x.reshape(-1, shape[0]))  # (..., n) -> (N, n) -> (n,)
+    return unbroadcast(x, shape)
+
+
 def _normalize_arrays(x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any, Any]:
     """:func:`normalize` on arrays, with x_hat built in the array that holds x - mean."""
-    x_hat = x - x.mean(axis=axes, keepdims=True)  # centred, (..., n)
+    x_hat = x - _mean_over(x, axes)  # centred, (..., n)
     squares = x_hat * x_hat
-    inv_std = 1 / backend.array_module_of(x).sqrt(squares.mean(axis=axes, keepdims=True) + eps)
+    inv_std = 1 / backend.array_module_of(x).sqrt(_mean_over(squares, axes) + eps)
     x_hat *= inv_std  # (x - mean) / sigma
     return x_hat, inv_std
 
@@ -102,14 +118,14 @@ def _layer_norm_backward_arrays(grad: Any, x: Any, weight: Any, x_hat: Any, inv_
     if need_x:
         g_hat = (grad * weight).astype(x_hat.dtype, copy=False)  # dL/dx_hat, (..., n)
         product = g_hat * x_hat
-        mean_g_x_hat = product.mean(axis=axes, keepdims=True)  # (..., 1)
-        g_hat -= g_hat.mean(axis=axes, keepdims=True)
+        mean_g_x_hat = _mean_over(product, axes)  # (..., 1)
+        g_hat -= _mean_over(g_hat, axes)
         backend.array_module_of(x_hat).multiply(x_hat, mean_g_x_hat, out=product)  # reused
         g_hat -= product
         g_hat *= inv_std
         dx = g_hat.astype(x.dtype, copy=False)  # float16 in: float32 statistics, cast back
     if need_weight:
-        d_weight = unbroadcast(grad * x_hat, weight.shape).astype(weight.dtype, copy=False)
+        d_weight = _sum_to(grad * x_hat, weight.shape).astype(weight.dtype, copy=False)
     if need_bias:
-        d_bias = unbroadcast(grad, weight.shape)  # (..., n) -> (n,)
+        d_bias = _sum_to(grad, weight.shape)  # (..., n) -> (n,)
     return dx, d_weight, d_bias
