@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,8 +87,9 @@ def torch_twin(model: TokenClassifier, layers: int, d_model: int, heads: int):
     return twin
 
 
-def training_steps(size: str) -> tuple[Callable[[], None], Callable[[], None] | None]:
-    """One training step of ours and of the PyTorch twin (None without PyTorch)."""
+def training_steps(size: str) -> tuple[Callable[[], Any], Callable[[], Any] | None]:
+    """One training step of ours and of the PyTorch twin (None without PyTorch); each
+    returns its loss, which is the same for the two (tests/test_benchmarks.py)."""
     cfg = SIZES[size]
     rng = np.random.default_rng(0)
     x0 = rng.standard_normal((cfg["batch"], cfg["seq"], cfg["d_model"])).astype(np.float32)
@@ -98,11 +100,12 @@ def training_steps(size: str) -> tuple[Callable[[], None], Callable[[], None] | 
     optimizer = mt.optim.AdamW(model.parameters(), lr=1e-3)
     x, y = mt.tensor(x0), mt.tensor(y0)
 
-    def ours() -> None:
+    def ours() -> mt.Tensor:
         optimizer.zero_grad()
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
+        return loss
 
     if torch is None:
         return ours, None
@@ -110,13 +113,14 @@ def training_steps(size: str) -> tuple[Callable[[], None], Callable[[], None] | 
     torch_optimizer = torch.optim.AdamW(twin.parameters(), lr=1e-3)
     tx, ty = torch.from_numpy(x0), torch.from_numpy(y0)
 
-    def theirs() -> None:
+    def theirs() -> Any:
         torch_optimizer.zero_grad()
         logits = twin.head(twin.encoder(tx))
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, NUM_CLASSES),
                                                  ty.reshape(-1))
         loss.backward()
         torch_optimizer.step()
+        return loss
 
     return ours, theirs
 
