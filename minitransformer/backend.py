@@ -6,6 +6,7 @@ runs on both devices. CuPy is imported only when a CUDA tensor is first asked fo
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from types import ModuleType
@@ -188,7 +189,8 @@ def scatter_add(target: Any, index: Any, values: Any) -> None:
 
 
 def erf(array: Any) -> Any:
-    """The error function, elementwise (NumPy has none: SciPy's if present, else ``math.erf``)."""
+    """The error function, elementwise (NumPy has none: SciPy's if present, else
+    :func:`erf_numpy`)."""
     if device_of(array) != "cpu":
         from cupyx.scipy.special import erf as cupy_erf
 
@@ -196,11 +198,77 @@ def erf(array: Any) -> Any:
     try:
         from scipy.special import erf as scipy_erf
     except ImportError:
-        return _np_erf(array).astype(array.dtype, copy=False)
+        return erf_numpy(array)
     return scipy_erf(array)
 
 
-_np_erf = np.vectorize(math.erf, otypes=[np.float64])
+# erf without SciPy, in whole-array NumPy passes (np.vectorize over math.erf took 120 ms
+# for the 524,288 values of one GELU in a small Transformer; this takes a tenth of that).
+# Two regions, each where its formula keeps full float64 accuracy:
+#   |x| < 1/2:  the Maclaurin series  erf x = 2/sqrt(pi) sum_n (-1)^n x^(2n+1) / (n! (2n+1))
+#               (13 terms: the next is below 1e-17 of the sum);
+#   |x| >= 1/2: erf x = 1 - erfc x with erfc x = t exp(-x^2 + P(t)), t = 2 / (2 + x), where
+#               P is a degree-20 Chebyshev fit of log(erfc(x) / t) + x^2 (a smooth function
+#               of t), made once from math.erfc at its nodes. Past x = 10, erfc < 1e-44: erf = 1.
+# tests/test_edge_cases.py holds it to math.erf within 4e-15 over the whole line.
+_ERFC_X_MAX = 10.0
+_ERFC_T_RANGE = (2 / (2 + _ERFC_X_MAX), 1.0)  # t for x in [0, 10]
+_ERFC_DEGREE = 20
+
+
+@functools.cache
+def _erfc_fit() -> np.ndarray:
+    """Chebyshev coefficients of P(t) = log(erfc(x) / t) + x^2 on the t of [0, 10]."""
+    lo, hi = _ERFC_T_RANGE
+    nodes = np.cos(np.pi * (np.arange(_ERFC_DEGREE + 1) + 0.5) / (_ERFC_DEGREE + 1))
+    values = []
+    for u in nodes:  # u in [-1, 1] -> t in [lo, hi] -> x
+        t = lo + (u + 1) / 2 * (hi - lo)
+        x = 2 / t - 2
+        values.append(math.log(math.erfc(x) / t) + x * x)
+    return np.polynomial.chebyshev.chebfit(nodes, values, _ERFC_DEGREE)
+
+
+def erf_numpy(array: Any) -> np.ndarray:
+    """The error function of a NumPy array, computed in float64, returned in its dtype."""
+    x = np.asarray(array, dtype=np.float64)
+    out = np.empty_like(x)
+    small = np.abs(x) < 0.5
+    out[small] = _erf_series(x[small])
+    large = ~small
+    out[large] = np.copysign(1 - _erfc_fitted(np.abs(x[large])), x[large])
+    dtype = array.dtype if isinstance(array, np.ndarray | np.generic) else np.float64
+    return out.astype(dtype, copy=False)
+
+
+def _erf_series(x: np.ndarray) -> np.ndarray:
+    """erf for |x| < 1/2 (float64), by the Maclaurin series, updated in place."""
+    minus_squares = -(x * x)
+    term, total = x.copy(), x.copy()
+    for n in range(1, 14):
+        term *= minus_squares
+        term /= n  # (-1)^n x^(2n+1) / n!
+        total += term / (2 * n + 1)
+    total *= 2 / math.sqrt(math.pi)
+    return np.copysign(total, x, out=total)  # erf is odd: keeps -0.0 for -0.0
+
+
+def _erfc_fitted(a: np.ndarray) -> np.ndarray:
+    """erfc for a >= 1/2 (float64): t exp(P(t) - a^2), P summed by Clenshaw's recurrence in
+    place (b_k = c_k + 2u b_(k+1) - b_(k+2); P = c_0 + u b_1 - b_2)."""
+    a = np.minimum(a, _ERFC_X_MAX)
+    t = 2 / (2 + a)
+    lo, hi = _ERFC_T_RANGE
+    u = (t - lo) * (2 / (hi - lo)) - 1  # t in [lo, hi] -> u in [-1, 1]
+    two_u = 2 * u
+    coefficients = _erfc_fit()
+    b1, b2, spare = np.zeros_like(u), np.zeros_like(u), np.empty_like(u)  # b_(k+1), b_(k+2)
+    for c in coefficients[:0:-1]:  # c_N ... c_1
+        np.multiply(two_u, b1, out=spare)
+        spare -= b2
+        spare += c  # b_k
+        b1, b2, spare = spare, b1, b2
+    return t * np.exp(coefficients[0] + u * b1 - b2 - a * a)
 
 
 def is_array(x: Any) -> bool:

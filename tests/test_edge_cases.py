@@ -121,3 +121,23 @@ def test_tensors_hold_numbers(data) -> None:
 def test_adding_a_string() -> None:
     with pytest.raises(DtypeError, match="cannot make a tensor from str 'a'"):
         mt.ones(2) + "a"
+
+
+def test_erf_without_scipy_matches_math_erf_over_the_whole_line() -> None:
+    """backend.erf_numpy (used when SciPy is missing): the series below |x| = 1/2, the
+    fitted erfc above, float64 throughout; both sides of the seam, the tails, signed zeros,
+    infinities and NaN."""
+    import math
+
+    from minitransformer import backend
+
+    xs = np.concatenate([np.linspace(-12, 12, 20001), np.logspace(-20, 1, 400),
+                         -np.logspace(-20, 1, 400), [0.5, np.nextafter(0.5, 0), 0.0, -0.0]])
+    expected = np.array([math.erf(v) for v in xs])
+    got = backend.erf_numpy(xs)
+    np.testing.assert_allclose(got, expected, rtol=4e-15, atol=4e-16)
+    assert np.signbit(backend.erf_numpy(np.array([-0.0])))[0]
+    special = backend.erf_numpy(np.array([np.inf, -np.inf, np.nan], dtype=np.float32))
+    assert special.dtype == np.float32
+    np.testing.assert_array_equal(special[:2], [1.0, -1.0])
+    assert np.isnan(special[2])
