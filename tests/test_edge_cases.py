@@ -141,3 +141,12 @@ def test_erf_without_scipy_matches_math_erf_over_the_whole_line() -> None:
     assert special.dtype == np.float32
     np.testing.assert_array_equal(special[:2], [1.0, -1.0])
     assert np.isnan(special[2])
+
+
+def test_softmax_of_integers_and_of_a_0d_tensor() -> None:
+    """The fast path (exp into a fresh array, row sums as a product) keeps NumPy's rules:
+    integers give float64 weights, a 0-d tensor gives 1."""
+    weights = mt.softmax(mt.tensor([1, 2, 3]), -1)
+    assert weights.dtype == np.float64
+    np.testing.assert_allclose(weights.numpy(), np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum())
+    assert mt.softmax(mt.tensor(np.array(2.0)), 0).item() == 1.0

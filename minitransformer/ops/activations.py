@@ -104,6 +104,9 @@ class Softmax(Function):
         if x.size == 0:  # as PyTorch: the softmax of an empty tensor is empty
             return x.copy()
         e = xp.exp(x - x.max(axis=axis, keepdims=True))  # shifting by the max avoids overflow
+        if e.ndim and axis in (-1, x.ndim - 1):  # the usual case: a fresh array, row sums
+            e /= backend.sum_last_axis(e)  # as a BLAS product (backend.sum_last_axis)
+            return e
         return e / e.sum(axis=axis, keepdims=True)
 
     def backward(self, grad: Value) -> tuple[Value]:
