@@ -43,8 +43,10 @@ _grad_enabled = _grad_mode.get  # the hot-path read: _grad_enabled() -> bool
 # The innermost Module whose forward is running in this thread; each recorded node
 # remembers it, so that graphs can be drawn grouped by module (see minitransformer.viz).
 _current_module: ContextVar[Any] = ContextVar("minitransformer_module", default=None)
-# A minitransformer.trace.BackwardTrace while one records, else None: read once per walk.
-_backward_tracer: Any = None
+# The minitransformer.trace.BackwardTrace recording in this thread, else None: read once
+# per walk. Per thread, as grad mode is: a trace in one thread records no other's walks.
+_backward_tracer: ContextVar[Any] = ContextVar("minitransformer_backward_tracer",
+                                               default=None)
 
 
 def is_grad_enabled() -> bool:
@@ -477,7 +479,7 @@ def run_backward(
         grads[root] = grads[root] + g if root in grads else g
 
     order = _topological_order(roots)
-    tracer = _backward_tracer
+    tracer = _backward_tracer.get()
     if tracer is not None:  # wraps each node's backward for this walk (see trace.py)
         tracer.watch(order)
     captured: dict[Tensor, Any] = {} if capture is None else {t: None for t in capture}

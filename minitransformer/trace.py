@@ -334,13 +334,13 @@ def tracing(model: Any = None, params: dict[str, Tensor] | None = None
     names.update({id(p): n for n, p in (params or {}).items()})
     trace = BackwardTrace(names)
     trace.model = model
-    if autograd._backward_tracer is not None:
+    if autograd._backward_tracer.get() is not None:
         raise RuntimeError("a backward trace is already recording; traces do not nest")
-    autograd._backward_tracer = trace
+    token = autograd._backward_tracer.set(trace)  # this thread's walks only
     try:
         yield trace
     finally:
-        autograd._backward_tracer = None
+        autograd._backward_tracer.reset(token)
 
 
 def trace_backward(loss: Tensor, gradient: Any = None, model: Any = None,

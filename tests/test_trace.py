@@ -136,8 +136,34 @@ def test_tracing_is_off_outside_the_block_and_does_not_nest():
             with mt.tracing():
                 pass
         (mt.tensor([2.0], requires_grad=True) ** 2).sum().backward()
-    assert autograd._backward_tracer is None
+    assert autograd._backward_tracer.get() is None
     assert [s.op for s in trace] == ["Sum", "Pow", "leaf"]
+
+
+def test_a_trace_records_only_its_own_threads_walks():
+    """Tracing is per thread, as grad mode is: a backward run by another thread while a
+    trace records is neither recorded nor wrapped, and its gradients are plain."""
+    import threading
+
+    other_started, other_done = threading.Event(), threading.Event()
+    results = {}
+
+    def other_thread() -> None:
+        other_started.wait()
+        x = mt.tensor([3.0], requires_grad=True)
+        (x * x).sum().backward()
+        results["grad"] = x.grad.numpy()
+        other_done.set()
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    with mt.tracing() as trace:
+        other_started.set()
+        assert other_done.wait(timeout=30)
+        (mt.tensor([2.0], requires_grad=True) ** 2).sum().backward()
+    worker.join()
+    assert [s.op for s in trace] == ["Sum", "Pow", "leaf"]  # the other walk is not in it
+    np.testing.assert_allclose(results["grad"], [6.0])
 
 
 def test_local_rules_come_from_the_docstrings():
