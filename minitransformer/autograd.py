@@ -49,6 +49,11 @@ _backward_tracer: ContextVar[Any] = ContextVar("minitransformer_backward_tracer"
                                                default=None)
 
 
+def current_tracer() -> Any:
+    """The :class:`~minitransformer.trace.BackwardTrace` recording in this thread, or None."""
+    return _backward_tracer.get()
+
+
 def is_grad_enabled() -> bool:
     """Whether ops record a graph in the calling thread (True unless ``no_grad`` is on)."""
     return _grad_mode.get()

@@ -334,7 +334,7 @@ def tracing(model: Any = None, params: dict[str, Tensor] | None = None
     names.update({id(p): n for n, p in (params or {}).items()})
     trace = BackwardTrace(names)
     trace.model = model
-    if autograd._backward_tracer.get() is not None:
+    if autograd.current_tracer() is not None:
         raise RuntimeError("a backward trace is already recording; traces do not nest")
     token = autograd._backward_tracer.set(trace)  # this thread's walks only
     try:
