@@ -186,7 +186,7 @@ def mark_changed(tensor: Tensor, what: str) -> None:
         _epoch[0] += 1
         record = _record_of(base)
         count = record[0] + 1 if record is not None else 1
-        ref = record[3] if record is not None else _weak_ref(base, key)
+        ref = record[3] if record is not None else _weak_ref(base, key, _changes)
         shape = f"shape {tensor.shape}" + (f", '{tensor.name}'" if tensor.name else "")
         _changes[key] = (count, _epoch[0], f"{what} (on the tensor of {shape})", ref)
 
@@ -194,26 +194,23 @@ def mark_changed(tensor: Tensor, what: str) -> None:
 def note_new_array(tensor: Tensor) -> None:
     """Record that ``tensor`` was given a new array (``t.data = a``), in a new epoch."""
     key = id(tensor)
-
-    def forget(ref: weakref.ref) -> None:
-        if key in _new_arrays and _new_arrays[key][1] is ref:
-            del _new_arrays[key]
-
     with _epoch_lock:
         _epoch[0] += 1
         entry = _new_arrays.get(key)
-        ref = entry[1] if entry is not None and entry[1]() is tensor else weakref.ref(tensor,
-                                                                                     forget)
+        alive = entry is not None and entry[1]() is tensor
+        ref = entry[1] if alive else _weak_ref(tensor, key, _new_arrays)
         _new_arrays[key] = (_epoch[0], ref)
 
 
-def _weak_ref(base: Any, key: int) -> Any:
+def _weak_ref(obj: Any, key: int, table: dict[int, tuple]) -> Any:
+    """A weak reference to ``obj`` that deletes ``table[key]`` when ``obj`` dies (if the
+    entry still holds this reference: the id may have been reused meanwhile)."""
     def forget(ref: weakref.ref) -> None:
-        if key in _changes and _changes[key][3] is ref:
-            del _changes[key]
+        if key in table and table[key][-1] is ref:
+            del table[key]
 
     try:
-        return weakref.ref(base, forget)
+        return weakref.ref(obj, forget)
     except TypeError:  # CuPy arrays take no weak references: the record stays (a few bytes)
         return None
 

@@ -137,11 +137,11 @@ def _blas_sums(x: Any) -> bool:
     return x.dtype.kind == "f" and x.dtype.itemsize >= 4 and x.ndim >= 1 and x.size > 0
 
 
-def sum_last_axis(x: Any) -> Any:
-    """``x.sum(axis=-1, keepdims=True)`` for an array, as a product with ones: (..., n) ->
-    (..., 1)."""
-    if not _blas_sums(x):
-        return x.sum(axis=-1, keepdims=True)
+def sum_along(x: Any, axis: int = -1) -> Any:
+    """``x.sum(axis=axis, keepdims=True)`` for an array; along the last axis, as a product
+    with ones: (..., n) -> (..., 1)."""
+    if not _blas_sums(x) or axis not in (-1, x.ndim - 1):
+        return x.sum(axis=axis, keepdims=True)
     ones = array_module_of(x).ones((x.shape[-1], 1), dtype=x.dtype)
     rows = x.reshape(-1, x.shape[-1])  # (..., n) -> (N, n)
     return (rows @ ones).reshape(*x.shape[:-1], 1)  # (N, n) @ (n, 1) -> (..., 1)

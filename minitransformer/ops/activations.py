@@ -104,10 +104,10 @@ class Softmax(Function):
         if x.size == 0:  # as PyTorch: the softmax of an empty tensor is empty
             return x.copy()
         e = xp.exp(x - x.max(axis=axis, keepdims=True))  # shifting by the max avoids overflow
-        if e.ndim and axis in (-1, x.ndim - 1):  # the usual case: a fresh array, row sums
-            e /= backend.sum_last_axis(e)  # as a BLAS product (backend.sum_last_axis)
-            return e
-        return e / e.sum(axis=axis, keepdims=True)
+        if e.ndim == 0:  # NumPy made a scalar: nothing to divide in place
+            return e / e.sum()
+        e /= backend.sum_along(e, axis)  # e is a fresh array: divided in place
+        return e
 
     def backward(self, grad: Value) -> tuple[Value]:
         s = self.output()
@@ -131,8 +131,7 @@ def softmax_in_place(scores: Any, axis: int = -1) -> Any:
     row_max[xp.isneginf(row_max)] = 0  # a fully masked row stays -inf: exp -> 0
     scores -= row_max
     weights = xp.exp(scores, out=scores)
-    last = axis in (-1, scores.ndim - 1)  # the usual case: row sums as a BLAS product
-    total = backend.sum_last_axis(weights) if last else weights.sum(axis=axis, keepdims=True)
+    total = backend.sum_along(weights, axis)  # (..., 1, ...), a BLAS product along the last
     total[total == 0] = 1  # only a fully masked row sums to 0: its weights stay 0
     weights /= total
     return weights

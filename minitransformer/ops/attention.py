@@ -112,7 +112,7 @@ class ScaledDotProductAttention(Function):
             d_scores = d_out @ v.swapaxes(-1, -2)
             if plan.keep is not None:
                 d_scores *= plan.keep
-            row_dot = backend.sum_last_axis(d_out * self.z)  # = sum(dA * A), (..., L, 1)
+            row_dot = backend.sum_along(d_out * self.z)  # = sum(dA * A), (..., L, 1)
             d_scores -= row_dot  # dA - sum(dA * A)
             d_scores *= weights  # dS = A * (dA - sum(dA * A)), (..., L, S)
             if need_q:

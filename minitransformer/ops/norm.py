@@ -86,9 +86,9 @@ class LayerNorm(Function):
 # what a plain backward runs; create_graph runs the formulas above on tensors.
 def _mean_over(x: Any, axes: tuple[int, ...]) -> Any:
     """``x.mean(axis=axes, keepdims=True)``; over the usual one last axis, as a BLAS
-    product (see backend.sum_last_axis)."""
+    product (see backend.sum_along)."""
     if axes == (x.ndim - 1,):
-        return backend.sum_last_axis(x) / x.shape[-1]
+        return backend.sum_along(x) / x.shape[-1]
     return x.mean(axis=axes, keepdims=True)
 
 
