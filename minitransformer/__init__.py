@@ -56,8 +56,17 @@ __version__ = "0.1.0"
 globals().update(ops.registry.public_names())
 
 # The layers, losses, optimizers and checkpoints built on the engine (imported last: they
-# use the names above).
-from minitransformer import functional, nn, optim  # noqa: E402
+# use the names above), and the rest of PyTorch's top-level names that real model code
+# uses (nanoGPT's model.py runs with ``import minitransformer as torch``; docs/pytorch.md).
+from minitransformer import cuda, functional, nn, optim  # noqa: E402
+from minitransformer.creation import from_numpy, tril, triu  # noqa: E402
 from minitransformer.nn import Parameter  # noqa: E402
+from minitransformer.random import multinomial, randint  # noqa: E402
 from minitransformer.serialization import load, save  # noqa: E402
+from minitransformer.sorting import sort, topk, unique  # noqa: E402
 from minitransformer.trace import BackwardTrace, trace_backward, tracing  # noqa: E402
+
+# PyTorch's dtype names (torch.long, torch.float, ...), as NumPy dtypes. Last in this file:
+# ``float``, ``int`` and ``bool`` shadow the builtins in this namespace.
+long, double, half = int64, float64, float16
+float, int, bool = float32, int32, bool_  # noqa: A001

@@ -36,7 +36,7 @@ from minitransformer.ops.matmul import Linear
 from minitransformer.ops.norm import LayerNorm
 from minitransformer.ops.registry import register
 from minitransformer.ops.tiled_attention import tiled_attention
-from minitransformer.tensor import Tensor
+from minitransformer.tensor import Tensor, default_generator
 
 # The activations and the softmax family are engine ops; they are re-exported here so that
 # ``F.<name>`` covers everything a layer needs. ``softmax``, ``log_softmax`` and
@@ -289,8 +289,9 @@ def scaled_dot_product_attention(
     zero, with no NaN anywhere (PyTorch gives NaN for such a row).
 
     Dropout with probability ``dropout_p`` is applied to the weights before they multiply
-    V whenever ``dropout_p > 0`` (pass 0 in evaluation); it needs an explicit
-    ``generator`` (``numpy.random.Generator``) so runs can be reproduced. The returned
+    V whenever ``dropout_p > 0`` (pass 0 in evaluation), with masks drawn from
+    ``generator`` (a ``numpy.random.Generator``) or, when none is given, from the default
+    generator that ``mt.manual_seed`` reseeds. The returned
     ``weights`` are the ones BEFORE dropout (each row sums to 1), for inspection; they are
     differentiable, so a loss may also use them (see :class:`AttentionWeights`).
 
@@ -320,11 +321,8 @@ def scaled_dot_product_attention(
                          f"got {implementation!r}")
     if not 0 <= dropout_p < 1:
         raise ValueError(f"attention dropout_p must be in [0, 1), got {dropout_p}")
-    if dropout_p > 0 and generator is None:
-        raise ValueError(
-            "attention dropout needs an explicit random generator: "
-            "pass generator=numpy.random.default_rng(seed)"
-        )
+    if dropout_p > 0 and generator is None:  # PyTorch's call: the seeded default generator
+        generator = default_generator()
     if _composed_attention and implementation == "auto" and dropout_p == 0:
         implementation = "composed"  # inside composed_attention(): every step a node
     if implementation == "auto":

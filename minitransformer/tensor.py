@@ -258,6 +258,31 @@ class Tensor:
     def float(self) -> Tensor:
         return self.to(float32)
 
+    def _cast(self, dtype: np.dtype) -> Tensor:
+        # An integer or bool copy carries no gradient (PyTorch: x.long() is not in the graph).
+        return Tensor._from_array(self.data.astype(dtype), self.device)
+
+    def long(self) -> Tensor:
+        return self._cast(int64)
+
+    def int(self) -> Tensor:
+        return self._cast(int32)
+
+    def bool(self) -> Tensor:
+        return self._cast(bool_)
+
+    def half(self) -> Tensor:
+        return self.to(float16)
+
+    def contiguous(self) -> Tensor:
+        """``self``: the ops here never need a particular memory layout (PyTorch's
+        ``view`` does, hence nanoGPT's ``y.transpose(1, 2).contiguous().view(...)``)."""
+        return self
+
+    def nelement(self) -> int:
+        """The number of elements (PyTorch's other name for ``numel``)."""
+        return int(self.data.size)
+
     def cpu(self) -> Tensor:
         return self.to("cpu")
 
@@ -401,6 +426,23 @@ class Tensor:
         """The same as ``broadcast_to`` (PyTorch's name)."""
         return ops.broadcast_to(self, *shape)
 
+    # PyTorch's sorting and triangle methods (minitransformer.sorting, .creation)
+    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:
+        return _sorting.topk(self, k, dim, largest, sorted)
+
+    def sort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
+        return _sorting.sort(self, dim, descending, stable)
+
+    def unique(self, sorted: bool = True, return_inverse: bool = False,
+               return_counts: bool = False, dim: int | None = None) -> Any:
+        return _sorting.unique(self, sorted, return_inverse, return_counts, dim)
+
+    def tril(self, diagonal: int = 0) -> Tensor:
+        return _creation.tril(self, diagonal)
+
+    def triu(self, diagonal: int = 0) -> Tensor:
+        return _creation.triu(self, diagonal)
+
 
 # ----- randomness ----------------------------------------------------------------------------
 # One default generator per thread, so that threads that each call manual_seed draw the
@@ -514,5 +556,7 @@ def as_tensor(x: Any, like: Tensor) -> Tensor:
 
 
 from minitransformer import autograd, ops  # noqa: E402  (ops need Tensor defined first)
+from minitransformer import creation as _creation  # noqa: E402
+from minitransformer import sorting as _sorting  # noqa: E402
 from minitransformer.ops import elementwise as _elementwise  # noqa: E402
 from minitransformer.ops.elementwise import apply_binary  # noqa: E402

@@ -5,8 +5,13 @@
     model.state_dict()
 """
 
+import sys
+
+from minitransformer import functional
+from minitransformer.nn import init, utils
 from minitransformer.nn.activation import GELU, ReLU, Sigmoid, Tanh
 from minitransformer.nn.attention import Attention, MultiHeadAttention, MultiheadAttention
+from minitransformer.nn.containers import ModuleDict
 from minitransformer.nn.conv import Conv1d
 from minitransformer.nn.decoder import (
     Transformer,
@@ -47,5 +52,12 @@ __all__ = [
     "Parameter", "PositionalEncoding", "RNN", "Sequential", "Softmax", "StateDictError",
     "TransformerEncoder", "TransformerEncoderLayer", "reseed_dropout",
     "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "causal_mask",
-    "CrossEntropyLoss", "GELU", "MSELoss", "MultiheadAttention", "ReLU", "Sigmoid", "Tanh",
+    "CrossEntropyLoss", "GELU", "ModuleDict", "functional", "init", "utils",
+    "MSELoss", "MultiheadAttention", "ReLU", "Sigmoid", "Tanh",
 ]
+
+# PyTorch's path to the functional API, ``torch.nn.functional``: here it is the very module
+# minitransformer.functional (one namespace, so a patch of one is a patch of the other), so
+# ``import minitransformer.nn.functional as F`` and ``from minitransformer.nn import
+# functional as F`` both work.
+sys.modules[__name__ + ".functional"] = functional

@@ -119,11 +119,12 @@ class LayerNorm(Module):
     """y = (x - mean) / sqrt(var + eps) * weight + bias over the last dims.
 
     ``weight`` starts at ones and ``bias`` at zeros, so the layer starts as a pure
-    normalisation.
+    normalisation. ``bias=False`` (PyTorch >= 2.1) keeps the weight and drops the bias.
     """
 
     def __init__(self, normalized_shape: int | Sequence[int], eps: float = 1e-5,
-                 elementwise_affine: bool = True, dtype: Any = None, device: Any = None) -> None:
+                 elementwise_affine: bool = True, bias: bool = True, dtype: Any = None,
+                 device: Any = None) -> None:
         super().__init__()
         if isinstance(normalized_shape, int):
             normalized_shape = (normalized_shape,)
@@ -132,7 +133,10 @@ class LayerNorm(Module):
         self.elementwise_affine = elementwise_affine
         if elementwise_affine:
             self.weight = new_parameter(np.ones(self.normalized_shape), dtype, device)
-            self.bias = new_parameter(np.zeros(self.normalized_shape), dtype, device)
+            if bias:
+                self.bias = new_parameter(np.zeros(self.normalized_shape), dtype, device)
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)

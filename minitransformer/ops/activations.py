@@ -12,7 +12,7 @@ from minitransformer.autograd import Function, Value
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import normalize_axes, normalize_axis
-from minitransformer.tensor import Tensor
+from minitransformer.tensor import Tensor, default_generator
 
 
 class Tanh(Function):
@@ -288,15 +288,14 @@ def dropout(
 ) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by 1/(1-p).
 
-    The identity when ``training`` is False or ``p`` is 0. Randomness is explicit: pass a
-    ``numpy.random.Generator`` or a ``seed``, so that every run can be reproduced.
+    The identity when ``training`` is False or ``p`` is 0. The mask is drawn from
+    ``generator`` (a ``numpy.random.Generator``), else from a ``seed``, else from the
+    default generator that ``mt.manual_seed`` reseeds (PyTorch's ``F.dropout(x, p)``).
     """
     if not 0 <= p < 1:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0:
         return x
     if generator is None:
-        if seed is None:
-            raise ValueError("dropout needs a random generator or a seed (generator=, seed=)")
-        generator = np.random.default_rng(seed)
+        generator = default_generator() if seed is None else np.random.default_rng(seed)
     return Dropout.apply(x, p=p, generator=generator)

@@ -304,11 +304,16 @@ class AdamW(Adam):
                     \frac{m_t}{\sqrt{v_t}\,/\sqrt{1-\beta_2^t} + \epsilon}
 
     with :math:`m_t, v_t` the moment estimates of :class:`Adam` (on the plain gradient).
+
+    ``fused`` and ``foreach`` are accepted so that PyTorch code runs unchanged (nanoGPT
+    asks ``'fused' in inspect.signature(AdamW).parameters``) and are ignored: there is one
+    implementation, and it updates each parameter in turn.
     """
 
     def __init__(self, params: ParamsArg, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2) -> None:
+                 weight_decay: float = 1e-2, *, foreach: bool | None = None,
+                 fused: bool | None = None) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def _update(self, param: Tensor, grad: Any, state: dict[str, Any],

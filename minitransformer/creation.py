@@ -1,0 +1,49 @@
+"""PyTorch's creation and triangle functions: ``mt.from_numpy``, ``mt.tril``, ``mt.triu``.
+
+``tril``/``triu`` keep one triangle of the last two axes and zero the rest. They are
+``where(mask, x, 0)`` with a constant mask, so autograd differentiates them with no new
+code: the gradient is the upstream gradient with the same triangle kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minitransformer import backend, ops
+from minitransformer.tensor import Tensor
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A CPU tensor that SHARES memory with ``array`` (as ``torch.from_numpy``): writing to
+    one shows in the other. Use ``mt.tensor(array)`` for a copy."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"from_numpy: can't convert an array of dtype {array.dtype}; "
+                        "tensors hold bool, int, float or complex numbers")
+    return Tensor._from_array(array, "cpu")
+
+
+def _triangle(x: Tensor, diagonal: int, lower: bool, name: str) -> Tensor:
+    if x.ndim < 2:
+        raise ValueError(f"{name}: input must have at least 2 dimensions, got shape {x.shape}")
+    xp = backend.array_module(x.device)
+    rows, cols = x.shape[-2:]
+    # entry (i, j) is kept when j - i <= diagonal (tril) or j - i >= diagonal (triu)
+    keep = (xp.tril if lower else xp.triu)(xp.ones((rows, cols), dtype=bool), k=diagonal)
+    zero = Tensor._from_array(xp.zeros((), dtype=x.dtype), x.device)
+    return ops.where(keep, x, zero)
+
+
+def tril(input: Tensor, diagonal: int = 0) -> Tensor:  # noqa: A002  (PyTorch's name)
+    """The lower triangle of the last two axes: ``out[..., i, j] = x[..., i, j]`` if
+    ``j - i <= diagonal``, else 0 (``diagonal=0``: the main diagonal and below)."""
+    return _triangle(input, diagonal, True, "tril")
+
+
+def triu(input: Tensor, diagonal: int = 0) -> Tensor:  # noqa: A002
+    """The upper triangle of the last two axes: ``out[..., i, j] = x[..., i, j]`` if
+    ``j - i >= diagonal``, else 0."""
+    return _triangle(input, diagonal, False, "triu")
+
+
