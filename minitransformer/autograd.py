@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from minitransformer import backend, tuning
-from minitransformer.errors import DeviceError, GraphError, ShapeError
+from minitransformer.errors import DeviceError, GraphError, ShapeError, not_a_tensor
 
 # What a backward formula computes with: arrays (NumPy or CuPy) in a plain backward, tensors
 # under create_graph=True, where it is recorded (see Function). The formula is the same
@@ -310,15 +310,21 @@ class Function:
     @classmethod
     def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
         """Run the op on ``inputs`` and, if any needs a gradient, record it."""
-        device = inputs[0].device
-        for t in inputs[1:]:
-            if t.device != device:
-                raise DeviceError(
-                    f"{cls.__name__} got tensors on different devices: "
-                    f"{', '.join(x.device for x in inputs)}; move them with .to(device)"
-                )
+        try:
+            device = inputs[0].device
+            for t in inputs[1:]:
+                if t.device != device:
+                    raise DeviceError(
+                        f"{cls.__name__} got tensors on different devices: "
+                        f"{', '.join(x.device for x in inputs)}; move them with .to(device)"
+                    )
+            arrays = tuple(map(_data_of, inputs))
+        except (AttributeError, TypeError):  # not all Tensors: say which (free when they are)
+            for t in inputs:
+                if not isinstance(t, Tensor):
+                    raise not_a_tensor(t, f"{cls.__name__}: an input") from None
+            raise
         fn = cls()
-        arrays = tuple(map(_data_of, inputs))
         data = fn.forward(*arrays, **params)
         if cls.changes_device:
             device = backend.device_of(data)

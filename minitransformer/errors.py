@@ -27,3 +27,19 @@ class GradcheckError(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, truncated, foreign or unsafe to load."""
+
+
+def is_torch_tensor(value: object) -> bool:
+    """True for a ``torch.Tensor`` (or ``nn.Parameter``), without importing torch."""
+    return any(cls.__name__ == "Tensor" and cls.__module__ == "torch"
+               for cls in type(value).__mro__)
+
+
+def not_a_tensor(value: object, where: str) -> TypeError:
+    """The one-line error for a non-Tensor given where a minitransformer Tensor is expected;
+    a torch tensor (the usual slip when porting PyTorch code) is named as such."""
+    if is_torch_tensor(value):
+        return TypeError(f"{where} must be a minitransformer Tensor, got a torch.Tensor; "
+                         "convert it with mt.tensor(t.detach().numpy())")
+    return TypeError(f"{where} must be a Tensor, got a {type(value).__name__}; "
+                     "wrap it with mt.tensor(...)")

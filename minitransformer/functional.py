@@ -24,7 +24,7 @@ import numpy as np
 
 from minitransformer import backend, ops
 from minitransformer.autograd import is_grad_enabled
-from minitransformer.errors import DtypeError, ShapeError
+from minitransformer.errors import DtypeError, ShapeError, is_torch_tensor, not_a_tensor
 from minitransformer.ops.attention import (
     AttentionWeights,
     ScaledDotProductAttention,
@@ -68,6 +68,8 @@ def _constant(array: Any, device: str) -> Tensor:
 
 def _integer_array(indices: Any, device: str, what: str) -> Any:
     """Integer indices (a Tensor, an array or a list) as a backend array on ``device``."""
+    if is_torch_tensor(indices):
+        raise not_a_tensor(indices, what)
     data = indices.data if isinstance(indices, Tensor) else indices
     if not backend.is_array(data):
         data = np.asarray(data)
@@ -87,8 +89,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     for name, value in (("input", x), ("weight", weight), ("bias", bias)):
         if value is not None and not isinstance(value, Tensor):
-            raise TypeError(f"linear: {name} must be a Tensor, got a {type(value).__name__}; "
-                            "wrap it with mt.tensor(...)")
+            raise not_a_tensor(value, f"linear: {name}")
     if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ShapeError(
             f"linear: input of shape {x.shape} does not fit weight of shape {weight.shape}; "

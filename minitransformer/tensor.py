@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.errors import DtypeError, GraphError
+from minitransformer.errors import DtypeError, GraphError, is_torch_tensor, not_a_tensor
 
 float16, float32, float64 = np.dtype("float16"), np.dtype("float32"), np.dtype("float64")
 int32, int64, bool_ = np.dtype("int32"), np.dtype("int64"), np.dtype("bool")
@@ -86,6 +86,8 @@ class Tensor:
         dtype = as_dtype(dtype)
         if isinstance(data, Tensor):
             data = data.data
+        elif is_torch_tensor(data):  # mt.tensor(torch_tensor): a deliberate conversion
+            data = data.detach().cpu().numpy()
         if device is None:
             device = backend.device_of(data) if backend.is_array(data) else backend.default_device()
         device = backend.normalize_device(device)
@@ -552,6 +554,8 @@ def as_tensor(x: Any, like: Tensor) -> Tensor:
             return Tensor._from_array(backend.constant(x, like._data), "cpu")
         # A NumPy scalar of like's dtype: CuPy arrays combine with it (not with NumPy arrays).
         return Tensor._from_array(like.dtype.type(x), like.device)
+    if is_torch_tensor(x):  # x + torch_tensor would otherwise convert it silently
+        raise not_a_tensor(x, "an operand")
     return Tensor(x, device=like.device)
 
 
