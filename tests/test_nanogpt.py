@@ -127,6 +127,7 @@ def test_logits_loss_and_every_gradient_match_torch(nanogpt, monkeypatch, path, 
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert ours.get_num_params() == theirs.get_num_params()
     assert ours.get_num_params(non_embedding=False) == theirs.get_num_params(False)
+    assert ours.estimate_mfu(4, 0.5) == theirs.estimate_mfu(4, 0.5)
     x, y = batch(1)
     (tx, mx), (ty, my) = both(x), both(y)
     t_logits, t_loss = theirs(tx, ty)

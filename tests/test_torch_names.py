@@ -280,3 +280,21 @@ def test_a_torch_tensor_where_ours_is_expected_says_how_to_convert() -> None:
         with pytest.raises(TypeError, match=message):
             call()
     assert mt.tensor(t).shape == (2, 3)  # converting on purpose works
+
+
+# ----- on each device --------------------------------------------------------------------------
+def test_the_new_functions_run_on_each_device(device: str) -> None:
+    host = np.random.default_rng(6).permutation(12).reshape(3, 4).astype(np.float64)
+    x = mt.tensor(host, device=device)
+    assert mt.tril(x).device == device
+    np.testing.assert_array_equal(mt.tril(x, 1).numpy(), np.tril(host, 1))
+    values, indices = mt.topk(x, 2)
+    assert values.device == indices.device == device
+    np.testing.assert_array_equal(values.numpy(), -np.sort(-host, axis=-1)[:, :2])
+    np.testing.assert_array_equal(x.sort(dim=0).values.numpy(), np.sort(host, axis=0))
+    np.testing.assert_array_equal(mt.tensor([2, 1, 2], device=device).unique().numpy(), [1, 2])
+    draws = mt.multinomial(mt.tensor([[0.0, 1.0]], device=device), 1)
+    assert draws.device == device and draws.tolist() == [[1]]
+    assert mt.randint(0, 5, (2,), device=device).device == device
+    w = mt.nn.Parameter(mt.zeros(3, 4, device=device))
+    assert mt.nn.init.kaiming_uniform_(w).device == device and w.data.std() > 0
