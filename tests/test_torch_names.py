@@ -259,6 +259,10 @@ def test_clip_grad_norm_at_torchs_path_returns_the_norm_as_a_tensor() -> None:
     assert total.item() == pytest.approx(expected.item(), rel=1e-12)
     for o, t in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(o.grad.numpy(), t.grad.numpy(), rtol=1e-12)
+    ours[0].grad = mt.tensor(np.full((3, 4), np.inf))
+    with pytest.raises(RuntimeError, match="non-finite"):
+        mt.nn.utils.clip_grad_norm_(ours, 1.0, error_if_nonfinite=True)
+    assert np.isinf(ours[0].grad.numpy()).all()  # nothing was scaled
 
 
 def test_adamw_accepts_fused_as_pytorch_code_asks() -> None:
