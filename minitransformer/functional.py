@@ -279,7 +279,7 @@ def scaled_dot_product_attention(
         constant: no gradient flows to it;
       * ``is_causal=True`` lets query i see keys 0..i only (``tril`` of an (L, S) matrix of
         ones). As in PyTorch's documentation it excludes ``attn_mask``: to combine them,
-        pass ``attn_mask & causal_mask(L, S)`` (:func:`minitransformer.nn.causal_mask`).
+        pass ``nn.causal_mask(L, S) & attn_mask`` (:func:`minitransformer.nn.causal_mask`).
 
     A query whose every key is masked has no distribution to attend with. Here its
     weights are DEFINED as all zeros, so its output row is zeros and its gradients are
@@ -344,8 +344,8 @@ def _check_not_both_masks(attn_mask: Any, is_causal: bool) -> None:
     if is_causal and attn_mask is not None:
         raise ValueError(
             "scaled_dot_product_attention: pass attn_mask or is_causal=True, not both (an "
-            "error in PyTorch's documentation too); to combine them, pass "
-            "attn_mask=mask & causal_mask(L, S) (minitransformer.nn.causal_mask)"
+            "error in PyTorch's documentation too); to combine them, pass one mask: "
+            "attn_mask=nn.causal_mask(L, S) & mask (minitransformer.nn.causal_mask)"
         )
 
 

@@ -498,9 +498,16 @@ def test_attention_takes_pytorchs_argument_order(rng):
 
 def test_attention_is_causal_with_a_mask_is_one_clear_error(rng):
     q, k, v = _qkv(rng)
+    allowed = _mask_kwargs("bool", rng)["attn_mask"]
     for attend in (F.scaled_dot_product_attention, with_weights):
-        with pytest.raises(ValueError, match=r"attn_mask or is_causal=True, not both.*causal_mask"):
-            attend(q, k, v, attn_mask=np.ones((L, S), dtype=bool), is_causal=True)
+        with pytest.raises(ValueError, match=r"not both.*attn_mask=nn.causal_mask\(L, S\) & mask"):
+            attend(q, k, v, attn_mask=allowed, is_causal=True)
+    # what the message says to write: one mask, the same as both (the layers' engine)
+    from minitransformer.ops import sdpa
+
+    one_mask = F.scaled_dot_product_attention(q, k, v, attn_mask=mt.nn.causal_mask(L, S) & allowed)
+    both, _ = sdpa.attention(q, k, v, attn_mask=allowed, is_causal=True)
+    np.testing.assert_allclose(one_mask.data, both.data, rtol=0, atol=1e-12)
 
 
 def test_attention_dropout_draws_from_the_default_generator(rng):
