@@ -7,7 +7,7 @@ For one head (B = 1, head size d = 64, float32) and n = 64 ... 4096 tokens, meas
 * the peak memory allocated during that pass, seen by ``tracemalloc`` (NumPy reports its
   array allocations to it), next to the size of one n x n float32 matrix,
 
-for the fused node (``F.scaled_dot_product_attention``) and for the same maths composed
+for the fused node (``F.scaled_dot_product_attention_with_weights``) and for the same maths composed
 of primitive ops (``F.attention_reference``). Then a short sweep over d at n = 1024 shows
 the other factor of O(n^2 d). Prints tables and writes docs/img/cost.png.
 
@@ -54,7 +54,7 @@ MIB = 2**20
 
 Attention = Callable[[mt.Tensor, mt.Tensor, mt.Tensor], tuple[mt.Tensor, mt.Tensor]]
 IMPLEMENTATIONS: dict[str, Attention] = {
-    "fused": F.scaled_dot_product_attention,
+    "fused": F.scaled_dot_product_attention_with_weights,  # always the fused node
     "composed": F.attention_reference,
 }
 
@@ -125,7 +125,7 @@ def measure_lengths(lengths: tuple[int, ...]) -> list[dict[str, float]]:
 def measure_head_dims(n: int, dims: tuple[int, ...]) -> list[dict[str, float]]:
     rows = []
     for d in dims:
-        step = make_step(F.scaled_dot_product_attention, n, d)
+        step = make_step(F.scaled_dot_product_attention_with_weights, n, d)
         wall, cpu = median_seconds(step, repeats_for(n))
         rows.append({"d": d, "fused_ms": 1e3 * wall, "fused_cpu_ms": 1e3 * cpu})
     return rows

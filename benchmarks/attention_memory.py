@@ -20,8 +20,9 @@ fit ``--max-gib`` are skipped and reported as such.
     python -m benchmarks.attention_memory --paths auto torch --lengths 1024 4096 \
         --rounds 5 --no-save
 
-``auto`` is ``F.scaled_dot_product_attention(q, k, v, need_weights=False)`` as a user calls
-it (tiled, keeping its weights up to ``F.TILED_KEEP_MAX_BYTES``); ``tiled`` is the
+``auto`` is ``F.scaled_dot_product_attention(q, k, v)`` called exactly as in PyTorch (one
+tensor back; tiled, keeping its weights up to ``minitransformer.ops.sdpa.TILED_KEEP_MAX_BYTES``);
+``fused`` is ``F.scaled_dot_product_attention_with_weights`` (the weights formed); ``tiled`` is the
 FlashAttention recompute at every n.
 """
 
@@ -96,9 +97,9 @@ def _make_step(path: str, n: int):
     d_out = arrays[3]
     attend = {
         "composed": lambda: F.attention_reference(q, k, v)[0],
-        "fused": lambda: F.scaled_dot_product_attention(q, k, v)[0],
+        "fused": lambda: F.scaled_dot_product_attention_with_weights(q, k, v)[0],
         "tiled": lambda: tiled_attention(q, k, v),
-        "auto": lambda: F.scaled_dot_product_attention(q, k, v, need_weights=False)[0],
+        "auto": lambda: F.scaled_dot_product_attention(q, k, v),  # PyTorch's call
     }[path]
 
     def step() -> None:

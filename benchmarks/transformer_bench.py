@@ -34,6 +34,7 @@ from benchmarks._timing import (
     machine_description,
     median_seconds,
 )
+from minitransformer.ops import sdpa
 
 try:
     import torch
@@ -180,12 +181,12 @@ def attention_flops(batch: int, seq: int, d_model: int) -> float:
 def attention_path(path: str) -> Iterator[None]:
     """Inside the block, what sdpa's automatic choice picks: "auto" (the library's rule) or
     "fused" (never tiled), by moving the size at which it turns tiled."""
-    saved = F.TILED_MIN_SCORES
-    F.TILED_MIN_SCORES = saved if path == "auto" else 2**62
+    saved = sdpa.TILED_MIN_SCORES
+    sdpa.TILED_MIN_SCORES = saved if path == "auto" else 2**62
     try:
         yield
     finally:
-        F.TILED_MIN_SCORES = saved
+        sdpa.TILED_MIN_SCORES = saved
 
 
 def bench_attention(seq: int, d_model: int, heads: int, repeats: int,

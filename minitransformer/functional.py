@@ -2,7 +2,8 @@
 
     import minitransformer.functional as F
     loss = F.cross_entropy(logits, targets)
-    out, weights = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # as in PyTorch
+    out, weights = F.scaled_dot_product_attention_with_weights(q, k, v, is_causal=True)
 
 Most functions here are compositions of engine ops, so autograd differentiates them with
 no new code. Three are fused :class:`~minitransformer.autograd.Function` s with a backward
@@ -15,28 +16,20 @@ same maths built from primitive ops only.
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from minitransformer import backend, ops
-from minitransformer.autograd import is_grad_enabled
 from minitransformer.errors import DtypeError, ShapeError, is_torch_tensor, not_a_tensor
-from minitransformer.ops.attention import (
-    AttentionWeights,
-    ScaledDotProductAttention,
-    attention_plan,
-    composed_weights,
-)
+from minitransformer.ops import sdpa
+from minitransformer.ops.attention import AttentionWeights, ScaledDotProductAttention
 from minitransformer.ops.loss import CrossEntropy
 from minitransformer.ops.matmul import Linear
 from minitransformer.ops.norm import LayerNorm
 from minitransformer.ops.registry import register
-from minitransformer.ops.tiled_attention import tiled_attention
-from minitransformer.tensor import Tensor, default_generator
+from minitransformer.tensor import Tensor
 
 # The activations and the softmax family are engine ops; they are re-exported here so that
 # ``F.<name>`` covers everything a layer needs. ``softmax``, ``log_softmax`` and
@@ -56,7 +49,8 @@ __all__ = [
     "attention_reference", "composed_attention", "cross_entropy", "dropout", "embedding",
     "gelu", "layer_norm", "layer_norm_reference", "linear", "linear_reference", "log_softmax",
     "masked_softmax",
-    "logsumexp", "mse_loss", "relu", "scaled_dot_product_attention", "sigmoid", "softmax",
+    "logsumexp", "mse_loss", "relu", "scaled_dot_product_attention",
+    "scaled_dot_product_attention_with_weights", "sigmoid", "softmax",
     "tanh",
 ]
 
@@ -265,154 +259,96 @@ def scaled_dot_product_attention(
     key: Tensor,
     value: Tensor,
     attn_mask: Any = None,
-    is_causal: bool = False,
-    scale: float | None = None,
     dropout_p: float = 0.0,
+    is_causal: bool = False,
+    *,
+    scale: float | None = None,
+    enable_gqa: bool = False,
     generator: np.random.Generator | None = None,
-    need_weights: bool = True,
     implementation: str = "auto",
-) -> tuple[Tensor, Tensor | None]:
-    """softmax(Q K^T * scale + mask) V, returning ``(output, weights)``.
+) -> Tensor:
+    """softmax(Q K^T * scale + mask) V: one tensor, as PyTorch's (same arguments, same order).
 
-    Shapes: query (..., L, E), key (..., S, E), value (..., S, Ev) -> output (..., L, Ev),
-    weights (..., L, S); leading axes broadcast, typically (B, H) for batch and heads.
-    ``scale`` defaults to 1 / sqrt(E), which keeps the scores' variance near 1.
+    Shapes: query (..., L, E), key (..., S, E), value (..., S, Ev) -> output (..., L, Ev);
+    leading axes broadcast, typically (B, nh) for batch and heads. ``scale`` defaults to
+    1 / sqrt(E), which keeps the scores' variance near 1. The weights A = softmax(...)
+    are not returned: :func:`scaled_dot_product_attention_with_weights` gives them.
 
     Masks (PyTorch's conventions), broadcast to (..., L, S):
       * a boolean ``attn_mask`` is True where attention is ALLOWED;
       * a floating ``attn_mask`` is ADDED to the scores (use -inf to forbid). It is a
         constant: no gradient flows to it;
       * ``is_causal=True`` lets query i see keys 0..i only (``tril`` of an (L, S) matrix of
-        ones); it can be combined with ``attn_mask``, and then both must allow a key.
+        ones). As in PyTorch's documentation it excludes ``attn_mask``: to combine them,
+        pass ``nn.causal_mask(L, S) & attn_mask`` (:func:`minitransformer.nn.causal_mask`).
 
     A query whose every key is masked has no distribution to attend with. Here its
     weights are DEFINED as all zeros, so its output row is zeros and its gradients are
     zero, with no NaN anywhere (PyTorch gives NaN for such a row).
 
     Dropout with probability ``dropout_p`` is applied to the weights before they multiply
-    V whenever ``dropout_p > 0`` (pass 0 in evaluation), with masks drawn from
-    ``generator`` (a ``numpy.random.Generator``) or, when none is given, from the default
-    generator that ``mt.manual_seed`` reseeds. The returned
-    ``weights`` are the ones BEFORE dropout (each row sums to 1), for inspection; they are
-    differentiable, so a loss may also use them (see :class:`AttentionWeights`).
+    V (pass 0 in evaluation, as nanoGPT's ``dropout_p=self.dropout if self.training else
+    0``); it draws from ``generator``, by default the thread's default generator
+    (reseeded by ``manual_seed``, as PyTorch's global one is).
 
-    Three implementations compute the same thing (they agree to 1e-10 in float64):
+    ``enable_gqa=True``: grouped-query attention, key and value (..., Hkv, S, E) shared by
+    groups of Hq / Hkv query heads (..., Hq, L, E), as in PyTorch.
 
-      * ``"fused"``: one node (:class:`ScaledDotProductAttention`) with a hand-derived
-        backward; it holds about two (..., L, S) arrays at its peak;
-      * ``"tiled"``: FlashAttention's online softmax
-        (:class:`~minitransformer.ops.tiled_attention.TiledAttention`), which never forms
-        the (..., L, S) weights, so it needs ``need_weights=False`` and ``dropout_p=0``;
-        it saves only the output and one log-sum-exp per query, unless a backward can
-        come and one (..., L, S) array takes at most ``TILED_KEEP_MAX_BYTES``: then it
-        keeps the weights for the backward, which saves recomputing them. Its tiles run
-        on two threads. Under ``create_graph=True`` its backward falls back to the
-        composed path's, recorded (which forms the weights), so that second derivatives
-        exist;
-      * ``"composed"``: :func:`attention_reference`, primitive ops that autograd
-        differentiates; slow, for reading and checking;
-      * ``"auto"`` (the default): tiled when the weights are not needed, there is no
-        dropout and each (L, S) matrix of scores has at least ``TILED_MIN_SCORES``
-        entries; otherwise fused.
-
-    With ``need_weights=False`` the second element returned is None.
+    Without weights to return, large calls run the memory-efficient tiled path
+    (FlashAttention's online softmax, O(n) memory), small ones the fused node; the results
+    are the same. ``implementation`` ("auto", "fused", "tiled" or "composed", not in
+    PyTorch) forces one: see :mod:`minitransformer.ops.sdpa`.
     """
-    if implementation not in _IMPLEMENTATIONS:
-        raise ValueError(f"attention implementation must be one of {_IMPLEMENTATIONS}, "
-                         f"got {implementation!r}")
-    if not 0 <= dropout_p < 1:
-        raise ValueError(f"attention dropout_p must be in [0, 1), got {dropout_p}")
-    if dropout_p > 0 and generator is None:  # PyTorch's call: the seeded default generator
-        generator = default_generator()
-    if _composed_attention and implementation == "auto" and dropout_p == 0:
-        implementation = "composed"  # inside composed_attention(): every step a node
-    if implementation == "auto":
-        implementation = _choose_implementation(query, key, value, need_weights, dropout_p)
-    if implementation == "tiled":
-        if need_weights or dropout_p > 0:
-            raise ValueError(
-                "tiled attention never forms the weights and has no dropout: pass "
-                "need_weights=False and dropout_p=0, or implementation='fused'"
-            )
-        # the causal triangle stays out of the plan: the tiled path skips whole tiles instead
-        plan = attention_plan(query, key, value, attn_mask, False, scale)
-        # keep the weights for a backward, if one can come and they fit the budget
-        keep = (is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-                and _scores_bytes(query, key, value) <= TILED_KEEP_MAX_BYTES)
-        output = tiled_attention(query, key, value, blocked=plan.blocked, bias=plan.bias,
-                                 causal=is_causal, scale=plan.scale, keep_weights=keep)
-        return output, None
-    if implementation == "composed":
-        if dropout_p > 0:
-            raise ValueError("the composed attention has no dropout: pass dropout_p=0 or "
-                             "implementation='fused'")
-        output, weights = attention_reference(query, key, value, attn_mask, is_causal, scale)
-        return output, weights if need_weights else None
-    plan = attention_plan(query, key, value, attn_mask, is_causal, scale)
-    plan.dropout_p, plan.generator = dropout_p, generator
-    output = ScaledDotProductAttention.apply(query, key, value, plan=plan)
-    if not need_weights:
-        return output, None
-    weights = AttentionWeights.apply(query, key, plan=plan)
-    return output, weights
+    _check_not_both_masks(attn_mask, is_causal)
+    output, _ = sdpa.attention(query, key, value, attn_mask, dropout_p, is_causal, scale,
+                               enable_gqa, generator, need_weights=False,
+                               implementation=implementation)
+    return output
 
 
-_composed_attention = False  # set by composed_attention()
-
-
-@contextlib.contextmanager
-def composed_attention() -> Iterator[None]:
-    """Inside the block, :func:`scaled_dot_product_attention` called with the default
-    ``implementation="auto"`` (and no dropout) runs the composed path: every step (S,
-    S_hat, A, Z) is a node of its own, to be drawn, traced and stepped through
-    (``minitransformer explain``), even in layers that do not expose the argument."""
-    global _composed_attention
-    previous, _composed_attention = _composed_attention, True
-    try:
-        yield
-    finally:
-        _composed_attention = previous
-
-
-_IMPLEMENTATIONS = ("auto", "fused", "tiled", "composed")
-# The auto choice turns tiled when each (L, S) matrix of scores has this many entries
-# (n = 256 for L = S): with smaller matrices, cut into tiles of a few rows, the calls per
-# tile cost more than the two threads save, whatever the batch (measured: see the
-# attention section of docs/benchmarks.md).
-TILED_MIN_SCORES = 2**16
-# Up to this size of one (..., L, S) array, the tiled path keeps its weights for the
-# backward instead of recomputing them: a product and an exponential fewer per tile, for
-# n^2 memory (at n = 1,024 with 8 heads in float32, 32 MiB).
-TILED_KEEP_MAX_BYTES = 2**26
-
-
-def _scores_bytes(query: Tensor, key: Tensor, value: Tensor) -> int:
-    """The bytes of one (..., L, S) array of scores (the inputs' shapes are checked)."""
-    batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
-    return math.prod(batch) * query.shape[-2] * key.shape[-2] * query.dtype.itemsize
-
-
-def _choose_implementation(query: Tensor, key: Tensor, value: Tensor, need_weights: bool,
-                           dropout_p: float) -> str:
-    """"tiled" when the weights are not wanted and would be large, else "fused"."""
-    if need_weights or dropout_p > 0 or min(query.ndim, key.ndim, value.ndim) < 2:
-        return "fused"
-    return "tiled" if query.shape[-2] * key.shape[-2] >= TILED_MIN_SCORES else "fused"
-
-
-def attention_reference(
+@register(top_level=False)  # a fused node: in the gradient test lists
+def scaled_dot_product_attention_with_weights(
     query: Tensor,
     key: Tensor,
     value: Tensor,
     attn_mask: Any = None,
+    dropout_p: float = 0.0,
     is_causal: bool = False,
+    *,
     scale: float | None = None,
+    enable_gqa: bool = False,
+    generator: np.random.Generator | None = None,
+    implementation: str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """The same as :func:`scaled_dot_product_attention` (without dropout), composed only
-    of primitive engine ops (matmul, masked_fill, softmax), so autograd derives its
-    backward. Slower; it exists to check the fused node and to read as plain maths."""
-    plan = attention_plan(query, key, value, attn_mask, is_causal, scale)
-    weights = composed_weights(query, key, plan)  # (..., L, S)
-    output = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
-    output.name = "Z"
+    """:func:`scaled_dot_product_attention` that also returns the weights:
+    ``(output (..., L, Ev), weights (..., L, S))`` with weights = softmax(Q K^T * scale +
+    mask), each row summing to 1 (0 for a fully masked row). Not in PyTorch, whose
+    function returns the output only.
+
+    The weights are the ones BEFORE dropout, for inspection; they are differentiable, so a
+    loss may also use them (see :class:`AttentionWeights`). They are (..., L, S) arrays:
+    this call runs the fused node (or the composed one), never the tiled path.
+    """
+    if implementation == "tiled":
+        raise ValueError("tiled attention never forms the weights: call "
+                         "F.scaled_dot_product_attention(q, k, v) for the output alone, or "
+                         "pass implementation='fused'")
+    _check_not_both_masks(attn_mask, is_causal)
+    output, weights = sdpa.attention(query, key, value, attn_mask, dropout_p, is_causal, scale,
+                                     enable_gqa, generator, need_weights=True,
+                                     implementation=implementation)
+    assert weights is not None  # need_weights=True never takes the tiled path
     return output, weights
+
+
+def _check_not_both_masks(attn_mask: Any, is_causal: bool) -> None:
+    if is_causal and attn_mask is not None:
+        raise ValueError(
+            "scaled_dot_product_attention: pass attn_mask or is_causal=True, not both (an "
+            "error in PyTorch's documentation too); to combine them, pass one mask: "
+            "attn_mask=nn.causal_mask(L, S) & mask (minitransformer.nn.causal_mask)"
+        )
+
+
+composed_attention = sdpa.composed_attention
+attention_reference = sdpa.attention_reference

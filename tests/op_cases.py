@@ -184,6 +184,11 @@ OP_CASES: dict[str, OpCase] = {
     "scaled_dot_product_attention": OpCase(
         [normal(2, 3, 2), normal(2, 4, 2), normal(2, 4, 3)],
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=ATTENTION_MASK),
+        lambda q, k, v: _torch_attention(q, k, v)[0]),
+    "scaled_dot_product_attention_with_weights": OpCase(
+        [normal(2, 3, 2), normal(2, 4, 2), normal(2, 4, 3)],
+        lambda q, k, v: F.scaled_dot_product_attention_with_weights(q, k, v,
+                                                                    attn_mask=ATTENTION_MASK),
         _torch_attention),
     "tiled_attention": OpCase(  # 5 queries, 4 keys in tiles of 2 x 3: the online softmax runs
         [normal(2, 5, 2), normal(2, 4, 2), normal(2, 4, 3)],

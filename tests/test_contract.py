@@ -192,8 +192,10 @@ def test_every_attention_path_zeroes_a_fully_masked_row(rng: np.random.Generator
     x = mt.tensor(rng.standard_normal((2, 4, 4)), requires_grad=True)
     layer = nn.Attention(4).double()
     paths = {
-        "fused bool": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, allowed)[1],
-        "fused float": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, float_mask)[1],
+        "fused bool": lambda q, k, v: F.scaled_dot_product_attention_with_weights(
+            q, k, v, allowed)[1],
+        "fused float": lambda q, k, v: F.scaled_dot_product_attention_with_weights(
+            q, k, v, float_mask)[1],
         "composed": lambda q, k, v: F.attention_reference(q, k, v, attn_mask=allowed)[1],
         "masked_softmax": lambda q, k, v: mt.masked_softmax(q @ k.swapaxes(-1, -2) * 0.5,
                                                             allowed),

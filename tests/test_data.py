@@ -363,3 +363,20 @@ def test_iterate_batches_shuffles_deterministically():
     assert [len(b["ids"]) for b in dropped] == [5, 5, 5, 5]
     with pytest.raises(ValueError, match="batch_size"):
         list(iterate_batches(data.train, vocabulary, 0))
+
+
+def test_the_word_tokenizer_is_shared_and_the_gpt_does_not_import_the_coref_task():
+    """minitransformer.tokenizer is the one word-level tokenizer; coref's old import path
+    gives the same objects, and importing the GPT loads nothing of the coreference task."""
+    import subprocess
+    import sys
+
+    import minitransformer.tokenizer as shared
+
+    assert (Vocabulary, tokenize, UnknownWordError, PAD) == (
+        shared.Vocabulary, shared.tokenize, shared.UnknownWordError, shared.PAD)
+    code = ("import sys, minitransformer.gpt, minitransformer.gpt.training; "
+            "print([m for m in sys.modules if m.startswith('minitransformer.coref')])")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == "[]"

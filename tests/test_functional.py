@@ -295,6 +295,7 @@ def test_cross_entropy_errors(rng):
 
 # ----- attention ----------------------------------------------------------------------------
 B, H, L, S, E = 2, 2, 3, 4, 3
+with_weights = F.scaled_dot_product_attention_with_weights  # (output, weights)
 
 
 def _mask_kwargs(kind: str, rng: np.random.Generator, length: int = L, source: int = S) -> dict:
@@ -317,8 +318,8 @@ def _mask_kwargs(kind: str, rng: np.random.Generator, length: int = L, source: i
         return {"attn_mask": mt.tensor(batch)}
     if kind == "float_batch":
         return {"attn_mask": mt.tensor(rng.standard_normal((B, 1, length, source)))}
-    if kind == "causal_and_bool":
-        return {"attn_mask": allowed, "is_causal": True}
+    if kind == "causal_and_bool":  # PyTorch's way: one mask (is_causal excludes attn_mask)
+        return {"attn_mask": allowed & np.tril(np.ones((length, source), dtype=bool))}
     if kind == "dead_row_bool":
         allowed[1] = False
         return {"attn_mask": allowed}
@@ -341,22 +342,22 @@ def _qkv(rng, length=L, source=S, batch=(B, H)):
 def test_attention_gradcheck(rng, kind):
     kwargs = _mask_kwargs(kind, rng)
     q, k, v = _qkv(rng, batch=(B, 1) if kind.endswith("batch") else (1, H))
-    assert mt.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kwargs),
+    assert mt.gradcheck(lambda q, k, v: with_weights(q, k, v, **kwargs),
                         [q, k, v])
 
 
 def test_attention_gradcheck_one_tensor_as_query_key_and_value(rng):
     x = randn(rng, 2, 3, 4)
-    assert mt.gradcheck(lambda x: F.scaled_dot_product_attention(x, x, x, is_causal=True), [x])
+    assert mt.gradcheck(lambda x: with_weights(x, x, x, is_causal=True), [x])
 
 
 def test_attention_gradcheck_broadcast_leading_axes_and_scale(rng):
     q = randn(rng, 2, 1, L, E)  # (B, 1, L, E)
     k = randn(rng, 1, 2, S, E)  # (1, H, S, E)
     v = randn(rng, S, 2)  # (S, Ev), shared by every batch entry and head
-    out, weights = F.scaled_dot_product_attention(q, k, v, scale=0.3)
+    out, weights = with_weights(q, k, v, scale=0.3)
     assert out.shape == (2, 2, L, 2) and weights.shape == (2, 2, L, S)
-    assert mt.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, scale=0.3),
+    assert mt.gradcheck(lambda q, k, v: with_weights(q, k, v, scale=0.3),
                         [q, k, v])
 
 
@@ -365,10 +366,10 @@ def test_attention_gradcheck_with_dropout(rng):
 
     def attend(q, k, v):  # a fresh generator per call: the same dropout mask every time
         gen = np.random.default_rng(5)
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.3, generator=gen)
+        return with_weights(q, k, v, dropout_p=0.3, generator=gen)
 
     out, weights = attend(q, k, v)
-    plain, _ = F.scaled_dot_product_attention(q, k, v)
+    plain, _ = with_weights(q, k, v)
     assert not np.allclose(out.data, plain.data)
     np.testing.assert_allclose(weights.data.sum(-1), 1, rtol=1e-12)  # weights before dropout
     assert mt.gradcheck(attend, [q, k, v])
@@ -378,7 +379,7 @@ def test_attention_gradcheck_with_dropout(rng):
 def test_attention_gradgradcheck(rng, kind):
     kwargs = _mask_kwargs(kind, rng)
     q, k, v = _qkv(rng, batch=(1,))
-    assert mt.gradgradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kwargs),
+    assert mt.gradgradcheck(lambda q, k, v: with_weights(q, k, v, **kwargs),
                             [q, k, v])
 
 
@@ -395,7 +396,7 @@ def test_fused_attention_matches_the_composed_reference(rng, kind, create_graph)
     kwargs = _mask_kwargs(kind, rng)
     q, k, v = _qkv(rng)
     upstream = [rng.standard_normal((B, H, L, 2)), rng.standard_normal((B, H, L, S))]
-    fused = _outputs_and_grads(lambda *t: F.scaled_dot_product_attention(*t, **kwargs),
+    fused = _outputs_and_grads(lambda *t: with_weights(*t, **kwargs),
                                [q, k, v], upstream, create_graph)
     composed = _outputs_and_grads(lambda *t: F.attention_reference(*t, **kwargs),
                                   [q, k, v], upstream, create_graph)
@@ -409,7 +410,7 @@ def test_fully_masked_row_is_zero_without_nan(rng, kind):
     kwargs = _mask_kwargs(kind, rng)
     dead = 1 if kind == "dead_row_bool" else 2
     q, k, v = _qkv(rng)
-    out, weights = F.scaled_dot_product_attention(q, k, v, **kwargs)
+    out, weights = with_weights(q, k, v, **kwargs)
     (out.sum() + (weights * weights).sum()).backward()
     for t in (out, weights, q.grad, k.grad, v.grad):
         assert np.isfinite(t.data).all()
@@ -422,18 +423,18 @@ def test_fully_masked_row_is_zero_without_nan(rng, kind):
 
 def test_attention_masks_forbid_what_they_say(rng):
     q, k, v = _qkv(rng, length=3, source=3)
-    _, causal = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    _, causal = with_weights(q, k, v, is_causal=True)
     np.testing.assert_array_equal(causal.data[..., np.triu_indices(3, 1)[0],
                                               np.triu_indices(3, 1)[1]], 0)
     allowed = np.array([[True, False, True]])  # (1, S): nobody may look at key 1
-    _, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    _, weights = with_weights(q, k, v, attn_mask=allowed)
     np.testing.assert_array_equal(weights.data[..., 1], 0)
     assert (weights.data[..., [0, 2]] > 0).all()
 
 
 def test_attention_cross_attention_shapes(rng):
     q, k, v = randn(rng, 2, 5, 4), randn(rng, 2, 3, 4), randn(rng, 2, 3, 6)
-    out, weights = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out, weights = with_weights(q, k, v, is_causal=True)
     assert out.shape == (2, 5, 6) and weights.shape == (2, 5, 3)
     expected = np.tril(np.ones((5, 3), dtype=bool))  # torch's causal mask for L != S
     np.testing.assert_array_equal(weights.data > 0, np.broadcast_to(expected, (2, 5, 3)))
@@ -442,8 +443,8 @@ def test_attention_cross_attention_shapes(rng):
 def test_attention_float32_stays_float32(rng):
     q, k, v = (mt.tensor(rng.standard_normal((2, 3, 4)), dtype=mt.float32, requires_grad=True)
                for _ in range(3))
-    out, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=rng.standard_normal((3, 3)),
-                                                  dropout_p=0.1, generator=rng)
+    out, weights = with_weights(q, k, v, attn_mask=rng.standard_normal((3, 3)), dropout_p=0.1,
+                                generator=rng)
     out.sum().backward()
     for t in (out, weights, q.grad, k.grad, v.grad):
         assert t.dtype == mt.float32
@@ -452,31 +453,78 @@ def test_attention_float32_stays_float32(rng):
 def test_attention_without_grad_records_nothing(rng):
     q, k, v = _qkv(rng)
     with mt.no_grad():
-        out, weights = F.scaled_dot_product_attention(q, k, v)
+        out, weights = with_weights(q, k, v)
     assert out._ctx is None and weights._ctx is None and not out.requires_grad
 
 
 def test_attention_errors(rng):
     q, k, v = randn(rng, 2, 3, 4), randn(rng, 2, 5, 4), randn(rng, 2, 5, 6)
     with pytest.raises(ShapeError, match=r"query of shape \(2, 3, 4\).*key of shape \(2, 5, 3\)"):
-        F.scaled_dot_product_attention(q, randn(rng, 2, 5, 3), v)
+        with_weights(q, randn(rng, 2, 5, 3), v)
     with pytest.raises(ShapeError, match=r"key of shape \(2, 5, 4\).*value of shape \(2, 4, 6\)"):
-        F.scaled_dot_product_attention(q, k, randn(rng, 2, 4, 6))
+        with_weights(q, k, randn(rng, 2, 4, 6))
     with pytest.raises(ShapeError, match=r"mask of shape \(3, 4\).*\(2, 3, 5\)"):
-        F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((3, 4), dtype=bool))
+        with_weights(q, k, v, attn_mask=np.ones((3, 4), dtype=bool))
     with pytest.raises(ShapeError, match=r"mask of shape \(4, 3, 5\).*\(2, 3, 5\)"):
-        F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((4, 3, 5)))
+        with_weights(q, k, v, attn_mask=np.ones((4, 3, 5)))
     with pytest.raises(ShapeError, match="do not broadcast"):
-        F.scaled_dot_product_attention(q, randn(rng, 3, 5, 4), v)
+        with_weights(q, randn(rng, 3, 5, 4), v)
     with pytest.raises(DtypeError, match="int64"):
-        F.scaled_dot_product_attention(q, k, v, attn_mask=np.ones((3, 5), dtype=int))
+        with_weights(q, k, v, attn_mask=np.ones((3, 5), dtype=int))
     with pytest.raises(DtypeError, match="float32"):
-        F.scaled_dot_product_attention(q, k.float(), v)
-    # no generator: dropout draws from the default one, reseeded by mt.manual_seed
-    mt.manual_seed(5)
-    dropped, _ = F.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
-    mt.manual_seed(5)
-    again, _ = F.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
-    np.testing.assert_array_equal(dropped.data, again.data)
+        with_weights(q, k.float(), v)
     with pytest.raises(ValueError, match="dropout_p"):
-        F.scaled_dot_product_attention(q, k, v, dropout_p=1.0, generator=rng)
+        with_weights(q, k, v, dropout_p=1.0, generator=rng)
+
+
+def test_attention_returns_one_tensor_as_pytorch(rng):
+    """nanoGPT's two lines: the call, then the output's transpose (a tuple failed here)."""
+    q, k, v = _qkv(rng, length=4, source=4)  # (B, nh, T, hs)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert isinstance(y, mt.Tensor) and y.shape == (B, H, 4, 2)
+    y = y.transpose(1, 2)  # (B, nh, T, hs) -> (B, T, nh, hs)
+    out, weights = with_weights(q, k, v, is_causal=True)
+    np.testing.assert_array_equal(y.data, out.data.transpose(0, 2, 1, 3))
+    assert weights.shape == (B, H, 4, 4)
+
+
+def test_attention_takes_pytorchs_argument_order(rng):
+    """(query, key, value, attn_mask, dropout_p, is_causal), then scale and enable_gqa by
+    keyword only, as torch.nn.functional.scaled_dot_product_attention."""
+    q, k, v = _qkv(rng, length=4, source=4)
+    causal = F.scaled_dot_product_attention(q, k, v, None, 0.0, True)
+    np.testing.assert_array_equal(causal.data,
+                                  F.scaled_dot_product_attention(q, k, v, is_causal=True).data)
+    with pytest.raises(TypeError):
+        F.scaled_dot_product_attention(q, k, v, None, 0.0, False, 0.5)  # scale: keyword only
+
+
+def test_attention_is_causal_with_a_mask_is_one_clear_error(rng):
+    q, k, v = _qkv(rng)
+    allowed = _mask_kwargs("bool", rng)["attn_mask"]
+    for attend in (F.scaled_dot_product_attention, with_weights):
+        with pytest.raises(ValueError, match=r"not both.*attn_mask=nn.causal_mask\(L, S\) & mask"):
+            attend(q, k, v, attn_mask=allowed, is_causal=True)
+    # what the message says to write: one mask, the same as both (the layers' engine)
+    from minitransformer.ops import sdpa
+
+    one_mask = F.scaled_dot_product_attention(q, k, v, attn_mask=mt.nn.causal_mask(L, S) & allowed)
+    both, _ = sdpa.attention(q, k, v, attn_mask=allowed, is_causal=True)
+    np.testing.assert_allclose(one_mask.data, both.data, rtol=0, atol=1e-12)
+
+
+def test_attention_dropout_draws_from_the_default_generator(rng):
+    """No generator: the thread's default one, which manual_seed reseeds (PyTorch's way)."""
+    q, k, v = _qkv(rng)
+    draws = []
+    for _ in range(2):
+        mt.manual_seed(3)
+        draws.append(F.scaled_dot_product_attention(q, k, v, dropout_p=0.5).data)
+    np.testing.assert_array_equal(draws[0], draws[1])
+    assert not np.allclose(draws[0], F.scaled_dot_product_attention(q, k, v).data)
+
+
+def test_attention_weights_function_refuses_the_tiled_path(rng):
+    q, k, v = _qkv(rng)
+    with pytest.raises(ValueError, match=r"never forms the weights: call F.scaled_dot_product_att"):
+        with_weights(q, k, v, implementation="tiled")

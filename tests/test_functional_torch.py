@@ -120,10 +120,10 @@ def _masks(kind, rng):
         return {"attn_mask": additive}, {"attn_mask": torch.as_tensor(additive)}, additive
     if kind == "causal":
         return {"is_causal": True}, {"is_causal": True}, np.where(causal, 0, -np.inf)
-    if kind == "causal_and_bool":  # torch takes one or the other: give it the combination
+    if kind == "causal_and_bool":  # is_causal excludes attn_mask: the combination is one mask
         both = causal & allowed
-        return {"attn_mask": allowed, "is_causal": True}, \
-            {"attn_mask": torch.as_tensor(both)}, np.where(both, 0, -np.inf)
+        return {"attn_mask": both}, {"attn_mask": torch.as_tensor(both)}, \
+            np.where(both, 0, -np.inf)
     raise AssertionError(kind)
 
 
@@ -133,14 +133,14 @@ def test_scaled_dot_product_attention(rng, kind):
     ours_kw, torch_kw, additive = _masks(kind, rng)
     arrays = [rng.standard_normal((B, H, L, E)), rng.standard_normal((B, H, S, E)),
               rng.standard_normal((B, H, S, EV))]
-    _compare(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **ours_kw)[0],
+    _compare(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **ours_kw),
              lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, **torch_kw),
              arrays, rng)
 
     def torch_weights(q, k, v):
         return torch.softmax(q @ k.transpose(-1, -2) / np.sqrt(E) + torch.as_tensor(additive), -1)
 
-    _compare(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **ours_kw)[1],
+    _compare(lambda q, k, v: F.scaled_dot_product_attention_with_weights(q, k, v, **ours_kw)[1],
              torch_weights, arrays, rng)
 
 
@@ -153,7 +153,7 @@ def test_attention_with_scale_and_broadcast_key_value(rng):
             q, k.expand(B, H, S, E), v.expand(B, H, S, EV), scale=0.7
         )
 
-    _compare(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, scale=0.7)[0], theirs,
+    _compare(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, scale=0.7), theirs,
              arrays, rng)
 
 
@@ -168,7 +168,7 @@ def test_attention_fully_masked_row_matches_torch_on_the_other_rows(rng):
     upstream = rng.standard_normal((B, H, L, EV))
 
     mine = [mt.tensor(a, requires_grad=True) for a in (q, k, v)]
-    out, _ = F.scaled_dot_product_attention(*mine, attn_mask=allowed)
+    out = F.scaled_dot_product_attention(*mine, attn_mask=allowed)
     out.backward(upstream)
 
     ref = [torch.tensor(a, requires_grad=True) for a in (q[..., alive, :], k, v)]
@@ -191,7 +191,7 @@ def test_attention_second_derivatives_match_torch(rng):
     direction = rng.standard_normal((1, 3, 2))
 
     mine = [mt.tensor(a, requires_grad=True) for a in (q, k, v)]
-    out, _ = F.scaled_dot_product_attention(*mine, attn_mask=allowed)
+    out = F.scaled_dot_product_attention(*mine, attn_mask=allowed)
     grads = mt.grad((out * out).sum(), mine, create_graph=True)
     second = mt.grad(sum((g * mt.tensor(direction)).sum() for g in grads), mine)
 
@@ -203,3 +203,23 @@ def test_attention_second_derivatives_match_torch(rng):
     tsecond = torch.autograd.grad(sum((g * torch.as_tensor(direction)).sum() for g in tgrads), ref)
     for a, b in zip(grads + second, tgrads + tsecond):
         np.testing.assert_allclose(a.data, b.detach().numpy(), **TOL)
+
+
+@pytest.mark.parametrize("n", [5, 300])  # 300: (L, S) large enough for the tiled path
+@pytest.mark.parametrize("masked", [False, True])
+def test_grouped_query_attention_matches_torch(rng, n, masked):
+    """enable_gqa=True: 4 query heads share 2 key/value heads, with an (H, L, S) mask too."""
+    arrays = [rng.standard_normal((1, 4, n, E)), rng.standard_normal((1, 2, n, E)),
+              rng.standard_normal((1, 2, n, EV))]
+    allowed = rng.random((4, n, n)) > 0.3
+    allowed[..., 0] = True
+    ours_kw = {"attn_mask": allowed} if masked else {"is_causal": True}
+    torch_kw = {"attn_mask": torch.as_tensor(allowed)} if masked else {"is_causal": True}
+    _compare(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **ours_kw, enable_gqa=True),
+             lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
+                 q, k, v, **torch_kw, enable_gqa=True),
+             arrays, rng)
+    q, k, v = (mt.tensor(a) for a in arrays)
+    out, weights = F.scaled_dot_product_attention_with_weights(q, k, v, **ours_kw,
+                                                               enable_gqa=True)
+    assert out.shape == (1, 4, n, EV) and weights.shape == (1, 4, n, n)

@@ -147,6 +147,33 @@ def test_attention_maps_are_causal():
     np.testing.assert_allclose(maps[1].sum(axis=-1), 1.0)
 
 
+def test_gpt_forms_attention_weights_only_when_asked(monkeypatch):
+    """A plain forward calls F.scaled_dot_product_attention as nanoGPT does (one tensor, no
+    weights: tiled once the scores are large); attention_maps asks for the weights."""
+    from minitransformer.ops import sdpa
+
+    model, ids = tiny_gpt(), np.array([[1, 2, 3, 4]])
+    expected = model(ids).data
+    calls = []
+
+    def spying(name):
+        real = getattr(F, name)
+
+        def spy(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+        return spy
+
+    for name in ("scaled_dot_product_attention", "scaled_dot_product_attention_with_weights"):
+        monkeypatch.setattr(F, name, spying(name))
+    monkeypatch.setattr(sdpa, "TILED_MIN_SCORES", 1)  # tiled even at T = 4
+    np.testing.assert_allclose(model(ids).data, expected, atol=1e-5)
+    assert calls == ["scaled_dot_product_attention"] * 2  # one per block
+    calls.clear()
+    assert model.attention_maps(ids)[0].shape == (1, 2, 4, 4)
+    assert calls == ["scaled_dot_product_attention_with_weights"] * 2
+
+
 # ----------------------------------------------------------------------------- training
 TINY = {"train_size": 64, "val_size": 16, "batch_size": 16, "n_embd": 16,
         "dim_feedforward": 16, "n_layer": 1}

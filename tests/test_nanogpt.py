@@ -20,8 +20,6 @@ that function is missing, "slow" (``register_buffer("bias", torch.tril(...))``,
 ``scaled_dot_product_attention`` hidden from both libraries.
 
 Marked xfail(strict) until the branches they need are merged (remove the mark then):
-  * the flash path needs [sdpa]: ``F.scaled_dot_product_attention`` returning one tensor
-    (today a tuple ``(output, weights)``);
   * ``generate(top_k=...)`` needs [inplace]: ``logits[logits < v[:, [-1]]] = -float('Inf')``
     is ``Tensor.__setitem__``;
   * ``from_pretrained``'s ``sd[k].copy_(w)`` needs [inplace]: ``Tensor.copy_`` and a
@@ -52,8 +50,6 @@ IMPORTS = {
     "from torch.nn import functional as F\n": "from minitransformer.nn import functional as F\n",
 }
 
-NEEDS_SDPA = pytest.mark.xfail(
-    strict=True, reason="needs sdpa: F.scaled_dot_product_attention returning one tensor")
 NEEDS_INPLACE = pytest.mark.xfail(
     strict=True, reason="needs inplace: Tensor.__setitem__ (logits[logits < v[:, [-1]]] = -inf)")
 
@@ -114,7 +110,7 @@ def both(x: np.ndarray) -> tuple[torch.Tensor, mt.Tensor]:
     return torch.from_numpy(x), mt.tensor(x)
 
 
-PATHS = ["slow", pytest.param("flash", marks=NEEDS_SDPA)]
+PATHS = ["slow", "flash"]
 
 
 # ----- the model ---------------------------------------------------------------------------

@@ -129,7 +129,7 @@ FUTURE = np.triu(np.ones((4, 4), dtype=bool), k=1)  # True above the diagonal
 def test_sdpa_boolean_mask_true_means_may_attend_as_torch() -> None:
     (q, tq), (k, tk), (v, tv) = (_pair((2, 4, 3), seed) for seed in range(3))
     allowed = ~FUTURE
-    ours, _ = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    ours = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
     theirs = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv,
                                                               attn_mask=torch.tensor(allowed))
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-12)

@@ -54,6 +54,36 @@ def test_no_grad_in_one_thread_does_not_stop_recording_in_another() -> None:
     assert seen == {"enabled": True, "requires_grad": True}
 
 
+def test_composed_attention_in_one_thread_leaves_another_on_the_fused_path() -> None:
+    """composed_attention() (what ``explain`` switches on) is per thread, as grad mode is:
+    while one thread is inside the block, another's attention still runs one fused node."""
+    import minitransformer.functional as F
+
+    inside, checked = threading.Event(), threading.Event()
+    nodes: dict[str, str] = {}
+    q = mt.randn(1, 3, 4, requires_grad=True)
+
+    def node() -> str:
+        out, _ = F.scaled_dot_product_attention_with_weights(q, q, q)
+        return type(out._ctx).__name__
+
+    def composed() -> None:
+        with F.composed_attention():
+            nodes["inside"] = node()
+            inside.set()
+            assert checked.wait(10)
+        nodes["after"] = node()
+
+    def other() -> None:
+        assert inside.wait(10)
+        nodes["other"] = node()
+        checked.set()
+
+    _run_in_threads(composed, other)
+    assert nodes == {"inside": "MatMul", "other": "ScaledDotProductAttention",
+                     "after": "ScaledDotProductAttention"}
+
+
 def test_overlapping_no_grad_blocks_in_two_threads_restore_grad_mode() -> None:
     # A enters, B enters, A leaves, B leaves: with one global flag B restored "off" for good.
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()

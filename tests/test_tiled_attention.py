@@ -8,6 +8,7 @@ import pytest
 import minitransformer as mt
 import minitransformer.functional as F
 from minitransformer import backend
+from minitransformer.ops import sdpa
 from minitransformer.ops import tiled_attention as tiled_module
 from minitransformer.ops.tiled_attention import TiledAttention, block_sizes, tiled_attention
 from tests.conftest import randn, requires_torch, torch
@@ -62,9 +63,10 @@ def _tiled(q, k, v, attn_mask=None, is_causal=False, **options):
 
 
 def _sdpa(implementation):
+    """The engine behind F.scaled_dot_product_attention: it also takes is_causal with a mask
+    (as MultiHeadAttention passes them), which the public function refuses as PyTorch does."""
     def attend(q, k, v, **mask):
-        out, weights = F.scaled_dot_product_attention(q, k, v, **mask, need_weights=False,
-                                                      implementation=implementation)
+        out, weights = sdpa.attention(q, k, v, **mask, implementation=implementation)
         assert weights is None
         return out
     return attend
@@ -95,7 +97,7 @@ def test_tiled_matches_fused_and_composed(rng, kind, device, workers=2):
     tiled = _output_and_grads(
         lambda q, k, v: _tiled(q, k, v, **mask, block_q=3, block_k=2, workers=workers),
         q, k, v, d_out)
-    fused = _output_and_grads(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **mask),
+    fused = _output_and_grads(lambda q, k, v: sdpa.attention(q, k, v, **mask, need_weights=True),
                               q, k, v, d_out)
     composed = _output_and_grads(lambda q, k, v: F.attention_reference(q, k, v, **mask),
                                  q, k, v, d_out)
@@ -224,7 +226,9 @@ def test_tiled_float32_matches_fused(rng, keep):
         lambda q, k, v: _tiled(q, k, v, is_causal=True, block_q=16, block_k=8,
                                keep_weights=keep), q, k, v, d_out)
     fused = _output_and_grads(
-        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), q, k, v, d_out)
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                       implementation="fused"),
+        q, k, v, d_out)
     for ours, theirs in zip(tiled, fused):
         assert ours.dtype == np.float32
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
@@ -289,18 +293,34 @@ def test_tiled_matches_torch_sdpa_causal(rng):
 def test_auto_chooses_tiled_only_for_large_scores_without_weights(rng, monkeypatch):
     q, k, v = _qkv(rng)  # (2, 3, L, E): (L, S) matrices of scores
 
-    def node(**options):
-        out, _ = F.scaled_dot_product_attention(q, k, v, **options)
+    def node(attend=F.scaled_dot_product_attention, **options):
+        out = attend(q, k, v, **options)
+        out = out[0] if isinstance(out, tuple) else out
         return type(out._ctx).__name__
 
-    monkeypatch.setattr(F, "TILED_MIN_SCORES", L * S)
-    assert node(need_weights=False) == "TiledAttention"
-    assert node(need_weights=True) == "ScaledDotProductAttention"  # the weights are wanted
-    assert node(need_weights=False, dropout_p=0.2,
-                generator=np.random.default_rng(0)) == "ScaledDotProductAttention"
-    monkeypatch.setattr(F, "TILED_MIN_SCORES", L * S + 1)
-    assert node(need_weights=False) == "ScaledDotProductAttention"
-    assert node(need_weights=False, implementation="tiled") == "TiledAttention"
+    monkeypatch.setattr(sdpa, "TILED_MIN_SCORES", L * S)
+    assert node() == "TiledAttention"  # PyTorch's call: no weights, so tiled
+    weights_wanted = F.scaled_dot_product_attention_with_weights
+    assert node(weights_wanted) == "ScaledDotProductAttention"
+    assert node(dropout_p=0.2, generator=np.random.default_rng(0)) == "ScaledDotProductAttention"
+    monkeypatch.setattr(sdpa, "TILED_MIN_SCORES", L * S + 1)
+    assert node() == "ScaledDotProductAttention"
+    assert node(implementation="tiled") == "TiledAttention"
+
+
+def test_pytorchs_call_runs_tiled_at_the_default_size_and_equals_the_weights_path(rng):
+    """At n = 256 (the default TILED_MIN_SCORES) the one-tensor call never forms the
+    weights; its output and gradients equal the weights path's to float64 rounding."""
+    q, k, v = (randn(rng, 1, 2, 256, 4) for _ in range(3))
+    d_out = rng.standard_normal((1, 2, 256, 4))
+    tiled = _output_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), q, k, v, d_out)
+    assert type(F.scaled_dot_product_attention(q, k, v)._ctx) is TiledAttention
+    fused = _output_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention_with_weights(q, k, v, is_causal=True),
+        q, k, v, d_out)
+    for a, b in zip(tiled, fused):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
 
 
 def test_tiled_keeps_its_weights_under_the_memory_budget(rng, monkeypatch):
@@ -308,11 +328,10 @@ def test_tiled_keeps_its_weights_under_the_memory_budget(rng, monkeypatch):
     scores_bytes = 2 * 3 * L * S * 8
 
     def kept(**options):
-        out, _ = F.scaled_dot_product_attention(q, k, v, need_weights=False,
-                                                implementation="tiled", **options)
+        out = F.scaled_dot_product_attention(q, k, v, implementation="tiled", **options)
         return out._ctx.kept is not None
 
-    monkeypatch.setattr(F, "TILED_KEEP_MAX_BYTES", scores_bytes)
+    monkeypatch.setattr(sdpa, "TILED_KEEP_MAX_BYTES", scores_bytes)
     assert kept() and kept(is_causal=True)
     asked = []
 
@@ -320,11 +339,11 @@ def test_tiled_keeps_its_weights_under_the_memory_budget(rng, monkeypatch):
         asked.append(keep_weights)
         return tiled_attention(*args, keep_weights=keep_weights, **options)
 
-    monkeypatch.setattr(F, "tiled_attention", spy)
+    monkeypatch.setattr(sdpa, "tiled_attention", spy)
     with mt.no_grad():  # no backward can come: nothing to keep
-        F.scaled_dot_product_attention(q, k, v, need_weights=False, implementation="tiled")
+        F.scaled_dot_product_attention(q, k, v, implementation="tiled")
     assert asked == [False]
-    monkeypatch.setattr(F, "TILED_KEEP_MAX_BYTES", scores_bytes - 1)
+    monkeypatch.setattr(sdpa, "TILED_KEEP_MAX_BYTES", scores_bytes - 1)
     assert not kept()  # over the budget: FlashAttention's recompute
 
 
@@ -332,7 +351,7 @@ def test_multi_head_attention_without_weights_can_run_tiled(rng, monkeypatch):
     mha = mt.nn.MultiHeadAttention(8, 2, dtype=mt.float64)
     x = randn(rng, 2, 5, 8)
     expected, _ = mha(x, need_weights=False)
-    monkeypatch.setattr(F, "TILED_MIN_SCORES", 1)
+    monkeypatch.setattr(sdpa, "TILED_MIN_SCORES", 1)
     out, weights = mha(x, need_weights=False)
     assert weights is None and type(out._ctx).__name__ != "ScaledDotProductAttention"
     np.testing.assert_allclose(out.data, expected.data, atol=1e-12)
@@ -342,8 +361,8 @@ def test_multi_head_attention_without_weights_can_run_tiled(rng, monkeypatch):
 
 def test_sdpa_implementation_errors(rng):
     q, k, v = _qkv(rng, batch=(1,))
-    with pytest.raises(ValueError, match="need_weights=False"):
-        F.scaled_dot_product_attention(q, k, v, implementation="tiled")
+    with pytest.raises(ValueError, match="never forms the weights"):
+        F.scaled_dot_product_attention_with_weights(q, k, v, implementation="tiled")
     with pytest.raises(ValueError, match="implementation must be one of"):
         F.scaled_dot_product_attention(q, k, v, implementation="flash")
     with pytest.raises(ValueError, match="dropout"):

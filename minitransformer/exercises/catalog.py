@@ -297,7 +297,7 @@ def _attention_reference(mask: np.ndarray | None) -> Callable[..., Any]:
     from minitransformer import functional as F
 
     def reference(q: Any, k: Any, v: Any, _mask: Any) -> Any:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)[0]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
     return reference
 
@@ -497,10 +497,10 @@ def _causal_attention(rng: np.random.Generator) -> list[Case]:
     from minitransformer import functional as F
 
     def reference(q: Any, k: Any, v: Any) -> Any:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)[0]
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
     def full(dz: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> Sequence:
-        return _project_gradients(lambda a, b, c: F.scaled_dot_product_attention(a, b, c)[0],
+        return _project_gradients(lambda a, b, c: F.scaled_dot_product_attention(a, b, c),
                                   (q, k, v), (0, 1, 2), dz)[1]
 
     def last_query_only(dz: np.ndarray, q: np.ndarray, k: np.ndarray,

@@ -90,9 +90,13 @@ class CausalSelfAttention(nn.MultiHeadAttention):
         k = self._split_heads(self.k_proj(x), "K")  # (B, nh, L, hs)
         v = self._split_heads(self.v_proj(x), "V")  # (B, nh, L, hs)
         dropout_p = self.dropout if self.training else 0.0
+        # the weights only when asked for (store_attention: the attend command, heatmaps);
+        # without them, long contexts run the tiled path, O(T) memory
+        attend = (F.scaled_dot_product_attention_with_weights if self.store_attention
+                  else F.scaled_dot_product_attention)
         if cache is None:
-            out, weights = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=dropout_p, generator=self.generator)
+            result = attend(q, k, v, is_causal=True, dropout_p=dropout_p,
+                            generator=self.generator)
         else:
             past = cache.layers[layer]
             P = 0 if past is None else past[0].shape[2]
@@ -102,10 +106,13 @@ class CausalSelfAttention(nn.MultiHeadAttention):
             cache.layers[layer] = (k.detach(), v.detach())
             # the causal mask's last L rows: new query i sees keys 0..P+i (one row: all keys)
             mask = None if L == 1 else causal_mask(P + L, device=x.device)[P:]  # (L, P + L)
-            out, weights = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout_p, generator=self.generator)
+            result = attend(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                            generator=self.generator)
         if self.store_attention:
+            out, weights = result
             self.last_attention = weights.detach()  # (B, nh, L, P + L)
+        else:
+            out = result  # (B, nh, L, hs)
         out = out.transpose(0, 2, 1, 3)  # (B, nh, L, hs) -> (B, L, nh, hs)
         return self.out_proj(out.reshape(B, L, E))  # (B, L, nh, hs) -> (B, L, E) -> (B, L, E)
 

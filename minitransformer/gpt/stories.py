@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minitransformer.coref.data.tokenizer import PAD, PAD_ID, Vocabulary
+from minitransformer.tokenizer import PAD, PAD_ID, Vocabulary
 
 BOS = "<bos>"
 EOS = "<eos>"

@@ -26,7 +26,6 @@ import numpy as np
 import minitransformer as mt
 from minitransformer import backend, optim, runs, tuning
 from minitransformer import functional as F
-from minitransformer.coref.data.tokenizer import PAD_ID, Vocabulary
 from minitransformer.errors import CheckpointError
 from minitransformer.gpt.model import GPT, GPTConfig
 from minitransformer.gpt.stories import (
@@ -37,6 +36,7 @@ from minitransformer.gpt.stories import (
     make_stories,
 )
 from minitransformer.runs import CHECKPOINT_FILE, METRICS_FILE, Run, RunFormat, SavedLists
+from minitransformer.tokenizer import PAD_ID, Vocabulary
 
 __all__ = ["GPTHistory", "GPTRun", "GPTTrainConfig", "GPTTrainResult", "evaluate_gpt",
            "load_gpt_run", "resume_gpt", "train_gpt"]

@@ -17,6 +17,7 @@ from minitransformer import functional as F
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.nn.layers import Linear, new_generator
 from minitransformer.nn.module import Module
+from minitransformer.ops import sdpa
 from minitransformer.tensor import Tensor, bool_
 
 
@@ -203,11 +204,13 @@ class MultiHeadAttention(Module):
         v = self._split_heads(self.v_proj(value), "V")  # (B, S, E) -> (B, nh, S, hs)
 
         mask = self._merge_masks(attn_mask, key_padding_mask, q, k)  # broadcasts to (B, nh, L, S)
-        heads, weights = F.scaled_dot_product_attention(
+        # the engine behind F.scaled_dot_product_attention(_with_weights), which also takes
+        # is_causal with a mask; without weights, large calls run tiled (O(n) memory)
+        heads, weights = sdpa.attention(
             q, k, v, attn_mask=mask, is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0, generator=self.generator,
-            need_weights=need_weights or self.store_attention,  # without: tiled when large
-        )  # heads (B, nh, L, hs), weights (B, nh, L, S)
+            need_weights=need_weights or self.store_attention,
+        )  # heads (B, nh, L, hs), weights (B, nh, L, S) or None
         _name(Q_heads=q, K_heads=k, V_heads=v, Z_heads=heads, A=weights)
         heads = heads.transpose(0, 2, 1, 3)  # (B, nh, L, hs) -> (B, L, nh, hs)
         heads = heads.reshape(B, L, E)  # (B, L, nh, hs) -> (B, L, E): heads side by side

@@ -2,9 +2,10 @@
 
 :func:`attention_plan` checks the arguments and turns the masks into arrays;
 :class:`ScaledDotProductAttention` computes the output and :class:`AttentionWeights` exposes
-the weights as a differentiable output of their own. The public wrapper is
-:func:`minitransformer.functional.scaled_dot_product_attention`, and
-:func:`minitransformer.functional.attention_reference` is the same maths from primitive ops.
+the weights as a differentiable output of their own; :func:`attention_reference` is the
+same maths from primitive ops. :mod:`minitransformer.ops.sdpa` chooses among these and the
+tiled path (:mod:`minitransformer.ops.tiled_attention`); the public API is
+:func:`minitransformer.functional.scaled_dot_product_attention`.
 """
 
 from __future__ import annotations
@@ -196,6 +197,25 @@ def composed_weights(q: Tensor, k: Tensor, plan: AttentionPlan) -> Tensor:
     weights = MaskedSoftmax.apply(scores, axis=-1, blocked=plan.blocked)
     weights.name = "A"
     return weights
+
+
+def attention_reference(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Any = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The same as :func:`minitransformer.functional.scaled_dot_product_attention_with_weights`
+    (without dropout), composed only of primitive engine ops (matmul, masked_fill,
+    softmax), so autograd derives its backward; returns ``(output, weights)``. Slower; it
+    exists to check the fused and tiled nodes and to read as plain maths."""
+    plan = attention_plan(query, key, value, attn_mask, is_causal, scale)
+    weights = composed_weights(query, key, plan)  # (..., L, S)
+    output = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    output.name = "Z"
+    return output, weights
 
 
 def mask_array(mask: Any, like: Tensor) -> Any:

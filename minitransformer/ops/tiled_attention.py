@@ -63,7 +63,7 @@ import numpy as np
 from minitransformer import backend, tuning
 from minitransformer.autograd import Function, grad
 from minitransformer.errors import ShapeError
-from minitransformer.ops.attention import mask_array
+from minitransformer.ops.attention import attention_reference, mask_array
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import unbroadcast
 from minitransformer.tensor import Tensor
@@ -188,7 +188,7 @@ class TiledAttention(Function):
 
     Saves Z and the per-row log-sum-exp (..., L, 1) only: memory O(n d) instead of O(n^2).
     Under ``create_graph=True`` the backward is the composed path's, recorded
-    (:func:`minitransformer.functional.attention_reference`), so second derivatives exist;
+    (:func:`minitransformer.ops.attention.attention_reference`), so second derivatives exist;
     that path holds the n x n weights.
     """
 
@@ -342,8 +342,6 @@ class TiledAttention(Function):
 
     def _backward_recorded(self, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         """The composed reference's gradients as a recorded graph (n x n memory)."""
-        from minitransformer.functional import attention_reference  # functional imports ops
-
         q, k, v = self.inputs
         mask = None
         if self.bias is not None:
@@ -376,10 +374,11 @@ def tiled_attention(
 ) -> Tensor:
     """softmax(Q K^T * scale + bias, -inf where ``blocked``) V, tile by tile.
 
-    The low-level entry point: ``F.scaled_dot_product_attention(..., implementation="tiled")``
-    is the usual one and takes PyTorch's mask arguments. Here ``blocked`` is a boolean array
-    True where a query may NOT attend, ``bias`` a float array added to the scores, both
-    broadcasting to (..., L, S), and ``causal`` lets query i see keys 0..i only.
+    The low-level entry point: ``F.scaled_dot_product_attention(q, k, v)`` runs it by
+    itself for large inputs (see :mod:`minitransformer.ops.sdpa`) and takes PyTorch's mask
+    arguments. Here ``blocked`` is a boolean array True where a query may NOT attend,
+    ``bias`` a float array added to the scores, both broadcasting to (..., L, S), and
+    ``causal`` lets query i see keys 0..i only.
     ``block_q``/``block_k`` set the tile sizes (default: :func:`block_sizes`) and
     ``workers`` the threads on the CPU (default: :func:`default_workers`).
 
