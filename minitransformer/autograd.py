@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import operator
 import threading
 import weakref
@@ -85,6 +86,8 @@ class _GradMode:
 
     def __call__(self, fn: Callable) -> Callable:
         mode = self.mode
+        if inspect.isgeneratorfunction(fn):
+            return _generator_in_mode(fn, mode)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -95,6 +98,43 @@ class _GradMode:
                 _grad_mode.reset(token)
 
         return wrapper
+
+
+def _generator_in_mode(fn: Callable, mode: bool) -> Callable:
+    """``fn`` (a generator function) with grad mode ``mode`` whenever its body runs.
+
+    A plain wrapper would only cover the call that makes the generator, which runs none of
+    its body: the body runs later, at each ``next``, in whatever mode the caller is in. So,
+    as PyTorch's decorators do, switch the mode around each resumption (``next``, ``send``,
+    ``throw``, ``close``) and give the caller's mode back at each ``yield``.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        gen = fn(*args, **kwargs)
+        resume, value = gen.send, None
+        while True:
+            token = _grad_mode.set(mode)
+            try:
+                item = resume(value)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                _grad_mode.reset(token)
+            try:
+                value = yield item
+                resume = gen.send
+            except GeneratorExit:
+                token = _grad_mode.set(mode)
+                try:
+                    gen.close()
+                finally:
+                    _grad_mode.reset(token)
+                raise
+            except BaseException as error:  # thrown in by the caller: on into fn's body
+                resume, value = gen.throw, error
+
+    return wrapper
 
 
 class no_grad(_GradMode):  # noqa: N801 (named like torch.no_grad)
@@ -442,17 +482,27 @@ def _root_gradient(root: Tensor, gradient: Any) -> Tensor:
     return gradient
 
 
+# Held while a gradient is added into a .grad: two threads running backward into one
+# shared leaf would otherwise both read the old .grad and one sum would be lost.
+_accumulate_lock = threading.Lock()
+
+
 def _accumulate_into(tensor: Tensor, g: Any, create_graph: bool) -> None:
-    """Add ``g`` to ``tensor.grad``; plain gradients get memory of their own first, since
-    one array may have been handed to several tensors (``x + y`` passes ``grad`` to both)."""
-    if create_graph:
-        tensor.grad = g if tensor.grad is None else tensor.grad + g
-    elif tensor.grad is None:
-        tensor.grad = Tensor._from_array(g.copy(), tensor.device)
-    else:
-        tensor.grad = Tensor._from_array(tensor.grad.data + g, tensor.device)
-    if tensor.name is not None and tensor.grad.name is None:
-        tensor.grad.name = "d" + tensor.name  # the gradient of Q is dQ
+    """``tensor.grad += g``, in ``tensor``'s dtype (a float32 weight used in a float64
+    expression still gets a float32 .grad, as in PyTorch). Plain gradients get memory of
+    their own first, since one array may have been handed to several tensors (``x + y``
+    passes ``grad`` to both)."""
+    if g.dtype != tensor.dtype:
+        g = ops.to(g, dtype=tensor.dtype) if create_graph else g.astype(tensor.dtype)
+    with _accumulate_lock:
+        old = tensor._grad
+        if create_graph:
+            new = g if old is None else old + g
+        else:
+            new = Tensor._from_array(g.copy() if old is None else old.data + g, tensor.device)
+        if tensor.name is not None and new.name is None:
+            new.name = "d" + tensor.name  # the gradient of Q is dQ
+        tensor._grad = new  # checked already: the engine's own sum has the right shape
 
 
 def run_backward(
@@ -527,13 +577,19 @@ def run_backward(
 
 
 def _run_hooks(tensor: Tensor, g: Any, create_graph: bool) -> Any:
-    """Hooks see (and may replace) the gradient as a tensor."""
+    """Hooks see (and may replace) the gradient as a tensor; a replacement must be a tensor
+    of the same shape, dtype and device (as in PyTorch), or the walk would go on wrong."""
     as_tensor = g if create_graph else Tensor._from_array(g, tensor.device)
     for hook in tensor._hooks:
         replaced = hook(as_tensor)
         if replaced is not None:
+            check_grad(as_tensor, replaced, f"the value hook {_name_of(hook)} returned")
             as_tensor = replaced
     return as_tensor if create_graph else as_tensor.data
+
+
+def _name_of(hook: Callable) -> str:
+    return repr(getattr(hook, "__qualname__", None) or type(hook).__name__)
 
 
 def _as_tensor_grad(g: Any, like: Tensor) -> Tensor | None:
@@ -578,4 +634,4 @@ def grad(
 
 
 from minitransformer import ops  # noqa: E402  (ops and tensor import this module)
-from minitransformer.tensor import Tensor  # noqa: E402
+from minitransformer.tensor import Tensor, check_grad  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 
 import minitransformer as mt
 from minitransformer import backend, tuning
-from minitransformer.errors import DeviceError, DtypeError, GraphError
+from minitransformer.errors import DeviceError, DtypeError, GraphError, ShapeError
 
 
 @pytest.fixture
@@ -521,3 +521,78 @@ def test_removing_a_hook_twice_is_harmless() -> None:
     remove()  # removing twice is harmless
     (x * 3).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [3.0])
+
+
+# ----- what may be a gradient: PyTorch's checks ------------------------------------------------
+def test_assigning_a_grad_of_another_shape_dtype_or_kind_raises_at_assignment() -> None:
+    x = mt.tensor([1.0, 2.0, 3.0], dtype=mt.float64, requires_grad=True)
+    with pytest.raises(ShapeError, match=r"assigned grad has data of a different size: shape "
+                                         r"\(2,\) where shape \(3,\)"):
+        x.grad = mt.zeros(2, dtype=mt.float64)
+    with pytest.raises(TypeError, match="assigned grad must be a Tensor or None, not ndarray"):
+        x.grad = np.zeros(3)
+    with pytest.raises(TypeError, match="assigned grad has data of a different type: float32 "
+                                        "where float64"):
+        x.grad = mt.zeros(3, dtype=mt.float32)
+    assert x.grad is None  # nothing was kept
+    x.grad = mt.ones(3, dtype=mt.float64)  # the right kind accumulates as before
+    (x * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0, 3.0])
+    x.grad = None
+    assert x.grad is None
+
+
+@pytest.mark.parametrize("returned, error, message", [
+    (lambda g: g[:2], ShapeError,
+     "has data of a different size: shape \\(2,\\) where shape \\(3,\\)"),
+    (lambda g: g.numpy(), TypeError, "must be a Tensor or None, not ndarray"),
+    (lambda g: g.to(mt.float32), TypeError,
+     "has data of a different type: float32 where float64"),
+])
+def test_a_hook_that_returns_another_shape_dtype_or_an_array_is_named(returned, error,
+                                                                       message) -> None:
+    x = mt.tensor([1.0, 2.0, 3.0], dtype=mt.float64, requires_grad=True)
+    y = x * 2
+    y.register_hook(returned)
+    with pytest.raises(error, match="the value hook '<lambda>' returned " + message):
+        y.sum().backward()
+
+
+def test_a_leaf_grad_has_the_leaf_dtype() -> None:
+    """A float32 weight in a float64 expression gets a float32 .grad, as in PyTorch."""
+    w = mt.tensor([1.0, 2.0], dtype=mt.float32, requires_grad=True)
+    d = mt.tensor([0.5, 3.0], dtype=mt.float64)
+    (w * d).sum().backward()
+    assert w.grad.dtype == mt.float32
+    (w * d).sum().backward()  # accumulated: still float32
+    assert w.grad.dtype == mt.float32
+    np.testing.assert_allclose(w.grad.numpy(), [1.0, 6.0])
+    w.grad = None
+    (w * d * w).sum().backward(create_graph=True)
+    assert w.grad.dtype == mt.float32 and w.grad.requires_grad
+
+
+@pytest.mark.parametrize("decorator, inside", [(mt.no_grad, False), (mt.enable_grad, True)])
+def test_grad_mode_decorators_hold_across_yield(decorator, inside: bool) -> None:
+    """PyTorch's decorators wrap generators: the body runs in the mode at every step, and
+    the caller gets its own mode back at each yield."""
+    seen = []
+
+    @decorator()
+    def steps():
+        for _ in range(3):
+            seen.append(mt.is_grad_enabled())
+            received = yield mt.is_grad_enabled()
+            seen.append((received, mt.is_grad_enabled()))
+        return "done"
+
+    with mt.set_grad_enabled(not inside):
+        gen = steps()
+        assert next(gen) is inside
+        assert mt.is_grad_enabled() is (not inside)  # the caller's mode, between steps
+        assert gen.send("a") is inside
+        with pytest.raises(StopIteration) as stop:
+            gen.send("b")
+            gen.send("c")
+    assert stop.value.value == "done"
+    assert seen[1] == ("a", inside) and all(s is inside or s[1] is inside for s in seen)

@@ -190,3 +190,26 @@ def test_overlapping_single_threaded_blas_blocks_restore_the_setting() -> None:
         assert get_threads() == 2
     finally:
         set_threads(before)
+
+
+def test_threads_running_backward_into_one_shared_leaf_lose_no_accumulation() -> None:
+    """Each thread's backward adds into the same .grad: the read-add-write is under a lock.
+
+    A tiny switch interval makes the threads switch between the read and the write often
+    enough that, without the lock, sums are lost within a few hundred steps."""
+    import sys
+
+    shared = mt.tensor(np.zeros(64), dtype=mt.float64, requires_grad=True)
+    steps = 300
+
+    def work() -> None:
+        for _ in range(steps):
+            (shared * 1.0).sum().backward()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        _run_in_threads(work, work, work, work)
+    finally:
+        sys.setswitchinterval(interval)
+    np.testing.assert_array_equal(shared.grad.numpy(), np.full(64, 4.0 * steps))
