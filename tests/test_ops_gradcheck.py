@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import minitransformer as mt
+import minitransformer.functional as F
 from minitransformer.autograd import Function
 from minitransformer.errors import GradcheckError
 from tests.op_cases import away_from, leaves, nonzero, normal, positive
@@ -416,3 +417,25 @@ def test_gradcheck_catches_a_wrong_backward(rng: np.random.Generator) -> None:
         mt.gradcheck(mt.exp, [x.detach()])
     with pytest.warns(UserWarning, match="float32"):
         mt.gradcheck(mt.exp, [mt.tensor([0.5], requires_grad=True)], eps=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("magnitude", [1e20, 1e-20, 1.0])
+def test_layer_norm_of_huge_and_tiny_float32_values_matches_float64(magnitude: float) -> None:
+    """(x - mean)^2 overflows float32 above ~1e19, which made every output 0 although the
+    float64 answer is finite; the statistics are rescaled there. Gradients too."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 8)) * magnitude).astype(np.float32)
+    x[2] = x[2, 0]  # a constant group: output 0
+    w = rng.standard_normal(8).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    upstream = rng.standard_normal((3, 8))
+    results = []
+    for dtype in (mt.float32, mt.float64):
+        xt = mt.tensor(x, dtype=dtype, requires_grad=True)
+        y = F.layer_norm(xt, 8, mt.tensor(w, dtype=dtype), mt.tensor(b, dtype=dtype))
+        (y * mt.tensor(upstream, dtype=dtype)).sum().backward()
+        assert y.dtype == dtype and np.isfinite(y.detach().numpy()).all()
+        results.append((y.detach().numpy(), xt.grad.numpy() * magnitude))
+    (y32, dx32), (y64, dx64) = results
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx32, dx64, rtol=1e-3, atol=1e-3)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from minitransformer import backend
 from minitransformer.autograd import Function, Value
 from minitransformer.ops.shape import unbroadcast
@@ -102,11 +104,29 @@ def _sum_to(x: Any, shape: tuple[int, ...]) -> Any:
 
 def _normalize_arrays(x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any, Any]:
     """:func:`normalize` on arrays, with x_hat built in the array that holds x - mean."""
+    xp = backend.array_module_of(x)
     x_hat = x - _mean_over(x, axes)  # centred, (..., n)
-    squares = x_hat * x_hat
-    inv_std = 1 / backend.array_module_of(x).sqrt(_mean_over(squares, axes) + eps)
+    with np.errstate(over="ignore"):  # overflow is caught below, where it matters
+        squares = x_hat * x_hat
+        var = _mean_over(squares, axes)
+    if not xp.isfinite(var).all():  # (x - mean)^2 overflowed: float32 |x - mean| > ~1e19
+        inv_std = _scaled_inv_std(x_hat, axes, eps, xp)
+    else:
+        inv_std = 1 / xp.sqrt(var + eps)
     x_hat *= inv_std  # (x - mean) / sigma
     return x_hat, inv_std
+
+
+def _scaled_inv_std(centered: Any, axes: tuple[int, ...], eps: float, xp: Any) -> Any:
+    """1 / sqrt(mean(c^2) + eps) without squaring anything large: with s = max |c| per group,
+        sqrt(mean(c^2) + eps) = s * sqrt(mean((c / s)^2) + eps / s^2),
+    where every (c / s)^2 is at most 1. The usual path squares directly (no extra pass);
+    this one runs only where that overflowed. Groups of inf or NaN stay NaN, as before."""
+    scale = xp.abs(centered).max(axis=axes, keepdims=True)  # (..., 1)
+    scale = xp.where(scale > 0, scale, 1)  # a constant group: c = 0, any scale will do
+    ratio = centered / scale
+    with np.errstate(over="ignore"):  # s^2 may overflow to inf: eps / inf = 0, as it should
+        return 1 / (scale * xp.sqrt(_mean_over(ratio * ratio, axes) + eps / (scale * scale)))
 
 
 def _layer_norm_backward_arrays(grad: Any, x: Any, weight: Any, x_hat: Any, inv_std: Any,
