@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from minitransformer import backend, tuning
+from minitransformer import backend
 from minitransformer.errors import DeviceError, GraphError, ShapeError
 
 # What a backward formula computes with: arrays (NumPy or CuPy) in a plain backward, tensors
@@ -44,15 +44,32 @@ _grad_enabled = _grad_mode.get  # the hot-path read: _grad_enabled() -> bool
 # The innermost Module whose forward is running in this thread; each recorded node
 # remembers it, so that graphs can be drawn grouped by module (see minitransformer.viz).
 _current_module: ContextVar[Any] = ContextVar("minitransformer_module", default=None)
-# The minitransformer.trace.BackwardTrace recording in this thread, else None: read once
-# per walk. Per thread, as grad mode is: a trace in one thread records no other's walks.
-_backward_tracer: ContextVar[Any] = ContextVar("minitransformer_backward_tracer",
-                                               default=None)
+# What watches this thread's backward walks (a minitransformer.trace.BackwardTrace, the
+# explain page's recorder): a tuple read once per walk, empty unless someone is watching.
+# Per thread, as grad mode is: a trace in one thread records no other's walks.
+_observers: ContextVar[tuple[Any, ...]] = ContextVar("minitransformer_walk_observers",
+                                                     default=())
 
 
-def current_tracer() -> Any:
-    """The :class:`~minitransformer.trace.BackwardTrace` recording in this thread, or None."""
-    return _backward_tracer.get()
+@contextlib.contextmanager
+def observing(observer: Any) -> Iterator[Any]:
+    """Show ``observer`` every backward walk this thread runs inside the block.
+
+    The engine calls ``observer.watch(order)`` before a walk, with the tensors it will visit
+    (topological order), and ``observer.unwatch(order)`` after it, exception or not. That is
+    the one hook point for observers (trace.py wraps node backwards for the walk in
+    ``watch`` and unwraps them in ``unwatch``); with none installed a walk pays one read.
+    """
+    token = _observers.set((*_observers.get(), observer))
+    try:
+        yield observer
+    finally:
+        _observers.reset(token)
+
+
+def current_observers() -> tuple[Any, ...]:
+    """The observers watching this thread's backward walks (see :func:`observing`)."""
+    return _observers.get()
 
 
 def is_grad_enabled() -> bool:
@@ -518,8 +535,6 @@ def run_backward(
     ``.grad``, unless ``capture`` is given: then the gradients of those tensors are
     returned and no ``.grad`` is touched.
     """
-    if not tuning.first_backward_done:
-        tuning.on_first_backward()  # the allocator setting, once per process (see tuning)
     # Gradients travel as arrays in a plain backward and as tensors under create_graph.
     # Keyed by the tensor itself: Tensor hashes by identity (object.__hash__), and a dict
     # compares keys by identity before equality, so Tensor's elementwise == never runs;
@@ -531,9 +546,9 @@ def run_backward(
         grads[root] = grads[root] + g if root in grads else g
 
     order = _topological_order(roots)
-    tracer = _backward_tracer.get()
-    if tracer is not None:  # wraps each node's backward for this walk (see trace.py)
-        tracer.watch(order)
+    observers = _observers.get()
+    for observer in observers:  # e.g. a trace, which wraps node backwards for this walk
+        observer.watch(order)
     captured: dict[Tensor, Any] = {} if capture is None else {t: None for t in capture}
     mode = _grad_mode.set(bool(create_graph))  # a plain backward records nothing
     try:
@@ -568,8 +583,8 @@ def run_backward(
                 grads[parent] = pg if earlier is None else earlier + pg
     finally:
         _grad_mode.reset(mode)
-        if tracer is not None:
-            tracer.unwatch(order)
+        for observer in reversed(observers):
+            observer.unwatch(order)
 
     if capture is None:
         return None

@@ -1,4 +1,5 @@
-"""Every ```python block in docs/*.md and README.md runs, so the documentation cannot drift from the code.
+"""Every ```python block in docs/*.md and README.md runs, so the documentation cannot drift
+from the code.
 
 The blocks of one page run in order in one shared namespace (a page reads like a notebook),
 with the repository root as the working directory and matplotlib's non-interactive backend.

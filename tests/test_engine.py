@@ -467,30 +467,40 @@ def test_retain_freed_memory_applies_on_linux() -> None:
     assert applied is sys.platform.startswith("linux")
 
 
-FIRST_BACKWARD_SCRIPT = """
+TUNING_SCRIPT = """
 import minitransformer as mt
 from minitransformer import tuning
 calls = []
 tuning.retain_freed_memory = lambda: calls.append("applied") or True
 x = mt.tensor([1.0, 2.0], requires_grad=True)
 (x * x).sum().backward()
-(x * x).sum().backward()
-print(len(calls), tuning.first_backward_done)
+print(len(calls))
+print(tuning.tune_for_training(), len(calls))
 """
 
 
-@pytest.mark.parametrize(("setting", "expected"), [(None, "1 True"), ("default", "0 True"),
-                                                   (" Default ", "0 True")])
-def test_first_backward_keeps_freed_memory_unless_told_not_to(setting, expected) -> None:
-    """The allocator setting is applied once per process, by the first backward (not by
-    import), and MINITRANSFORMER_MALLOC=default opts out. A fresh process for each case."""
+@pytest.mark.parametrize(("setting", "expected"), [(None, "True 1"), ("default", "False 0"),
+                                                   (" Default ", "False 0")])
+def test_backward_leaves_the_allocator_alone_and_trainers_opt_in(setting, expected) -> None:
+    """A process-wide setting is no business of the engine: backward applies none; the
+    entry points that train call tune_for_training, which MINITRANSFORMER_MALLOC=default
+    turns off. A fresh process for each case."""
     env = {k: v for k, v in os.environ.items() if k != tuning.MALLOC_SETTING}
     if setting is not None:
         env[tuning.MALLOC_SETTING] = setting
-    result = subprocess.run([sys.executable, "-c", FIRST_BACKWARD_SCRIPT], env=env,
+    result = subprocess.run([sys.executable, "-c", TUNING_SCRIPT], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[0] == expected
+    assert result.stdout.split("\n")[:2] == ["0", expected]
+
+
+def test_the_trainers_and_the_command_line_opt_into_the_allocator_setting() -> None:
+    from pathlib import Path
+
+    package = Path(mt.__file__).parent
+    for name in ("cli/main.py", "coref/training.py", "gpt/training.py"):
+        assert "tuning.tune_for_training()" in (package / name).read_text(encoding="utf-8"), name
+    assert "tuning" not in (package / "autograd.py").read_text(encoding="utf-8")
 
 
 def test_cycle_collector_paused_restores_the_collector_as_it_was() -> None:
@@ -596,3 +606,30 @@ def test_grad_mode_decorators_hold_across_yield(decorator, inside: bool) -> None
             gen.send("c")
     assert stop.value.value == "done"
     assert seen[1] == ("a", inside) and all(s is inside or s[1] is inside for s in seen)
+
+
+def test_an_observer_sees_every_walk_of_its_thread_before_and_after() -> None:
+    """autograd.observing: the one hook point for traces and the explain page."""
+    from minitransformer import autograd
+
+    seen = []
+
+    class Watcher:
+        def watch(self, order):
+            seen.append(("watch", len(order), order[-1].grad is None))
+
+        def unwatch(self, order):
+            seen.append(("unwatch", len(order), order[0].grad is not None))
+
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    assert autograd.current_observers() == ()
+    with autograd.observing(Watcher()) as watcher:
+        assert autograd.current_observers() == (watcher,)
+        (x * x).sum().backward()
+        y = x * x
+        y.register_hook(lambda g: 1 / 0)
+        with pytest.raises(ZeroDivisionError):  # the walk fails: unwatch still runs
+            y.sum().backward()
+    (x * x).sum().backward()  # outside the block: not seen
+    assert seen == [("watch", 3, True), ("unwatch", 3, True)] * 2
+    assert autograd.current_observers() == ()
