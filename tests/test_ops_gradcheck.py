@@ -238,29 +238,23 @@ def test_gradcheck(fn, inputs, tolerances, rng: np.random.Generator) -> None:
 
 
 # ----- second derivatives ------------------------------------------------------------------------
+# Every registered op, as such, is gradgradchecked from its entry in tests/op_cases.py
+# (tests/test_contract.py); these are the variants and compositions beyond those entries.
 GRADGRAD_CASES = [
-    case("tanh", mt.tanh, normal(2, 3)),
     case("cube", lambda x: x**3, normal(2, 3)),
     case("pow-tensor-tensor", lambda a, b: a**b, positive(2, 3), normal(3)),
-    case("softmax", lambda x: mt.softmax(x, axis=-1), normal(2, 4)),
     case("softmax-axis0", lambda x: mt.softmax(x, axis=0), normal(3, 2)),
     case("log_softmax", lambda x: mt.log_softmax(x, axis=1), normal(2, 3)),
     case("logsumexp", lambda x: mt.logsumexp(x, axis=1), normal(2, 3)),
-    case("exp", mt.exp, normal(2, 3)),
-    case("log", mt.log, positive(2, 3)),
     case("sqrt", mt.sqrt, positive(4)),
     case("div", lambda a, b: a / b, normal(2, 3), nonzero(3)),
-    case("sigmoid", mt.sigmoid, normal(2, 3)),
-    case("gelu", mt.gelu, normal(2, 3)),
     case("gelu-tanh", lambda x: mt.gelu(x, approximate="tanh"), normal(2, 3)),
-    case("erf", mt.erf, normal(3)),
     case("sin-cos", lambda x: x.sin() * x.cos(), normal(3)),
     case("matmul", lambda a, b: a @ b, normal(2, 3), normal(3, 2)),
     case("matmul-batched", lambda a, b: a @ b, normal(2, 1, 3), normal(2, 3, 2)),
     case("matmul-1d", lambda a, b: (a @ b) ** 2, normal(3), normal(3, 2)),
     case("sum", lambda x: (x * x).sum(axis=1), normal(2, 3)),
     case("mean", lambda x: (x * x).mean(axis=(0, 2), keepdims=True), normal(2, 2, 3)),
-    case("var", lambda x: x.var(axis=-1), normal(2, 4)),
     case("var-all", lambda x: x.var(), normal(3, 2)),
     case("max", lambda x: (x * x).max(axis=0), normal(3, 2)),
     case("getitem", lambda x: x[np.array([0, 0, 1])] ** 2, normal(2, 3)),
