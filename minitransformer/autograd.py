@@ -531,6 +531,13 @@ def run_backward(
 ) -> list[Tensor | None] | None:
     """The engine behind ``Tensor.backward`` and :func:`grad`.
 
+    micrograd's walk: visit the tensors in reverse topological order; at each, call its
+    node's ``backward`` with the gradient that reached it, dL/d(output), and add what comes
+    back into each input's gradient (the chain rule, summed where paths meet). What a tensor
+    engine adds: gradients are arrays (or tensors under create_graph, recorded), hooks may
+    replace one, saved values are released after use, an input changed in place since the
+    forward is refused, and observers (:func:`observing`) see the walk.
+
     Gradients of leaves (and of tensors that called ``retain_grad``) are accumulated into
     ``.grad``, unless ``capture`` is given: then the gradients of those tensors are
     returned and no ``.grad`` is touched.
