@@ -582,7 +582,8 @@ def test_a_leaf_grad_has_the_leaf_dtype() -> None:
     assert w.grad.dtype == mt.float32 and w.grad.requires_grad
 
 
-@pytest.mark.parametrize("decorator, inside", [(mt.no_grad, False), (mt.enable_grad, True)])
+@pytest.mark.parametrize("decorator, inside", [
+    (mt.no_grad, False), (mt.enable_grad, True), (lambda: mt.set_grad_enabled(False), False)])
 def test_grad_mode_decorators_hold_across_yield(decorator, inside: bool) -> None:
     """PyTorch's decorators wrap generators: the body runs in the mode at every step, and
     the caller gets its own mode back at each yield."""
@@ -633,3 +634,25 @@ def test_an_observer_sees_every_walk_of_its_thread_before_and_after() -> None:
     (x * x).sum().backward()  # outside the block: not seen
     assert seen == [("watch", 3, True), ("unwatch", 3, True)] * 2
     assert autograd.current_observers() == ()
+
+
+def test_a_no_grad_generator_sees_no_grad_when_thrown_into_and_closed() -> None:
+    seen = []
+
+    @mt.no_grad()
+    def steps():
+        try:
+            while True:
+                try:
+                    yield
+                except ValueError:
+                    seen.append(("thrown", mt.is_grad_enabled()))
+        finally:
+            seen.append(("closed", mt.is_grad_enabled()))
+
+    gen = steps()
+    next(gen)
+    gen.throw(ValueError())
+    assert mt.is_grad_enabled()
+    gen.close()
+    assert seen == [("thrown", False), ("closed", False)] and mt.is_grad_enabled()
