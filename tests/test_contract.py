@@ -73,6 +73,7 @@ def test_matches_pytorch(name: str, rng: np.random.Generator) -> None:
     tol = 1e-5 if any(o.dtype == mt.float32 for o in ours) else 1e-10
     upstream = [rng.standard_normal(o.shape) for o in ours]
     for o, t in zip(ours, theirs):
+        assert o.shape == tuple(t.shape) and o.detach().numpy().dtype == t.detach().numpy().dtype
         np.testing.assert_allclose(o.detach().numpy(), t.detach().numpy(), rtol=tol, atol=tol)
     sum((o * mt.tensor(u, dtype=o.dtype)).sum() for o, u in zip(ours, upstream)).backward()
     sum((t * torch.tensor(u, dtype=t.dtype)).sum() for t, u in zip(theirs, upstream)).backward()
