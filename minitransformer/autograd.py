@@ -509,8 +509,9 @@ def _accumulate_into(tensor: Tensor, g: Any, create_graph: bool) -> None:
     expression still gets a float32 .grad, as in PyTorch). Plain gradients get memory of
     their own first, since one array may have been handed to several tensors (``x + y``
     passes ``grad`` to both)."""
-    if g.dtype != tensor.dtype:
-        g = ops.to(g, dtype=tensor.dtype) if create_graph else g.astype(tensor.dtype)
+    dtype = tensor._data.dtype
+    if g.dtype is not dtype and g.dtype != dtype:  # NumPy's dtypes are shared: `is` first
+        g = ops.to(g, dtype=dtype) if create_graph else g.astype(dtype)
     with _accumulate_lock:
         old = tensor._grad
         if create_graph:
