@@ -195,14 +195,17 @@ def test_overlapping_single_threaded_blas_blocks_restore_the_setting() -> None:
 def test_threads_running_backward_into_one_shared_leaf_lose_no_accumulation() -> None:
     """Each thread's backward adds into the same .grad: the read-add-write is under a lock.
 
-    A tiny switch interval makes the threads switch between the read and the write often
-    enough that, without the lock, sums are lost within a few hundred steps."""
+    NumPy lets go of the GIL while it adds large arrays, and a tiny switch interval makes
+    the threads switch often, so that without the lock another thread reads the old .grad
+    between the read and the write, and sums are lost, within a few steps."""
     import sys
 
-    shared = mt.tensor(np.zeros(64), dtype=mt.float64, requires_grad=True)
-    steps = 300
+    shared = mt.tensor(np.zeros(100_000), dtype=mt.float64, requires_grad=True)
+    steps = 200
+    start = threading.Barrier(4)
 
     def work() -> None:
+        start.wait()  # all four at once: otherwise one may finish before the next starts
         for _ in range(steps):
             (shared * 1.0).sum().backward()
 
@@ -212,4 +215,4 @@ def test_threads_running_backward_into_one_shared_leaf_lose_no_accumulation() ->
         _run_in_threads(work, work, work, work)
     finally:
         sys.setswitchinterval(interval)
-    np.testing.assert_array_equal(shared.grad.numpy(), np.full(64, 4.0 * steps))
+    np.testing.assert_array_equal(shared.grad.numpy(), np.full(100_000, 4.0 * steps))
