@@ -345,7 +345,9 @@ class Function:
        builds every gradient from tensors with recorded ops.
 
     ``gradgradcheck`` runs on every registered op (``tests/test_contract.py``), which is
-    what catches a broken rule 2. ``docs/contributing.md`` walks through adding an op.
+    what catches a broken rule 2; the same test holds each op's first derivative under
+    create_graph equal to the plain one (a create_graph path of its own, with a sign error,
+    would pass gradgradcheck). ``docs/contributing.md`` walks through adding an op.
     """
 
     # What the engine records on every node are slots (cheaper to write than a dict, and
