@@ -506,14 +506,20 @@ def _root_gradient(root: Tensor, gradient: Any) -> Tensor:
 _accumulate_lock = threading.Lock()
 
 
+def _in_dtype_of(tensor: Tensor, g: Any, create_graph: bool) -> Any:
+    """``g`` cast to ``tensor``'s dtype, where it differs (mixed-dtype expressions)."""
+    dtype = tensor._data.dtype
+    if g.dtype is not dtype and g.dtype != dtype:  # NumPy's dtypes are shared: `is` first
+        return ops.to(g, dtype=dtype) if create_graph else g.astype(dtype)
+    return g
+
+
 def _accumulate_into(tensor: Tensor, g: Any, create_graph: bool) -> None:
     """``tensor.grad += g``, in ``tensor``'s dtype (a float32 weight used in a float64
     expression still gets a float32 .grad, as in PyTorch). Plain gradients get memory of
     their own first, since one array may have been handed to several tensors (``x + y``
     passes ``grad`` to both)."""
-    dtype = tensor._data.dtype
-    if g.dtype is not dtype and g.dtype != dtype:  # NumPy's dtypes are shared: `is` first
-        g = ops.to(g, dtype=dtype) if create_graph else g.astype(dtype)
+    g = _in_dtype_of(tensor, g, create_graph)
     with _accumulate_lock:
         old = tensor._grad
         if create_graph:
@@ -573,7 +579,7 @@ def run_backward(
             fn = tensor._ctx
             if capture is not None:
                 if tensor in captured:
-                    captured[tensor] = g
+                    captured[tensor] = _in_dtype_of(tensor, g, create_graph)
             elif fn is None or tensor._retains_grad:
                 _accumulate_into(tensor, g, create_graph)
             if fn is None:

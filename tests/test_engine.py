@@ -580,6 +580,9 @@ def test_a_leaf_grad_has_the_leaf_dtype() -> None:
     w.grad = None
     (w * d * w).sum().backward(create_graph=True)
     assert w.grad.dtype == mt.float32 and w.grad.requires_grad
+    (plain,) = mt.grad((w * d).sum(), w)  # mt.grad too, as torch.autograd.grad
+    (recorded,) = mt.grad((w * d * w).sum(), w, create_graph=True)
+    assert plain.dtype == recorded.dtype == mt.float32
 
 
 @pytest.mark.parametrize("decorator, inside", [
