@@ -70,15 +70,15 @@ def blockwise_seconds(
 
 def add_malloc_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's malloc as it is, also at minitransformer's first "
-                             "backward (by default both libraries run with freed memory kept "
-                             "for reuse, as minitransformer sets it on its first backward)")
+                        help="leave glibc's malloc as it is (by default both libraries run "
+                             "with freed memory kept for reuse, as minitransformer's command "
+                             "line and trainers set it)")
 
 
 def apply_malloc_option(args: argparse.Namespace) -> str:
     """Keep freed memory for reuse unless --default-malloc; says which setting is in use.
 
-    With --default-malloc, the library's own first-backward setting is switched off too
+    With --default-malloc, the library's trainers are told so too
     (``MINITRANSFORMER_MALLOC=default``), so that both libraries run on glibc's defaults."""
     import os
 
@@ -87,7 +87,7 @@ def apply_malloc_option(args: argparse.Namespace) -> str:
     if args.default_malloc:
         os.environ[tuning.MALLOC_SETTING] = "default"
         return "glibc defaults"
-    if tuning.retain_freed_memory():
+    if tuning.tune_for_training():
         return "freed memory kept for reuse"
     return "glibc defaults"
 

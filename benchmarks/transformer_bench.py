@@ -137,8 +137,9 @@ def bench_training_step(size: str, repeats: int) -> dict[str, float]:
 
 def bench_as_users_run(size: str, repeats: int, blocks: int = 3) -> dict[str, float]:
     """Each library in a process of its own, as its users run it: ours with the setting its
-    first backward applies, PyTorch with glibc's defaults. The two kinds of process take
-    turns, ``blocks`` times; returns the medians over blocks and the median block ratio."""
+    trainers apply (tuning.tune_for_training), PyTorch with glibc's defaults. The two kinds
+    of process take turns, ``blocks`` times; returns the medians over blocks and the median
+    block ratio."""
     def one_block(side: str, env: dict[str, str]) -> float:
         command = [sys.executable, "-m", "benchmarks.transformer_bench", "--side", side,
                    "--size", size, "--repeats", str(repeats)]
@@ -158,6 +159,10 @@ def bench_as_users_run(size: str, repeats: int, blocks: int = 3) -> dict[str, fl
 
 def run_side(side: str, size: str, repeats: int) -> None:
     """The median step time of one side alone (for :func:`bench_as_users_run`)."""
+    if side == "ours":
+        from minitransformer import tuning
+
+        tuning.tune_for_training()  # as the library's trainers and command line run
     ours, theirs = training_steps(size)
     print(f"{side} {median_seconds(ours if side == 'ours' else theirs, repeats)}")
 

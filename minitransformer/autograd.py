@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import operator
 import threading
 import weakref
@@ -26,7 +27,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from minitransformer import backend, tuning
+from minitransformer import backend
 from minitransformer.errors import DeviceError, GraphError, ShapeError, not_a_tensor
 
 # What a backward formula computes with: arrays (NumPy or CuPy) in a plain backward, tensors
@@ -43,15 +44,32 @@ _grad_enabled = _grad_mode.get  # the hot-path read: _grad_enabled() -> bool
 # The innermost Module whose forward is running in this thread; each recorded node
 # remembers it, so that graphs can be drawn grouped by module (see minitransformer.viz).
 _current_module: ContextVar[Any] = ContextVar("minitransformer_module", default=None)
-# The minitransformer.trace.BackwardTrace recording in this thread, else None: read once
-# per walk. Per thread, as grad mode is: a trace in one thread records no other's walks.
-_backward_tracer: ContextVar[Any] = ContextVar("minitransformer_backward_tracer",
-                                               default=None)
+# What watches this thread's backward walks (a minitransformer.trace.BackwardTrace, the
+# explain page's recorder): a tuple read once per walk, empty unless someone is watching.
+# Per thread, as grad mode is: a trace in one thread records no other's walks.
+_observers: ContextVar[tuple[Any, ...]] = ContextVar("minitransformer_walk_observers",
+                                                     default=())
 
 
-def current_tracer() -> Any:
-    """The :class:`~minitransformer.trace.BackwardTrace` recording in this thread, or None."""
-    return _backward_tracer.get()
+@contextlib.contextmanager
+def observing(observer: Any) -> Iterator[Any]:
+    """Show ``observer`` every backward walk this thread runs inside the block.
+
+    The engine calls ``observer.watch(order)`` before a walk, with the tensors it will visit
+    (topological order), and ``observer.unwatch(order)`` after it, exception or not. That is
+    the one hook point for observers (trace.py wraps node backwards for the walk in
+    ``watch`` and unwraps them in ``unwatch``); with none installed a walk pays one read.
+    """
+    token = _observers.set((*_observers.get(), observer))
+    try:
+        yield observer
+    finally:
+        _observers.reset(token)
+
+
+def current_observers() -> tuple[Any, ...]:
+    """The observers watching this thread's backward walks (see :func:`observing`)."""
+    return _observers.get()
 
 
 def is_grad_enabled() -> bool:
@@ -85,6 +103,8 @@ class _GradMode:
 
     def __call__(self, fn: Callable) -> Callable:
         mode = self.mode
+        if inspect.isgeneratorfunction(fn):
+            return _generator_in_mode(fn, mode)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -95,6 +115,43 @@ class _GradMode:
                 _grad_mode.reset(token)
 
         return wrapper
+
+
+def _generator_in_mode(fn: Callable, mode: bool) -> Callable:
+    """``fn`` (a generator function) with grad mode ``mode`` whenever its body runs.
+
+    A plain wrapper would only cover the call that makes the generator, which runs none of
+    its body: the body runs later, at each ``next``, in whatever mode the caller is in. So,
+    as PyTorch's decorators do, switch the mode around each resumption (``next``, ``send``,
+    ``throw``, ``close``) and give the caller's mode back at each ``yield``.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        gen = fn(*args, **kwargs)
+        resume, value = gen.send, None
+        while True:
+            token = _grad_mode.set(mode)
+            try:
+                item = resume(value)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                _grad_mode.reset(token)
+            try:
+                value = yield item
+                resume = gen.send
+            except GeneratorExit:
+                token = _grad_mode.set(mode)
+                try:
+                    gen.close()
+                finally:
+                    _grad_mode.reset(token)
+                raise
+            except BaseException as error:  # thrown in by the caller: on into fn's body
+                resume, value = gen.throw, error
+
+    return wrapper
 
 
 class no_grad(_GradMode):  # noqa: N801 (named like torch.no_grad)
@@ -288,7 +345,9 @@ class Function:
        builds every gradient from tensors with recorded ops.
 
     ``gradgradcheck`` runs on every registered op (``tests/test_contract.py``), which is
-    what catches a broken rule 2. ``docs/contributing.md`` walks through adding an op.
+    what catches a broken rule 2; the same test holds each op's first derivative under
+    create_graph equal to the plain one (a create_graph path of its own, with a sign error,
+    would pass gradgradcheck). ``docs/contributing.md`` walks through adding an op.
     """
 
     # What the engine records on every node are slots (cheaper to write than a dict, and
@@ -448,17 +507,34 @@ def _root_gradient(root: Tensor, gradient: Any) -> Tensor:
     return gradient
 
 
+# Held while a gradient is added into a .grad: two threads running backward into one
+# shared leaf would otherwise both read the old .grad and one sum would be lost.
+_accumulate_lock = threading.Lock()
+
+
+def _in_dtype_of(tensor: Tensor, g: Any, create_graph: bool) -> Any:
+    """``g`` cast to ``tensor``'s dtype, where it differs (mixed-dtype expressions)."""
+    dtype = tensor._data.dtype
+    if g.dtype is not dtype and g.dtype != dtype:  # NumPy's dtypes are shared: `is` first
+        return ops.to(g, dtype=dtype) if create_graph else g.astype(dtype)
+    return g
+
+
 def _accumulate_into(tensor: Tensor, g: Any, create_graph: bool) -> None:
-    """Add ``g`` to ``tensor.grad``; plain gradients get memory of their own first, since
-    one array may have been handed to several tensors (``x + y`` passes ``grad`` to both)."""
-    if create_graph:
-        tensor.grad = g if tensor.grad is None else tensor.grad + g
-    elif tensor.grad is None:
-        tensor.grad = Tensor._from_array(g.copy(), tensor.device)
-    else:
-        tensor.grad = Tensor._from_array(tensor.grad.data + g, tensor.device)
-    if tensor.name is not None and tensor.grad.name is None:
-        tensor.grad.name = "d" + tensor.name  # the gradient of Q is dQ
+    """``tensor.grad += g``, in ``tensor``'s dtype (a float32 weight used in a float64
+    expression still gets a float32 .grad, as in PyTorch). Plain gradients get memory of
+    their own first, since one array may have been handed to several tensors (``x + y``
+    passes ``grad`` to both)."""
+    g = _in_dtype_of(tensor, g, create_graph)
+    with _accumulate_lock:
+        old = tensor._grad
+        if create_graph:
+            new = g if old is None else old + g
+        else:
+            new = Tensor._from_array(g.copy() if old is None else old.data + g, tensor.device)
+        if tensor.name is not None and new.name is None:
+            new.name = "d" + tensor.name  # the gradient of Q is dQ
+        tensor._grad = new  # checked already: the engine's own sum has the right shape
 
 
 def run_backward(
@@ -470,12 +546,17 @@ def run_backward(
 ) -> list[Tensor | None] | None:
     """The engine behind ``Tensor.backward`` and :func:`grad`.
 
+    micrograd's walk: visit the tensors in reverse topological order; at each, call its
+    node's ``backward`` with the gradient that reached it, dL/d(output), and add what comes
+    back into each input's gradient (the chain rule, summed where paths meet). What a tensor
+    engine adds: gradients are arrays (or tensors under create_graph, recorded), hooks may
+    replace one, saved values are released after use, an input changed in place since the
+    forward is refused, and observers (:func:`observing`) see the walk.
+
     Gradients of leaves (and of tensors that called ``retain_grad``) are accumulated into
     ``.grad``, unless ``capture`` is given: then the gradients of those tensors are
     returned and no ``.grad`` is touched.
     """
-    if not tuning.first_backward_done:
-        tuning.on_first_backward()  # the allocator setting, once per process (see tuning)
     # Gradients travel as arrays in a plain backward and as tensors under create_graph.
     # Keyed by the tensor itself: Tensor hashes by identity (object.__hash__), and a dict
     # compares keys by identity before equality, so Tensor's elementwise == never runs;
@@ -487,9 +568,9 @@ def run_backward(
         grads[root] = grads[root] + g if root in grads else g
 
     order = _topological_order(roots)
-    tracer = _backward_tracer.get()
-    if tracer is not None:  # wraps each node's backward for this walk (see trace.py)
-        tracer.watch(order)
+    observers = _observers.get()
+    for observer in observers:  # e.g. a trace, which wraps node backwards for this walk
+        observer.watch(order)
     captured: dict[Tensor, Any] = {} if capture is None else {t: None for t in capture}
     mode = _grad_mode.set(bool(create_graph))  # a plain backward records nothing
     try:
@@ -504,7 +585,7 @@ def run_backward(
             fn = tensor._ctx
             if capture is not None:
                 if tensor in captured:
-                    captured[tensor] = g
+                    captured[tensor] = _in_dtype_of(tensor, g, create_graph)
             elif fn is None or tensor._retains_grad:
                 _accumulate_into(tensor, g, create_graph)
             if fn is None:
@@ -524,8 +605,8 @@ def run_backward(
                 grads[parent] = pg if earlier is None else earlier + pg
     finally:
         _grad_mode.reset(mode)
-        if tracer is not None:
-            tracer.unwatch(order)
+        for observer in reversed(observers):
+            observer.unwatch(order)
 
     if capture is None:
         return None
@@ -533,13 +614,19 @@ def run_backward(
 
 
 def _run_hooks(tensor: Tensor, g: Any, create_graph: bool) -> Any:
-    """Hooks see (and may replace) the gradient as a tensor."""
+    """Hooks see (and may replace) the gradient as a tensor; a replacement must be a tensor
+    of the same shape, dtype and device (as in PyTorch), or the walk would go on wrong."""
     as_tensor = g if create_graph else Tensor._from_array(g, tensor.device)
     for hook in tensor._hooks:
         replaced = hook(as_tensor)
         if replaced is not None:
+            check_grad(as_tensor, replaced, f"the value hook {_name_of(hook)} returned")
             as_tensor = replaced
     return as_tensor if create_graph else as_tensor.data
+
+
+def _name_of(hook: Callable) -> str:
+    return repr(getattr(hook, "__qualname__", None) or type(hook).__name__)
 
 
 def _as_tensor_grad(g: Any, like: Tensor) -> Tensor | None:
@@ -584,4 +671,4 @@ def grad(
 
 
 from minitransformer import ops  # noqa: E402  (ops and tensor import this module)
-from minitransformer.tensor import Tensor  # noqa: E402
+from minitransformer.tensor import Tensor, check_grad  # noqa: E402

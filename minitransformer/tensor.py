@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.errors import DtypeError, GraphError, is_torch_tensor, not_a_tensor
+from minitransformer.errors import (
+    DeviceError,
+    DtypeError,
+    GraphError,
+    ShapeError,
+    is_torch_tensor,
+    not_a_tensor,
+)
 
 float16, float32, float64 = np.dtype("float16"), np.dtype("float32"), np.dtype("float64")
 int32, int64, bool_ = np.dtype("int32"), np.dtype("int64"), np.dtype("bool")
@@ -70,7 +77,7 @@ class Tensor:
     # sets are slots; the rarer ones are class defaults, written to the instance's __dict__
     # only by the tensors that get them (a leaf's .grad, a name, a hook).
     __slots__ = ("_data", "device", "requires_grad", "_ctx", "__dict__", "__weakref__")
-    grad: Tensor | None = None
+    _grad: Tensor | None = None  # behind the .grad property, which checks what is assigned
     name: str | None = None
     _hooks: tuple[Callable, ...] | list[Callable] = ()
     _retains_grad = False
@@ -120,6 +127,19 @@ class Tensor:
         return t
 
     # ----- attributes ---------------------------------------------------------------------
+    @property
+    def grad(self) -> Tensor | None:
+        """The accumulated gradient: a Tensor of this tensor's shape and dtype, or None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        # As in PyTorch: a gradient of another shape or dtype, or a bare array, would be
+        # accumulated into silently by the next backward and then read by the optimizer.
+        if value is not None:
+            check_grad(self, value, "assigned grad")
+        self._grad = value
+
     @property
     def data(self) -> Any:
         """The backend array. Assigning a new one is an in-place change of the tensor."""
@@ -475,6 +495,32 @@ def default_generator() -> np.random.Generator:
 
 
 # ----- constructors ---------------------------------------------------------------------------
+def check_grad(expected: Tensor, value: Any, what: str) -> None:
+    """Raise unless ``value`` is a Tensor of ``expected``'s shape, dtype and device: what a
+    gradient of ``expected`` must be. ``what`` names the value in the message ("assigned
+    grad", "the value hook 'clip' returned")."""
+    if not isinstance(value, Tensor):
+        raise DtypeError(
+            f"{what} must be a Tensor or None, not {type(value).__name__}; wrap it: "
+            f"mt.tensor(value, dtype={expected.dtype}, device={expected.device!r})"
+        )
+    if value.shape != expected.shape:
+        raise ShapeError(
+            f"{what} has data of a different size: shape {value.shape} where shape "
+            f"{expected.shape} was expected"
+        )
+    if value.dtype != expected.dtype:
+        raise DtypeError(
+            f"{what} has data of a different type: {value.dtype} where {expected.dtype} was "
+            f"expected; cast it with .to({expected.dtype})"
+        )
+    if value.device != expected.device:
+        raise DeviceError(
+            f"{what} is on {value.device} where {expected.device} was expected; move it "
+            f"with .to({expected.device!r})"
+        )
+
+
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: Any = None) -> Tensor:
     """A new leaf tensor holding a copy of ``data`` (Python floats become float32)."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)

@@ -11,10 +11,11 @@ name. Steps for leaves (parameters, inputs) close the walk: that is where ``.gra
 filled in. :attr:`BackwardTrace.forward` lists the same nodes in forward order, with
 their values, for the step-through page (``minitransformer explain``).
 
-How it stays free when unused: the engine reads one module variable once per backward
-walk. Only while a trace records does it wrap each node's ``backward`` (for that walk
-only), so an ordinary backward runs exactly the code it always ran, and the gradients a
-traced backward computes are the very same arrays (tested).
+How it stays free when unused: the engine reads one per-thread variable (its observers,
+see ``autograd.observing``) once per backward walk. Only while a trace records does it
+wrap each node's ``backward`` (for that walk only), so an ordinary backward runs exactly
+the code it always ran, and the gradients a traced backward computes are the very same
+arrays (tested).
 """
 
 from __future__ import annotations
@@ -334,13 +335,10 @@ def tracing(model: Any = None, params: dict[str, Tensor] | None = None
     names.update({id(p): n for n, p in (params or {}).items()})
     trace = BackwardTrace(names)
     trace.model = model
-    if autograd.current_tracer() is not None:
+    if any(isinstance(o, BackwardTrace) for o in autograd.current_observers()):
         raise RuntimeError("a backward trace is already recording; traces do not nest")
-    token = autograd._backward_tracer.set(trace)  # this thread's walks only
-    try:
+    with autograd.observing(trace):  # this thread's walks only
         yield trace
-    finally:
-        autograd._backward_tracer.reset(token)
 
 
 def trace_backward(loss: Tensor, gradient: Any = None, model: Any = None,

@@ -1,11 +1,12 @@
 """Process-wide tuning for speed: glibc's allocator, OpenBLAS's threads, the cycle collector.
 
-Each changes the whole process, so the library never applies one on import. One is applied
-on first use: the first backward keeps freed memory for reuse (:func:`retain_freed_memory`),
-because without it a user's own training loop runs up to twice as slowly on small models
-(docs/benchmarks.md) and no user should have to know that. ``MINITRANSFORMER_MALLOC=default``
-in the environment leaves glibc's allocator as it is. The command line and the benchmarks
-call these directly. ``backend.py`` stays what it is, NumPy or CuPy for each device.
+Each changes the whole process, so the library applies none on import, nor in the engine:
+the entry points that run training opt in. The command line, the trainers
+(``coref.training``, ``gpt.training``) and the benchmarks call :func:`tune_for_training`
+(glibc keeps freed memory for reuse, unless ``MINITRANSFORMER_MALLOC=default``) and run
+their steps inside :func:`single_threaded_blas`. A user's own loop can call them too:
+without the allocator setting a small model's loop runs up to twice as slowly
+(docs/benchmarks.md). ``backend.py`` stays what it is, NumPy or CuPy for each device.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ def retain_freed_memory() -> bool:
     again for fresh pages; measured on a 2-core VM, that was a quarter of a Transformer
     step (docs/benchmarks.md). This raises the trim threshold to 1 GiB and serves blocks
     below 32 MiB from the reusable heap. Process-wide, so the library does it not on import
-    but on the first backward (see :func:`on_first_backward`); the ``minitransformer``
-    command and the benchmarks call it directly. Returns False where it does not apply
-    (not Linux with glibc).
+    but where an entry point asks (see :func:`tune_for_training`). Returns False where it
+    does not apply (not Linux with glibc).
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -44,19 +44,15 @@ def retain_freed_memory() -> bool:
     )
 
 
-# Set once the first backward has run; read by the engine on every backward (a module
-# attribute, not a lock: running the setting twice from two threads would be harmless).
-first_backward_done = False
 MALLOC_SETTING = "MINITRANSFORMER_MALLOC"  # "default": leave glibc's allocator alone
 
 
-def on_first_backward() -> None:
-    """What the first backward of the process applies: :func:`retain_freed_memory`, unless
-    ``$MINITRANSFORMER_MALLOC`` is ``default``."""
-    global first_backward_done
-    first_backward_done = True
-    if os.environ.get(MALLOC_SETTING, "").strip().lower() != "default":
-        retain_freed_memory()
+def tune_for_training() -> bool:
+    """What an entry point that trains applies first: :func:`retain_freed_memory`, unless
+    ``$MINITRANSFORMER_MALLOC`` is ``default``. Returns whether the setting is in force."""
+    if os.environ.get(MALLOC_SETTING, "").strip().lower() == "default":
+        return False
+    return retain_freed_memory()
 
 
 _blas_lock = threading.Lock()

@@ -196,3 +196,41 @@ OP_CASES: dict[str, OpCase] = {
         lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v,
                                                                          is_causal=True)),
 }
+
+# Function classes in minitransformer/ops that no entry above records, each with the reason
+# (tests/test_contract.py requires every other one to be reached from a case).
+NOT_IN_A_CASE: dict[str, str] = {
+    "_Select": "the shared base of Maximum and Minimum (both in cases); never recorded itself",
+}
+
+
+# Compositions of several ops, run on every device (tests/test_devices.py): gradcheck there
+# and values and gradients equal to the CPU's. (name, function, input shapes); the inputs
+# are float64 leaves on the device under test.
+DEVICE_COMPOSITIONS: list[tuple[str, Callable[..., Any], list[tuple[int, ...]]]] = [
+    ("add-broadcast", lambda a, b: a + b, [(2, 3), (3,)]),
+    ("sub-mul-div", lambda a, b: (a - b) * a / (b * b + 1), [(2, 3), (2, 3)]),
+    ("pow", lambda a: (a * a + 1) ** 1.5, [(3,)]),
+    ("exp-log-sqrt", lambda a: (a.exp() + 1).log() + (a * a + 1).sqrt(), [(2, 3)]),
+    ("sin-cos-abs", lambda a: a.sin() * a.cos() + (a + 3).abs(), [(4,)]),
+    ("tanh-sigmoid-relu", lambda a: a.tanh() + a.sigmoid() + (a + 5).relu(), [(2, 3)]),
+    ("gelu-erf", lambda a: mt.gelu(a) + mt.erf(a), [(3,)]),
+    ("clip-max-min", lambda a, b: mt.maximum(a, b) + mt.minimum(a, b).clip(-5, 5),
+     [(2, 3), (2, 3)]),
+    ("reductions", lambda a: a.sum(axis=0) + a.mean(axis=0) + a.var(axis=0) + a.max(axis=0),
+     [(3, 2)]),
+    ("matmul-batched", lambda a, b: a @ b, [(2, 3, 4), (4, 2)]),
+    ("matmul-1d", lambda a, b: a @ b, [(4,), (2, 4, 3)]),
+    ("shape-ops", lambda a: a.reshape(3, 2).T.unsqueeze(0).permute(2, 0, 1).flatten(), [(2, 3)]),
+    ("broadcast_to", lambda a: a.broadcast_to(2, 3, 4), [(3, 1)]),
+    ("getitem-repeated", lambda a: a[np.array([0, 0, 2])] * a[1:, ::2].sum(), [(3, 4)]),
+    ("getitem-mask", lambda a: a[a.detach() > 0], [(3, 4)]),
+    ("concat-stack-split", lambda a, b: mt.stack([*mt.concat([a, b], axis=1).split(2, axis=1)]),
+     [(2, 2), (2, 2)]),
+    ("softmax-family",
+     lambda a: a.softmax(0) + a.log_softmax(-1) + a.logsumexp(1, keepdims=True), [(2, 3)]),
+    ("where-masked_fill",
+     lambda a, b: mt.where(a.detach() > 0, a, b).masked_fill(b.detach() > 1, 0),
+     [(2, 3), (2, 3)]),
+    ("dropout", lambda a: mt.dropout(a, 0.5, seed=1), [(4, 4)]),
+]

@@ -21,7 +21,7 @@ from minitransformer.ops.registry import OPS
 from minitransformer.tensor import Tensor
 from tests.conftest import requires_torch, torch
 from tests.contract import PACKAGE, backward_xp_names
-from tests.op_cases import OP_CASES, SAME, leaves
+from tests.op_cases import NOT_IN_A_CASE, OP_CASES, SAME, leaves
 
 DIFFERENTIABLE = sorted(name for name, entry in OPS.items() if entry.differentiable)
 WITH_TWIN = sorted(name for name in OPS if name in OP_CASES and OP_CASES[name].torch is not None)
@@ -73,6 +73,7 @@ def test_matches_pytorch(name: str, rng: np.random.Generator) -> None:
     tol = 1e-5 if any(o.dtype == mt.float32 for o in ours) else 1e-10
     upstream = [rng.standard_normal(o.shape) for o in ours]
     for o, t in zip(ours, theirs):
+        assert o.shape == tuple(t.shape) and o.detach().numpy().dtype == t.detach().numpy().dtype
         np.testing.assert_allclose(o.detach().numpy(), t.detach().numpy(), rtol=tol, atol=tol)
     sum((o * mt.tensor(u, dtype=o.dtype)).sum() for o, u in zip(ours, upstream)).backward()
     sum((t * torch.tensor(u, dtype=t.dtype)).sum() for t, u in zip(theirs, upstream)).backward()
@@ -280,3 +281,156 @@ def test_the_engine_does_not_import_the_coreference_application() -> None:
         if "minitransformer.coref" in (PACKAGE / name).read_text(encoding="utf-8"):
             offenders.append(name)
     assert not offenders, f"the engine imports the coreference application: {offenders}"
+
+
+# ----- create_graph: the recorded first derivative is the plain one -------------------------
+def create_graph_mismatch(name: str, seed: int = 0) -> str | None:
+    """Where the first derivative of op ``name`` under create_graph=True differs from the
+    plain one (same inputs, same upstream gradient, float64): a message, else None.
+
+    gradgradcheck cannot see this: it checks the recorded gradient's own derivative, so a
+    create_graph path with a sign error passes it, and every second derivative is wrong."""
+    case = _case(name)
+    rng = np.random.default_rng(seed)
+    xs = leaves(rng, case.inputs)
+    outs = _run(name, xs)
+    upstream = [mt.tensor(rng.standard_normal(o.shape), dtype=o.dtype) for o in outs]
+
+    def first(create_graph: bool) -> list[np.ndarray | None]:
+        total = sum((o * u).sum() for o, u in zip(_run(name, xs), upstream))
+        found = mt.grad(total, xs, create_graph=create_graph, allow_unused=True)
+        return [None if g is None else g.detach().numpy() for g in found]
+
+    tol = 1e-6 if any(o.dtype == mt.float32 for o in outs) else 1e-12
+    for i, (plain, graph) in enumerate(zip(first(False), first(True))):
+        if (plain is None) != (graph is None):
+            return f"{name}: input {i} has a gradient on one path only"
+        if plain is not None and not np.allclose(plain, graph, rtol=tol, atol=tol):
+            worst = float(np.max(np.abs(plain - graph)))
+            return f"{name}: input {i}, create_graph differs from plain by up to {worst:.3g}"
+    return None
+
+
+@pytest.mark.parametrize("name", DIFFERENTIABLE)
+def test_create_graph_first_derivative_equals_the_plain_one(name: str) -> None:
+    mismatch = create_graph_mismatch(name)
+    assert mismatch is None, mismatch
+
+
+def _op_class(name: str, class_name: str) -> type:
+    """The Function class called ``class_name`` that op ``name`` records (found in its
+    graph, not imported from a module: robust to the op moving between files)."""
+    case = _case(name)
+    outs = _run(name, leaves(np.random.default_rng(0), case.inputs))
+    stack, seen = [o for o in outs], set()
+    while stack:
+        t = stack.pop()
+        fn = t._ctx
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if type(fn).__name__ == class_name:
+            return type(fn)
+        stack.extend(fn.inputs)
+    raise AssertionError(f"{name} records no {class_name}")
+
+
+def _negate_under_create_graph(monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
+    """Plant a sign error in ``cls``'s backward, only when it runs under create_graph."""
+    backward = cls.backward
+
+    def planted(self, grad):
+        grads = backward(self, grad)
+        if not self.create_graph:
+            return grads
+        return tuple(None if g is None else -g for g in grads)
+
+    monkeypatch.setattr(cls, "backward", planted)
+
+
+def test_a_sign_error_in_layer_norms_create_graph_branch_fails_the_contract(
+        monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator) -> None:
+    from minitransformer.ops import norm
+
+    assert create_graph_mismatch("layer_norm") is None
+    recorded = norm.LayerNorm._backward_recorded
+
+    def planted(self, grad):
+        dx, d_weight, d_bias = recorded(self, grad)
+        return dx, -d_weight, d_bias  # dgamma = -sum(g * x_hat): a sign error
+
+    monkeypatch.setattr(norm.LayerNorm, "_backward_recorded", planted)
+    assert "input 1" in create_graph_mismatch("layer_norm")
+    # ... which gradgradcheck, on its own, does not notice
+    case = _case("layer_norm")
+    xs = leaves(rng, case.inputs)
+    assert mt.gradgradcheck(lambda *a: _run("layer_norm", list(a)), xs)
+
+
+@pytest.mark.parametrize("name, class_name", [
+    ("softmax", "Softmax"),
+    ("scaled_dot_product_attention", "ScaledDotProductAttention"),
+    ("tiled_attention", "TiledAttention"),
+])
+def test_a_sign_error_in_a_create_graph_path_fails_the_contract(
+        monkeypatch: pytest.MonkeyPatch, name: str, class_name: str) -> None:
+    assert create_graph_mismatch(name) is None
+    _negate_under_create_graph(monkeypatch, _op_class(name, class_name))
+    assert create_graph_mismatch(name) is not None
+
+
+# ----- every Function in minitransformer/ops is tested through the registry -----------------
+def _function_classes_in_ops() -> dict[str, type]:
+    import importlib
+    import inspect
+    import pkgutil
+
+    found = {}
+    for info in pkgutil.iter_modules(ops.__path__):
+        module = importlib.import_module(f"minitransformer.ops.{info.name}")
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if (issubclass(cls, mt.Function) and cls is not mt.Function
+                    and cls.__module__ == module.__name__):
+                found[cls_name] = cls
+    return found
+
+
+def _classes_recorded_by_the_cases() -> set[str]:
+    """The Function classes in the graphs of every case's outputs and of their first
+    derivatives under create_graph (IndexAdd, say, is only recorded by GetItem's backward)."""
+    recorded: set[str] = set()
+    seen: set = set()  # the nodes themselves (kept alive: an id could be reused)
+
+    def walk(stack: list) -> None:
+        while stack:
+            fn = stack.pop()._ctx
+            if fn is not None and fn not in seen:
+                seen.add(fn)
+                recorded.add(type(fn).__name__)
+                stack.extend(fn.inputs)
+
+    for name, case in OP_CASES.items():
+        xs = leaves(np.random.default_rng(0), case.inputs)
+        outs = _run(name, xs)
+        walk(list(outs))
+        if OPS[name].differentiable:
+            # upstream gradients that require grad: a backward that uses only the upstream
+            # gradient (GetItem's IndexAdd) records too
+            total = sum((o * mt.ones(o.shape, dtype=o.dtype, requires_grad=True)).sum()
+                        for o in outs)
+            walk([g for g in mt.grad(total, xs, create_graph=True, allow_unused=True)
+                  if g is not None])
+    return recorded
+
+
+def test_every_function_in_ops_is_reached_by_a_registered_case_or_listed_with_a_reason(
+        ) -> None:
+    classes = _function_classes_in_ops()
+    assert {"LayerNorm", "Softmax", "MatMul"} <= set(classes)  # the scan finds them
+    unreached = set(classes) - _classes_recorded_by_the_cases() - set(NOT_IN_A_CASE)
+    assert not unreached, (
+        f"Function classes in minitransformer/ops that no entry of tests/op_cases.py records: "
+        f"{sorted(unreached)}; add a case (or list the class in NOT_IN_A_CASE with a reason)")
+    stale = set(NOT_IN_A_CASE) - set(classes)
+    assert not stale, f"NOT_IN_A_CASE lists classes that no longer exist: {sorted(stale)}"
+    assert all(reason.strip() for reason in NOT_IN_A_CASE.values())

@@ -1,4 +1,5 @@
-"""Every ```python block in docs/*.md runs, so the documentation cannot drift from the code.
+"""Every ```python block in docs/*.md and README.md runs, so the documentation cannot drift
+from the code.
 
 The blocks of one page run in order in one shared namespace (a page reads like a notebook),
 with the repository root as the working directory and matplotlib's non-interactive backend.
@@ -73,25 +74,35 @@ def test_block_parser_finds_only_python_blocks(tmp_path: Path) -> None:
     assert [(b.line, b.source) for b in blocks] == [(2, "x = 1\n"), (11, "y = x + 1\n")]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+README = ROOT / "README.md"
+
+
+@pytest.mark.parametrize("page", [*PAGES, README], ids=lambda p: p.name)
 def test_python_blocks_run(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     monkeypatch.chdir(ROOT)
+    where = page.relative_to(ROOT).as_posix()
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
     for block in python_blocks(page):
         # Pad with blank lines so that tracebacks give line numbers in the Markdown file.
-        code = compile("\n" * block.line + block.source, f"docs/{page.name}", "exec")
+        code = compile("\n" * block.line + block.source, where, "exec")
         try:
             exec(code, namespace)  # noqa: S102  (the docs are the project's own code)
         except Exception:
             pytest.fail(
-                f"docs/{page.name}: the python block at line {block.line} failed:\n"
+                f"{where}: the python block at line {block.line} failed:\n"
                 + traceback.format_exc(limit=-3),
                 pytrace=False,
             )
     assert os.getcwd() == str(ROOT)
+
+
+def test_the_readme_has_python_blocks_to_run() -> None:
+    """The README's op (Softmax, forward and backward side by side) is among them."""
+    sources = [block.source for block in python_blocks(README)]
+    assert len(sources) >= 2 and any("class Softmax(Function)" in s for s in sources)
 
 
 # Pages that other parts of the project write; links to them are checked once they exist.

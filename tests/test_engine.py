@@ -13,7 +13,7 @@ import pytest
 
 import minitransformer as mt
 from minitransformer import backend, tuning
-from minitransformer.errors import DeviceError, DtypeError, GraphError
+from minitransformer.errors import DeviceError, DtypeError, GraphError, ShapeError
 
 
 @pytest.fixture
@@ -467,30 +467,40 @@ def test_retain_freed_memory_applies_on_linux() -> None:
     assert applied is sys.platform.startswith("linux")
 
 
-FIRST_BACKWARD_SCRIPT = """
+TUNING_SCRIPT = """
 import minitransformer as mt
 from minitransformer import tuning
 calls = []
 tuning.retain_freed_memory = lambda: calls.append("applied") or True
 x = mt.tensor([1.0, 2.0], requires_grad=True)
 (x * x).sum().backward()
-(x * x).sum().backward()
-print(len(calls), tuning.first_backward_done)
+print(len(calls))
+print(tuning.tune_for_training(), len(calls))
 """
 
 
-@pytest.mark.parametrize(("setting", "expected"), [(None, "1 True"), ("default", "0 True"),
-                                                   (" Default ", "0 True")])
-def test_first_backward_keeps_freed_memory_unless_told_not_to(setting, expected) -> None:
-    """The allocator setting is applied once per process, by the first backward (not by
-    import), and MINITRANSFORMER_MALLOC=default opts out. A fresh process for each case."""
+@pytest.mark.parametrize(("setting", "expected"), [(None, "True 1"), ("default", "False 0"),
+                                                   (" Default ", "False 0")])
+def test_backward_leaves_the_allocator_alone_and_trainers_opt_in(setting, expected) -> None:
+    """A process-wide setting is no business of the engine: backward applies none; the
+    entry points that train call tune_for_training, which MINITRANSFORMER_MALLOC=default
+    turns off. A fresh process for each case."""
     env = {k: v for k, v in os.environ.items() if k != tuning.MALLOC_SETTING}
     if setting is not None:
         env[tuning.MALLOC_SETTING] = setting
-    result = subprocess.run([sys.executable, "-c", FIRST_BACKWARD_SCRIPT], env=env,
+    result = subprocess.run([sys.executable, "-c", TUNING_SCRIPT], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[0] == expected
+    assert result.stdout.split("\n")[:2] == ["0", expected]
+
+
+def test_the_trainers_and_the_command_line_opt_into_the_allocator_setting() -> None:
+    from pathlib import Path
+
+    package = Path(mt.__file__).parent
+    for name in ("cli/main.py", "coref/training.py", "gpt/training.py"):
+        assert "tuning.tune_for_training()" in (package / name).read_text(encoding="utf-8"), name
+    assert "tuning" not in (package / "autograd.py").read_text(encoding="utf-8")
 
 
 def test_cycle_collector_paused_restores_the_collector_as_it_was() -> None:
@@ -521,3 +531,131 @@ def test_removing_a_hook_twice_is_harmless() -> None:
     remove()  # removing twice is harmless
     (x * 3).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [3.0])
+
+
+# ----- what may be a gradient: PyTorch's checks ------------------------------------------------
+def test_assigning_a_grad_of_another_shape_dtype_or_kind_raises_at_assignment() -> None:
+    x = mt.tensor([1.0, 2.0, 3.0], dtype=mt.float64, requires_grad=True)
+    with pytest.raises(ShapeError, match=r"assigned grad has data of a different size: shape "
+                                         r"\(2,\) where shape \(3,\)"):
+        x.grad = mt.zeros(2, dtype=mt.float64)
+    with pytest.raises(TypeError, match="assigned grad must be a Tensor or None, not ndarray"):
+        x.grad = np.zeros(3)
+    with pytest.raises(TypeError, match="assigned grad has data of a different type: float32 "
+                                        "where float64"):
+        x.grad = mt.zeros(3, dtype=mt.float32)
+    assert x.grad is None  # nothing was kept
+    x.grad = mt.ones(3, dtype=mt.float64)  # the right kind accumulates as before
+    (x * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0, 3.0])
+    x.grad = None
+    assert x.grad is None
+
+
+@pytest.mark.parametrize("returned, error, message", [
+    (lambda g: g[:2], ShapeError,
+     "has data of a different size: shape \\(2,\\) where shape \\(3,\\)"),
+    (lambda g: g.numpy(), TypeError, "must be a Tensor or None, not ndarray"),
+    (lambda g: g.to(mt.float32), TypeError,
+     "has data of a different type: float32 where float64"),
+])
+def test_a_hook_that_returns_another_shape_dtype_or_an_array_is_named(returned, error,
+                                                                       message) -> None:
+    x = mt.tensor([1.0, 2.0, 3.0], dtype=mt.float64, requires_grad=True)
+    y = x * 2
+    y.register_hook(returned)
+    with pytest.raises(error, match="the value hook '<lambda>' returned " + message):
+        y.sum().backward()
+
+
+def test_a_leaf_grad_has_the_leaf_dtype() -> None:
+    """A float32 weight in a float64 expression gets a float32 .grad, as in PyTorch."""
+    w = mt.tensor([1.0, 2.0], dtype=mt.float32, requires_grad=True)
+    d = mt.tensor([0.5, 3.0], dtype=mt.float64)
+    (w * d).sum().backward()
+    assert w.grad.dtype == mt.float32
+    (w * d).sum().backward()  # accumulated: still float32
+    assert w.grad.dtype == mt.float32
+    np.testing.assert_allclose(w.grad.numpy(), [1.0, 6.0])
+    w.grad = None
+    (w * d * w).sum().backward(create_graph=True)
+    assert w.grad.dtype == mt.float32 and w.grad.requires_grad
+    (plain,) = mt.grad((w * d).sum(), w)  # mt.grad too, as torch.autograd.grad
+    (recorded,) = mt.grad((w * d * w).sum(), w, create_graph=True)
+    assert plain.dtype == recorded.dtype == mt.float32
+
+
+@pytest.mark.parametrize("decorator, inside", [
+    (mt.no_grad, False), (mt.enable_grad, True), (lambda: mt.set_grad_enabled(False), False)])
+def test_grad_mode_decorators_hold_across_yield(decorator, inside: bool) -> None:
+    """PyTorch's decorators wrap generators: the body runs in the mode at every step, and
+    the caller gets its own mode back at each yield."""
+    seen = []
+
+    @decorator()
+    def steps():
+        for _ in range(3):
+            seen.append(mt.is_grad_enabled())
+            received = yield mt.is_grad_enabled()
+            seen.append((received, mt.is_grad_enabled()))
+        return "done"
+
+    with mt.set_grad_enabled(not inside):
+        gen = steps()
+        assert next(gen) is inside
+        assert mt.is_grad_enabled() is (not inside)  # the caller's mode, between steps
+        assert gen.send("a") is inside
+        with pytest.raises(StopIteration) as stop:
+            gen.send("b")
+            gen.send("c")
+    assert stop.value.value == "done"
+    assert seen[1] == ("a", inside) and all(s is inside or s[1] is inside for s in seen)
+
+
+def test_an_observer_sees_every_walk_of_its_thread_before_and_after() -> None:
+    """autograd.observing: the one hook point for traces and the explain page."""
+    from minitransformer import autograd
+
+    seen = []
+
+    class Watcher:
+        def watch(self, order):
+            seen.append(("watch", len(order), order[-1].grad is None))
+
+        def unwatch(self, order):
+            seen.append(("unwatch", len(order), order[0].grad is not None))
+
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    assert autograd.current_observers() == ()
+    with autograd.observing(Watcher()) as watcher:
+        assert autograd.current_observers() == (watcher,)
+        (x * x).sum().backward()
+        y = x * x
+        y.register_hook(lambda g: 1 / 0)
+        with pytest.raises(ZeroDivisionError):  # the walk fails: unwatch still runs
+            y.sum().backward()
+    (x * x).sum().backward()  # outside the block: not seen
+    assert seen == [("watch", 3, True), ("unwatch", 3, True)] * 2
+    assert autograd.current_observers() == ()
+
+
+def test_a_no_grad_generator_sees_no_grad_when_thrown_into_and_closed() -> None:
+    seen = []
+
+    @mt.no_grad()
+    def steps():
+        try:
+            while True:
+                try:
+                    yield
+                except ValueError:
+                    seen.append(("thrown", mt.is_grad_enabled()))
+        finally:
+            seen.append(("closed", mt.is_grad_enabled()))
+
+    gen = steps()
+    next(gen)
+    gen.throw(ValueError())
+    assert mt.is_grad_enabled()
+    gen.close()
+    assert seen == [("thrown", False), ("closed", False)] and mt.is_grad_enabled()

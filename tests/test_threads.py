@@ -220,3 +220,29 @@ def test_overlapping_single_threaded_blas_blocks_restore_the_setting() -> None:
         assert get_threads() == 2
     finally:
         set_threads(before)
+
+
+def test_threads_running_backward_into_one_shared_leaf_lose_no_accumulation() -> None:
+    """Each thread's backward adds into the same .grad: the read-add-write is under a lock.
+
+    NumPy lets go of the GIL while it adds large arrays, and a tiny switch interval makes
+    the threads switch often, so that without the lock another thread reads the old .grad
+    between the read and the write, and sums are lost, within a few steps."""
+    import sys
+
+    shared = mt.tensor(np.zeros(100_000), dtype=mt.float64, requires_grad=True)
+    steps = 200
+    start = threading.Barrier(4)
+
+    def work() -> None:
+        start.wait()  # all four at once: otherwise one may finish before the next starts
+        for _ in range(steps):
+            (shared * 1.0).sum().backward()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        _run_in_threads(work, work, work, work)
+    finally:
+        sys.setswitchinterval(interval)
+    np.testing.assert_array_equal(shared.grad.numpy(), np.full(100_000, 4.0 * steps))

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:  # `minitransformer` alone: say what there is to do
         parser.print_help()
         return 0
-    tuning.retain_freed_memory()  # steps reuse freed arrays instead of fresh pages
+    tuning.tune_for_training()  # steps reuse freed arrays instead of fresh pages
     try:
         if getattr(args, "device", "cpu") != "cpu":  # a missing GPU is said before any work
             backend.array_module(backend.normalize_device(args.device))

@@ -280,6 +280,7 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
     out_dir = os.path.dirname(run.path)
     os.makedirs(out_dir or ".", exist_ok=True)
 
+    tuning.tune_for_training()  # process-wide: a trainer is an entry point that opts in
     with tuning.single_threaded_blas():
         for epoch in range(history.epochs_done + 1, config.epochs + 1):
             _train_epoch(run, data, optimizer, scheduler, batch_rng, epoch, progress)

@@ -202,6 +202,7 @@ def _fit(run: GPTRun, data: StoryData, optimizer: optim.Optimizer,
     out_dir = os.path.dirname(run.path) or "."
     os.makedirs(out_dir, exist_ok=True)
     steps = math.ceil(config.train_size / config.batch_size)
+    tuning.tune_for_training()  # process-wide: a trainer is an entry point that opts in
     with tuning.single_threaded_blas():
         for epoch in range(history.epochs_done + 1, config.epochs + 1):
             started = time.perf_counter()

@@ -8,20 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from minitransformer import backend
 from minitransformer.autograd import Function, Value
 from minitransformer.ops.shape import unbroadcast
-
-
-def normalize(x: Any, axes: tuple[int, ...], eps: float, xp: Any) -> tuple[Any, Any]:
-    """x_hat = (x - mean) / sqrt(var + eps) and 1 / sqrt(var + eps), over ``axes``.
-
-    Works on arrays (``xp`` NumPy/CuPy) and on tensors (``xp`` the engine's ops)."""
-    mean = x.mean(axis=axes, keepdims=True)  # (..., 1)
-    centered = x - mean  # (..., n)
-    var = (centered * centered).mean(axis=axes, keepdims=True)  # (..., 1), biased (divide by n)
-    inv_std = 1 / xp.sqrt(var + eps)  # (..., 1)
-    return centered * inv_std, inv_std
 
 
 class LayerNorm(Function):
@@ -39,8 +30,9 @@ class LayerNorm(Function):
     and dx_j = sum_i g_hat_i d x_hat_i / dx_j gives the line above: the gradient minus its
     mean (the mean was subtracted) minus its component along x_hat (the scale was divided).
 
-    :func:`minitransformer.functional.layer_norm_reference` is the same maths from primitive
-    ops, for the tests.
+    Under ``create_graph=True`` the backward is instead the gradient of
+    :func:`minitransformer.functional.layer_norm_reference` (the same maths from primitive
+    ops), recorded, so that second derivatives come from the composition one can read.
     """
 
     def forward(self, x: Any, weight: Any, bias: Any, axes: tuple[int, ...], eps: float) -> Any:
@@ -55,27 +47,27 @@ class LayerNorm(Function):
         return y.astype(x.dtype, copy=False)
 
     def backward(self, grad: Value) -> tuple[Value, Value, Value]:
+        if self.create_graph:  # differentiate the readable composition, recorded
+            return self._backward_recorded(grad)
         x, weight, _ = self.args
-        axes = self.axes
-        if self.create_graph:  # x_hat as a function of x, to differentiate again
-            x_hat, inv_std = normalize(x, axes, self.eps, self.xp)
-        else:
-            x_hat, inv_std = self.x_hat, self.inv_std
         need_x, need_weight, need_bias = self.needs_input_grad
-        if not self.create_graph:
-            return _layer_norm_backward_arrays(grad, x, weight, x_hat, inv_std, axes,
-                                               need_x, need_weight, need_bias)
-        dx = d_weight = d_bias = None
-        if need_x:
-            g_hat = grad * weight  # dL/dx_hat, (..., n)
-            mean_g = g_hat.mean(axis=axes, keepdims=True)  # (..., 1)
-            mean_g_x_hat = (g_hat * x_hat).mean(axis=axes, keepdims=True)  # (..., 1)
-            dx = (g_hat - mean_g - x_hat * mean_g_x_hat) * inv_std  # (..., n)
-        if need_weight:
-            d_weight = unbroadcast(grad * x_hat, weight.shape)  # (..., n) -> (n,)
-        if need_bias:
-            d_bias = unbroadcast(grad, weight.shape)  # (..., n) -> (n,)
-        return dx, d_weight, d_bias
+        return _layer_norm_backward_arrays(grad, x, weight, self.x_hat, self.inv_std,
+                                           self.axes, need_x, need_weight, need_bias)
+
+    def _backward_recorded(self, grad: Value) -> tuple[Value, Value, Value]:
+        """Under create_graph: the gradients of
+        :func:`~minitransformer.functional.layer_norm_reference` (mean, var, sqrt, ...), as a
+        recorded graph. One formula to read and trust for second derivatives; the hand-derived
+        lines above run on arrays, and the contract test holds the two equal."""
+        from minitransformer.autograd import grad as gradients
+        from minitransformer.functional import layer_norm_reference  # functional imports ops
+
+        x, weight, bias = self.inputs
+        y = layer_norm_reference(x, x.shape[self.axes[0]:], weight, bias, self.eps)
+        wanted = [t for t in (x, weight, bias) if t.requires_grad]
+        found = iter(gradients(y, wanted, grad_outputs=grad, create_graph=True,
+                               allow_unused=True))
+        return tuple(next(found) if t.requires_grad else None for t in (x, weight, bias))
 
 
 # ----- the same on arrays, in place ------------------------------------------------------------
@@ -83,7 +75,7 @@ class LayerNorm(Function):
 # fresh arrays, the forward makes five of them and the backward seven; each is memory the
 # allocator must find (and, with glibc's defaults, pages the kernel must zero). The two
 # helpers below compute the very same lines on arrays in place, with two and three, and are
-# what a plain backward runs; create_graph runs the formulas above on tensors.
+# what a plain backward runs; create_graph differentiates layer_norm_reference instead.
 def _mean_over(x: Any, axes: tuple[int, ...]) -> Any:
     """``x.mean(axis=axes, keepdims=True)``; over the usual one last axis, as a BLAS
     product (see backend.sum_along)."""
@@ -101,12 +93,31 @@ def _sum_to(x: Any, shape: tuple[int, ...]) -> Any:
 
 
 def _normalize_arrays(x: Any, axes: tuple[int, ...], eps: float) -> tuple[Any, Any]:
-    """:func:`normalize` on arrays, with x_hat built in the array that holds x - mean."""
+    """x_hat = (x - mean) / sqrt(var + eps) and 1 / sqrt(var + eps), over ``axes``, with
+    x_hat built in the array that holds x - mean."""
+    xp = backend.array_module_of(x)
     x_hat = x - _mean_over(x, axes)  # centred, (..., n)
-    squares = x_hat * x_hat
-    inv_std = 1 / backend.array_module_of(x).sqrt(_mean_over(squares, axes) + eps)
+    with np.errstate(over="ignore"):  # overflow is caught below, where it matters
+        squares = x_hat * x_hat
+        var = _mean_over(squares, axes)
+    if not xp.isfinite(var).all():  # (x - mean)^2 overflowed: float32 |x - mean| > ~1e19
+        inv_std = _scaled_inv_std(x_hat, axes, eps, xp)
+    else:
+        inv_std = 1 / xp.sqrt(var + eps)
     x_hat *= inv_std  # (x - mean) / sigma
     return x_hat, inv_std
+
+
+def _scaled_inv_std(centered: Any, axes: tuple[int, ...], eps: float, xp: Any) -> Any:
+    """1 / sqrt(mean(c^2) + eps) without squaring anything large: with s = max |c| per group,
+        sqrt(mean(c^2) + eps) = s * sqrt(mean((c / s)^2) + eps / s^2),
+    where every (c / s)^2 is at most 1. The usual path squares directly (no extra pass);
+    this one runs only where that overflowed. Groups of inf or NaN stay NaN, as before."""
+    scale = xp.abs(centered).max(axis=axes, keepdims=True)  # (..., 1)
+    scale = xp.where(scale > 0, scale, 1)  # a constant group: c = 0, any scale will do
+    ratio = centered / scale
+    with np.errstate(over="ignore"):  # s^2 may overflow to inf: eps / inf = 0, as it should
+        return 1 / (scale * xp.sqrt(_mean_over(ratio * ratio, axes) + eps / (scale * scale)))
 
 
 def _layer_norm_backward_arrays(grad: Any, x: Any, weight: Any, x_hat: Any, inv_std: Any,
