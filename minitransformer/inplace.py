@@ -132,7 +132,9 @@ def _refuse_leaf_or_view(target: Tensor) -> None:
         return
     base = autograd._base(target.data)
     for parent in target._ctx.inputs:
-        if autograd._base(parent.data) is base:  # target is a view of parent's memory
+        # target is a view of parent's memory (the stand-in of an earlier in-place op holds
+        # the very same array, and is no other tensor)
+        if parent._data is not target._data and autograd._base(parent.data) is base:
             if parent._ctx is None and parent.requires_grad:
                 raise GraphError(VIEW_OF_LEAF_MESSAGE)
             raise GraphError(
