@@ -180,12 +180,14 @@ _BINARY: dict[str, tuple[Callable, Callable, bool, bool]] = {
     "*=": (operator.mul, operator.imul, True, False),
     "/=": (operator.truediv, operator.itruediv, True, True),
     "**=": (operator.pow, operator.ipow, True, False),
+    "&=": (operator.and_, operator.iand, False, False),  # masks: mask &= other_mask
+    "|=": (operator.or_, operator.ior, False, False),
 }
 
 
 def binary_(target: Tensor, symbol: str, other: Any) -> Tensor:
-    """``target <symbol> other`` in place (``symbol`` one of ``+= -= *= /= **=``); returns
-    ``target``."""
+    """``target <symbol> other`` in place (``symbol`` one of ``+= -= *= /= **= &= |=``);
+    returns ``target``."""
     op, array_op, reads_old, floating = _BINARY[symbol]
     other = _operand(target, other)
     check_castable(target, other, floating=floating)
@@ -323,6 +325,8 @@ def clamp_(target: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa:
     if min is None and max is None:
         raise ValueError("clamp_ needs at least one of min and max")
     check_castable(target, *(b for b in (min, max) if b is not None))
+    # tensor bounds are constants here (no gradient reaches them)
+    min, max = (b.data if isinstance(b, Tensor) else b for b in (min, max))  # noqa: A001
     if _records(target):
         return _record(target, lambda old: old.clip(min, max), "clamp_()", reads_old=True)
     xp = backend.array_module(target.device)

@@ -336,6 +336,12 @@ class Tensor:
     def __ipow__(self, other: Any) -> Tensor:
         return _inplace.binary_(self, "**=", other)
 
+    def __iand__(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "&=", other)
+
+    def __ior__(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "|=", other)
+
     def __imatmul__(self, other: Any) -> Tensor:
         return _inplace.matmul_(self, other)
 

@@ -310,3 +310,27 @@ def test_state_dict_copy_loads_into_the_model_and_saving_keeps_the_values(tmp_pa
         model[0].weight += 1  # training goes on after the save
     loaded = mt.load(path)
     np.testing.assert_array_equal(loaded["0.weight"].numpy(), pretrained["0.weight"])
+
+
+@requires_torch
+def test_mask_and_or_and_tensor_bounds_and_module_attributes_in_place_as_torch() -> None:
+    m, tm = mt.tensor([True, False, True]), torch.tensor([True, False, True])
+    alias = m
+    m &= mt.tensor([True, True, False])
+    tm &= torch.tensor([True, True, False])
+    m |= mt.tensor([False, True, False])
+    tm |= torch.tensor([False, True, False])
+    assert alias.tolist() == tm.tolist() == [True, True, False]
+    with pytest.raises(CastError, match="result type Long can't be cast to the desired output "
+                                        "type Bool"):
+        m |= 1
+    a, ta = mt.tensor([1.0, 5.0, -3.0]), torch.tensor([1.0, 5.0, -3.0])
+    a.clamp_(mt.tensor(0.0), mt.tensor([2.0, 4.0, 2.0]))
+    ta.clamp_(torch.tensor(0.0), torch.tensor([2.0, 4.0, 2.0]))
+    assert a.tolist() == ta.tolist()
+    layer = nn.Linear(2, 2)
+    weight = layer.weight
+    with mt.no_grad():
+        layer.weight *= 0  # through Module.__setattr__: the same Parameter comes back
+    assert layer.weight is weight and not weight.data.any()
+    assert [p is weight for p in layer.parameters()] == [True, False]
