@@ -126,23 +126,29 @@ def _records(target: Tensor, *operands: Any) -> bool:
 def _refuse_leaf_or_view(target: Tensor) -> None:
     """PyTorch's errors for an in-place op in the graph on a leaf that requires grad, and
     this engine's one for a view inside the graph (its base would need a new history too)."""
+    base = autograd._base(target.data)
     if target._ctx is None:
         if target.requires_grad:
             raise GraphError(LEAF_MESSAGE)
+        if base is not target.data:  # a view made without grad (buffer[:2] += w)
+            _refuse_view("a view of another tensor's memory")
         return
-    base = autograd._base(target.data)
     for parent in target._ctx.inputs:
         # target is a view of parent's memory (the stand-in of an earlier in-place op holds
         # the very same array, and is no other tensor)
         if parent._data is not target._data and autograd._base(parent.data) is base:
             if parent._ctx is None and parent.requires_grad:
                 raise GraphError(VIEW_OF_LEAF_MESSAGE)
-            raise GraphError(
-                f"an in-place operation on a view ({target._ctx.name} of another tensor) "
-                "inside the graph is not supported here; write it out of place, e.g. "
-                "`y = y * w` instead of `y[:, 0] *= w`, or build the new tensor with "
-                "where/masked_fill/cat"
-            )
+            _refuse_view(f"{target._ctx.name} of another tensor")
+
+
+def _refuse_view(what: str) -> None:
+    raise GraphError(
+        f"an in-place operation on a view ({what}) inside the graph is not supported here: "
+        "the tensor it views would need the new history too; write it out of place, e.g. "
+        "`y = y * w` instead of `y[:, 0] *= w`, or build the new tensor with "
+        "where/masked_fill/cat"
+    )
 
 
 def _record(target: Tensor, compute: Callable[[Tensor], Tensor], what: str,

@@ -334,3 +334,32 @@ def test_mask_and_or_and_tensor_bounds_and_module_attributes_in_place_as_torch()
         layer.weight *= 0  # through Module.__setattr__: the same Parameter comes back
     assert layer.weight is weight and not weight.data.any()
     assert [p is weight for p in layer.parameters()] == [True, False]
+
+
+@requires_torch
+def test_filling_a_buffer_step_by_step_inside_the_graph_as_torch() -> None:
+    # out[:, t] = h_t, as an RNN written by hand: each write recorded on the buffer
+    rng = np.random.default_rng(4)
+    x0, w0 = rng.standard_normal((2, 3)), rng.standard_normal(3)
+
+    def run(lib, tensor):
+        x, w = tensor(x0, requires_grad=True), tensor(w0, requires_grad=True)
+        out = lib.zeros(2, 3, dtype=x.dtype)
+        h = x[:, 0] * 0
+        for t in range(3):
+            h = (h + x[:, t]) * w[t]
+            out[:, t] = h
+        (out * out).sum().backward()
+        return out.detach().numpy(), x.grad.numpy(), w.grad.numpy()
+
+    for ours, theirs in zip(run(mt, mt.tensor), run(torch, torch.tensor)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+def test_a_view_made_without_grad_refuses_a_recorded_in_place_op() -> None:
+    buffer = mt.zeros(4)
+    view = buffer[:2]  # no graph: a plain view of buffer's memory
+    with pytest.raises(GraphError, match=r"view \(a view of another tensor's memory\)"):
+        view += mt.ones(2, requires_grad=True)
+    view += mt.ones(2)  # nothing requires grad: written through, as PyTorch
+    assert buffer.tolist() == [1.0, 1.0, 0.0, 0.0]
