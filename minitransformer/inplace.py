@@ -24,9 +24,10 @@ the in-place op). ``a = a + b`` (out of place) is the line to write then.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,19 @@ def _operand(target: Tensor, value: Any) -> Any:
     return as_tensor(value, target)
 
 
+@contextlib.contextmanager
+def _writable(what: str) -> Iterator[None]:
+    """Turn NumPy's error for writing into read-only memory into one that says what to do."""
+    try:
+        yield
+    except ValueError as exc:
+        if "read-only" not in str(exc):
+            raise
+        raise ValueError(f"{what}: this tensor's memory is read-only (a broadcast view, or "
+                         "attention weights the graph still needs); use .clone() "
+                         "first") from None
+
+
 def _records(target: Tensor, *operands: Any) -> bool:
     """Whether the op goes into the graph (grad mode on and something requires grad)."""
     if not autograd.is_grad_enabled():
@@ -162,12 +176,13 @@ def _record(target: Tensor, compute: Callable[[Tensor], Tensor], what: str,
     _refuse_leaf_or_view(target)
     old = Tensor._from_array(target._data, target.device)
     old.requires_grad, old._ctx, old.name = target.requires_grad, target._ctx, target.name
-    if old._ctx is not None and old._ctx.uses_output:
-        old._ctx._output_ref = weakref.ref(old)  # same memory: its version check still fires
     result = compute(old.clone() if reads_old else old)
     if result.dtype != target.dtype:
         result = result.to(target.dtype)
-    target._data[...] = result._data
+    with _writable(what):  # the first change to anything: a refused write leaves all as it was
+        target._data[...] = result._data
+    if old._ctx is not None and old._ctx.uses_output:
+        old._ctx._output_ref = weakref.ref(old)  # same memory: its version check still fires
     autograd.mark_changed(target, what)
     # Nodes recorded before now that took `target` as an input must not send their
     # gradients into its new history: their backward raises (see the module docstring).
@@ -202,7 +217,8 @@ def binary_(target: Tensor, symbol: str, other: Any) -> Tensor:
         if other is target:  # a *= a: the right operand is the old value too
             return _record(target, lambda old: op(old, old), f"`{symbol}`", reads_old)
         return _record(target, lambda old: op(old, other), f"`{symbol}`", reads_old)
-    array_op(target._data, other._data if isinstance(other, Tensor) else other)
+    with _writable(f"`{symbol}`"):
+        array_op(target._data, other._data if isinstance(other, Tensor) else other)
     autograd.mark_changed(target, f"`{symbol}`")
     return target
 
@@ -220,7 +236,8 @@ def matmul_(target: Tensor, other: Any) -> Tensor:
                        True)
     product = target._data @ other._data
     _check_shape(target, product.shape)
-    target._data[...] = product
+    with _writable("`@=`"):
+        target._data[...] = product
     autograd.mark_changed(target, "`@=`")
     return target
 
@@ -280,14 +297,8 @@ def write_(target: Tensor, index: Any, value: Any, what: str) -> Tensor:
         return _record(target, lambda old: SetItem.apply(old, old if source is target
                                                          else source, index=index),
                        what, reads_old=False)
-    try:
+    with _writable(what):
         target._data[index] = value._data
-    except ValueError as exc:
-        if "read-only" in str(exc):
-            raise ValueError(f"{what}: this tensor's memory is read-only (a broadcast view or "
-                             "attention weights returned by a fused kernel); use .clone() "
-                             "first") from None
-        raise
     autograd.mark_changed(target, what)
     return target
 
@@ -336,6 +347,7 @@ def clamp_(target: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa:
     if _records(target):
         return _record(target, lambda old: old.clip(min, max), "clamp_()", reads_old=True)
     xp = backend.array_module(target.device)
-    xp.clip(target._data, min, max, out=target._data)
+    with _writable("clamp_()"):
+        xp.clip(target._data, min, max, out=target._data)
     autograd.mark_changed(target, "clamp_()")
     return target

@@ -363,3 +363,19 @@ def test_a_view_made_without_grad_refuses_a_recorded_in_place_op() -> None:
         view += mt.ones(2, requires_grad=True)
     view += mt.ones(2)  # nothing requires grad: written through, as PyTorch
     assert buffer.tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_read_only_memory_says_clone_first() -> None:
+    stretched = mt.ones(3).expand(2, 3)  # one value under several positions (PyTorch refuses too)
+    for change in (lambda: stretched.__iadd__(1), lambda: stretched.__setitem__(0, 2.0),
+                   lambda: stretched.clamp_(0, 1)):
+        with pytest.raises(ValueError, match=r"read-only.*use \.clone\(\) first"):
+            change()
+    mt.manual_seed(0)
+    attention = nn.Attention(4)
+    x = mt.randn(1, 3, 4, requires_grad=True)
+    z, weights = attention(x)  # the graph reads them
+    with pytest.raises(ValueError, match=r"item assignment: this tensor's memory is read-only"):
+        weights[0, 0] = 0.0
+    (z.sum() + weights.sum()).backward()  # the refused write left the graph as it was
+    assert x.grad is not None and weights.grad_fn is not None
