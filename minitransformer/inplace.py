@@ -19,7 +19,9 @@ The rule (PyTorch's):
 One limit, where this engine's graph differs from PyTorch's: nodes point at tensor objects,
 not at versions of them. A node that used ``a`` before ``a`` was rebased would send its
 gradient into the new history, so its backward raises instead (the version error, naming
-the in-place op). ``a = a + b`` (out of place) is the line to write then.
+the in-place op). ``a = a + b`` (out of place) is the line to write then. For the same
+reason an in-place op recorded on a view (``y[:, 0] *= w``, ``y`` in the graph) raises at
+once: the tensor it views would need the new history too (PyTorch's CopySlices).
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ def _record(target: Tensor, compute: Callable[[Tensor], Tensor], what: str,
     result = compute(old.clone() if reads_old else old)
     if result.dtype != target.dtype:
         result = result.to(target.dtype)
+    _check_shape(target, result.shape)  # a @= b whose product has another shape
     with _writable(what):  # the first change to anything: a refused write leaves all as it was
         target._data[...] = result._data
     if old._ctx is not None and old._ctx.uses_output:
@@ -230,21 +233,14 @@ def matmul_(target: Tensor, other: Any) -> Tensor:
         raise TypeError("@= needs a tensor on the right, not a number")
     check_castable(target, other)
     if _records(target, other):
-        right = other
-        _check_shape(target, _matmul_shape(target, right))
-        return _record(target, lambda old: old @ (old if right is target else right), "`@=`",
-                       True)
+        return _record(target, lambda old: old @ (old if other is target else other), "`@=`",
+                       reads_old=True)
     product = target._data @ other._data
     _check_shape(target, product.shape)
     with _writable("`@=`"):
         target._data[...] = product
     autograd.mark_changed(target, "`@=`")
     return target
-
-
-def _matmul_shape(a: Tensor, b: Tensor) -> tuple[int, ...]:
-    """The shape of ``a @ b``, from zero-filled int8 arrays of their shapes (no float work)."""
-    return np.matmul(np.zeros(a.shape, dtype=np.int8), np.zeros(b.shape, dtype=np.int8)).shape
 
 
 # ----- writes: a[i] = v, copy_, fill_, zero_, masked_fill_, clamp_ -------------------------

@@ -379,3 +379,22 @@ def test_read_only_memory_says_clone_first() -> None:
         weights[0, 0] = 0.0
     (z.sum() + weights.sum()).backward()  # the refused write left the graph as it was
     assert x.grad is not None and weights.grad_fn is not None
+
+
+@requires_torch
+def test_matmul_in_place_inside_the_graph_as_torch() -> None:
+    rng = np.random.default_rng(5)
+    x0, w0 = rng.standard_normal((2, 3)), rng.standard_normal((3, 3))
+
+    def run(tensor):
+        x, w = tensor(x0, requires_grad=True), tensor(w0, requires_grad=True)
+        y = x * 2
+        y @= w
+        (y * y).sum().backward()
+        return y.detach().numpy(), x.grad.numpy(), w.grad.numpy()
+
+    for ours, theirs in zip(run(mt.tensor), run(torch.tensor)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+    y = mt.ones(2, 3, requires_grad=True) * 2
+    with pytest.raises(ShapeError, match=r"output with shape \[2, 3\] doesn't match"):
+        y @= mt.ones(3, 4)
