@@ -162,8 +162,8 @@ def _refuse_view(what: str) -> None:
     raise GraphError(
         f"an in-place operation on a view ({what}) inside the graph is not supported here: "
         "the tensor it views would need the new history too; write it out of place, e.g. "
-        "`y = y * w` instead of `y[:, 0] *= w`, or build the new tensor with "
-        "where/masked_fill/cat"
+        "`y = mt.where(mask, y * w, y)` instead of `y[mask] *= w` (or build the new tensor "
+        "with masked_fill or cat)"
     )
 
 
