@@ -398,3 +398,25 @@ def test_matmul_in_place_inside_the_graph_as_torch() -> None:
     y = mt.ones(2, 3, requires_grad=True) * 2
     with pytest.raises(ShapeError, match=r"output with shape \[2, 3\] doesn't match"):
         y @= mt.ones(3, 4)
+
+
+@requires_torch
+@pytest.mark.parametrize("fill", ["masked_fill_", "fill_", "zero_", "copy_"])
+def test_writes_inside_the_graph_send_gradients_as_torch(fill: str) -> None:
+    def run(tensor):
+        x = tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+        v = tensor(2.0, requires_grad=True)
+        y = x * 3
+        if fill == "masked_fill_":
+            y.masked_fill_(tensor([True, False, True]), v)  # the mask broadcast over rows
+        elif fill == "fill_":
+            y.fill_(v)
+        elif fill == "zero_":
+            y.zero_()
+        else:
+            y.copy_(v * tensor([1.0, 2.0, 3.0]))
+        (y * y + y).sum().backward()
+        return y.detach().numpy(), x.grad.numpy(), 0.0 if v.grad is None else v.grad.numpy()
+
+    for ours, theirs in zip(run(mt.tensor), run(torch.tensor)):  # zero_: v unused in both
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
