@@ -19,9 +19,11 @@ The rule (PyTorch's):
 One limit, where this engine's graph differs from PyTorch's: nodes point at tensor objects,
 not at versions of them. A node that used ``a`` before ``a`` was rebased would send its
 gradient into the new history, so its backward raises instead (the version error, naming
-the in-place op). ``a = a + b`` (out of place) is the line to write then. For the same
-reason an in-place op recorded on a view (``y[:, 0] *= w``, ``y`` in the graph) raises at
-once: the tensor it views would need the new history too (PyTorch's CopySlices).
+the in-place op). ``a = a + b`` (out of place) is the line to write then.
+
+A view ``v = y[index]`` changed in place in the graph changes ``y`` too, so ``y`` is rebased
+as well, onto ``y_old with [index] = v_new`` (PyTorch's CopySlices). Other views (reshape,
+transpose, a view made without grad) refuse, saying what to write instead.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy as np
 from minitransformer import autograd, backend
 from minitransformer.autograd import Function, Value
 from minitransformer.errors import DeviceError, DtypeError, GraphError, ShapeError
-from minitransformer.ops.shape import _array_index, unbroadcast
+from minitransformer.ops.shape import GetItem, _array_index, unbroadcast
 from minitransformer.tensor import Tensor, as_tensor
 
 
@@ -139,32 +141,59 @@ def _records(target: Tensor, *operands: Any) -> bool:
                                        for o in operands)
 
 
-def _refuse_leaf_or_view(target: Tensor) -> None:
-    """PyTorch's errors for an in-place op in the graph on a leaf that requires grad, and
-    this engine's one for a view inside the graph (its base would need a new history too)."""
+def _view_base(target: Tensor) -> tuple[Tensor, Any] | None:
+    """``(y, index)`` when ``target`` is ``y[index]``, whose history must change too; else
+    None. Raises PyTorch's errors for a leaf that requires grad (or a view of one), and
+    this engine's one for the views it cannot follow (reshape, transpose, a view of a view,
+    a view made without grad)."""
+    view_of = target.__dict__.get("_view_of")
+    if view_of is not None:  # a view changed in place before: still y[index]
+        return view_of
     base = autograd._base(target.data)
     if target._ctx is None:
         if target.requires_grad:
             raise GraphError(LEAF_MESSAGE)
         if base is not target.data:  # a view made without grad (buffer[:2] += w)
             _refuse_view("a view of another tensor's memory")
-        return
+        return None
+    if target.__dict__.get("_rebased"):  # the output of an in-place op: it owns its memory
+        return None
     for parent in target._ctx.inputs:
-        # target is a view of parent's memory (the stand-in of an earlier in-place op holds
-        # the very same array, and is no other tensor)
         if parent._data is not target._data and autograd._base(parent.data) is base:
             if parent._ctx is None and parent.requires_grad:
                 raise GraphError(VIEW_OF_LEAF_MESSAGE)
+            if type(target._ctx) is GetItem and _view_base(parent) is None:
+                return parent, target._ctx.index
             _refuse_view(f"{target._ctx.name} of another tensor")
+    return None
 
 
 def _refuse_view(what: str) -> None:
     raise GraphError(
         f"an in-place operation on a view ({what}) inside the graph is not supported here: "
         "the tensor it views would need the new history too; write it out of place, e.g. "
-        "`y = mt.where(mask, y * w, y)` instead of `y[mask] *= w` (or build the new tensor "
-        "with masked_fill or cat)"
+        "`y = mt.where(mask, y * w, y)` instead of `y.view(-1)[mask] *= w` (or build the "
+        "new tensor with masked_fill or cat)"
     )
+
+
+def _stand_in(t: Tensor) -> Tensor:
+    """A tensor holding ``t``'s memory and history, for the nodes that need its old version."""
+    old = Tensor._from_array(t._data, t.device)
+    old.requires_grad, old._ctx, old.name = t.requires_grad, t._ctx, t.name
+    return old
+
+
+def _rebase(t: Tensor, old: Tensor, new: Tensor) -> None:
+    """Give ``t`` the history of ``new`` (its values are already in t's memory)."""
+    if old._ctx is not None and old._ctx.uses_output:
+        old._ctx._output_ref = weakref.ref(old)  # same memory: its version check still fires
+    # Nodes recorded before now that took `t` as an input must not send their gradients
+    # into its new history: their backward raises (see the module docstring).
+    autograd.note_new_array(t)
+    t._ctx = new._ctx
+    t.requires_grad = True
+    t._rebased = True
 
 
 def _record(target: Tensor, compute: Callable[[Tensor], Tensor], what: str,
@@ -174,24 +203,29 @@ def _record(target: Tensor, compute: Callable[[Tensor], Tensor], what: str,
     ``compute`` gets the old tensor (a stand-in that took over target's history) and returns
     the new value as a recorded tensor; ``reads_old``: its backward reads the old values,
     so it gets a copy of them (the memory is about to be overwritten).
+
+    When target is ``y[index]`` (a view), ``y`` changes too, so it is rebased as well, onto
+    ``y_old with [index] = target_new`` (PyTorch's CopySlices), and the indexing node that
+    made target now reads ``y_old``.
     """
-    _refuse_leaf_or_view(target)
-    old = Tensor._from_array(target._data, target.device)
-    old.requires_grad, old._ctx, old.name = target.requires_grad, target._ctx, target.name
+    view_of = _view_base(target)
+    old = _stand_in(target)
     result = compute(old.clone() if reads_old else old)
     if result.dtype != target.dtype:
         result = result.to(target.dtype)
     _check_shape(target, result.shape)  # a @= b whose product has another shape
     with _writable(what):  # the first change to anything: a refused write leaves all as it was
         target._data[...] = result._data
-    if old._ctx is not None and old._ctx.uses_output:
-        old._ctx._output_ref = weakref.ref(old)  # same memory: its version check still fires
-    autograd.mark_changed(target, what)
-    # Nodes recorded before now that took `target` as an input must not send their
-    # gradients into its new history: their backward raises (see the module docstring).
-    autograd.note_new_array(target)
-    target._ctx = result._ctx
-    target.requires_grad = True
+    autograd.mark_changed(target, what)  # the memory: base's too, if target is a view
+    _rebase(target, old, result)
+    if view_of is not None:
+        base, index = view_of
+        old_base = _stand_in(base)
+        if type(old._ctx) is GetItem and old._ctx.inputs[0] is base:
+            old._ctx.inputs = (old_base,)  # the indexing that made target reads the old base
+        # target as it is now (a later in-place op on it must not change this node's input)
+        _rebase(base, old_base, SetItem.apply(old_base, _stand_in(target), index=index))
+        target._view_of = view_of
     return target
 
 

@@ -192,11 +192,39 @@ def test_a_node_that_used_the_tensor_before_it_was_rebased_raises() -> None:
     assert x.grad.tolist() == [6.0, 6.0, 6.0] and w.grad.tolist() == [1.0, 1.0, 1.0]
 
 
-def test_an_in_place_op_on_a_view_inside_the_graph_says_what_to_write() -> None:
+VIEW_CHANGES = {
+    "y[:, 0] *= w": lambda y, w: y[:, 0].__imul__(w),
+    "y[:, 0].mul_(w)": lambda y, w: y[:, 0].mul_(w),
+    "y[1] += w[0]": lambda y, w: y[1].__iadd__(w[0]),
+    "v = y[:, 1]; v.add_(w); v *= 2": lambda y, w: y[:, 1].add_(w).__imul__(2),
+    "y[:, 0] *= w; y[:, 0] += w; y *= 2": lambda y, w: (y[:, 0].__imul__(w),
+                                                        y[:, 0].__iadd__(w), y.__imul__(2)),
+}
+
+
+@requires_torch
+@pytest.mark.parametrize("line", list(VIEW_CHANGES))
+def test_an_in_place_op_on_an_indexed_view_changes_its_base_as_torch(line: str) -> None:
+    def run(tensor):
+        x = tensor(np.arange(6.0).reshape(2, 3) + 1, requires_grad=True)
+        w = tensor([2.0, 3.0], requires_grad=True)
+        y = x * 3
+        if line.startswith("y[:, 0] *= w") and ";" not in line:
+            y[:, 0] *= w  # Python's own spelling: a view changed, then assigned back
+        else:
+            VIEW_CHANGES[line](y, w)
+        (y * y).sum().backward()
+        return y.detach().numpy(), x.grad.numpy(), w.grad.numpy()
+
+    for ours, theirs in zip(run(mt.tensor), run(torch.tensor)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+def test_an_in_place_op_on_another_kind_of_view_inside_the_graph_says_what_to_write() -> None:
     x = mt.ones(2, 3, requires_grad=True)
     y = x * 2
-    with pytest.raises(GraphError, match=r"view \(GetItem of another tensor\).*out of place"):
-        y[:, 0] *= mt.ones(2, requires_grad=True)
+    with pytest.raises(GraphError, match=r"view \(Reshape of another tensor\).*out of place"):
+        y.reshape(6).__imul__(mt.ones(6, requires_grad=True))
 
 
 # ----- item assignment --------------------------------------------------------------------
