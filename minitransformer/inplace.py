@@ -17,9 +17,11 @@ The rule (PyTorch's):
   way), so ``y *= w`` sends ``w`` the gradient ``dL/dy_new * y_old``.
 
 One limit, where this engine's graph differs from PyTorch's: nodes point at tensor objects,
-not at versions of them. A node that used ``a`` before ``a`` was rebased would send its
-gradient into the new history, so its backward raises instead (the version error, naming
-the in-place op). ``a = a + b`` (out of place) is the line to write then.
+not at versions of them. The nodes that computed the new value from the old one
+(``y[y > 0] *= 2``) are pointed at the stand-in; any other node that used ``a`` before ``a``
+was rebased would send its gradient into the new history, so its backward raises instead
+(the version error, naming the in-place op). ``a = a + b`` (out of place) is the line to
+write then.
 
 A view ``v = y[index]`` changed in place in the graph changes ``y`` too, so ``y`` is rebased
 as well, onto ``y_old with [index] = v_new`` (PyTorch's CopySlices). Other views (reshape,
@@ -184,12 +186,32 @@ def _stand_in(t: Tensor) -> Tensor:
     return old
 
 
+# How many nodes of the new value's history _rebase looks through for uses of the old
+# version: enough for y[mask] *= 2 or y[i] = y[i] + v; a use further back raises at backward.
+REDIRECT_BUDGET = 256
+
+
+def _redirect_uses(new: Tensor, t: Tensor, old: Tensor) -> None:
+    """Nodes in ``new``'s history that took ``t`` as an input saw its old version: point
+    them at ``old``, the stand-in holding that version (PyTorch's edges point at versions)."""
+    stack, seen = [new._ctx], set()
+    while stack and len(seen) < REDIRECT_BUDGET:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if any(x is t for x in fn.inputs):
+            fn.inputs = tuple(old if x is t else x for x in fn.inputs)
+        stack.extend(x._ctx for x in fn.inputs if x is not old)
+
+
 def _rebase(t: Tensor, old: Tensor, new: Tensor) -> None:
     """Give ``t`` the history of ``new`` (its values are already in t's memory)."""
     if old._ctx is not None and old._ctx.uses_output:
         old._ctx._output_ref = weakref.ref(old)  # same memory: its version check still fires
-    # Nodes recorded before now that took `t` as an input must not send their gradients
-    # into its new history: their backward raises (see the module docstring).
+    _redirect_uses(new, t, old)
+    # Other nodes recorded before now that took `t` as an input must not send their
+    # gradients into its new history: their backward raises (see the module docstring).
     autograd.note_new_array(t)
     t._ctx = new._ctx
     t.requires_grad = True

@@ -220,6 +220,30 @@ def test_an_in_place_op_on_an_indexed_view_changes_its_base_as_torch(line: str) 
         np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
+VALUE_FROM_ITSELF = {
+    "y[y > 6] *= 0.5": lambda y, w: y.__setitem__(y > 6, y[y > 6].__imul__(0.5)),
+    "y[0] = y[0] + w[0]": lambda y, w: y.__setitem__(0, y[0] + w[0]),
+    "y += y.sum()": lambda y, w: y.__iadd__(y.sum()),
+    "y[:, 1] = y[:, 0] + w": lambda y, w: y.__setitem__((slice(None), 1), y[:, 0] + w),
+}
+
+
+@requires_torch
+@pytest.mark.parametrize("line", list(VALUE_FROM_ITSELF))
+def test_a_new_value_computed_from_the_old_one_is_recorded_as_torch(line: str) -> None:
+    # the nodes that computed the right side used y's old version: they keep pointing at it
+    def run(tensor):
+        x = tensor(np.arange(6.0).reshape(2, 3) + 1, requires_grad=True)
+        w = tensor([2.0, 3.0], requires_grad=True)
+        y = x * 3
+        VALUE_FROM_ITSELF[line](y, w)
+        (y * y).sum().backward()
+        return y.detach().numpy(), x.grad.numpy(), 0.0 if w.grad is None else w.grad.numpy()
+
+    for ours, theirs in zip(run(mt.tensor), run(torch.tensor)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
 def test_an_in_place_op_on_another_kind_of_view_inside_the_graph_says_what_to_write() -> None:
     x = mt.ones(2, 3, requires_grad=True)
     y = x * 2
