@@ -205,8 +205,9 @@ def _redirect_uses(new: Tensor, t: Tensor, old: Tensor) -> None:
         stack.extend(x._ctx for x in fn.inputs if x is not old)
 
 
-def _rebase(t: Tensor, old: Tensor, new: Tensor) -> None:
-    """Give ``t`` the history of ``new`` (its values are already in t's memory)."""
+def _rebase(t: Tensor, old: Tensor, new: Tensor, skip_view: Tensor | None = None) -> None:
+    """Give ``t`` the history of ``new`` (its values are already in t's memory);
+    ``skip_view``: the view being changed, whose history is already the new one."""
     if old._ctx is not None and old._ctx.uses_output:
         old._ctx._output_ref = weakref.ref(old)  # same memory: its version check still fires
     _redirect_uses(new, t, old)
@@ -216,6 +217,15 @@ def _rebase(t: Tensor, old: Tensor, new: Tensor) -> None:
     t._ctx = new._ctx
     t.requires_grad = True
     t._rebased = True
+    # Views of t that were changed in place have histories of their own; t's new values
+    # are theirs too, so each becomes t[index] again, of t's new version (as PyTorch
+    # regenerates a view's grad_fn from its base). Nodes that used the view before: those
+    # in new's history get its old version; any other raises at backward (as for t).
+    for view in list(t.__dict__.get("_changed_views", {}).values()):
+        if view is not skip_view:
+            _redirect_uses(new, view, _stand_in(view))  # y[:, 0] = v: SetItem's input v
+            autograd.note_new_array(view)
+            view._ctx = GetItem.apply(t, index=view._view_of[1])._ctx
 
 
 def _record(target: Tensor, compute: Callable[[Tensor], Tensor], what: str,
@@ -246,8 +256,12 @@ def _record(target: Tensor, compute: Callable[[Tensor], Tensor], what: str,
         if type(old._ctx) is GetItem and old._ctx.inputs[0] is base:
             old._ctx.inputs = (old_base,)  # the indexing that made target reads the old base
         # target as it is now (a later in-place op on it must not change this node's input)
-        _rebase(base, old_base, SetItem.apply(old_base, _stand_in(target), index=index))
+        _rebase(base, old_base, SetItem.apply(old_base, _stand_in(target), index=index),
+                skip_view=target)
         target._view_of = view_of
+        # by id: a WeakSet would compare tensors with ==, which is elementwise here
+        base.__dict__.setdefault("_changed_views", weakref.WeakValueDictionary())[
+            id(target)] = target
     return target
 
 

@@ -244,6 +244,31 @@ def test_a_new_value_computed_from_the_old_one_is_recorded_as_torch(line: str) -
         np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
+@requires_torch
+@pytest.mark.parametrize("then", ["", "v += 1", "y[:, 0] *= w",
+                                  "y[:, 0] *= w; y[:, 0] += 1; v *= 3"])
+def test_a_changed_view_follows_later_changes_of_its_base_as_torch(then: str) -> None:
+    def run(tensor):
+        x = tensor(np.arange(6.0).reshape(2, 3) + 1, requires_grad=True)
+        w = tensor([2.0, 3.0], requires_grad=True)
+        y = x * 3
+        v = y[:, 0]
+        v *= w
+        y *= 2  # v's values double: its history must say so
+        if then == "v += 1":
+            v += 1
+        elif then:
+            y[:, 0] *= w
+            if "v *= 3" in then:
+                y[:, 0] += 1
+                v *= 3
+        ((v + 1).sum() + (y * y).sum()).backward()
+        return v.detach().numpy(), x.grad.numpy(), w.grad.numpy()
+
+    for ours, theirs in zip(run(mt.tensor), run(torch.tensor)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
 def test_an_in_place_op_on_another_kind_of_view_inside_the_graph_says_what_to_write() -> None:
     x = mt.ones(2, 3, requires_grad=True)
     y = x * 2
