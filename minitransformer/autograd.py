@@ -304,13 +304,23 @@ def _check_unchanged(fn: Function) -> None:
             if record is None or record[1] <= epoch:
                 continue
             what = record[2]
-        name = f" '{t.name}'" if t.name else ""
-        raise GraphError(
-            f"a tensor needed for gradient computation was modified in place: input "
-            f"{position} of {fn.name}, the tensor{name} of shape {t.shape}, was changed by "
-            f"{what} after the forward pass; run the forward again after changing it "
-            "(e.g. call optimizer.step() after backward, not between forward and backward)"
-        )
+        _raise_modified(f"input {position}", fn, t, what)
+    if fn.uses_output:  # y = x.exp(); y *= 2: Exp's backward would read the new y
+        out = fn._output_ref()
+        record = _record_of(_base(out.data)) if out is not None else None
+        if record is not None and record[1] > epoch:
+            _raise_modified("output 0", fn, out, record[2])
+
+
+def _raise_modified(which: str, fn: Function, t: Tensor, what: str) -> None:
+    name = f" '{t.name}'" if t.name else ""
+    raise GraphError(
+        f"a tensor needed for gradient computation was modified in place: {which} of "
+        f"{fn.name}, the tensor{name} of shape {t.shape}, was changed by {what} after the "
+        "forward pass; run the forward again after changing it (e.g. call optimizer.step() "
+        "after backward, not between forward and backward; or write `a = a + b`, out of "
+        "place, instead of `a += b`)"
+    )
 
 
 class Function:

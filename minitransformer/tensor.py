@@ -364,6 +364,69 @@ class Tensor:
     def __getitem__(self, index: Any) -> Tensor:
         return ops.getitem(self, index)
 
+    # ----- in place (as in PyTorch: the memory changes, aliases see it; see inplace.py) -----
+    def __setitem__(self, index: Any, value: Any) -> None:
+        _inplace.setitem(self, index, value)
+
+    def __iadd__(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "+=", other)
+
+    def __isub__(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "-=", other)
+
+    def __imul__(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "*=", other)
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "/=", other)
+
+    def __ipow__(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "**=", other)
+
+    def __iand__(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "&=", other)
+
+    def __ior__(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "|=", other)
+
+    def __imatmul__(self, other: Any) -> Tensor:
+        return _inplace.matmul_(self, other)
+
+    def add_(self, other: Any, *, alpha: Scalar = 1) -> Tensor:
+        """self += alpha * other, in place (``p.add_(p.grad, alpha=-lr)``)."""
+        return _inplace.binary_(self, "+=", other if alpha == 1 else other * alpha)
+
+    def sub_(self, other: Any, *, alpha: Scalar = 1) -> Tensor:
+        """self -= alpha * other, in place."""
+        return _inplace.binary_(self, "-=", other if alpha == 1 else other * alpha)
+
+    def mul_(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "*=", other)
+
+    def div_(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "/=", other)
+
+    def pow_(self, other: Any) -> Tensor:
+        return _inplace.binary_(self, "**=", other)
+
+    def copy_(self, src: Any) -> Tensor:
+        """Copy ``src`` into this tensor's memory (broadcast, cast to its dtype); returns self."""
+        return _inplace.copy_(self, src)
+
+    def fill_(self, value: Any) -> Tensor:
+        return _inplace.fill_(self, value)
+
+    def zero_(self) -> Tensor:
+        return _inplace.fill_(self, 0)
+
+    def masked_fill_(self, mask: Any, value: Any) -> Tensor:
+        return _inplace.masked_fill_(self, mask, value)
+
+    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+        return _inplace.clamp_(self, min, max)
+
+    clip_ = clamp_
+
     # Comparisons give boolean tensors outside the graph.
     def _compare(self, other: Any, op: Callable) -> Tensor:
         other_data = other.data if isinstance(other, Tensor) else other
@@ -607,6 +670,7 @@ def as_tensor(x: Any, like: Tensor) -> Tensor:
 
 from minitransformer import autograd, ops  # noqa: E402  (ops need Tensor defined first)
 from minitransformer import creation as _creation  # noqa: E402
+from minitransformer import inplace as _inplace  # noqa: E402
 from minitransformer import sorting as _sorting  # noqa: E402
 from minitransformer.ops import elementwise as _elementwise  # noqa: E402
 from minitransformer.ops.elementwise import apply_binary  # noqa: E402

@@ -18,12 +18,6 @@ nanoGPT takes one of two attention paths, chosen in ``CausalSelfAttention.__init
 that function is missing, "slow" (``register_buffer("bias", torch.tril(...))``,
 ``masked_fill``, softmax). Both are tested: the slow one by building the models with
 ``scaled_dot_product_attention`` hidden from both libraries.
-
-Marked xfail(strict) until the branches they need are merged (remove the mark then):
-  * ``generate(top_k=...)`` needs [inplace]: ``logits[logits < v[:, [-1]]] = -float('Inf')``
-    is ``Tensor.__setitem__``;
-  * ``from_pretrained``'s ``sd[k].copy_(w)`` needs [inplace]: ``Tensor.copy_`` and a
-    ``state_dict()`` sharing storage with the model (today it returns copies).
 """
 
 from __future__ import annotations
@@ -49,9 +43,6 @@ IMPORTS = {
     "import torch.nn as nn\n": "import minitransformer.nn as nn\n",
     "from torch.nn import functional as F\n": "from minitransformer.nn import functional as F\n",
 }
-
-NEEDS_INPLACE = pytest.mark.xfail(
-    strict=True, reason="needs inplace: Tensor.__setitem__ (logits[logits < v[:, [-1]]] = -inf)")
 
 
 def load_model_py(ours: bool) -> types.ModuleType:
@@ -178,8 +169,6 @@ def test_twenty_training_steps_match_torch(nanogpt, monkeypatch, path) -> None:
                                    p.detach().numpy(), atol=1e-9, err_msg=name)
 
 
-@pytest.mark.xfail(strict=True, reason="needs inplace: Tensor.copy_ and a state_dict() "
-                   "whose tensors share storage with the model")
 def test_weights_copied_as_from_pretrained_does(nanogpt, monkeypatch) -> None:
     """from_pretrained's idiom: ``sd = model.state_dict()``, then ``sd[k].copy_(w)`` under
     no_grad writes into the model."""
@@ -227,7 +216,6 @@ def test_dropout_is_reproducible_under_manual_seed(nanogpt, monkeypatch, path) -
 
 
 # ----- generation --------------------------------------------------------------------------
-@NEEDS_INPLACE
 def test_greedy_generation_matches_torch_token_for_token(nanogpt, monkeypatch) -> None:
     theirs, ours = build_pair(nanogpt, monkeypatch, "slow")
     theirs.eval()
@@ -240,7 +228,6 @@ def test_greedy_generation_matches_torch_token_for_token(nanogpt, monkeypatch) -
     np.testing.assert_array_equal(got.numpy(), expected)  # 10 > block_size: the crop too
 
 
-@NEEDS_INPLACE
 def test_top_k_sampling_is_reproducible_under_manual_seed(nanogpt, monkeypatch) -> None:
     _, ours = build_pair(nanogpt, monkeypatch, "slow")
     ours.eval()

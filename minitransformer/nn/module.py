@@ -276,13 +276,16 @@ class Module:
 
     # ----- saving and loading -------------------------------------------------------------
     def state_dict(self) -> OrderedDict[str, Tensor]:
-        """Every parameter and persistent buffer by dotted name, as detached copies.
+        """Every parameter and persistent buffer by dotted name, as detached tensors that
+        share their memory (as in PyTorch).
 
-        Copies, so that the snapshot does not change when training goes on (an optimizer
-        updates parameters in place).
+        Sharing, so that ``model.state_dict()[k].copy_(w)`` loads ``w`` into the model (as
+        nanoGPT's ``from_pretrained`` does); it also means the values move as training goes
+        on. For a snapshot, copy: ``{k: v.clone() for k, v in model.state_dict().items()}``
+        (saving with ``mt.save`` writes the values as they are when it runs).
         """
         return OrderedDict(
-            (key, Tensor._from_array(t.data.copy(), t.device))
+            (key, Tensor._from_array(t.data, t.device))
             for key, t in self._state_targets().items()
         )
 
