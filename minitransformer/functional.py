@@ -182,7 +182,7 @@ def layer_norm_reference(
     ...) so that autograd derives its backward. Slower; it exists to check the fused node."""
     axes = _normalized_axes(x, normalized_shape, weight, bias)
     mean = x.mean(axis=axes, keepdims=True)  # (..., 1, ..., 1)
-    var = x.var(axis=axes, keepdims=True)  # (..., 1, ..., 1), ddof=0
+    var = x.var(axis=axes, keepdims=True, correction=0)  # (..., 1, ..., 1), biased
     y = (x - mean) / (var + eps).sqrt()
     if weight is not None:
         y = y * weight

@@ -375,13 +375,20 @@ class Tensor:
     # x.exp(), x.sum(axis=1), x.reshape(2, 3), ...: every op registered with method=True
     # becomes a method, x.name(*args) == ops.name(x, *args) (minitransformer.ops.registry).
     # Only the methods whose signature differs from their function's are written here.
-    def argmax(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
-        return Tensor._from_array(self.data.argmax(axis=axis if dim is None else dim),
-                                  self.device)
+    def argmax(self, axis: int | None = None, keepdim: bool = False, *,
+               dim: int | None = None) -> Tensor:
+        """Where the largest value is along ``axis`` (``x.argmax(1)`` is dim 1; None: the
+        flat index). On ties the FIRST maximal index, as PyTorch on CPU (NumPy's rule)."""
+        return self._arg(self.data.argmax, axis if dim is None else dim, keepdim)
 
-    def argmin(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
-        return Tensor._from_array(self.data.argmin(axis=axis if dim is None else dim),
-                                  self.device)
+    def argmin(self, axis: int | None = None, keepdim: bool = False, *,
+               dim: int | None = None) -> Tensor:
+        """Where the smallest value is along ``axis`` (the first one on ties)."""
+        return self._arg(self.data.argmin, axis if dim is None else dim, keepdim)
+
+    def _arg(self, find: Callable, axis: int | None, keepdim: bool) -> Tensor:
+        where = find(axis=axis, keepdims=keepdim)
+        return Tensor._from_array(backend.array_module(self.device).asarray(where), self.device)
 
     def clone(self) -> Tensor:
         """A copy of the values that stays in the graph: gradients flow back to ``self``."""

@@ -23,7 +23,7 @@ OPS = [
     ("gelu-erf", lambda a: mt.gelu(a) + mt.erf(a), [(3,)]),
     ("clip-max-min", lambda a, b: mt.maximum(a, b) + mt.minimum(a, b).clip(-5, 5),
      [(2, 3), (2, 3)]),
-    ("reductions", lambda a: a.sum(axis=0) + a.mean(axis=0) + a.var(axis=0) + a.max(axis=0),
+    ("reductions", lambda a: a.sum(axis=0) + a.mean(axis=0) + a.var(axis=0) + a.amax(axis=0),
      [(3, 2)]),
     ("matmul-batched", lambda a, b: a @ b, [(2, 3, 4), (4, 2)]),
     ("matmul-1d", lambda a, b: a @ b, [(4,), (2, 4, 3)]),

@@ -236,8 +236,20 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     return Gelu.apply(x, approximate=approximate)
 
 
+def _require_float(x: Tensor, name: str) -> None:
+    """PyTorch has no integer softmax: it refuses rather than pick a float type."""
+    if x.dtype.kind not in "fc":
+        kind = {"b": "Bool", "i": "Long" if x.dtype.itemsize == 8 else "Int"}.get(x.dtype.kind,
+                                                                                  str(x.dtype))
+        raise DtypeError(f'"{name}_lastdim_kernel_impl" not implemented for \'{kind}\': '
+                         f"{name} needs a floating-point tensor (convert first: "
+                         f"x.float().{name}(dim))")
+
+
 @register(method=True)
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """s_i = e^{x_i} / sum_j e^{x_j} along ``axis`` (``x.softmax(1)`` is dim 1)."""
+    _require_float(x, "softmax")
     return Softmax.apply(x, axis=normalize_axis(axis, x.ndim))
 
 
@@ -268,6 +280,8 @@ def masked_softmax(x: Tensor, mask: Any = None, axis: int = -1) -> Tensor:
 
 @register(method=True)
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """x_i - logsumexp(x) along ``axis``."""
+    _require_float(x, "log_softmax")
     return LogSoftmax.apply(x, axis=normalize_axis(axis, x.ndim))
 
 

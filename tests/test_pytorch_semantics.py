@@ -1,0 +1,159 @@
+"""The places where a PyTorch line used to give another answer here (issue 22): a positional
+dim on reductions, max/min returning (values, indices), var/std's unbiased default, type
+promotion, and cross_entropy's layout. Each test compares against PyTorch itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minitransformer as mt
+from minitransformer.errors import DtypeError
+from tests.conftest import requires_torch, torch
+
+pytestmark = requires_torch
+
+TIES = [[1.0, 3.0, 3.0, -2.0], [4.0, 4.0, 0.0, 4.0], [-1.0, -5.0, -5.0, 2.0]]
+
+
+def _pair(data, dtype=np.float64):
+    """The same values as a leaf here and in torch."""
+    array = np.asarray(data, dtype=dtype)
+    return mt.tensor(array, requires_grad=True), torch.tensor(array, requires_grad=True)
+
+
+def _same(ours, theirs, **kw) -> None:
+    expected = theirs.detach().numpy()
+    got = ours.detach().numpy() if isinstance(ours, mt.Tensor) else np.asarray(ours)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, **kw)
+
+
+# ----- 1. a positional int is dim; max/min along a dim are (values, indices) ----------------
+@pytest.mark.parametrize("name", ["max", "min"])
+@pytest.mark.parametrize("call", [
+    lambda x, n: getattr(x, n)(1),
+    lambda x, n: getattr(x, n)(0),
+    lambda x, n: getattr(x, n)(-1, True),
+    lambda x, n: getattr(x, n)(dim=1, keepdim=True),
+    lambda x, n: getattr(x, n)(axis=0),  # torch takes axis= as dim=
+])
+def test_max_min_along_a_dim_give_values_and_indices_as_torch(name, call) -> None:
+    x, t = _pair(TIES)
+    ours, theirs = call(x, name), call(t, name)
+    values, indices = ours  # unpacks, as torch.return_types.max
+    _same(values, theirs.values)
+    _same(indices, theirs.indices)  # ties: the first maximal index, as torch on CPU
+    assert ours.values is values and ours.indices is indices and ours[0] is values
+    assert indices.dtype == mt.int64
+    upstream = np.arange(values.numel(), dtype=np.float64).reshape(values.shape) + 1
+    values.backward(upstream)
+    theirs.values.backward(torch.tensor(upstream))
+    _same(x.grad, t.grad)  # the whole gradient goes to the selected index
+
+
+@pytest.mark.parametrize("name", ["max", "min"])
+def test_max_min_without_dim_and_with_another_tensor(name) -> None:
+    x, t = _pair(TIES)
+    ours, theirs = getattr(x, name)(), getattr(t, name)()
+    _same(ours, theirs)
+    ours.backward()
+    theirs.backward()
+    _same(x.grad, t.grad)  # no dim: ties share the gradient, as torch
+    other = np.full((3, 4), 2.0)
+    _same(getattr(x, name)(mt.tensor(other)), getattr(t, name)(torch.tensor(other)))
+    _same(getattr(mt, name)(x, 1).values, getattr(torch, name)(t, 1).values)
+
+
+def test_max_over_several_axes_names_amax() -> None:
+    x = mt.tensor(TIES)
+    with pytest.raises(TypeError, match=r"x\.amax\(dim=\(0, 1\)\)"):
+        x.max((0, 1))
+    _same(x.amax((0, 1)), torch.tensor(TIES).amax((0, 1)))
+
+
+@pytest.mark.parametrize("method", ["argmax", "argmin"])
+def test_argmax_argmin_positional_dim_keepdim_and_first_on_ties(method) -> None:
+    x, t = mt.tensor(TIES), torch.tensor(TIES)
+    for args in [(), (1,), (0,), (-1, True)]:
+        _same(getattr(x, method)(*args), getattr(t, method)(*args))
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "var", "std", "logsumexp", "amax", "amin"])
+@pytest.mark.parametrize("dim", [1, -1, (0, 2)])
+def test_reductions_positional_dim(name, dim) -> None:
+    rng = np.random.default_rng(0)
+    x, t = _pair(rng.standard_normal((2, 3, 4)))
+    _same(getattr(x, name)(dim), getattr(t, name)(dim), rtol=1e-12)
+    _same(getattr(x, name)(dim, keepdim=True), getattr(t, name)(dim, keepdim=True), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_positional_dim(name) -> None:
+    rng = np.random.default_rng(1)
+    x, t = _pair(rng.standard_normal((2, 3, 4)))
+    _same(getattr(x, name)(1), getattr(t, name)(1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x: x.mean(), "mean(): could not infer output dtype. Input dtype must be either a "
+                         "floating point or complex dtype. Got: Long"),
+    (lambda x: x.mean(0), "Got: Long"),
+    (lambda x: x.softmax(0), "\"softmax_lastdim_kernel_impl\" not implemented for 'Long'"),
+    (lambda x: x.log_softmax(0), "not implemented for 'Long'"),
+    (lambda x: x.var(), "std and var only support floating point and complex dtypes"),
+])
+def test_integer_tensors_refuse_mean_and_softmax_as_torch(call, message) -> None:
+    with pytest.raises(RuntimeError, match="floating point|not implemented"):
+        call(torch.tensor([1, 2, 3]))
+    with pytest.raises(DtypeError) as caught:
+        call(mt.tensor([1, 2, 3]))
+    assert message in str(caught.value)
+
+
+# ----- 2. var/std: unbiased by default, correction= and unbiased= ---------------------------
+@pytest.mark.parametrize("name", ["var", "std"])
+@pytest.mark.parametrize("args, kwargs", [
+    ((), {}),
+    ((1,), {}),
+    ((1, True), {}),  # torch's var(dim, unbiased)
+    ((1, False, True), {}),  # var(dim, unbiased, keepdim)
+    ((False,), {}),  # var(unbiased)
+    ((), {"dim": 0, "correction": 0}),
+    ((), {"dim": (0, 1), "correction": 2, "keepdim": True}),
+    ((), {"unbiased": False}),
+    ((-1,), {"keepdim": True}),
+])
+def test_var_std_follow_torch(name, args, kwargs) -> None:
+    rng = np.random.default_rng(2)
+    x, t = _pair(rng.standard_normal((3, 4)))
+    ours, theirs = getattr(x, name)(*args, **kwargs), getattr(t, name)(*args, **kwargs)
+    _same(ours, theirs, rtol=1e-12)
+    upstream = rng.standard_normal(ours.shape)
+    ours.backward(upstream)
+    theirs.backward(torch.tensor(upstream))
+    _same(x.grad, t.grad, rtol=1e-10)
+    _same(getattr(mt, name)(x.detach(), *args, **kwargs), theirs, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["var", "std"])
+def test_var_std_gradcheck_with_a_correction(name) -> None:
+    rng = np.random.default_rng(3)
+    x = mt.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    for kwargs in ({}, {"correction": 0}, {"unbiased": True}, {"correction": 2}):
+        assert mt.gradcheck(lambda a, k=kwargs: getattr(a, name)(1, **k), [x])
+        assert mt.gradgradcheck(lambda a, k=kwargs: getattr(a, name)(0, **k), [x])
+
+
+def test_var_refuses_two_spellings_of_the_correction() -> None:
+    with pytest.raises(TypeError, match="more than one of unbiased=, correction="):
+        mt.tensor([1.0, 2.0]).var(unbiased=True, correction=0)
+
+
+def test_layer_norm_keeps_the_biased_variance() -> None:
+    import minitransformer.functional as F
+
+    rng = np.random.default_rng(4)
+    x, t = _pair(rng.standard_normal((2, 5)))
+    _same(F.layer_norm_reference(x, 5), torch.nn.functional.layer_norm(t, (5,)), rtol=1e-10)
+    _same(F.layer_norm(x, 5), torch.nn.functional.layer_norm(t, (5,)), rtol=1e-10)
