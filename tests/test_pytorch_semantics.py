@@ -157,3 +157,105 @@ def test_layer_norm_keeps_the_biased_variance() -> None:
     x, t = _pair(rng.standard_normal((2, 5)))
     _same(F.layer_norm_reference(x, 5), torch.nn.functional.layer_norm(t, (5,)), rtol=1e-10)
     _same(F.layer_norm(x, 5), torch.nn.functional.layer_norm(t, (5,)), rtol=1e-10)
+
+
+# ----- 4. cross_entropy: PyTorch's layout and options ---------------------------------------
+CE_OPTIONS = [
+    {},
+    {"reduction": "none"},
+    {"reduction": "sum"},
+    {"ignore_index": 1},
+    {"label_smoothing": 0.2},
+    {"weight": [1.0, 2.0, 0.5, 3.0]},
+    {"weight": [1.0, 2.0, 0.5, 3.0], "label_smoothing": 0.1, "reduction": "none"},
+    {"weight": [1.0, 2.0, 0.5, 3.0], "label_smoothing": 0.3, "ignore_index": 2},
+]
+
+
+def _ce_both(input_shape, target, kwargs):
+    rng = np.random.default_rng(5)
+    import minitransformer.functional as F
+
+    z, tz = _pair(rng.standard_normal(input_shape) * 2)
+    if "ignore_index" in kwargs and target.dtype.kind == "i":  # the ignored entries marked so
+        target = np.where(target == -100, kwargs["ignore_index"], target)
+    theirs_kw = {k: torch.tensor(v, dtype=torch.float64) if k == "weight" else v
+                 for k, v in kwargs.items()}
+    ours_kw = {k: mt.tensor(v, dtype=mt.float64) if k == "weight" else v
+               for k, v in kwargs.items()}
+    ours = F.cross_entropy(z, target, **ours_kw)
+    theirs = torch.nn.functional.cross_entropy(tz, torch.tensor(target), **theirs_kw)
+    _same(ours, theirs, rtol=1e-12, atol=1e-14)
+    upstream = rng.standard_normal(ours.shape)
+    ours.backward(upstream)
+    theirs.backward(torch.tensor(upstream))
+    _same(z.grad, tz.grad, rtol=1e-10, atol=1e-14)
+    assert mt.gradcheck(lambda a: F.cross_entropy(a, target, **ours_kw), [z.detach()
+                        .requires_grad_()])
+    assert mt.gradgradcheck(lambda a: F.cross_entropy(a, target, **ours_kw), [z.detach()
+                            .requires_grad_()])
+
+
+@pytest.mark.parametrize("kwargs", CE_OPTIONS)
+@pytest.mark.parametrize("input_shape, target", [
+    ((5, 4), np.array([0, 3, 1, 1, -100])),  # (N, C), target (N,)
+    ((2, 4, 3), np.array([[0, 1, 2], [3, 3, -100]])),  # (N, C, d1): classes on axis 1
+    ((2, 4, 2, 3), np.array([[[0, 1, 2], [3, 0, 1]], [[2, 2, 1], [0, -100, 3]]])),
+    ((4,), np.array(3)),  # unbatched (C,), target ()
+])
+def test_cross_entropy_class_indices_as_torch(input_shape, target, kwargs) -> None:
+    _ce_both(input_shape, target, kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [k for k in CE_OPTIONS if "ignore_index" not in k])
+@pytest.mark.parametrize("input_shape", [(5, 4), (2, 4, 3), (4,)])
+def test_cross_entropy_class_probabilities_as_torch(input_shape, kwargs) -> None:
+    rng = np.random.default_rng(6)
+    probs = rng.random(input_shape)
+    probs /= probs.sum(axis=1 if len(input_shape) > 1 else 0, keepdims=True)
+    _ce_both(input_shape, probs, kwargs)
+
+
+def test_cross_entropy_classes_last_is_an_error_naming_the_fix() -> None:
+    """(B, T, C) logits with (B, T) targets: PyTorch reads C as axis 1 and refuses (or gives
+    a wrong loss when T == C); here the error says what to write."""
+    import minitransformer.functional as F
+
+    logits = mt.randn(2, 3, 5)
+    with pytest.raises(mt.ShapeError, match=r"target of shape \(2, 3\) does not fit input of "
+                                            r"shape \(2, 3, 5\).*logits\.view\(-1, 5\)"):
+        F.cross_entropy(logits, np.zeros((2, 3), dtype=np.int64))
+    with pytest.raises(RuntimeError):
+        torch.nn.functional.cross_entropy(torch.randn(2, 3, 5), torch.zeros(2, 3).long())
+    square = mt.randn(2, 4, 4)  # C == T: the classes are axis 1, as in torch
+    t = np.array([[0, 1, 2, 3], [3, 2, 1, 0]])
+    _same(F.cross_entropy(square, t),
+          torch.nn.functional.cross_entropy(torch.tensor(square.numpy()), torch.tensor(t)),
+          rtol=1e-6)
+
+
+def test_cross_entropy_nanogpt_call() -> None:
+    import minitransformer.functional as F
+
+    rng = np.random.default_rng(7)
+    logits = rng.standard_normal((2, 3, 6)).astype(np.float32)
+    targets = np.array([[1, 5, -1], [0, -1, 2]])
+    ours_logits = mt.tensor(logits)
+    ours = F.cross_entropy(ours_logits.view(-1, ours_logits.size(-1)),
+                           mt.tensor(targets).view(-1), ignore_index=-1)
+    t = torch.tensor(logits)
+    theirs = torch.nn.functional.cross_entropy(t.view(-1, t.size(-1)),
+                                               torch.tensor(targets).view(-1), ignore_index=-1)
+    assert ours.dtype == mt.float32
+    np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-6)
+
+
+def test_cross_entropy_loss_module_as_torch() -> None:
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal((3, 4, 2))
+    t = np.array([[0, 3], [1, -100], [2, 2]])
+    weight = np.array([1.0, 0.5, 2.0, 1.0])
+    ours = mt.nn.CrossEntropyLoss(weight=mt.tensor(weight), label_smoothing=0.1)(mt.tensor(z), t)
+    theirs = torch.nn.CrossEntropyLoss(weight=torch.tensor(weight), label_smoothing=0.1)(
+        torch.tensor(z), torch.tensor(t))
+    _same(ours, theirs, rtol=1e-12)
