@@ -317,10 +317,19 @@ class Tensor:
     def __getitem__(self, index: Any) -> Tensor:
         return ops.getitem(self, index)
 
-    # Comparisons give boolean tensors outside the graph.
+    def __floordiv__(self, other: Any) -> Tensor:
+        return apply_binary(_elementwise.FloorDiv, self, other)
+
+    def __rfloordiv__(self, other: Any) -> Tensor:
+        return apply_binary(_elementwise.FloorDiv, other, self)
+
+    # Comparisons give boolean tensors outside the graph, after promoting the operands as
+    # arithmetic does (an int tensor < 2.5 compares as floats).
     def _compare(self, other: Any, op: Callable) -> Tensor:
-        other_data = other.data if isinstance(other, Tensor) else other
-        return Tensor._from_array(op(self.data, other_data), self.device)
+        if isinstance(other, Tensor | int | float | np.generic) or backend.is_array(other):
+            a, b = _elementwise.promote(self, other)
+            return Tensor._from_array(op(a.data, b.data), self.device)
+        return Tensor._from_array(op(self.data, other), self.device)  # a list, None, ...
 
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
         return self._compare(other, lambda a, b: a == b)

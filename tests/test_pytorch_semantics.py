@@ -259,3 +259,112 @@ def test_cross_entropy_loss_module_as_torch() -> None:
     theirs = torch.nn.CrossEntropyLoss(weight=torch.tensor(weight), label_smoothing=0.1)(
         torch.tensor(z), torch.tensor(t))
     _same(ours, theirs, rtol=1e-12)
+
+
+# ----- 3. type promotion: PyTorch's result_type for every binary op --------------------------
+DTYPES = ["bool", "int32", "int64", "float16", "float32", "float64"]
+KINDS = [("tensor", d) for d in DTYPES] + [("0-d", d) for d in DTYPES] + [
+    ("python", 3), ("python", 2.5), ("python", True)]
+BINARY = {
+    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b, "//": lambda a, b: a // b, "<": lambda a, b: a < b,
+    "==": lambda a, b: a == b, ">=": lambda a, b: a >= b,
+}
+
+
+def _operand(kind, value):
+    """(ours, torch's) for one operand of the table."""
+    if kind == "python":
+        return value, value
+    shape = (3,) if kind == "tensor" else ()
+    array = np.full(shape, 2, dtype=value)
+    return mt.tensor(array), torch.tensor(array)
+
+
+def _outcome(op, a, b):
+    try:
+        return op(a, b)
+    except (RuntimeError, TypeError, NotImplementedError, ZeroDivisionError):
+        return None  # refused (bool - bool, bool // bool): both must refuse
+
+
+def _name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+@pytest.mark.parametrize("symbol", list(BINARY))
+@pytest.mark.parametrize("left", KINDS, ids=lambda k: f"{k[0]}-{k[1]}")
+def test_promotion_table_matches_torch(symbol, left) -> None:
+    op = BINARY[symbol]
+    for right in KINDS:
+        if left[0] == right[0] == "python":
+            continue
+        (a, ta), (b, tb) = _operand(*left), _operand(*right)
+        theirs = _outcome(op, ta, tb)
+        ours = _outcome(op, a, b)
+        where = f"{left} {symbol} {right}"
+        if theirs is None:
+            assert ours is None, f"{where}: torch refuses, got {ours!r}"
+            continue
+        assert ours is not None, f"{where}: torch gives {theirs.dtype}, ours refused"
+        assert _name(ours.dtype) == _name(theirs.dtype), where
+        assert ours.shape == tuple(theirs.shape), where
+        np.testing.assert_array_equal(ours.numpy().astype(np.float64),
+                                      theirs.numpy().astype(np.float64), err_msg=where)
+
+
+def test_result_type_is_torchs_for_all_pairs() -> None:
+    for left in KINDS:
+        for right in KINDS:
+            if left[0] == right[0] == "python":
+                continue
+            (a, ta), (b, tb) = _operand(*left), _operand(*right)
+            assert _name(mt.result_type(a, b)) == _name(torch.result_type(ta, tb)), (left, right)
+
+
+@pytest.mark.parametrize("leaf_dtype, other", [
+    ("float32", 3),  # int * float32 leaf
+    ("float32", mt.tensor([1.0, 2.0], dtype=mt.float64)),  # float32 leaf * float64 tensor
+    ("float64", mt.tensor(2.0, dtype=mt.float32)),  # a 0-d float32 does not narrow float64
+    ("float16", mt.tensor([1, 2])),
+    ("float32", mt.tensor(2.0, dtype=mt.float64, requires_grad=True)),
+])
+def test_gradients_keep_each_leafs_dtype(leaf_dtype, other) -> None:
+    leaf = mt.tensor([1.5, -2.0], dtype=leaf_dtype, requires_grad=True)
+    t_leaf = torch.tensor([1.5, -2.0], dtype=getattr(torch, leaf_dtype), requires_grad=True)
+    t_other = other if not isinstance(other, mt.Tensor) else torch.tensor(
+        other.numpy() if not other.requires_grad else other.detach().numpy(),
+        requires_grad=other.requires_grad)
+    ours, theirs = leaf * other / 2 - other, t_leaf * t_other / 2 - t_other
+    assert _name(ours.dtype) == _name(theirs.dtype)
+    ours.sum().backward()
+    theirs.sum().backward()
+    assert leaf.grad.dtype == leaf.dtype
+    _same(leaf.grad, t_leaf.grad)
+    if isinstance(other, mt.Tensor) and other.requires_grad:
+        assert other.grad.dtype == other.dtype
+        _same(other.grad, t_other.grad, rtol=1e-6)
+
+
+def test_promotion_under_gradcheck() -> None:
+    """Mixed float32/float64 operands in the graph: the To nodes are differentiable."""
+    x = mt.tensor(np.random.default_rng(9).standard_normal(3), requires_grad=True)
+    ints = mt.tensor([1, 2, 3])
+    assert mt.gradcheck(lambda a: (a * ints + ints / 2) * 0.5, [x])
+    assert mt.gradgradcheck(lambda a: (a * ints) * (a / ints), [x])
+
+
+def test_floor_division_has_no_derivative_as_torch() -> None:
+    x = mt.tensor([1.5, -2.5], requires_grad=True)
+    y = x // 2
+    np.testing.assert_array_equal(y.detach().numpy(), [0.0, -2.0])
+    with pytest.raises(NotImplementedError, match="floor_divide"):
+        y.sum().backward()
+    assert (7 // mt.tensor([2, -2])).tolist() == [3, -4]
+
+
+def test_masked_fill_keeps_the_tensors_dtype() -> None:
+    x, t = mt.tensor([1, 2, 3]), torch.tensor([1, 2, 3])
+    mask = np.array([True, False, True])
+    ours, theirs = x.masked_fill(mask, 0.0), t.masked_fill(torch.tensor(mask), 0.0)
+    assert _name(ours.dtype) == _name(theirs.dtype) == "int64"
