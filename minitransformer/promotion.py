@@ -80,3 +80,14 @@ def _combine(higher: np.dtype, lower: np.dtype) -> np.dtype:
     if category(lower) > category(higher):
         return promote_types(higher, lower)
     return higher
+
+
+def floating(x: Any) -> Any:
+    """``x`` as floats for a float-valued op (exp, log, sqrt, tanh, ...): an integer or bool
+    tensor becomes the default float, float32, as PyTorch's unary ops do (NumPy would give
+    float64). A floating tensor is returned as it is."""
+    if x.dtype.kind in "fc":
+        return x
+    from minitransformer.tensor import Tensor
+
+    return Tensor._from_array(x.data.astype(DEFAULT_FLOAT), x.device)  # no grad on ints

@@ -368,3 +368,14 @@ def test_masked_fill_keeps_the_tensors_dtype() -> None:
     mask = np.array([True, False, True])
     ours, theirs = x.masked_fill(mask, 0.0), t.masked_fill(torch.tensor(mask), 0.0)
     assert _name(ours.dtype) == _name(theirs.dtype) == "int64"
+
+
+@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "sin", "cos", "erf", "tanh", "sigmoid"])
+@pytest.mark.parametrize("dtype", ["int32", "int64", "bool"])
+def test_float_functions_of_integers_give_the_default_float(name, dtype) -> None:
+    array = np.array([1, 2, 1], dtype=dtype)
+    ours, theirs = getattr(mt.tensor(array), name)(), getattr(torch.tensor(array), name)()
+    assert _name(ours.dtype) == _name(theirs.dtype) == "float32"
+    _same(ours, theirs, rtol=1e-6)
+    assert _name(mt.tensor(array).logsumexp(0).dtype) == _name(
+        torch.tensor(array).logsumexp(0).dtype)

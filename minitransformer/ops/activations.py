@@ -12,6 +12,7 @@ from minitransformer.autograd import Function, Value
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import normalize_axes, normalize_axis
+from minitransformer.promotion import floating
 from minitransformer.tensor import Tensor
 
 
@@ -211,12 +212,12 @@ class Dropout(Function):
 # ----- functional forms ----------------------------------------------------------------------
 @register(method=True)
 def tanh(x: Tensor) -> Tensor:
-    return Tanh.apply(x)
+    return Tanh.apply(floating(x))
 
 
 @register(method=True)
 def sigmoid(x: Tensor) -> Tensor:
-    return Sigmoid.apply(x)
+    return Sigmoid.apply(floating(x))
 
 
 @register(method=True)
@@ -233,7 +234,7 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     """
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
-    return Gelu.apply(x, approximate=approximate)
+    return Gelu.apply(floating(x), approximate=approximate)
 
 
 def _require_float(x: Tensor, name: str) -> None:
@@ -289,7 +290,7 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 def logsumexp(
     x: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
 ) -> Tensor:
-    return LogSumExp.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
+    return LogSumExp.apply(floating(x), axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
 
 
 @register()

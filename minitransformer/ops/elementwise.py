@@ -18,7 +18,7 @@ from minitransformer.autograd import Function, Value
 from minitransformer.errors import ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import unbroadcast
-from minitransformer.promotion import DEFAULT_FLOAT, result_type
+from minitransformer.promotion import DEFAULT_FLOAT, floating, result_type
 from minitransformer.tensor import Tensor
 
 
@@ -405,17 +405,17 @@ def neg(x: Tensor) -> Tensor:
 
 @register(method=True)
 def exp(x: Tensor) -> Tensor:
-    return Exp.apply(x)
+    return Exp.apply(floating(x))
 
 
 @register(method=True)
 def log(x: Tensor) -> Tensor:
-    return Log.apply(x)
+    return Log.apply(floating(x))
 
 
 @register(method=True)
 def sqrt(x: Tensor) -> Tensor:
-    return Sqrt.apply(x)
+    return Sqrt.apply(floating(x))
 
 
 @register(method=True)
@@ -425,17 +425,17 @@ def abs(x: Tensor) -> Tensor:  # noqa: A001
 
 @register(method=True)
 def sin(x: Tensor) -> Tensor:
-    return Sin.apply(x)
+    return Sin.apply(floating(x))
 
 
 @register(method=True)
 def cos(x: Tensor) -> Tensor:
-    return Cos.apply(x)
+    return Cos.apply(floating(x))
 
 
 @register(method=True)
 def erf(x: Tensor) -> Tensor:
-    return Erf.apply(x)
+    return Erf.apply(floating(x))
 
 
 @register(method=True, aliases=("clamp",))
