@@ -301,13 +301,17 @@ def promote(x: Any, y: Any, true_divide: bool = False) -> tuple[Tensor, Tensor]:
 
     A tensor that needs grad is cast by a :class:`To` node, so its gradient comes back cast
     to its own dtype: a leaf's ``.grad`` always has the leaf's dtype."""
-    if x.__class__ is Tensor and y.__class__ is Tensor and x.dtype == y.dtype and (
+    if isinstance(x, Tensor) and isinstance(y, Tensor) and x.dtype == y.dtype and (
             not true_divide or x.dtype.kind in "fc"):
         return x, y  # the common case: nothing to decide
-    dtype = result_type(x, y)
+    like = x if isinstance(x, Tensor) else y
+    other = y if like is x else x
+    if like.dtype.kind == "f" and other.__class__ in (int, float, bool):
+        dtype = like.dtype  # x * 0.5, the next most common: a number never widens a float
+    else:
+        dtype = result_type(x, y)
     if true_divide and dtype.kind in "biu":
         dtype = DEFAULT_FLOAT
-    like = x if isinstance(x, Tensor) else y
     return _operand(x, dtype, like), _operand(y, dtype, like)
 
 
