@@ -379,3 +379,16 @@ def test_float_functions_of_integers_give_the_default_float(name, dtype) -> None
     _same(ours, theirs, rtol=1e-6)
     assert _name(mt.tensor(array).logsumexp(0).dtype) == _name(
         torch.tensor(array).logsumexp(0).dtype)
+
+
+def test_var_of_one_element_is_nan_with_a_nan_gradient_as_torch() -> None:
+    x, t = _pair([[2.0, 3.0]])
+    with pytest.warns(RuntimeWarning):
+        ours = x.var(0)
+    with pytest.warns(UserWarning):
+        theirs = t.var(0)
+    _same(ours, theirs)
+    with np.errstate(invalid="ignore"):
+        ours.sum().backward()
+    theirs.sum().backward()
+    _same(x.grad, t.grad)

@@ -3,6 +3,8 @@ the elements it came from (``_expand`` restores the reduced axes, then broadcast
 
 from __future__ import annotations
 
+import builtins
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -52,17 +54,22 @@ class Mean(Function):
 
 
 class Var(Function):
-    """y = sum_i (x_i - mean)^2 / (n - ddof);  dy/dx_i = 2 (x_i - mean) / (n - ddof)."""
+    """y = sum_i (x_i - mean)^2 / (n - ddof);  dy/dx_i = 2 (x_i - mean) / (n - ddof).
 
-    def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool, ddof: int) -> Any:
+    (The mean's own dependence on x_i drops out: sum_i (x_i - mean) = 0.) With no degrees
+    of freedom left (n <= ddof, one element unbiased), y is NaN (or inf) with a warning,
+    and so is the gradient, as in PyTorch."""
+
+    def forward(self, x: Any, axes: tuple[int, ...], keepdims: bool, ddof: float) -> Any:
         self.axes, self.keepdims = axes, keepdims
-        self.denominator = _count(x.shape, axes) - ddof
+        self.denominator = builtins.max(_count(x.shape, axes) - ddof, 0)
         return x.var(axis=axes, keepdims=keepdims, ddof=ddof)
 
     def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.args
         centered = x - x.mean(axis=self.axes, keepdims=True)
-        return (_expand(self, grad) * centered * (2 / self.denominator),)
+        factor = 2 / self.denominator if self.denominator else math.inf  # 0 * inf: NaN
+        return (_expand(self, grad) * centered * factor,)
 
 
 class MaxAlong(Function):
