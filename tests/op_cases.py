@@ -148,6 +148,7 @@ OP_CASES: dict[str, OpCase] = {
                   lambda x: torch.max(x, 0).values),
     "min": OpCase([normal(3, 4)], lambda x: mt.min(x, dim=1, keepdim=True).values,
                   lambda x: torch.min(x, dim=1, keepdim=True).values),
+    "prod": OpCase([normal(2, 3)], lambda x: mt.prod(x, 1), lambda x: torch.prod(x, 1)),
     "amax": OpCase([normal(3, 4)], lambda x: mt.amax(x, axis=0),
                    lambda x: torch.amax(x, dim=0)),
     "amin": OpCase([normal(3, 4)], lambda x: mt.amin(x, axis=(0, 1)),

@@ -392,3 +392,20 @@ def test_var_of_one_element_is_nan_with_a_nan_gradient_as_torch() -> None:
         ours.sum().backward()
     theirs.sum().backward()
     _same(x.grad, t.grad)
+
+
+@pytest.mark.parametrize("args, kwargs", [((), {}), ((1,), {}), ((-1,), {"keepdim": True}),
+                                          ((), {"dim": 0})])
+def test_prod_with_zeros_as_torch(args, kwargs) -> None:
+    rng = np.random.default_rng(10)
+    a = rng.standard_normal((2, 5, 3))
+    a[0, 2, 1] = a[1, 1, 0] = a[1, 3, 0] = 0.0  # one zero and two zeros in a row
+    x, t = _pair(a)
+    ours, theirs = x.prod(*args, **kwargs), t.prod(*args, **kwargs)
+    _same(ours, theirs, rtol=1e-12)
+    upstream = rng.standard_normal(ours.shape)
+    ours.backward(upstream)
+    theirs.backward(torch.tensor(upstream))
+    _same(x.grad, t.grad, rtol=1e-10, atol=1e-15)  # prod of the others, at zeros too
+    assert mt.gradgradcheck(lambda z: z.prod(*args, **kwargs), [x.detach().requires_grad_()])
+    assert mt.tensor([1, 2, 3]).prod().dtype == mt.int64

@@ -136,6 +136,33 @@ def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa
     return _reduce(Sum, x, axis, keepdims)
 
 
+@register(method=True)
+def prod(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    """prod over ``axis`` (an int, a tuple, or None for all), as ``torch.prod``:
+
+        y = prod_i x_i,   dy/dx_i = prod_{j != i} x_j
+
+    (right at zeros too, where y / x_i is not). Composed of products of pairs, log2(n)
+    rounds of them, so autograd derives the gradient and the second derivative exactly."""
+    axes = normalize_axes(axis, x.ndim)
+    rest = [i for i in range(x.ndim) if i not in axes]
+    kept = tuple(x.shape[i] for i in rest)
+    count = _count(x.shape, axes)
+    if count == 0:  # the empty product is 1; no gradient to send anywhere
+        xp = backend.array_module(x.device)
+        out = Tensor._from_array(xp.ones(kept, dtype=x.dtype), x.device)
+    else:
+        rows = (x.permute(*rest, *axes) if x.ndim else x).reshape(*kept, count)  # (..., n)
+        while rows.shape[-1] > 1:  # multiply neighbours: n -> ceil(n / 2)
+            n = rows.shape[-1]
+            pairs = rows[..., 0 : n - 1 : 2] * rows[..., 1:n:2]  # (..., n // 2)
+            rows = ops.concat([pairs, rows[..., n - 1 :]], axis=-1) if n % 2 else pairs
+        out = rows[..., 0]
+    if keepdims:
+        out = out.reshape(*[1 if i in axes else n for i, n in enumerate(x.shape)])
+    return out
+
+
 def _require_float(x: Tensor, name: str) -> None:
     """PyTorch refuses to average integers (it will not guess the float type)."""
     if x.dtype.kind not in "fc":
