@@ -81,7 +81,8 @@ def run() -> None:
     started = time.perf_counter()
     for step in range(1, STEPS + 1):
         src, tgt_in, tgt = make_batch(rng, BATCH, reverse)
-        loss = F.cross_entropy(model(src, tgt_in), tgt)
+        logits = model(src, tgt_in)  # (B, T, DIGITS): flattened to rows, PyTorch's layout
+        loss = F.cross_entropy(logits.reshape(-1, DIGITS), tgt.reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -27,6 +27,7 @@ from minitransformer.errors import (
     ShapeError,
 )
 from minitransformer.gradcheck import gradcheck, gradgradcheck
+from minitransformer.promotion import promote_types, result_type
 from minitransformer.tensor import (
     Tensor,
     arange,

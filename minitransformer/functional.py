@@ -177,7 +177,7 @@ def layer_norm_reference(
     ...) so that autograd derives its backward. Slower; it exists to check the fused node."""
     axes = _normalized_axes(x, normalized_shape, weight, bias)
     mean = x.mean(axis=axes, keepdims=True)  # (..., 1, ..., 1)
-    var = x.var(axis=axes, keepdims=True)  # (..., 1, ..., 1), ddof=0
+    var = x.var(axis=axes, keepdims=True, correction=0)  # (..., 1, ..., 1), biased
     y = (x - mean) / (var + eps).sqrt()
     if weight is not None:
         y = y * weight
@@ -213,43 +213,135 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor: 
 
 @register(top_level=False)  # a fused node: in the gradient test lists
 def cross_entropy(
-    logits: Tensor,
+    input: Tensor,  # noqa: A002  (PyTorch's name)
     target: Any,
-    ignore_index: int | None = None,
+    weight: Any = None,
+    ignore_index: int | None = -100,
     reduction: str = "mean",
+    label_smoothing: float = 0.0,
 ) -> Tensor:
-    """Cross-entropy of ``logits`` (..., C) against integer class ``target`` (...).
+    """PyTorch's cross-entropy, with PyTorch's layout: the classes are axis 1 of ``input``.
 
-    loss = logsumexp(logits) - logits[target] per row (computed stably), then reduced:
-    "mean" over the rows whose target is not ``ignore_index``, "sum", or "none" (shape (...),
-    0 on ignored rows). If every row is ignored, the "mean" is 0 with zero gradients (PyTorch
-    gives NaN). See :class:`CrossEntropy` for the gradient.
+    Shapes: ``input`` (N, C), or (N, C, d1, ...), or (C,) for one unbatched example;
+    ``target`` either class indices of shape (N,) / (N, d1, ...) / () (an integer dtype), or
+    class probabilities of ``input``'s own shape (a floating dtype). For logits with the
+    classes LAST, as a language model makes them (B, T, C), flatten first, as nanoGPT does:
+    ``F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))``.
+
+    Per example n, with p = softmax(input_n) over the classes, class weights w (``weight``,
+    all 1 by default) and label smoothing eps:
+
+        indices:        loss_n = (1 - eps) w_{t_n} (-log p_{t_n}) + (eps / C) sum_c w_c (-log p_c)
+        probabilities:  loss_n = -sum_c w_c ((1 - eps) y_nc + eps / C) log p_c
+
+    Examples whose target is ``ignore_index`` count for nothing. ``reduction``: "none" (the
+    losses, the target's batch shape), "sum", or "mean": for indices the sum divided by the
+    summed weight w_{t_n} of the examples not ignored (their count, without ``weight``), for
+    probabilities divided by the number of examples, as PyTorch. One difference: if every
+    example is ignored, the mean is 0 with zero gradients where PyTorch gives NaN.
+    ``target`` and ``weight`` are constants (no gradient flows to them). One fused node; see
+    :class:`CrossEntropy` for the gradient.
     """
     _check_reduction(reduction)
-    if logits.ndim == 0:
-        raise ShapeError("cross_entropy: logits must have a class axis, got a 0-d tensor")
-    target = _integer_array(target, logits.device, "cross_entropy target")
-    if target.shape != logits.shape[:-1]:
-        raise ShapeError(
-            f"cross_entropy: target of shape {target.shape} does not fit logits of shape "
-            f"{logits.shape}; expected target shape {logits.shape[:-1]}"
-        )
-    num_classes = logits.shape[-1]
-    xp = backend.array_module_of(target)
-    if ignore_index is None:
-        keep = xp.ones(target.shape, dtype=bool)  # (...), True for the rows that count
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if input.ndim == 0:
+        raise ShapeError("cross_entropy: input must have a class axis, (C,), (N, C) or "
+                         "(N, C, d1, ...); got a 0-d tensor")
+    if input.dtype.kind != "f":
+        raise DtypeError(f"cross_entropy: input must be floating-point logits, got {input.dtype}")
+    for name, value in (("target", target), ("weight", weight)):
+        if isinstance(value, Tensor) and value.requires_grad:
+            raise NotImplementedError(
+                f"cross_entropy: no gradient flows to {name} here; pass {name}.detach()")
+    xp = backend.array_module_of(input.data)
+    unbatched = input.ndim == 1
+    batched = input.reshape(1, -1) if unbatched else input  # (N, C, d1, ...)
+    num_classes = batched.shape[1]
+    batch_shape = () if unbatched else (input.shape[0], *input.shape[2:])  # (N, d1, ...)
+    rows = _classes_last(batched).reshape(-1, num_classes)  # (M, C), M = N * d1 * ...
+    class_weight = _class_weight(weight, num_classes, input)  # (C,) or None
+    eps = float(label_smoothing)
+
+    target_data = target.data if isinstance(target, Tensor) else target
+    if not backend.is_array(target_data):
+        target_data = np.asarray(target_data)
+    target_data = backend.to_device(target_data, input.device)
+    if target_data.dtype.kind == "f":  # class probabilities, input's shape
+        if target_data.shape != input.shape:
+            raise ShapeError(
+                f"cross_entropy: floating-point target (class probabilities) of shape "
+                f"{target_data.shape} must have input's shape {input.shape}; for class "
+                f"indices pass an integer target of shape {batch_shape}")
+        probs = target_data.astype(input.dtype).reshape(batched.shape)
+        q = _classes_last_array(probs, xp).reshape(-1, num_classes) * (1 - eps) + eps / num_classes
+        if class_weight is not None:
+            q = q * class_weight
+        denominator = max(rows.shape[0], 1)
     else:
-        keep = target != ignore_index
-    bad = keep & ((target < 0) | (target >= num_classes))
+        q, denominator = _index_weights(target_data, batch_shape, input.shape, num_classes,
+                                        class_weight, ignore_index, eps, xp, input.dtype)
+    if reduction == "sum":
+        denominator = 1.0
+    loss = CrossEntropy.apply(rows, q=q, denominator=denominator, reduction=reduction)
+    return loss.reshape(batch_shape) if reduction == "none" else loss
+
+
+def _classes_last(x: Tensor) -> Tensor:
+    """(N, C, d1, ..., dk) -> (N, d1, ..., dk, C): each example's logits on the last axis."""
+    return x if x.ndim == 2 else x.permute(0, *range(2, x.ndim), 1)
+
+
+def _classes_last_array(x: Any, xp: Any) -> Any:
+    return x if x.ndim == 2 else xp.moveaxis(x, 1, -1)
+
+
+def _class_weight(weight: Any, num_classes: int, input: Tensor) -> Any:  # noqa: A002
+    """The optional class weights as an array (C,) of input's dtype on input's device."""
+    if weight is None:
+        return None
+    data = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+    if data.shape != (num_classes,):
+        raise ShapeError(f"cross_entropy: weight of shape {data.shape} does not fit input of "
+                         f"shape {input.shape}; expected one weight per class, ({num_classes},)")
+    return backend.to_device(data, input.device).astype(input.dtype)
+
+
+def _index_weights(target: Any, batch_shape: tuple[int, ...], input_shape: tuple[int, ...],
+                   num_classes: int, class_weight: Any, ignore_index: int | None, eps: float,
+                   xp: Any, dtype: Any) -> tuple[Any, float]:
+    """q (M, C) and the mean's denominator for integer class targets (see CrossEntropy)."""
+    if target.dtype.kind not in "iu":
+        raise DtypeError(f"cross_entropy target must hold class indices (integers) or class "
+                         f"probabilities (floats), got dtype {target.dtype}")
+    if target.shape != batch_shape:
+        hint = ""
+        if len(input_shape) >= 3 and target.shape == input_shape[:-1]:
+            hint = (f"; the classes are axis 1 of input, as in PyTorch: for logits with the "
+                    f"classes last, write F.cross_entropy(logits.view(-1, "
+                    f"{input_shape[-1]}), target.view(-1))")
+        raise ShapeError(
+            f"cross_entropy: target of shape {target.shape} does not fit input of shape "
+            f"{input_shape}: class indices need shape {batch_shape} (input is (N, C, d1, ...) "
+            f"with C = {num_classes} classes on axis 1, target (N, d1, ...)){hint}")
+    flat = target.reshape(-1)  # (M,)
+    keep = flat != ignore_index if ignore_index is not None else xp.ones(flat.shape, dtype=bool)
+    bad = keep & ((flat < 0) | (flat >= num_classes))
     if bad.any():
-        value = int(target[bad].reshape(-1)[0])
+        value = int(flat[bad][0])
         raise IndexError(
             f"cross_entropy: target value {value} is out of range for {num_classes} classes "
             f"(valid targets are 0 to {num_classes - 1}"
-            + (f", or ignore_index={ignore_index})" if ignore_index is not None else ")")
-        )
-    safe_target = xp.where(keep, target, 0)  # ignored rows pick class 0, weight 0
-    return CrossEntropy.apply(logits, target=safe_target, keep=keep, reduction=reduction)
+            + (f", or ignore_index={ignore_index})" if ignore_index is not None else ")"))
+    safe = xp.where(keep, flat, 0)  # ignored rows pick class 0, with weight 0
+    kept = keep.astype(dtype)[:, None]  # (M, 1)
+    row_weight = kept if class_weight is None else class_weight[safe][:, None] * kept  # w_{t_n}
+    onehot = (xp.arange(num_classes) == safe[:, None]).astype(dtype)  # (M, C)
+    q = (1 - eps) * row_weight * onehot
+    if eps:
+        q = q + (eps / num_classes) * kept * (1 if class_weight is None else class_weight)
+    total = float(row_weight.sum())
+    return q, total if total > 0 else 1.0  # every row ignored: a mean of nothing is 0
 
 
 # ----- attention -----------------------------------------------------------------------------

@@ -427,10 +427,19 @@ class Tensor:
 
     clip_ = clamp_
 
-    # Comparisons give boolean tensors outside the graph.
+    def __floordiv__(self, other: Any) -> Tensor:
+        return apply_binary(_elementwise.FloorDiv, self, other)
+
+    def __rfloordiv__(self, other: Any) -> Tensor:
+        return apply_binary(_elementwise.FloorDiv, other, self)
+
+    # Comparisons give boolean tensors outside the graph, after promoting the operands as
+    # arithmetic does (an int tensor < 2.5 compares as floats).
     def _compare(self, other: Any, op: Callable) -> Tensor:
-        other_data = other.data if isinstance(other, Tensor) else other
-        return Tensor._from_array(op(self.data, other_data), self.device)
+        if isinstance(other, Tensor | int | float | np.generic) or backend.is_array(other):
+            a, b = _elementwise.promote(self, other)
+            return Tensor._from_array(op(a.data, b.data), self.device)
+        return Tensor._from_array(op(self.data, other), self.device)  # a list, None, ...
 
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
         return self._compare(other, lambda a, b: a == b)
@@ -485,13 +494,20 @@ class Tensor:
     # x.exp(), x.sum(axis=1), x.reshape(2, 3), ...: every op registered with method=True
     # becomes a method, x.name(*args) == ops.name(x, *args) (minitransformer.ops.registry).
     # Only the methods whose signature differs from their function's are written here.
-    def argmax(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
-        return Tensor._from_array(self.data.argmax(axis=axis if dim is None else dim),
-                                  self.device)
+    def argmax(self, axis: int | None = None, keepdim: bool = False, *,
+               dim: int | None = None) -> Tensor:
+        """Where the largest value is along ``axis`` (``x.argmax(1)`` is dim 1; None: the
+        flat index). On ties the FIRST maximal index, as PyTorch on CPU (NumPy's rule)."""
+        return self._arg(self.data.argmax, axis if dim is None else dim, keepdim)
 
-    def argmin(self, axis: int | None = None, *, dim: int | None = None) -> Tensor:
-        return Tensor._from_array(self.data.argmin(axis=axis if dim is None else dim),
-                                  self.device)
+    def argmin(self, axis: int | None = None, keepdim: bool = False, *,
+               dim: int | None = None) -> Tensor:
+        """Where the smallest value is along ``axis`` (the first one on ties)."""
+        return self._arg(self.data.argmin, axis if dim is None else dim, keepdim)
+
+    def _arg(self, find: Callable, axis: int | None, keepdim: bool) -> Tensor:
+        where = find(axis=axis, keepdims=keepdim)
+        return Tensor._from_array(backend.array_module(self.device).asarray(where), self.device)
 
     def clone(self) -> Tensor:
         """A copy of the values that stays in the graph: gradients flow back to ``self``."""

@@ -227,13 +227,14 @@ def _cross_entropy_numpy(logits, target, ignore_index, reduction):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("ignore_index", [None, -100, 2])
 def test_cross_entropy_values_and_gradcheck(rng, reduction, ignore_index):
-    logits = randn(rng, 2, 3, 4)
+    logits = randn(rng, 2, 4, 3)  # (N, C, d1): the classes on axis 1, as PyTorch
     target = rng.integers(0, 4, size=(2, 3))
     target[0, 1] = 2
     if ignore_index == -100:
         target[1, 0] = -100
     loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction)
-    expected = _cross_entropy_numpy(logits.data, target, ignore_index, reduction)
+    expected = _cross_entropy_numpy(np.moveaxis(logits.data, 1, -1), target, ignore_index,
+                                    reduction)
     np.testing.assert_allclose(loss.data, expected, rtol=1e-12)
     assert mt.gradcheck(
         lambda z: F.cross_entropy(z, target, ignore_index=ignore_index, reduction=reduction),
@@ -280,15 +281,17 @@ def test_cross_entropy_huge_logits_and_float32():
 
 
 def test_cross_entropy_errors(rng):
-    logits = randn(rng, 2, 3, 4)
-    with pytest.raises(ShapeError, match=r"target of shape \(3, 2\).*logits of shape \(2, 3, 4\)"):
+    logits = randn(rng, 2, 4, 3)  # (N, C, d1)
+    with pytest.raises(ShapeError, match=r"target of shape \(3, 2\).*input of shape \(2, 4, 3\)"):
         F.cross_entropy(logits, np.zeros((3, 2), dtype=int))
     with pytest.raises(IndexError, match=r"target value 4 .*4 classes"):
         F.cross_entropy(logits, np.array([[0, 1, 4], [0, 0, 0]]))
     with pytest.raises(IndexError, match=r"target value -1 .*4 classes"):
         F.cross_entropy(logits, np.array([[0, 1, -1], [0, 0, 0]]), ignore_index=-100)
-    with pytest.raises(DtypeError, match="float64"):
+    with pytest.raises(ShapeError, match=r"probabilities\) of shape \(2, 3\).*\(2, 4, 3\)"):
         F.cross_entropy(logits, np.zeros((2, 3)))
+    with pytest.raises(DtypeError, match="bool"):
+        F.cross_entropy(logits, np.zeros((2, 3), dtype=bool))
     with pytest.raises(ValueError, match="reduction"):
         F.cross_entropy(logits, np.zeros((2, 3), dtype=int), reduction="max")
 

@@ -116,9 +116,11 @@ MATMUL_CASES = [case(f"matmul-{sa}@{sb}", lambda a, b: a @ b, normal(*sa), norma
 REDUCTIONS = {
     "sum": lambda x, axis, keep: x.sum(axis=axis, keepdims=keep),
     "mean": lambda x, axis, keep: x.mean(axis=axis, keepdims=keep),
-    "max": lambda x, axis, keep: x.max(axis=axis, keepdims=keep),
-    "min": lambda x, axis, keep: mt.min(x, axis=axis, keepdims=keep),
+    "amax": lambda x, axis, keep: x.amax(axis=axis, keepdims=keep),
+    "amin": lambda x, axis, keep: mt.amin(x, axis=axis, keepdims=keep),
     "var": lambda x, axis, keep: x.var(axis=axis, keepdims=keep),
+    "var-biased": lambda x, axis, keep: x.var(axis=axis, keepdims=keep, correction=0),
+    "std": lambda x, axis, keep: x.std(axis=axis, keepdims=keep),
     "var-ddof1": lambda x, axis, keep: mt.var(x, axis=axis, keepdims=keep, ddof=1),
     "logsumexp": lambda x, axis, keep: x.logsumexp(axis=axis, keepdims=keep),
 }
@@ -132,6 +134,9 @@ REDUCTION_CASES = [
     case("sum-size1-axis", lambda x: x.sum(axis=1), normal(3, 1, 2)),
     case("mean-fn-1d", lambda x: mt.mean(x), normal(5)),
     case("max-0d", lambda x: x.max(), normal()),
+    case("max-dim-values", lambda x: x.max(1).values, normal(2, 3, 4)),
+    case("min-dim-keepdim", lambda x: x.min(dim=-1, keepdim=True)[0], normal(2, 3, 4)),
+    case("std-unbiased-false", lambda x: mt.std(x, 0, unbiased=False), normal(3, 2)),
     case("sum-fn-tuple-neg", lambda x: mt.sum(x, axis=(-1, -3), keepdims=True), normal(2, 3, 2)),
 ]
 
@@ -256,7 +261,7 @@ GRADGRAD_CASES = [
     case("sum", lambda x: (x * x).sum(axis=1), normal(2, 3)),
     case("mean", lambda x: (x * x).mean(axis=(0, 2), keepdims=True), normal(2, 2, 3)),
     case("var-all", lambda x: x.var(), normal(3, 2)),
-    case("max", lambda x: (x * x).max(axis=0), normal(3, 2)),
+    case("max", lambda x: (x * x).max(axis=0).values, normal(3, 2)),
     case("getitem", lambda x: x[np.array([0, 0, 1])] ** 2, normal(2, 3)),
     case("getitem-slice", lambda x: x[:, 1:] * x[:, :-1], normal(2, 3)),
     case("concat", lambda a, b: mt.concat([a * b, b**2], axis=0), normal(2, 3), normal(2, 3)),
@@ -331,10 +336,10 @@ def test_ties_split_the_gradient_evenly() -> None:
     z.max().backward()
     np.testing.assert_array_equal(z.grad.numpy(), [[0.5, 0, 0.5], [0, 0, 0]])
     z.grad = None
-    z.min(axis=1).sum().backward()
+    z.amin(axis=1).sum().backward()
     np.testing.assert_array_equal(z.grad.numpy(), [[0, 1, 0], [1, 0, 0]])
     z.grad = None
-    z.max(axis=1, keepdims=True).sum().backward()
+    z.amax(axis=1, keepdims=True).sum().backward()
     np.testing.assert_array_equal(z.grad.numpy(), [[0.5, 0, 0.5], [0, 0.5, 0.5]])
 
 

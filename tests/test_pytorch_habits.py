@@ -36,7 +36,7 @@ def test_max_and_min_with_dim_return_values_and_indices_as_torch() -> None:
     values, indices = x.max(dim=1)
     assert values.tolist() == [5.0, 7.0] and indices.tolist() == [1, 0]
     assert x.min(dim=0, keepdim=True).indices.tolist() == [[0, 1, 0]]
-    assert x.max(axis=1).tolist() == [5.0, 7.0]  # NumPy's spelling: the values alone
+    assert x.amax(axis=1).tolist() == [5.0, 7.0]  # values alone: amax, as torch
     values.sum().backward()
     assert x.grad.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
 

@@ -129,7 +129,9 @@ def batch_loss(model: GPT, ids: np.ndarray) -> mt.Tensor:
     positions in one pass, which the causal mask makes legitimate."""
     ids = _trim(ids)
     logits = model(ids[:, :-1])  # (B, T, V)
-    return F.cross_entropy(logits, ids[:, 1:], ignore_index=PAD_ID)
+    # PyTorch's layout: one row of V logits per position, the classes on axis 1
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                           ignore_index=PAD_ID)
 
 
 def evaluate_gpt(model: GPT, data: StoryData, batch_size: int = 250) -> dict[str, float]:
@@ -143,7 +145,9 @@ def evaluate_gpt(model: GPT, data: StoryData, batch_size: int = 250) -> dict[str
         for start in range(0, len(data.val), batch_size):
             ids = _trim(data.val_ids[start : start + batch_size])
             logits = model(ids[:, :-1])  # (B, T, V)
-            losses = F.cross_entropy(logits, ids[:, 1:], ignore_index=PAD_ID, reduction="sum")
+            losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                     ids[:, 1:].reshape(-1), ignore_index=PAD_ID,
+                                     reduction="sum")
             total += losses.item()
             count += int((ids[:, 1:] != PAD_ID).sum())
             top = backend.to_numpy(logits.data).argmax(axis=-1)  # (B, T)

@@ -12,6 +12,7 @@ from minitransformer.autograd import Function, Value
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import normalize_axes, normalize_axis
+from minitransformer.promotion import floating
 from minitransformer.tensor import Tensor, default_generator
 
 
@@ -211,12 +212,12 @@ class Dropout(Function):
 # ----- functional forms ----------------------------------------------------------------------
 @register(method=True)
 def tanh(x: Tensor) -> Tensor:
-    return Tanh.apply(x)
+    return Tanh.apply(floating(x))
 
 
 @register(method=True)
 def sigmoid(x: Tensor) -> Tensor:
-    return Sigmoid.apply(x)
+    return Sigmoid.apply(floating(x))
 
 
 @register(method=True)
@@ -233,11 +234,23 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     """
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
-    return Gelu.apply(x, approximate=approximate)
+    return Gelu.apply(floating(x), approximate=approximate)
+
+
+def _require_float(x: Tensor, name: str) -> None:
+    """PyTorch has no integer softmax: it refuses rather than pick a float type."""
+    if x.dtype.kind not in "fc":
+        kind = {"b": "Bool", "i": "Long" if x.dtype.itemsize == 8 else "Int"}.get(x.dtype.kind,
+                                                                                  str(x.dtype))
+        raise DtypeError(f'"{name}_lastdim_kernel_impl" not implemented for \'{kind}\': '
+                         f"{name} needs a floating-point tensor (convert first: "
+                         f"x.float().{name}(dim))")
 
 
 @register(method=True)
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """s_i = e^{x_i} / sum_j e^{x_j} along ``axis`` (``x.softmax(1)`` is dim 1)."""
+    _require_float(x, "softmax")
     return Softmax.apply(x, axis=normalize_axis(axis, x.ndim))
 
 
@@ -268,6 +281,8 @@ def masked_softmax(x: Tensor, mask: Any = None, axis: int = -1) -> Tensor:
 
 @register(method=True)
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """x_i - logsumexp(x) along ``axis``."""
+    _require_float(x, "log_softmax")
     return LogSoftmax.apply(x, axis=normalize_axis(axis, x.ndim))
 
 
@@ -275,7 +290,7 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 def logsumexp(
     x: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False
 ) -> Tensor:
-    return LogSumExp.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
+    return LogSumExp.apply(floating(x), axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
 
 
 @register()

@@ -18,7 +18,8 @@ from minitransformer.autograd import Function, Value
 from minitransformer.errors import ShapeError
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import unbroadcast
-from minitransformer.tensor import Tensor, as_tensor
+from minitransformer.promotion import DEFAULT_FLOAT, floating, result_type
+from minitransformer.tensor import Tensor
 
 
 # ----- binary arithmetic ----------------------------------------------------------------------
@@ -276,16 +277,80 @@ class To(Function):
         return (backend.to_device(grad, x.device).astype(x.dtype),)
 
 
-# ----- functional forms ----------------------------------------------------------------------
-def apply_binary(op: type[Function], x: Any, y: Any, **params: Any) -> Tensor:
-    """``op`` on two operands, with a ShapeError naming the shapes if they don't broadcast.
+class FloorDiv(Function):
+    """z = floor(x / y) (``x // y``); integers stay integers. Piecewise constant: PyTorch
+    has no derivative for it, and neither does this (backward refuses)."""
 
-    A Python number or array next to a tensor is lifted to a tensor (numbers take the
-    tensor's dtype, so ``x * 0.5`` stays float32)."""
-    if not isinstance(y, Tensor):
-        y = as_tensor(y, x)
-    elif not isinstance(x, Tensor):
-        x = as_tensor(x, y)
+    uses_input_values = False
+
+    def forward(self, x: Any, y: Any) -> Any:
+        if x.dtype == bool:
+            raise TypeError('"div_floor_cpu" not implemented for \'Bool\': floor division of '
+                            "bool tensors; convert first: x.long() // y.long()")
+        return backend.array_module_of(x).floor_divide(x, y)
+
+    def backward(self, grad: Value) -> tuple[Value, Value]:
+        raise NotImplementedError("derivative for floor_divide (x // y) is not implemented, "
+                                  "as in PyTorch: it is piecewise constant; detach() it")
+
+
+# ----- functional forms ----------------------------------------------------------------------
+def promote(x: Any, y: Any, true_divide: bool = False) -> tuple[Tensor, Tensor]:
+    """Both operands as tensors of PyTorch's result dtype (:func:`~minitransformer.promotion.
+    result_type`); ``true_divide``: integers become the default float, as ``/`` does.
+
+    A tensor that needs grad is cast by a :class:`To` node, so its gradient comes back cast
+    to its own dtype: a leaf's ``.grad`` always has the leaf's dtype."""
+    if isinstance(x, Tensor) and isinstance(y, Tensor) and x.dtype == y.dtype and (
+            not true_divide or x.dtype.kind in "fc"):
+        return x, y  # the common case: nothing to decide
+    like = x if isinstance(x, Tensor) else y
+    other = y if like is x else x
+    if like.dtype.kind == "f" and other.__class__ in (int, float, bool):
+        dtype = like.dtype  # x * 0.5, the next most common: a number never widens a float
+    else:
+        dtype = result_type(x, y)
+    if true_divide and dtype.kind in "biu":
+        dtype = DEFAULT_FLOAT
+    return _operand(x, dtype, like), _operand(y, dtype, like)
+
+
+def _operand(value: Any, dtype: Any, like: Tensor) -> Tensor:
+    """``value`` (a tensor, a Python number, an array, a list) as a tensor of ``dtype``."""
+    if isinstance(value, Tensor):
+        if value.dtype == dtype:
+            return value
+        if value.requires_grad:  # in the graph: the gradient is cast back in To's backward
+            return To.apply(value, dtype=dtype, device=value.device)
+        return Tensor._from_array(value.data.astype(dtype), value.device)
+    if isinstance(value, bool | int | float | np.generic):
+        if like.device == "cpu":
+            if dtype == like.dtype and dtype.kind == "f":  # x * 0.5: see backend.constant
+                return Tensor._from_array(backend.constant(value, like._data), "cpu")
+            return Tensor._from_array(np.asarray(value, dtype=dtype), "cpu")
+        # A NumPy scalar of the dtype: CuPy arrays combine with it (not with NumPy arrays).
+        return Tensor._from_array(dtype.type(value), like.device)
+    return Tensor(value, dtype=dtype, device=like.device)
+
+
+def _is_bool(value: Any) -> bool:
+    if isinstance(value, Tensor) or backend.is_array(value):
+        return value.dtype == bool
+    return isinstance(value, bool | np.bool_)
+
+
+def apply_binary(op: type[Function], x: Any, y: Any, **params: Any) -> Tensor:
+    """``op`` on two operands promoted to PyTorch's result dtype (:func:`promote`), with a
+    ShapeError naming the shapes if they don't broadcast.
+
+    A Python number or array next to a tensor is lifted to a tensor; ``x * 0.5`` stays
+    float32, ``int64 * 0.5`` is float32, ``int / int`` is float32 (see
+    :mod:`minitransformer.promotion`)."""
+    if op is Sub and (_is_bool(x) or _is_bool(y)):
+        raise TypeError("Subtraction, the `-` operator, with a bool tensor is not supported "
+                        "(as in PyTorch). If you are trying to invert a mask, use the `~` "
+                        "operator instead; to count, convert first: x.long() - y")
+    x, y = promote(x, y, true_divide=op is Div)
     try:
         return op.apply(x, y, **params)
     except ValueError:
@@ -344,17 +409,17 @@ def neg(x: Tensor) -> Tensor:
 
 @register(method=True)
 def exp(x: Tensor) -> Tensor:
-    return Exp.apply(x)
+    return Exp.apply(floating(x))
 
 
 @register(method=True)
 def log(x: Tensor) -> Tensor:
-    return Log.apply(x)
+    return Log.apply(floating(x))
 
 
 @register(method=True)
 def sqrt(x: Tensor) -> Tensor:
-    return Sqrt.apply(x)
+    return Sqrt.apply(floating(x))
 
 
 @register(method=True)
@@ -364,17 +429,17 @@ def abs(x: Tensor) -> Tensor:  # noqa: A001
 
 @register(method=True)
 def sin(x: Tensor) -> Tensor:
-    return Sin.apply(x)
+    return Sin.apply(floating(x))
 
 
 @register(method=True)
 def cos(x: Tensor) -> Tensor:
-    return Cos.apply(x)
+    return Cos.apply(floating(x))
 
 
 @register(method=True)
 def erf(x: Tensor) -> Tensor:
-    return Erf.apply(x)
+    return Erf.apply(floating(x))
 
 
 @register(method=True, aliases=("clamp",))
@@ -401,7 +466,9 @@ def where(condition: Any, x: Any, y: Any) -> Tensor:
 @register(method=True)
 def masked_fill(x: Tensor, mask: Any, value: float) -> Tensor:
     """``x`` with ``value`` wherever ``mask`` is True."""
-    return where(mask, as_tensor(value, x), x)
+    fill = value if isinstance(value, Tensor) else Tensor._from_array(  # keeps x's dtype
+        backend.array_module(x.device).asarray(value, dtype=x.dtype), x.device)
+    return where(mask, fill, x)
 
 
 @register(method=True, top_level=False)

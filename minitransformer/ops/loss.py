@@ -1,6 +1,8 @@
 """Cross-entropy as one fused node, with its backward derived by hand.
 
-The public wrapper, with the argument checks, is :func:`minitransformer.functional.cross_entropy`.
+The public wrapper, with PyTorch's layouts and the argument checks, is
+:func:`minitransformer.functional.cross_entropy`; it hands this node rows of logits (M, C)
+and, for each row, the target weights q (M, C) that every option reduces to.
 """
 
 from __future__ import annotations
@@ -12,40 +14,38 @@ from minitransformer.autograd import Function, Value
 
 
 class CrossEntropy(Function):
-    """loss_n = -log softmax(z_n)[t_n] = logsumexp(z_n) - z_n[t_n] for each row n of logits z.
+    """loss_n = -sum_c q_nc log softmax(z_n)_c for each row n of logits z (M, C).
 
-    Derivation. With p = softmax(z_n) and y the one-hot vector of the target t_n,
-        d logsumexp(z_n) / dz_j = e^{z_j} / sum_k e^{z_k} = p_j,    d z_n[t_n] / dz_j = y_j,
-    so  d loss_n / dz_j = p_j - y_j.  The reduction scales each row: "sum" by 1, "mean" by
-    1 / count (count = the rows not ignored), and rows whose target is ``ignore_index``
-    count for nothing, so
+    Every form of PyTorch's cross-entropy is this with some q (a constant):
+      * class index t_n: q_nc = (1 - eps) w_{t_n} [c = t_n] + (eps / C) w_c, and q_n = 0
+        on the rows whose target is ``ignore_index``;
+      * class probabilities y_n: q_nc = w_c ((1 - eps) y_nc + eps / C);
+    with class weights w (all 1 by default) and label smoothing eps.
 
-        dz = (softmax(z) - onehot(t)) * upstream / count,   and 0 on ignored rows.
-
-    ``forward`` gets the logits array; the targets and options are parameters.
+    Derivation. log softmax(z)_c = z_c - logsumexp(z), and d logsumexp(z) / dz_j = p_j
+    (p = softmax(z)), so
+        d loss_n / dz_j = -q_nj + p_j sum_c q_nc.
+    For one-hot q (no weight, no smoothing) that is the familiar p - onehot. The reduction
+    divides the sum of the losses by ``denominator`` ("mean": the summed weight of the rows
+    that count, as PyTorch; "sum": 1), or keeps each row ("none").
     """
 
-    def forward(self, logits: Any, target: Any, keep: Any, reduction: str) -> Any:
+    def forward(self, logits: Any, q: Any, denominator: float, reduction: str) -> Any:
         xp = backend.array_module_of(logits)
-        self.target, self.keep, self.reduction = target, keep, reduction
-        self.count = max(int(keep.sum()), 1)  # all rows ignored: a mean of nothing is 0
-        shifted = logits - logits.max(axis=-1, keepdims=True)  # (..., C), max is 0: no overflow
-        picked = xp.take_along_axis(shifted, target[..., None], axis=-1)[..., 0]  # (...)
-        log_total = xp.log(xp.exp(shifted).sum(axis=-1))  # (...)
-        losses = (log_total - picked) * keep  # (...), 0 on ignored rows
+        self.q, self.reduction, self.denominator = q, reduction, denominator
+        self.q_total = q.sum(axis=-1, keepdims=True)  # (M, 1): sum_c q_nc
+        shifted = logits - logits.max(axis=-1, keepdims=True)  # (M, C), max is 0: no overflow
+        log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))  # (M, C)
+        # 0 * log p stays 0 where a logit is -inf (a masked class): p = 0, log p = -inf
+        losses = -(q * xp.where(q != 0, log_probs, 0)).sum(axis=-1)  # (M,)
         if reduction == "none":
             return losses
-        total = losses.sum()
-        return total / self.count if reduction == "mean" else total
+        return losses.sum() / denominator
 
     def backward(self, grad: Value) -> tuple[Value]:
         (logits,) = self.args
-        probs = self.xp.softmax(logits, axis=-1)  # (..., C)
-        classes = backend.array_module_of(self.target).arange(logits.shape[-1])
-        onehot = (classes == self.target[..., None]).astype(logits.dtype)  # (..., C)
-        row_weight = self.keep[..., None].astype(logits.dtype)  # (..., 1): 0 on ignored rows
-        if self.reduction == "mean":
-            row_weight = row_weight / self.count
+        probs = self.xp.softmax(logits, axis=-1)  # (M, C)
+        d_logits = probs * self.q_total - self.q  # (M, C): d loss_n / dz_n
         if self.reduction == "none":
-            grad = grad.reshape(grad.shape + (1,))  # (...) -> (..., 1)
-        return ((probs - onehot) * (grad * row_weight),)
+            return (d_logits * grad.reshape(grad.shape + (1,)),)  # (M,) -> (M, 1)
+        return (d_logits * (grad / self.denominator),)
