@@ -122,6 +122,8 @@ class ForwardStep:
     is_parameter: bool = False
     tensor_id: int = 0
     op_id: int | None = None
+    expression: str = ""  # the forward in the node's own symbols: "S_hat = S / 2"
+    constants: list[float | None] = field(default_factory=list)  # per input: a scalar's value
 
 
 class BackwardTrace:
@@ -137,6 +139,7 @@ class BackwardTrace:
         self._arrived: dict[int, np.ndarray] = {}  # id(leaf) -> the sum sent to it so far
         self.root: Tensor | None = None  # the tensor the (last) walk started from
         self.model = None  # the Module whose parameters name the leaves, if given
+        self.tokens: list[str] | None = None  # label heatmap axes of this length (explain)
 
     # ----- naming ---------------------------------------------------------------------------
     def name_of(self, t: Tensor) -> str:
@@ -205,6 +208,9 @@ class BackwardTrace:
             is_parameter=id(t) in self._parameters,
             tensor_id=id(t),
             op_id=None if fn is None else id(fn),
+            expression=self.forward_formula_of(t),
+            constants=[] if fn is None else [_operand(x, self.name_of).constant
+                                             for x in fn.inputs],
         ))
 
     def _wrap(self, t: Tensor, fn: Any, backward: Any) -> Any:
