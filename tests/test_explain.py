@@ -114,6 +114,8 @@ def test_multi_head_frames_keep_every_head_and_name_gradients_plainly():
     frames = frames_of(explain_html(run_example("mha")))
     a = next(f for f in frames if f["phase"] == "backward" and f["name"] == "A")
     assert len(a["grad"]["heads"]) == 2 and len(a["grad"]["heads"][0]) == 11
+    (rowsums,) = [e for e in a["extras"] if "heat" in e]
+    assert len(rowsums["heat"]["heads"]) == 2  # the softmax's row sums, head by head
     names = {f["name"] for f in frames}
     assert "Q_h" in names and not any("_heads" in n for n in names)
     assert not any("_heads" in f["formula"] for f in frames)

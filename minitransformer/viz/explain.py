@@ -219,7 +219,8 @@ def _column(values: np.ndarray, tokens: list[str] | None, note: str) -> dict[str
             "scale": float(np.abs(column).max()) or 1.0, "note": note}
 
 
-def _extras(step: Any, forward: dict[int, Any], tokens: list[str] | None) -> list[dict]:
+def _extras(step: Any, forward: dict[int, Any], tokens: list[str] | None,
+            heads: int = 1) -> list[dict]:
     """The numbers a rule needs beyond its input and output: the softmax's row sums, the
     scaling's constant, which operand of a product is transposed."""
     extras: list[dict[str, Any]] = []
@@ -229,10 +230,14 @@ def _extras(step: Any, forward: dict[int, Any], tokens: list[str] | None) -> lis
         a, g = f.value.values, step.grad.values
         r = np.sum(g * a, axis=-1)  # one number per row
         r2 = r.reshape(-1, r.shape[-1])[0] if r.ndim > 1 else r
-        extras.append({"text": f"r = Σⱼ d{_show(step.name)}ⱼ {_show(step.name)}ⱼ, the sum "
-                               "of each row of d{0} ⊙ {0} (one number per row; the first "
-                               "batch element and head):".format(_show(step.name)),
-                       "heat": _column(r2, tokens, "")})
+        column = _column(r2, tokens, "")
+        if heads > 1 and r.ndim == 3 and r.shape[1] == heads:  # (B, heads, T)
+            column["heads"] = [_column(h, tokens, "")["cells"] for h in r[0]]
+            column["scale"] = float(np.abs(r[0]).max()) or 1.0
+        name = _show(step.name)
+        extras.append({"text": f"r = Σⱼ d{name}ⱼ {name}ⱼ, the sum of each row of "
+                               f"d{name} ⊙ {name}, one number per row:",
+                       "heat": column})
     if step.op in ("Div", "Mul") and f is not None and len(f.constants) == 2:
         c = f.constants[1] if f.constants[1] is not None else f.constants[0]
         if c is not None:
@@ -364,7 +369,7 @@ def _frames(trace: BackwardTrace, ranks: dict[int, int],
             "grad": _heat(s.grad, tokens, heads), "grad_stats": _stats(s.grad),
             "sent": [{"to": _show(x.to), "stats": _stats(x.summary),
                       "heat": _heat(x.summary, tokens, heads)} for x in s.sent],
-            "extras": _extras(s, forward, tokens),
+            "extras": _extras(s, forward, tokens, heads),
             "parameter": s.is_parameter, "reached": reached,
         })
     closing = _summary_frame(trace, ranks)
