@@ -389,9 +389,11 @@ def _rule_in(doc: str) -> str:
     for line in doc.splitlines()[1:]:
         line = line.strip()
         if _GRAD_LINE.match(line):
-            line = re.split(r"\s{2,}", line)[0].rstrip(".")
+            line = re.split(r"\s{2,}(?=\()", line)[0]  # without a trailing (comment)
+            line = " ".join(line.split()).rstrip(".,")
             parts = line.split(" = ")  # "dx = long form = short form": keep the short one
-            found.append(f"{parts[0]} = {parts[-1]}" if len(parts) > 2 else line)
+            where = re.search(r",\s*\w+ = ", line)  # "dx = ... / sigma, g_hat = g * gamma"
+            found.append(f"{parts[0]} = {parts[-1]}" if len(parts) > 2 and not where else line)
     return "; ".join(found)
 
 
@@ -482,6 +484,12 @@ def symbolic_rule(op: str, y: str, xs: list[_Operand], generic: str) -> str:
         return f"d{names[0]} = zeros, with d{y} at the picked entries"
     if op in ("Permute", "Transpose"):
         return f"d{names[0]} = d{y} with the axes put back"
+    if op == "CrossEntropy":
+        return f"d{names[0]} = (softmax({names[0]}) − onehot(target)) · d{y} / count"
+    if op == "LayerNorm" and len(xs) == 3:
+        x, gamma, beta = names
+        return (f"d{beta} = Σ d{y};  d{gamma} = Σ d{y} ⊙ x̂;  d{x} = (ĝ − mean(ĝ) − x̂ "
+                f"mean(ĝ ⊙ x̂)) / σ,  ĝ = d{y} ⊙ {gamma}")
     return generic
 
 

@@ -217,6 +217,11 @@ def test_local_rules_come_from_the_docstrings():
 
     assert local_rule(Tanh) == "dy/dx = 1 - y^2"
     assert local_rule(MatMul) == "dA = dZ @ B^T; dB = A^T @ dZ"
+    from minitransformer.ops.norm import LayerNorm
+
+    # each gradient line whole: "dbeta  = sum(g)   (comment)" is not cut at its spaces
+    assert local_rule(LayerNorm).startswith("dbeta = sum(g); dgamma = sum(g * x_hat); dx = (")
+    assert local_rule(LayerNorm).endswith("/ sigma, g_hat = g * gamma")
 
 
 def test_a_subclass_without_a_rule_uses_its_base_rule():
