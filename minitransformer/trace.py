@@ -363,7 +363,7 @@ def local_rule(cls: type) -> str:
 
     A class may set ``rule`` itself; otherwise the rule is what follows ``;`` on the first
     line (``y = tanh x;  dy/dx = 1 - y^2``), or the lines that start with a gradient
-    (``dA = dZ @ B^T``), without their shape comments.
+    (``dM = dY @ N^T``), without their shape comments.
     """
     explicit = getattr(cls, "rule", None)
     if isinstance(explicit, str):

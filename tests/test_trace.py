@@ -216,7 +216,7 @@ def test_local_rules_come_from_the_docstrings():
     from minitransformer.ops.matmul import MatMul
 
     assert local_rule(Tanh) == "dy/dx = 1 - y^2"
-    assert local_rule(MatMul) == "dA = dZ @ B^T; dB = A^T @ dZ"
+    assert local_rule(MatMul) == "dM = dY @ N^T; dN = M^T @ dY"  # not attention's A and Z
     from minitransformer.ops.norm import LayerNorm
 
     # each gradient line whole: "dbeta  = sum(g)   (comment)" is not cut at its spaces
