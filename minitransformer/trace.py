@@ -409,13 +409,24 @@ def forward_formula(cls: type) -> str:
 class _Operand:
     name: str
     constant: float | None  # the value of a one-element constant (the 2 in S / 2)
+    needs_grad: bool = True
 
 
 def _operand(t: Tensor, name_of: Any) -> _Operand:
     constant = None
     if t._ctx is None and not t.requires_grad and t.data.size == 1:
         constant = float(_to_numpy(t.data).reshape(()))
-    return _Operand(name_of(t), constant)
+    return _Operand(name_of(t), constant, bool(t.requires_grad))
+
+
+def _terms(terms: list[tuple[_Operand, str]]) -> str:
+    """``dQ = ...;  dKᵀ = ...``, leaving out inputs that need no gradient (said once)."""
+    kept = [text for operand, text in terms if operand.needs_grad]
+    skipped = [operand.name for operand, _ in terms if not operand.needs_grad]
+    rule = ";  ".join(kept)
+    if skipped:
+        rule += f"{' ' if rule else ''}({', '.join(skipped)} needs no gradient: not computed)"
+    return rule
 
 
 def _transpose_of(t: Tensor) -> Tensor | None:
@@ -450,13 +461,14 @@ def symbolic_rule(op: str, y: str, xs: list[_Operand], generic: str) -> str:
     names = [x.name for x in xs]
     if op == "MatMul" and len(xs) == 2:
         a, b = names
-        return f"d{a} = d{y} @ {_flip(b)};  d{b} = {_flip(a)} @ d{y}"
+        return _terms([(xs[0], f"d{a} = d{y} @ {_flip(b)}"),
+                       (xs[1], f"d{b} = {_flip(a)} @ d{y}")])
     if op == "Linear" and len(xs) >= 2:
         x, w = names[:2]
-        rule = f"d{x} = d{y} @ {w};  d{w} = d{y}ᵀ @ {x}"
+        terms = [(xs[0], f"d{x} = d{y} @ {w}"), (xs[1], f"d{w} = d{y}ᵀ @ {x}")]
         if len(xs) > 2:
-            rule += f";  d{names[2]} = d{y} summed over its rows"
-        return rule
+            terms.append((xs[2], f"d{names[2]} = d{y} summed over its rows"))
+        return _terms(terms)
     if op in ("Softmax", "MaskedSoftmax"):
         return f"d{names[0]} = {y} ⊙ (d{y} − r),  r = Σⱼ d{y}ⱼ {y}ⱼ in each row"
     if op == "Div" and len(xs) == 2 and xs[1].constant is not None:

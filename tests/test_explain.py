@@ -83,7 +83,8 @@ def test_the_rules_are_in_the_nodes_symbols_with_their_numbers():
     for f in frames:  # no docstring markup, no clipped text
         assert "``" not in f["formula"] and "…" not in f["formula"], f["formula"]
     linear = backward["Q"]
-    assert linear["formula"].startswith("dX = dQ @ q_proj.weight")
+    assert linear["formula"] == ("dq_proj.weight = dQᵀ @ X;  dq_proj.bias = dQ summed over "
+                                 "its rows (X needs no gradient: not computed)")
     forward_q = next(f for f in frames if f["phase"] == "forward" and f["name"] == "Q")
     assert forward_q["formula"] == "Q = X @ q_proj.weightᵀ + q_proj.bias"
 
