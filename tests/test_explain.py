@@ -48,6 +48,8 @@ def test_every_example_ends_at_a_parameter(what):
     assert frames[-2]["parameter"] and frames[-2]["phase"] == "leaf"
     assert frames[-1]["parameter"] and frames[-1]["phase"] == "summary"
     assert all(a["node"] != b["node"] for a, b in zip(frames, frames[1:-1]))
+    a = next(f for f in frames if f["phase"] == "forward" and f["name"] == "A")
+    assert "it" in a["value"]["rows"] and "animal" in a["value"]["cols"]  # every example
 
 
 @requires_dot

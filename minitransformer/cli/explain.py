@@ -37,7 +37,9 @@ def coref_trace(seed: int = 0) -> Any:
         scores, _ = model(ids, pronoun, np.zeros(ids.shape, dtype=bool))  # (1, T)
         loss = F.cross_entropy(scores, np.array([tokens.index("animal")]))
     loss.name = "loss"
-    return mt.trace_backward(loss, model=model)
+    trace = mt.trace_backward(loss, model=model)
+    trace.tokens = tokens  # heatmap rows and columns labelled by token
+    return trace
 
 
 def _explain(args: argparse.Namespace) -> int:
