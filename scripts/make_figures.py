@@ -57,8 +57,9 @@ FIGURES: list[Figure] = [
     Figure("comparison", "minitransformer.coref.figures:write_comparison_figures",
            ("comparison/*.png",),
            "comparison/*.png: redrawn from comparison/results.json"),
-    Figure("explain", "scripts.explain_figures:write_docs_figures", ("img/explain.png",),
-           "img/explain.png: a screenshot of `minitransformer explain` (needs Chromium)"),
+    Figure("explain", "scripts.explain_figures:write_docs_figures", ("img/explain-*.png",),
+           "img/explain-*.png: screenshots of `minitransformer explain` at 1280 px "
+           "(needs Chromium)"),
 ]
 
 

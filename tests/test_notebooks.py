@@ -27,7 +27,7 @@ def mime_types(outputs: list[dict]) -> set[str]:
 
 
 def test_there_are_notebooks_stored_without_outputs() -> None:
-    assert len(NOTEBOOKS) == 3
+    assert len(NOTEBOOKS) == 4
     for path in NOTEBOOKS:
         for cell in nbformat.read(path, as_version=4).cells:
             if cell.cell_type == "code":
@@ -62,3 +62,19 @@ def test_draw_graphs_without_dot_shows_the_message_and_the_source(tmp_path) -> N
         assert "the Graphviz `dot` executable was not found" in text
         assert "apt-get install graphviz" in text and "digraph minitransformer {" in text
         assert "Traceback" not in text
+
+
+def test_bigram_to_gpt(tmp_path) -> None:
+    """The ladder runs, prints every step beside the floor, and ends with the KV cache."""
+    import time
+
+    started = time.perf_counter()
+    cells = execute(ROOT / "examples/notebooks/04_bigram_to_gpt.ipynb", tmp_path)
+    text = str(cells)
+    assert "exact floor" in text and "the generator's own cross-entropy" in text
+    for step in ("bigram", "attention", "two heads", "one block", "GPT"):
+        assert f"{step} " in text and "from the floor" in text
+    assert "<bos> the fox met the farmer" in text  # the cached generation
+    assert "image/png" in mime_types(cells[-1])  # the ladder as a bar chart
+    assert list(tmp_path.iterdir()) == []  # it writes nothing
+    assert time.perf_counter() - started < 60

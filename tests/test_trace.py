@@ -103,10 +103,14 @@ def test_the_trace_follows_the_walk_in_order_with_rules_and_names():
     order = [names.index(n) for n in ("Z", "A", "S_hat", "S")]
     assert order == sorted(order)
     softmax = trace.step("A")
-    assert softmax.op == "Softmax" and "s_j (g_j - sum_i g_i s_i)" in softmax.rule
+    assert softmax.op == "Softmax" and "s_j (g_j - sum_i g_i s_i)" in softmax.generic_rule
+    assert softmax.rule.startswith("dS_hat = A ⊙ (dA − r)")  # in the node's own symbols
     assert [s.to for s in softmax.sent] == ["S_hat"]
     assert {s.to for s in trace.step("Z").sent} == {"A", "V"}
-    assert trace.step("Z").rule == "dA = dZ @ B^T; dB = A^T @ dZ"
+    # the product rule names its operands, and says which one is transposed
+    assert trace.step("Z").rule == "dA = dZ @ Vᵀ;  dV = Aᵀ @ dZ"
+    assert trace.step("S").rule == "dQ = dS @ K;  dKᵀ = Qᵀ @ dS"
+    assert trace.step("S_hat").rule == "dS = dS_hat / 2"  # the scaling, 1/sqrt(d_k) = 1/2
     # each parameter's gradient ends the path to it, and matches .grad
     last = trace[len(trace) - 1]
     assert last.op == "leaf" and last.is_parameter
@@ -123,9 +127,50 @@ def test_the_trace_prints_as_a_table_and_as_html():
     trace = mt.trace_backward(loss, model=attention)
     text = str(trace)
     assert text.splitlines()[0].split()[:3] == ["#", "op", "output"]
-    assert "q_proj.weight.grad += g" in text
+    assert "-> q_proj.weight.grad" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
     assert "<table" in trace._repr_html_() and "S_hat" in trace._repr_html_()
     assert len(text.splitlines()) == len(trace) + 1
+
+
+def test_one_step_prints_as_a_few_readable_lines():
+    attention, _, _, loss = _attention_loss()
+    trace = mt.trace_backward(loss, model=attention)
+    index = [s.name for s in trace].index("A")
+    text = str(trace.step(index))
+    assert trace.step(index) is trace.step("A") and repr(trace.step(index)) == text
+    lines = text.splitlines()
+    assert lines[0] == "step 4: Softmax -> A (1, 4, 4)"
+    assert lines[1].startswith("  arrived  dA: |g|=")
+    assert any(line.startswith("  rule     dS_hat = A") for line in lines)
+    assert any(line.startswith("  sends    dS_hat:") for line in lines)
+    assert "Summary(" not in text and "array(" not in text  # not a data dump
+    assert max(len(line) for line in lines) <= 100
+
+
+def test_rules_carry_no_docstring_markup():
+    from minitransformer import autograd, ops  # noqa: F401  (every op class registered)
+
+    def every_function(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from every_function(sub)
+
+    for cls in every_function(autograd.Function):
+        assert "``" not in local_rule(cls) and ":class:" not in local_rule(cls), cls
+
+
+def test_parameters_are_named_without_model():
+    """A Module names its parameters when they are registered, so a trace (or a drawing)
+    needs no model= to call them q_proj.weight rather than input#10."""
+    attention, _, _, loss = _attention_loss()
+    trace = mt.trace_backward(loss)
+    names = [s.name for s in trace]
+    assert "q_proj.weight" in names and not any(n.startswith("input#") for n in names)
+    assert trace.step("q_proj.weight").is_parameter
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(4, 2, dim_feedforward=8), 2)
+    for name, param in encoder.named_parameters():
+        assert param.param_path == name  # the outermost registration's dotted path
 
 
 def test_tracing_is_off_outside_the_block_and_does_not_nest():
@@ -171,7 +216,12 @@ def test_local_rules_come_from_the_docstrings():
     from minitransformer.ops.matmul import MatMul
 
     assert local_rule(Tanh) == "dy/dx = 1 - y^2"
-    assert local_rule(MatMul) == "dA = dZ @ B^T; dB = A^T @ dZ"
+    assert local_rule(MatMul) == "dM = dY @ N^T; dN = M^T @ dY"  # not attention's A and Z
+    from minitransformer.ops.norm import LayerNorm
+
+    # each gradient line whole: "dbeta  = sum(g)   (comment)" is not cut at its spaces
+    assert local_rule(LayerNorm).startswith("dbeta = sum(g); dgamma = sum(g * x_hat); dx = (")
+    assert local_rule(LayerNorm).endswith("/ sigma, g_hat = g * gamma")
 
 
 def test_a_subclass_without_a_rule_uses_its_base_rule():

@@ -1,7 +1,7 @@
 """``minitransformer explain``: a page that steps through one forward and backward pass.
 
-    minitransformer explain --out explain.html
-    minitransformer explain --what mha --out mha.html
+    minitransformer explain --out explain.html               # the article's sentence
+    minitransformer explain --what mha --out mha.html        # two heads, a head selector
 
 Writes one self-contained HTML file (graph, styles, script and numbers inline; nothing is
 fetched when it opens). Open it and press the right arrow: the forward pass, then the
@@ -37,7 +37,9 @@ def coref_trace(seed: int = 0) -> Any:
         scores, _ = model(ids, pronoun, np.zeros(ids.shape, dtype=bool))  # (1, T)
         loss = F.cross_entropy(scores, np.array([tokens.index("animal")]))
     loss.name = "loss"
-    return mt.trace_backward(loss, model=model)
+    trace = mt.trace_backward(loss, model=model)
+    trace.tokens = tokens  # heatmap rows and columns labelled by token
+    return trace
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -50,7 +52,7 @@ def _explain(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot write {args.out}: {exc.strerror or exc}") from None
-    frames = len(trace.steps) + sum(1 for f in trace.forward if f.op is not None)
+    frames = path.read_text(encoding="utf-8").count('"phase":')
     print(f"wrote {path}: {frames} frames; open it in a browser and press the right arrow")
     return 0
 
@@ -64,8 +66,9 @@ def add_explain_command(commands: Any) -> None:
                     "forward pass and then its backward pass, one node at a time: the "
                     "graph with the current node highlighted, the formula, the values, the "
                     "gradient that arrived and what each node sends on.")
-    explain.add_argument("--what", choices=(*WHAT, "coref"), default="attention",
-                         help="which model (default: attention, single head, d = 4)")
+    explain.add_argument("--what", choices=(*WHAT, "coref"), default="sentence",
+                         help="which model (default: sentence, the article's sentence "
+                              "through one head at d = 4, loss -log A[it, animal])")
     explain.add_argument("--out", default="explain.html", metavar="FILE",
                          help="the page to write (default: explain.html)")
     explain.set_defaults(handler=_explain)

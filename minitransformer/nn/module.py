@@ -37,6 +37,18 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+def _name_parameters(name: str, value: Any) -> None:
+    """Give a registered parameter (or every parameter of a registered sub-module) its
+    dotted path as ``param_path``: ``weight``, then ``q_proj.weight`` once the Linear is
+    registered as ``q_proj``, and so on up to the outermost module. Traces and drawings
+    use it to name a parameter when no ``model=`` is given."""
+    if isinstance(value, Parameter):
+        value.__dict__["param_path"] = name
+    elif isinstance(value, Module):
+        for path, param in value.named_parameters():
+            param.__dict__["param_path"] = f"{name}.{path}"
+
+
 class IncompatibleKeys(NamedTuple):
     """What :meth:`Module.load_state_dict` could not match (unpacks as a pair)."""
 
@@ -104,6 +116,7 @@ class Module:
         if name not in registry:
             self._forget(name)
         registry[name] = value
+        _name_parameters(name, value)
 
     def _forget(self, name: str) -> None:
         """Remove ``name`` from wherever it is registered (before it is re-registered)."""

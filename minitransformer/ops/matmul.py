@@ -13,16 +13,17 @@ from minitransformer.tensor import Tensor, as_tensor
 
 
 class MatMul(Function):
-    """Z = A @ B, (..., n, k) @ (..., k, m) -> (..., n, m).
+    """Y = M @ N, (..., n, k) @ (..., k, m) -> (..., n, m).
 
-    dA = dZ @ B^T  (..., n, m) @ (..., m, k) -> (..., n, k)
-    dB = A^T @ dZ  (..., k, n) @ (..., n, m) -> (..., k, m)
-    then summed over any broadcast leading axes. A 1-D A is a row (1, k) and a 1-D B a
+    dM = dY @ N^T  (..., n, m) @ (..., m, k) -> (..., n, k)
+    dN = M^T @ dY  (..., k, n) @ (..., n, m) -> (..., k, m)
+    then summed over any broadcast leading axes. A 1-D M is a row (1, k) and a 1-D N a
     column (k, 1), whose extra axis the product drops, so the backward puts it back.
+    (Letters M, N, Y, not A, B, Z: in attention A and Z are the weights and the output.)
 
     The common case of a layer, (..., n, k) @ (k, m), is done as ONE 2-D product over all
     the rows, (N, k) @ (k, m): BLAS is much faster on one tall matrix than on a stack of
-    small ones, and dB = A^T dZ then sums over the rows inside the product itself.
+    small ones, and dN = M^T dY then sums over the rows inside the product itself.
     """
 
     def forward(self, a: Any, b: Any) -> Any:
