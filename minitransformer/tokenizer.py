@@ -18,6 +18,10 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+# The article's worked example: "it" must attend to "animal". The coreference task and the
+# step-through page both start from it.
+ARTICLE_SENTENCE = "The animal didn't cross the street because it was too tired."
+
 PAD = "<pad>"
 """The padding token. It always has id 0, so a zero-filled array is already padded."""
 

@@ -53,7 +53,7 @@ class GraphvizMissingError(RuntimeError):
 # ----- the examples ---------------------------------------------------------------------------
 def article_tokens() -> list[str]:
     """The article's sentence, as the coreference task tokenizes it (11 tokens)."""
-    from minitransformer.coref.data import ARTICLE_SENTENCE, tokenize
+    from minitransformer.tokenizer import ARTICLE_SENTENCE, tokenize
 
     return tokenize(ARTICLE_SENTENCE)
 

@@ -32,8 +32,8 @@ import numpy as np
 
 from minitransformer.coref.data.tokenizer import PRONOUNS, Vocabulary, find_pronouns
 
-ARTICLE_SENTENCE = "The animal didn't cross the street because it was too tired."
-"""The sentence of the famous attention figure: "it" should attend to "animal"."""
+# The sentence of the famous attention figure: "it" should attend to "animal" (defined with
+# the shared tokenizer, where the step-through page reads it too).
 
 ARTICLE_SENTENCE_WIDE = "The animal didn't cross the street because it was too wide."
 """Its twin: one word changed, and "it" should now attend to "street"."""
