@@ -46,6 +46,7 @@ from minitransformer.errors import CheckpointError
 from minitransformer.nn import Module
 from minitransformer.runs import (
     CHECKPOINT_FILE,
+    MAX_EPOCHS,
     METRICS_FILE,
     Run,
     RunFormat,
@@ -95,8 +96,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs is None:
             object.__setattr__(self, "epochs", default_epochs(self.distractors))
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise ValueError(f"epochs must be between 1 and {MAX_EPOCHS}, got {self.epochs}")
         if not 0 <= self.distractors <= MAX_DISTRACTORS:
             raise ValueError(f"distractors must be between 0 and {MAX_DISTRACTORS}, got "
                              f"{self.distractors} (sentences grow with each one: 1,000 took "
@@ -134,8 +135,60 @@ class History(SavedLists):
         return len(self.epoch_loss)
 
 
+def model_config_for(config: TrainConfig, vocabulary: Vocabulary) -> CorefConfig:
+    """The model a run with ``config`` and ``vocabulary`` trains (nothing is allocated)."""
+    # A template has at most 12 words, a filler clause 7, any other distractor 3 or fewer.
+    longest = 12 + 7 + 3 * config.distractors
+    return CorefConfig(
+        vocab_size=len(vocabulary), d_model=config.d_model, nhead=config.nhead,
+        num_layers=config.num_layers, dim_feedforward=config.dim_feedforward,
+        dropout=config.dropout, max_len=max(64, longest),
+    )
+
+
+def expected_shapes(config: CorefConfig) -> dict[str, tuple[int, ...]]:
+    """Every entry of a :class:`CorefModel`'s state_dict and its shape, from its config
+    alone (a test checks them against a model built from it)."""
+    E, F_ = config.d_model, config.dim_feedforward
+    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (config.vocab_size, E),
+                                          "positions.pe": (config.max_len, E)}
+    for i in range(config.num_layers):
+        prefix = f"encoder.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes[f"{prefix}self_attn.{proj}.weight"] = (E, E)
+            shapes[f"{prefix}self_attn.{proj}.bias"] = (E,)
+        shapes.update({f"{prefix}linear1.weight": (F_, E), f"{prefix}linear1.bias": (F_,),
+                       f"{prefix}linear2.weight": (E, F_), f"{prefix}linear2.bias": (E,)})
+        for norm in ("norm1", "norm2"):
+            shapes[f"{prefix}{norm}.weight"] = (E,)
+            shapes[f"{prefix}{norm}.bias"] = (E,)
+    shapes["pointer.q_proj.weight"] = (E, E)
+    shapes["pointer.k_proj.weight"] = (E, E)
+    return shapes
+
+
+def _history_lengths(config: TrainConfig, history: History) -> dict[str, int]:
+    done = history.epochs_done
+    return {"step_loss": done * math.ceil(config.train_size / config.batch_size),
+            "train_accuracy": done, "test_accuracy": done, "seconds": done}
+
+
+_SIZE = 1 << 14  # far above any model this task trains, far below an exhausted memory
+RUN_LIMITS = {
+    "config.epochs": (1, MAX_EPOCHS), "config.seed": (0, 2**63 - 1),
+    "config.train_size": (1, 1_000_000), "config.test_size": (1, 1_000_000),
+    "config.batch_size": (1, 1_000_000), "config.lr": (0.0, 10.0),
+    "config.dropout": (0.0, 0.99), "config.clip_norm": (0.0, 1e9),
+    "model_config.vocab_size": (2, 1_000_000), "model_config.d_model": (1, _SIZE),
+    "model_config.nhead": (1, 1024), "model_config.num_layers": (1, 256),
+    "model_config.dim_feedforward": (1, 4 * _SIZE), "model_config.max_len": (1, _SIZE),
+    "model_config.dropout": (0.0, 0.99),
+}
+
 RUN_FORMAT = RunFormat("minitransformer-coref-run", 1, "a coreference run", TrainConfig,
-                       CorefConfig, CorefModel, History, Vocabulary)
+                       CorefConfig, CorefModel, History, Vocabulary, limits=RUN_LIMITS,
+                       model_config_for=model_config_for, expected_shapes=expected_shapes,
+                       steps_in_history=_history_lengths)
 
 
 @dataclass
@@ -160,14 +213,7 @@ def build_dataset(config: TrainConfig) -> CorefDataset:
 def build_model(config: TrainConfig, vocabulary: Vocabulary, device: str = "cpu") -> CorefModel:
     """A freshly initialised model; its weights depend only on ``config.seed``."""
     mt.manual_seed(config.seed)
-    # A template has at most 12 words, a filler clause 7, any other distractor 3 or fewer.
-    longest = 12 + 7 + 3 * config.distractors
-    model_config = CorefConfig(
-        vocab_size=len(vocabulary), d_model=config.d_model, nhead=config.nhead,
-        num_layers=config.num_layers, dim_feedforward=config.dim_feedforward,
-        dropout=config.dropout, max_len=max(64, longest),
-    )
-    return CorefModel(model_config, device=device)
+    return CorefModel(model_config_for(config, vocabulary), device=device)
 
 
 # ----------------------------------------------------------------------------- one step

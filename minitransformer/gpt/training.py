@@ -66,8 +66,9 @@ class GPTTrainConfig:
     tie_weights: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not 1 <= self.epochs <= runs.MAX_EPOCHS:
+            raise ValueError(f"epochs must be between 1 and {runs.MAX_EPOCHS}, got "
+                             f"{self.epochs}")
         if min(self.train_size, self.val_size, self.batch_size) < 1:
             raise ValueError(f"train_size, val_size and batch_size must be >= 1, got "
                              f"{self.train_size}, {self.val_size}, {self.batch_size}")
@@ -103,8 +104,50 @@ class GPTHistory(SavedLists):
 GPTRun = Run  # of a GPTTrainConfig, a GPT and a GPTHistory
 
 
+def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """Every entry of a :class:`GPT`'s state_dict and its shape, from its config alone (a
+    test checks them against a model built from it)."""
+    E, F_ = config.n_embd, config.dim_feedforward
+    shapes: dict[str, tuple[int, ...]] = {"token_embedding.weight": (config.vocab_size, E),
+                                          "position_embedding.weight": (config.block_size, E)}
+    for i in range(config.n_layer):
+        prefix = f"blocks.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes[f"{prefix}self_attn.{proj}.weight"] = (E, E)
+            shapes[f"{prefix}self_attn.{proj}.bias"] = (E,)
+        shapes.update({f"{prefix}linear1.weight": (F_, E), f"{prefix}linear1.bias": (F_,),
+                       f"{prefix}linear2.weight": (E, F_), f"{prefix}linear2.bias": (E,)})
+        for norm in ("norm1", "norm2"):
+            shapes[f"{prefix}{norm}.weight"] = (E,)
+            shapes[f"{prefix}{norm}.bias"] = (E,)
+    shapes["norm.weight"] = (E,)
+    shapes["norm.bias"] = (E,)
+    if not config.tie_weights:
+        shapes["lm_head.weight"] = (config.vocab_size, E)
+    return shapes
+
+
+def _history_lengths(config: GPTTrainConfig, history: GPTHistory) -> dict[str, int]:
+    done = history.epochs_done
+    return {"step_loss": done * runs.steps_per_epoch(config), "dependent_accuracy": done,
+            "seconds": done}
+
+
+_SIZE = 1 << 14  # far above any model this task trains, far below an exhausted memory
+RUN_LIMITS = {
+    "config.epochs": (1, runs.MAX_EPOCHS), "config.seed": (0, 2**63 - 1),
+    "config.train_size": (1, 1_000_000), "config.val_size": (1, 1_000_000),
+    "config.batch_size": (1, 1_000_000), "config.lr": (0.0, 10.0),
+    "config.dropout": (0.0, 0.99), "config.n_layer": (1, 256), "config.n_head": (1, 1024),
+    "config.n_embd": (1, _SIZE), "config.dim_feedforward": (1, 4 * _SIZE),
+    "model_config.vocab_size": (2, 1_000_000), "model_config.block_size": (1, _SIZE),
+}
+
 RUN_FORMAT = RunFormat("minitransformer-gpt-run", 1, "a GPT run", GPTTrainConfig, GPTConfig,
-                       GPT, GPTHistory, Vocabulary)
+                       GPT, GPTHistory, Vocabulary, limits=RUN_LIMITS,
+                       model_config_for=lambda config, vocabulary:
+                           config.model_config(len(vocabulary)),
+                       expected_shapes=expected_shapes, steps_in_history=_history_lengths)
 
 
 @dataclass
