@@ -30,8 +30,8 @@ def non_negative_int(text: str) -> int:
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
-    default = backend.device_name(os.environ.get("MINITRANSFORMER_DEVICE", "cpu")) or "cpu"
-    parser.add_argument("--device", choices=list(backend.DEVICES), default=default,
+    # None: main() resolves $MINITRANSFORMER_DEVICE then, refusing a value that is no device.
+    parser.add_argument("--device", choices=list(backend.DEVICES), default=None,
                         help="where to compute (default: $MINITRANSFORMER_DEVICE or cpu; "
                              "cuda needs CuPy and an NVIDIA GPU)")
 

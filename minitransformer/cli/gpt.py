@@ -96,13 +96,7 @@ def _guarded(handler):  # noqa: ANN001, ANN202 - argparse handlers
             message = " ".join(str(exc).split())
             print(f"minitransformer gpt {args.gpt_command}: error: {message}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            if args.gpt_command != "train":
-                raise
-            print(f"\ninterrupted (the run goes on with `minitransformer gpt train --resume "
-                  f"--out {args.out}`)", file=sys.stderr)
-            return 130
-    return run
+    return run  # Ctrl-C: cli/main.py says it, once, for every command
 
 
 def _train(args: argparse.Namespace) -> int:

