@@ -45,6 +45,7 @@ beyond what either task needs (8 to 12), short of a run that would never end."""
 __all__ = ["CHECKPOINT_FILE", "METRICS_FILE", "OptimizerSettings", "Run", "RunFormat",
            "SavedLists", "build_optimizer", "checkpoint_path", "config_from_dict",
            "dropout_generators", "load_checkpoint", "log_to_stderr", "restore_training",
+           "time_left_note",
            "save_checkpoint", "write_json"]
 
 
@@ -400,6 +401,20 @@ def restore_training(run: Run, state: dict[str, Any], optimizer: optim.Optimizer
 
 
 # ----------------------------------------------------------------------------- output
+
+
+def time_left_note(seconds: list[float], epochs_done: int, epochs: int) -> str:
+    """After a run's first measured epoch, how long the rest will take, when that is more
+    than a minute (else ""), so a long run says so up front."""
+    if len(seconds) != 1 or epochs_done >= epochs:
+        return ""
+    left = seconds[0] * (epochs - epochs_done)
+    if left < 60:
+        return ""
+    hours, minutes = divmod(round(left / 60), 60)
+    spent = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    return (f"  (the {epochs - epochs_done} epochs left take about {spent} at this pace; "
+            "Ctrl-C stops, --resume goes on)")
 
 
 def log_to_stderr(message: str) -> None:

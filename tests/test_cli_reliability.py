@@ -106,3 +106,24 @@ def test_an_unknown_device_in_the_environment_is_an_error(argv, runs, tmp_path, 
     assert code == 1 and out == ""
     assert_one_line_error(err, "MINITRANSFORMER_DEVICE='bogus'", "cpu, cuda")
     assert not (tmp_path / "new").exists()
+
+
+# ----------------------------------------------------------------------------- epochs
+
+
+@pytest.mark.parametrize("command", [["train"], ["gpt", "train"]])
+def test_an_endless_epoch_count_is_refused_up_front(command, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--epochs", "1000000000", "--out", os.fspath(tmp_path / "r")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "at most 10000 epochs, got 1000000000" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_long_run_says_how_long_after_its_first_epoch() -> None:
+    from minitransformer.runs import time_left_note
+
+    assert time_left_note([2.0], 1, 8) == ""  # 14 s more: nothing to say
+    assert "the 9999 epochs left take about 5 h 33 min" in time_left_note([2.0], 1, 10_000)
+    assert time_left_note([2.0, 2.0], 2, 10_000) == ""  # said once, after the first epoch

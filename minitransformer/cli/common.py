@@ -29,6 +29,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def epoch_count(text: str) -> int:
+    """``--epochs``: from 1 to :data:`minitransformer.runs.MAX_EPOCHS`."""
+    from minitransformer.runs import MAX_EPOCHS
+
+    value = positive_int(text)
+    if value > MAX_EPOCHS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_EPOCHS} epochs, got {value} (the default runs take 8 to 12)")
+    return value
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     # None: main() resolves $MINITRANSFORMER_DEVICE then, refusing a value that is no device.
     parser.add_argument("--device", choices=list(backend.DEVICES), default=None,

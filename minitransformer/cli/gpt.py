@@ -27,8 +27,10 @@ DEFAULT_GPT_DIR = os.path.join("runs", "gpt")
 def add_gpt_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``gpt`` and its three sub-commands on the CLI's sub-command parsers."""
     from minitransformer.cli.common import add_device as _add_device
+    from minitransformer.cli.common import epoch_count
     from minitransformer.cli.common import non_negative_int as _non_negative_int
     from minitransformer.cli.common import positive_int as _positive_int
+    from minitransformer.runs import MAX_EPOCHS
 
     gpt = subparsers.add_parser(
         "gpt", help="train, sample from and inspect a tiny GPT on a toy story language",
@@ -41,8 +43,9 @@ def add_gpt_command(subparsers: argparse._SubParsersAction) -> argparse.Argument
         description="Train on generated stories; report validation cross-entropy beside the "
                     "exact floor and a bigram baseline, and the accuracy on tokens that "
                     "depend on a far-back word. Writes checkpoint.npz and metrics.json.")
-    train.add_argument("--epochs", type=_positive_int, default=None,
-                       help="passes over the training stories (default: 8)")
+    train.add_argument("--epochs", type=epoch_count, default=None,
+                       help=f"passes over the training stories (default: 8; at most "
+                            f"{MAX_EPOCHS})")
     train.add_argument("--seed", type=_non_negative_int, default=None,
                        help="seeds the stories, the weights and the batch order (default: 0)")
     train.add_argument("--out", default=DEFAULT_GPT_DIR, metavar="DIR",

@@ -58,6 +58,7 @@ from minitransformer.runs import (
     log_to_stderr,
     restore_training,
     save_checkpoint,
+    time_left_note,
     write_json,
 )
 
@@ -332,7 +333,8 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
             save_checkpoint(run, RUN_FORMAT, optimizer, scheduler, batch_rng)
             log(f"epoch {epoch:>2}/{config.epochs}  loss {history.epoch_loss[-1]:.4f}  "
                 f"train acc {history.train_accuracy[-1]:6.1%}  "
-                f"held-out acc {history.test_accuracy[-1]:6.1%}  ({sum(history.seconds):.1f} s)")
+                f"held-out acc {history.test_accuracy[-1]:6.1%}  ({sum(history.seconds):.1f} s)"
+                + time_left_note(history.seconds, epoch, config.epochs))
         metrics = compute_metrics(run, data)
     write_json(os.path.join(out_dir, METRICS_FILE), metrics)
     from minitransformer.viz import save_figure  # matplotlib and graphviz: only when used

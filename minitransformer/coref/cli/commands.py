@@ -18,8 +18,8 @@ from minitransformer.cli.common import (
     CommandError,
     add_device,
     check_run_directory,
+    epoch_count,
     non_negative_int,
-    positive_int,
 )
 from minitransformer.coref.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE
 from minitransformer.errors import CheckpointError
@@ -252,10 +252,12 @@ def add_coref_commands(commands: argparse._SubParsersAction) -> None:
         description="Train the coreference model; a checkpoint after every epoch, then "
                     "held-out accuracy, metrics.json and curves.png in the run directory.")
     from minitransformer.coref.training import MAX_DISTRACTORS, default_epochs
+    from minitransformer.runs import MAX_EPOCHS
 
-    train.add_argument("--epochs", type=positive_int, default=None,
+    train.add_argument("--epochs", type=epoch_count, default=None,
                        help=f"passes over the training sentences (default: "
-                            f"{default_epochs(0)}, or {default_epochs(1)} with distractors)")
+                            f"{default_epochs(0)}, or {default_epochs(1)} with distractors; "
+                            f"at most {MAX_EPOCHS})")
     train.add_argument("--seed", type=non_negative_int, default=None,
                        help="seeds the data, the weights and the batch order (default: 0)")
     train.add_argument("--distractors", type=_distractors, default=None, metavar="K",
