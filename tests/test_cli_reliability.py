@@ -127,3 +127,114 @@ def test_a_long_run_says_how_long_after_its_first_epoch() -> None:
     assert time_left_note([2.0], 1, 8) == ""  # 14 s more: nothing to say
     assert "the 9999 epochs left take about 5 h 33 min" in time_left_note([2.0], 1, 10_000)
     assert time_left_note([2.0, 2.0], 2, 10_000) == ""  # said once, after the first epoch
+
+
+# ----------------------------------------------------------------------------- text
+
+
+@pytest.mark.parametrize(("sentence", "hint"), [
+    (SENTENCE.replace("animal", "animal \U0001f600"), "`minitransformer vocab` lists"),
+    (SENTENCE.replace("animal", "anima\U0001f600l"), "closest known words: animal"),
+    (SENTENCE.replace("animal", "animal\u2122"), "closest known words: animal")])
+def test_attend_refuses_a_character_it_would_drop(sentence, hint, runs, capsys) -> None:
+    code, out, err = run_cli(capsys, "attend", runs["coref"], sentence)
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "cannot read and would drop silently", hint)
+
+
+def test_attend_refuses_an_unknown_word_naming_the_closest(runs, capsys) -> None:
+    code, _, err = run_cli(capsys, "attend", runs["coref"], SENTENCE.replace("animal", "animl"))
+    assert code == 1
+    assert_one_line_error(err, "'animl' (closest known: animal")
+
+
+@pytest.mark.parametrize("sentence", ["it", "It.", "it they"])
+def test_attend_refuses_a_pronoun_with_nothing_to_point_at(sentence, runs, capsys) -> None:
+    code, out, err = run_cli(capsys, "attend", runs["coref"], sentence,
+                             *(["--pronoun", "it"] if "they" in sentence else []))
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "no candidate antecedent")
+
+
+@pytest.mark.parametrize("command", ["sample", "attend"])
+@pytest.mark.parametrize("text", ["the dog\U0001f436 met the nurse .", "the dog, met the nurse .",
+                                  "the dog2 met the nurse ."])
+def test_gpt_refuses_a_character_the_story_language_lacks(command, text, runs, capsys) -> None:
+    argv = (["--prompt", text] if command == "sample" else [text])
+    code, out, err = run_cli(capsys, "gpt", command, runs["gpt"], *argv)
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "cannot read and would drop silently", "closest known words: dog")
+
+
+def test_gpt_refuses_an_unknown_word_naming_the_closest(runs, capsys) -> None:
+    code, _, err = run_cli(capsys, "gpt", "sample", runs["gpt"], "--prompt", "the dgo met")
+    assert code == 1
+    assert_one_line_error(err, "'dgo' (closest known: dog")
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def test_gpt_attend_plot_into_a_directory_writes_a_file_inside(runs, tmp_path, capsys) -> None:
+    code, out, err = run_cli(capsys, "gpt", "attend", runs["gpt"], "the dog met the nurse .",
+                             "--plot", tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "attention.png").read_bytes().startswith(b"\x89PNG")
+    assert f"wrote {tmp_path / 'attention.png'}" in out and "is a directory" in err
+
+
+def test_gpt_attend_plot_without_extension_adds_png_and_says_so(runs, tmp_path, capsys) -> None:
+    code, out, err = run_cli(capsys, "gpt", "attend", runs["gpt"], "the dog met the nurse .",
+                             "--plot", tmp_path / "heat")
+    assert code == 0, err
+    assert (tmp_path / "heat.png").read_bytes().startswith(b"\x89PNG")
+    assert os.listdir(tmp_path) == ["heat.png"]
+    assert f"wrote {tmp_path / 'heat.png'}" in out and "no extension" in err
+
+
+def test_gpt_attend_plot_with_an_unknown_extension_is_refused(runs, tmp_path, capsys) -> None:
+    code, _, err = run_cli(capsys, "gpt", "attend", runs["gpt"], "the dog met the nurse .",
+                           "--plot", tmp_path / "heat.txt")
+    assert code == 1 and os.listdir(tmp_path) == []
+    assert_one_line_error(err, "heat.txt", ".png")
+
+
+def test_attend_plot_into_a_directory_writes_a_file_inside(runs, tmp_path, capsys) -> None:
+    code, out, err = run_cli(capsys, "attend", runs["coref"], SENTENCE, "--plot", tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "attention.png").exists() and "is a directory" in err
+
+
+def test_gpt_refuses_a_lone_emoji_saying_what_the_language_has(runs, capsys) -> None:
+    code, _, err = run_cli(capsys, "gpt", "sample", runs["gpt"], "--prompt", "the dog \U0001f436")
+    assert code == 1
+    assert_one_line_error(err, "'\U0001f436'", "lowercase words and full stops only")
+
+
+# ----------------------------------------------------------------------------- pipes
+
+
+def test_vocab_into_a_pipe_gives_one_word_a_line(runs, capsys) -> None:
+    code, out, err = run_cli(capsys, "vocab", runs["coref"])
+    assert code == 0
+    words = out.splitlines()
+    assert words == sorted(words) and "animal" in words and all(" " not in w for w in words)
+    assert "words" in err  # the count goes to stderr, out of the pipe's way
+
+
+def test_vocab_into_a_closed_pipe_ends_quietly(runs) -> None:
+    child = _cli("vocab", os.fspath(runs["coref"]))
+    child.stdout.close()  # the reader left before the first line (`| head -0`)
+    err = child.stderr.read()
+    child.wait(timeout=120)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert child.returncode in (0, 141)
+
+
+def test_vocab_piped_into_head_gives_the_first_word(runs) -> None:
+    env = {**os.environ, "PYTHONPATH": os.fspath(ROOT)}
+    result = subprocess.run(f"'{sys.executable}' -m minitransformer vocab '{runs['coref']}' "
+                            "| head -1", shell=True, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip().isalpha(), result.stdout
+    assert "Traceback" not in result.stderr

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import string
+from collections.abc import Callable, Sequence
 
 from minitransformer import backend, files
 
@@ -58,3 +61,54 @@ def check_run_directory(out: str, checkpoint_file: str) -> None:
                            "there; remove it or give another --out")
     files.check_writable(out)  # OSError now, on a read-only disk, not after training
     files.remove_stale_temporaries(checkpoint)  # what a save killed midway left
+
+
+# What the coreference tokenizer drops on purpose: spaces and punctuation (quotes, dashes).
+_PUNCTUATION = frozenset(string.punctuation) | frozenset("\u2018\u2019\u201c\u201d\u00ab\u00bb"
+                                                         "\u2013\u2014\u2026\u02bc")
+
+
+def coref_keeps(character: str) -> bool:
+    """Whether the coreference tokenizer reads ``character`` (a letter or digit) or drops
+    it knowingly (space, punctuation); anything else (an emoji, a symbol) it would drop
+    without a word."""
+    return character.isalnum() or character.isspace() or character in _PUNCTUATION
+
+
+def refuse_unreadable(text: str, reads: Callable[[str], bool], known: Sequence[str],
+                      what: str) -> None:
+    """CommandError naming the first character of ``text`` that the tokenizer would drop
+    silently (``reads`` says which it reads), the word it sits in, and the closest words
+    the model knows (difflib)."""
+    for chunk in text.split():
+        bad = [c for c in chunk if not reads(c)]
+        if not bad:
+            continue
+        rest = "".join(c for c in chunk if reads(c)).lower().strip(string.punctuation)
+        close = difflib.get_close_matches(rest, list(known), n=3, cutoff=0.6) if rest else []
+        if close:
+            hint = f"closest known words: {', '.join(close)}"
+        elif what == "the sentence":
+            hint = "`minitransformer vocab` lists every known word"
+        else:
+            hint = "the story language has lowercase words and full stops only"
+        raise CommandError(f"{what} holds {bad[0]!r} (in {chunk!r}), which the model cannot "
+                           f"read and would drop silently; {hint}")
+
+
+def figure_destination(path: str, default_name: str,
+                       formats: tuple[str, ...] = ("png", "svg", "pdf")) -> tuple[str, str]:
+    """Where a figure asked for at ``path`` goes, and a note saying so when that is not
+    ``path`` itself: a directory gets ``default_name`` inside it, a name without an
+    extension gets ``.png``; an extension no format has is a CommandError. Call it before
+    the work."""
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        target = os.path.join(path, default_name)
+        return target, f"{path} is a directory: the figure is {target}"
+    if not os.path.splitext(path)[1]:
+        return path + ".png", f"{path} has no extension: the figure is {path}.png (PNG)"
+    try:
+        files.check_figure_path(path, formats)
+    except files.UnknownFormatError as exc:
+        raise CommandError(f"--plot {exc}") from None
+    return path, ""

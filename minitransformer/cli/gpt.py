@@ -12,13 +12,14 @@ status 1 and one line, never a traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import sys
 
 import numpy as np
 
-from minitransformer import tuning
+from minitransformer import files, tuning
 from minitransformer.cli.common import CommandError
 
 DEFAULT_GPT_DIR = os.path.join("runs", "gpt")
@@ -156,9 +157,18 @@ def split_words(text: str) -> list[str]:
     return re.findall(r"<[a-z]+>|[a-z']+|\.", text.lower())
 
 
-def _encode_prompt(vocabulary, text: str) -> list[int]:  # noqa: ANN001
+_STORY_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz'.<>")
+
+
+def _encode_prompt(vocabulary, text: str, what: str) -> list[int]:  # noqa: ANN001
+    """The ids of ``text``; CommandError for a character the story language lacks (a
+    comma, a digit, an emoji: split_words would drop it), UnknownWordError (closest known
+    words named) for a word it lacks."""
+    from minitransformer.cli.common import refuse_unreadable
     from minitransformer.gpt.stories import BOS
 
+    refuse_unreadable(text, lambda c: c.isspace() or c.lower() in _STORY_CHARACTERS,
+                      vocabulary.tokens[1:], what)
     words = split_words(text)
     if words[:1] != [BOS]:
         words = [BOS, *words]
@@ -172,7 +182,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.temperature < 0:
         raise CommandError(f"--temperature must be >= 0, got {args.temperature}")
     run = load_gpt_run(args.run, device=args.device)
-    prompt = _encode_prompt(run.vocabulary, args.prompt)
+    prompt = _encode_prompt(run.vocabulary, args.prompt, "--prompt")
     room = run.model.config.block_size - len(prompt)
     if room < 1:
         raise CommandError(f"the prompt has {len(prompt)} tokens; this model reads at most "
@@ -189,18 +199,24 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _attend(args: argparse.Namespace) -> int:
+    from minitransformer.cli.common import figure_destination
     from minitransformer.gpt.training import load_gpt_run
 
+    if args.plot:
+        path, note = figure_destination(args.plot, "attention.png")
+    else:
+        path, note = os.path.join(_run_dir(args.run), "attention.png"), ""
     run = load_gpt_run(args.run, device=args.device)
-    ids = _encode_prompt(run.vocabulary, args.text)
+    ids = _encode_prompt(run.vocabulary, args.text, "the text")
     if len(ids) > run.model.config.block_size:
         raise CommandError(f"the text has {len(ids)} tokens; this model reads at most "
                               f"{run.model.config.block_size}")
     words = run.vocabulary.decode(ids)
     maps = [m[0] for m in run.model.attention_maps(np.array([ids]))]  # each (nh, T, T)
     print(format_attention_table(words, maps))
-    path = args.plot or os.path.join(_run_dir(args.run), "attention.png")
     plot_causal_attention(words, maps, path)
+    if note:
+        print(note, file=sys.stderr)
     print(f"wrote {path}")
     return 0
 
@@ -247,5 +263,7 @@ def plot_causal_attention(words: list[str], maps: list[np.ndarray], path: str) -
             ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
     fig.suptitle("causal self-attention: each row looks only left (key <= query)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    picture = io.BytesIO()  # drawn whole, then written in one step: never half a file
+    fig.savefig(picture, format=os.path.splitext(path)[1].lstrip(".").lower() or "png", dpi=110)
     plt.close(fig)
+    files.write_bytes(path, picture.getvalue())

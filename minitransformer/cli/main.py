@@ -86,7 +86,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             args.device = backend.normalize_device(args.device)
         if getattr(args, "device", "cpu") != "cpu":  # a missing GPU is said before any work
             backend.array_module(args.device)
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return status
     except BrokenPipeError:  # `... --json | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 141  # 128 + SIGPIPE, as a program killed by the closed pipe

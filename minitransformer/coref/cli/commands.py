@@ -13,13 +13,15 @@ import sys
 
 import numpy as np
 
-from minitransformer import files
 from minitransformer.cli.common import (
     CommandError,
     add_device,
     check_run_directory,
+    coref_keeps,
     epoch_count,
+    figure_destination,
     non_negative_int,
+    refuse_unreadable,
 )
 from minitransformer.coref.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE
 from minitransformer.errors import CheckpointError
@@ -90,6 +92,11 @@ def _vocab(args: argparse.Namespace) -> int:
     from minitransformer.coref.training import load_run
 
     words = sorted(load_run(args.checkpoint).vocabulary.tokens[1:])  # [0] is padding
+    if not sys.stdout.isatty():  # into a pipe or a file: one word a line, nothing else
+        print(f"{len(words)} words (write sentences with these; punctuation is split off)",
+              file=sys.stderr)
+        print("\n".join(words))
+        return 0
     print(f"{len(words)} words (write sentences with these; punctuation is split off):")
     print(textwrap.fill(" ".join(words), width=88))
     return 0
@@ -100,18 +107,22 @@ def _vocab(args: argparse.Namespace) -> int:
 
 def _attend(args: argparse.Namespace) -> int:
     from minitransformer.coref.cli.attend import describe, format_table, plot_attention
+    from minitransformer.coref.data.tokenizer import PRONOUNS
     from minitransformer.coref.models.coref import resolve
     from minitransformer.coref.training import load_run
     from minitransformer.viz.attention import FIGURE_FORMATS
 
-    if args.plot:  # a bad file name fails now, not after the work
-        try:
-            files.check_figure_path(args.plot, FIGURE_FORMATS)
-        except files.UnknownFormatError as exc:
-            raise CommandError(f"--plot {exc}") from None
+    plot, note = (figure_destination(args.plot, "attention.png", FIGURE_FORMATS) if args.plot
+                  else (None, ""))  # a bad file name fails now, not after the work
     run = load_run(args.checkpoint, device=args.device)
+    refuse_unreadable(args.sentence, coref_keeps, run.vocabulary.tokens[1:], "the sentence")
     result = resolve(run.model, run.vocabulary, args.sentence, pronoun=args.pronoun,
                      position=args.position)
+    others = [t for i, t in enumerate(result.tokens) if i != result.pronoun_position]
+    if all(t in PRONOUNS for t in others):
+        raise CommandError(f"the sentence has no word but {result.pronoun!r}"
+                           + (f" and {', '.join(map(repr, others))}" if others else "")
+                           + ": no candidate antecedent to point at; write a whole sentence")
     values = [result.scores, result.weights, *result.encoder_attention]
     if not all(np.isfinite(v).all() for v in values):
         raise CommandError(f"the model in {args.checkpoint} produced non-finite values (NaN or "
@@ -122,9 +133,11 @@ def _attend(args: argparse.Namespace) -> int:
     else:
         print(describe(result))
         print(format_table(result))
-    if args.plot:
-        plot_attention(result, args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    if plot:
+        plot_attention(result, plot)
+        if note:
+            print(note, file=sys.stderr)
+        print(f"wrote {plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
