@@ -38,6 +38,11 @@ from minitransformer.tensor import Tensor
 CHECKPOINT_FILE = "checkpoint.npz"
 METRICS_FILE = "metrics.json"
 
+WRITTEN_FILE = ".minitransformer-written.json"
+"""In a run directory: the names of the files minitransformer wrote there. Any other file
+of the same name as one a command would write is the user's: it is not overwritten
+without ``--force``."""
+
 MAX_EPOCHS = 10_000
 """The most epochs a run may have (``--epochs``, a checkpoint's ``config.epochs``): far
 beyond what either task needs (8 to 12), short of a run that would never end."""
@@ -45,7 +50,8 @@ beyond what either task needs (8 to 12), short of a run that would never end."""
 __all__ = ["CHECKPOINT_FILE", "METRICS_FILE", "OptimizerSettings", "Run", "RunFormat",
            "SavedLists", "build_optimizer", "checkpoint_path", "config_from_dict",
            "dropout_generators", "load_checkpoint", "log_to_stderr", "restore_training",
-           "time_left_note",
+           "time_left_note", "WRITTEN_FILE", "files_written", "foreign_files",
+           "record_written",
            "save_checkpoint", "write_json"]
 
 
@@ -415,6 +421,47 @@ def time_left_note(seconds: list[float], epochs_done: int, epochs: int) -> str:
     spent = f"{hours} h {minutes} min" if hours else f"{minutes} min"
     return (f"  (the {epochs - epochs_done} epochs left take about {spent} at this pace; "
             "Ctrl-C stops, --resume goes on)")
+
+
+def files_written(directory: str | os.PathLike) -> set[str]:
+    """The names of the files minitransformer wrote in ``directory`` (its
+    :data:`WRITTEN_FILE`). A run directory from before that record (a checkpoint, no
+    record) counts the files a run writes as written by it."""
+    record = os.path.join(os.fspath(directory), WRITTEN_FILE)
+    try:
+        with open(record, encoding="utf-8") as f:
+            names = json.load(f).get("files", [])
+        return {name for name in names if isinstance(name, str)}
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, AttributeError):
+        return set()  # an unreadable record vouches for nothing
+    if os.path.isfile(os.path.join(os.fspath(directory), CHECKPOINT_FILE)):
+        return set(_RUN_FOLDER_FILES)
+    return set()
+
+
+# Every name the commands write into a run directory (train, demo, gpt train, gpt attend).
+_RUN_FOLDER_FILES = (CHECKPOINT_FILE, METRICS_FILE, "curves.png", "attention.png",
+                     "attention_tired.png", "attention_wide.png", "attention_graph.dot",
+                     "attention_graph.svg")
+
+
+def foreign_files(directory: str | os.PathLike, names: list[str]) -> list[str]:
+    """Those of ``names`` that exist in ``directory`` but minitransformer did not write."""
+    ours = files_written(directory)
+    return [name for name in names
+            if os.path.lexists(os.path.join(os.fspath(directory), name)) and name not in ours]
+
+
+def record_written(directory: str | os.PathLike, *names: str) -> None:
+    """Add ``names`` to the record of what minitransformer wrote in ``directory``."""
+    ours = files_written(directory)
+    if set(names) <= ours and os.path.exists(os.path.join(os.fspath(directory), WRITTEN_FILE)):
+        return
+    files.write_text(os.path.join(os.fspath(directory), WRITTEN_FILE),
+                     json.dumps({"written_by": "minitransformer",
+                                 "files": sorted(ours | set(names))}, indent=2) + "\n")
 
 
 def log_to_stderr(message: str) -> None:

@@ -238,3 +238,104 @@ def test_vocab_piped_into_head_gives_the_first_word(runs) -> None:
                             timeout=120)
     assert result.stdout.strip().isalpha(), result.stdout
     assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- the user's files
+
+
+def _tiny_coref(monkeypatch) -> None:
+    """`train` and `demo` build this tiny config instead of the default one."""
+    import functools
+
+    import minitransformer.coref.training as training
+
+    monkeypatch.setattr(training, "TrainConfig", functools.partial(
+        training.TrainConfig, train_size=32, test_size=8, batch_size=16, d_model=8,
+        num_layers=1, dim_feedforward=8))
+
+
+def _tiny_gpt(monkeypatch) -> None:
+    import functools
+
+    import minitransformer.gpt.training as gpt_training
+
+    monkeypatch.setattr(gpt_training, "GPTTrainConfig", functools.partial(
+        gpt_training.GPTTrainConfig, train_size=16, val_size=8, batch_size=8, n_embd=8,
+        dim_feedforward=8, n_layer=1))
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "curves.png"])
+def test_train_does_not_overwrite_the_users_own_files(name, tmp_path, capsys,
+                                                      monkeypatch) -> None:
+    _tiny_coref(monkeypatch)
+    (tmp_path / name).write_text("mine")
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path, "--epochs", "1", "--quiet")
+    assert code == 1
+    assert_one_line_error(err, f"holds {name}, which minitransformer did not write", "--force")
+    assert (tmp_path / name).read_text() == "mine" and sorted(os.listdir(tmp_path)) == [name]
+    code, _, err = run_cli(capsys, "train", "--out", tmp_path, "--epochs", "1", "--quiet",
+                           "--force")
+    assert code == 0, err
+    assert (tmp_path / name).read_bytes() != b"mine"
+
+
+def test_a_run_written_by_minitransformer_is_resumed_and_forced_freely(tmp_path, capsys,
+                                                                     monkeypatch) -> None:
+    _tiny_coref(monkeypatch)
+    args = ["train", "--out", tmp_path, "--epochs", "1", "--quiet"]
+    assert run_cli(capsys, *args)[0] == 0
+    from minitransformer.runs import WRITTEN_FILE, files_written
+
+    assert {"checkpoint.npz", "metrics.json", "curves.png"} <= files_written(tmp_path)
+    assert (tmp_path / WRITTEN_FILE).exists()
+    assert run_cli(capsys, "train", "--out", tmp_path, "--epochs", "2", "--resume",
+                   "--quiet")[0] == 0
+    assert run_cli(capsys, *args, "--force")[0] == 0
+
+
+def test_demo_does_not_overwrite_the_users_graph(tmp_path, capsys, monkeypatch) -> None:
+    _tiny_coref(monkeypatch)
+    (tmp_path / "attention_graph.dot").write_text("digraph mine {}")
+    code, _, err = run_cli(capsys, "demo", "--out", tmp_path, "--quiet")
+    assert code == 1
+    assert_one_line_error(err, "attention_graph.dot, which minitransformer did not write")
+    assert (tmp_path / "attention_graph.dot").read_text() == "digraph mine {}"
+    assert os.listdir(tmp_path) == ["attention_graph.dot"]
+
+
+def test_gpt_train_over_a_run_needs_resume_or_force(tmp_path, capsys, monkeypatch) -> None:
+    _tiny_gpt(monkeypatch)
+    args = ["gpt", "train", "--out", tmp_path, "--epochs", "1", "--quiet"]
+    assert run_cli(capsys, *args)[0] == 0
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    code, _, err = run_cli(capsys, *args, "--seed", "5")
+    assert code == 1
+    assert_one_line_error(err, "already holds a run", "--resume", "--force")
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    code, _, err = run_cli(capsys, *args, "--seed", "5", "--force")
+    assert code == 0, err
+    assert (tmp_path / "checkpoint.npz").read_bytes() != before
+
+
+def test_gpt_train_does_not_overwrite_the_users_metrics(tmp_path, capsys, monkeypatch) -> None:
+    _tiny_gpt(monkeypatch)
+    (tmp_path / "metrics.json").write_text("{}")
+    code, _, err = run_cli(capsys, "gpt", "train", "--out", tmp_path, "--epochs", "1")
+    assert code == 1
+    assert_one_line_error(err, "metrics.json, which minitransformer did not write")
+    assert (tmp_path / "metrics.json").read_text() == "{}"
+
+
+def test_gpt_attend_does_not_draw_over_the_users_picture(runs, tmp_path, capsys) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["gpt"], run)
+    from minitransformer.runs import WRITTEN_FILE
+
+    (run / WRITTEN_FILE).write_text('{"files": ["checkpoint.npz", "metrics.json"]}')
+    (run / "attention.png").write_text("mine")
+    code, _, err = run_cli(capsys, "gpt", "attend", run, "the dog met the nurse .")
+    assert code == 1
+    assert_one_line_error(err, "attention.png, which minitransformer did not write", "--plot")
+    assert (run / "attention.png").read_text() == "mine"

@@ -112,3 +112,17 @@ def figure_destination(path: str, default_name: str,
     except files.UnknownFormatError as exc:
         raise CommandError(f"--plot {exc}") from None
     return path, ""
+
+
+def refuse_to_overwrite(directory: str, names: list[str], force: bool,
+                        way_out: str = "give another --out, or --force to replace {it}") -> None:
+    """CommandError when ``directory`` holds a file of one of ``names`` that minitransformer
+    did not write there (its record says which it did), unless ``force``."""
+    from minitransformer.runs import foreign_files
+
+    theirs = foreign_files(directory, names) if os.path.isdir(directory) else []
+    if theirs and not force:
+        it = "it" if len(theirs) == 1 else "them"
+        raise CommandError(f"{directory} holds {', '.join(theirs)}, which minitransformer did "
+                           f"not write: it will not overwrite {it}; "
+                           + way_out.format(it=it))

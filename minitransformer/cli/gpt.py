@@ -53,6 +53,9 @@ def add_gpt_command(subparsers: argparse._SubParsersAction) -> argparse.Argument
                        help=f"run directory (default: {DEFAULT_GPT_DIR})")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in DIR from its last checkpoint")
+    train.add_argument("--force", action="store_true",
+                       help="start a new run even where DIR already holds one (replacing "
+                            "it), or files minitransformer did not write")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(train)
     train.set_defaults(handler=_guarded(_train))
@@ -104,13 +107,14 @@ def _guarded(handler):  # noqa: ANN001, ANN202 - argparse handlers
 
 
 def _train(args: argparse.Namespace) -> int:
+    from minitransformer.cli.common import refuse_to_overwrite
     from minitransformer.gpt.training import (
         GPTTrainConfig,
         load_gpt_run,
         resume_gpt,
         train_gpt,
     )
-    from minitransformer.runs import CHECKPOINT_FILE
+    from minitransformer.runs import CHECKPOINT_FILE, METRICS_FILE
 
     given = {name: getattr(args, name) for name in ("epochs", "seed")
              if getattr(args, name) is not None}
@@ -122,11 +126,16 @@ def _train(args: argparse.Namespace) -> int:
         if conflicts:
             raise CommandError(f"{path} continues with its own settings; drop "
                                   f"{', '.join(conflicts)} or start a new run")
+        refuse_to_overwrite(args.out, [METRICS_FILE], args.force)
         result = resume_gpt(args.out, device=args.device, progress=not args.quiet)
     else:
         if os.path.exists(path):
-            print(f"starting a new run in {args.out} (its checkpoint will be replaced; "
-                  f"--resume continues it instead)", file=sys.stderr)
+            if not args.force:
+                raise CommandError(f"{args.out} already holds a run: --resume continues it, "
+                                   f"--force replaces it, or choose another --out")
+            print(f"starting a new run in {args.out} (--force: its checkpoint is replaced)",
+                  file=sys.stderr)
+        refuse_to_overwrite(args.out, [CHECKPOINT_FILE, METRICS_FILE], args.force)
         result = train_gpt(GPTTrainConfig(**given), args.out, device=args.device,
                            progress=not args.quiet)
     print(format_metrics(result.metrics))
@@ -199,12 +208,15 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _attend(args: argparse.Namespace) -> int:
-    from minitransformer.cli.common import figure_destination
+    from minitransformer.cli.common import figure_destination, refuse_to_overwrite
     from minitransformer.gpt.training import load_gpt_run
+    from minitransformer.runs import record_written
 
     if args.plot:
         path, note = figure_destination(args.plot, "attention.png")
-    else:
+    else:  # into the run directory: not over a file of the user's
+        refuse_to_overwrite(_run_dir(args.run), ["attention.png"], force=False,
+                            way_out="give --plot FILE.png to draw elsewhere")
         path, note = os.path.join(_run_dir(args.run), "attention.png"), ""
     run = load_gpt_run(args.run, device=args.device)
     ids = _encode_prompt(run.vocabulary, args.text, "the text")
@@ -215,6 +227,8 @@ def _attend(args: argparse.Namespace) -> int:
     maps = [m[0] for m in run.model.attention_maps(np.array([ids]))]  # each (nh, T, T)
     print(format_attention_table(words, maps))
     plot_causal_attention(words, maps, path)
+    if not args.plot:
+        record_written(_run_dir(args.run), "attention.png")
     if note:
         print(note, file=sys.stderr)
     print(f"wrote {path}")

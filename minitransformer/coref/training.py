@@ -56,6 +56,7 @@ from minitransformer.runs import (
     config_from_dict,
     load_checkpoint,
     log_to_stderr,
+    record_written,
     restore_training,
     save_checkpoint,
     time_left_note,
@@ -331,6 +332,7 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
         for epoch in range(history.epochs_done + 1, config.epochs + 1):
             _train_epoch(run, data, optimizer, scheduler, batch_rng, epoch, progress)
             save_checkpoint(run, RUN_FORMAT, optimizer, scheduler, batch_rng)
+            record_written(out_dir or ".", CHECKPOINT_FILE)
             log(f"epoch {epoch:>2}/{config.epochs}  loss {history.epoch_loss[-1]:.4f}  "
                 f"train acc {history.train_accuracy[-1]:6.1%}  "
                 f"held-out acc {history.test_accuracy[-1]:6.1%}  ({sum(history.seconds):.1f} s)"
@@ -340,6 +342,7 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
     from minitransformer.viz import save_figure  # matplotlib and graphviz: only when used
 
     save_figure(plot_curves(history, title=_describe(config)), os.path.join(out_dir, CURVES_FILE))
+    record_written(out_dir or ".", METRICS_FILE, CURVES_FILE)
     return TrainResult(run, metrics["test_accuracy"], metrics["train_seconds"], metrics)
 
 

@@ -267,12 +267,14 @@ def _fit(run: GPTRun, data: StoryData, optimizer: optim.Optimizer,
             history.val_loss.append(scores["cross_entropy"])
             history.dependent_accuracy.append(scores["dependent_accuracy"])
             runs.save_checkpoint(run, RUN_FORMAT, optimizer, scheduler, batch_rng)
+            runs.record_written(out_dir, CHECKPOINT_FILE)
             log(f"epoch {epoch:>2}/{config.epochs}  val loss {scores['cross_entropy']:.4f} "
                 f"(floor {data.floor:.4f})  antecedent-dependent tokens "
                 f"{scores['dependent_accuracy']:6.1%}  ({sum(history.seconds):.1f} s)"
                 + runs.time_left_note(history.seconds, epoch, config.epochs))
     metrics = compute_gpt_metrics(run, data)
     runs.write_json(os.path.join(out_dir, METRICS_FILE), metrics)
+    runs.record_written(out_dir, METRICS_FILE)
     return GPTTrainResult(run, metrics)
 
 

@@ -21,12 +21,15 @@ from minitransformer.cli.common import (
     epoch_count,
     figure_destination,
     non_negative_int,
+    refuse_to_overwrite,
     refuse_unreadable,
 )
 from minitransformer.coref.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE
 from minitransformer.errors import CheckpointError
 
 DEFAULT_RUN_DIR = os.path.join("runs", "coref")
+DEMO_FILES = ("attention_tired.png", "attention_wide.png", "attention_graph.dot",
+              "attention_graph.svg")  # what demo writes besides the run's own files
 
 
 # ----------------------------------------------------------------------------- train
@@ -35,6 +38,8 @@ DEFAULT_RUN_DIR = os.path.join("runs", "coref")
 def _train(args: argparse.Namespace) -> int:
     from minitransformer.coref.training import (
         CHECKPOINT_FILE,
+        CURVES_FILE,
+        METRICS_FILE,
         TrainConfig,
         load_run,
         resume,
@@ -56,6 +61,7 @@ def _train(args: argparse.Namespace) -> int:
         if conflicts:
             raise CommandError(f"{path} continues with its own settings; drop "
                                f"{', '.join(conflicts)} or start a new run")
+        refuse_to_overwrite(args.out, [METRICS_FILE, CURVES_FILE], args.force)
         result = resume(args.out, device=args.device, progress=not args.quiet, epochs=epochs)
     else:
         if os.path.exists(os.path.join(args.out, CHECKPOINT_FILE)):
@@ -64,6 +70,7 @@ def _train(args: argparse.Namespace) -> int:
                                    f"--force replaces it, or choose another --out")
             print(f"starting a new run in {args.out} (--force: its checkpoint is replaced)",
                   file=sys.stderr)
+        refuse_to_overwrite(args.out, [CHECKPOINT_FILE, METRICS_FILE, CURVES_FILE], args.force)
         result = train(TrainConfig(**given), args.out, device=args.device,
                        progress=not args.quiet)
     _print_summary(result.metrics, args.out)
@@ -155,14 +162,19 @@ def _demo(args: argparse.Namespace) -> int:
     from minitransformer.coref.models.coref import resolve
     from minitransformer.coref.training import (
         CHECKPOINT_FILE,
+        CURVES_FILE,
+        METRICS_FILE,
         TrainConfig,
         load_run,
         resume,
         train,
     )
+    from minitransformer.runs import record_written
 
     path = os.path.join(args.out, CHECKPOINT_FILE)
     check_run_directory(args.out, CHECKPOINT_FILE)
+    refuse_to_overwrite(args.out, [CHECKPOINT_FILE, METRICS_FILE, CURVES_FILE, *DEMO_FILES],
+                        args.force)
     run = None
     if os.path.exists(path):
         try:
@@ -209,6 +221,7 @@ def _demo(args: argparse.Namespace) -> int:
         if number < 2:
             image = os.path.join(args.out, f"attention_{result.tokens[-1]}.png")
             plot_attention(result, image)
+            record_written(args.out, os.path.basename(image))
             print(f"  heatmaps of every layer, head and the pointer head: {image}")
     _demo_graph(args.out)
     print(f"\n{correct}/{len(sentences)} pronouns resolved as expected")
@@ -220,6 +233,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _demo_graph(out_dir: str) -> None:
     """Draw one attention layer's forward and backward next to the heatmaps."""
+    from minitransformer.runs import record_written
     from minitransformer.viz import GraphvizNotFoundError, render
     from minitransformer.viz.examples import attention_graph
 
@@ -228,6 +242,9 @@ def _demo_graph(out_dir: str) -> None:
         print(f"\nthe computation graph of one attention layer: {path}")
     except GraphvizNotFoundError as exc:
         print(f"\n{exc}", file=sys.stderr)
+    finally:
+        record_written(out_dir, *[name for name in DEMO_FILES if name.startswith("attention_graph")
+                                  and os.path.exists(os.path.join(out_dir, name))])
 
 
 # ----------------------------------------------------------------------------- parsers
