@@ -215,6 +215,18 @@ def content_corruptions(kind: str) -> Iterator[tuple[str, Any, str, bool]]:
         state["vocabulary"]["tokens"] = [t for i, t in enumerate(state["vocabulary"]["tokens"])
                                          if i != 3]
 
+    def swap_words(state: dict) -> None:
+        tokens = list(state["vocabulary"]["tokens"])
+        tokens[3], tokens[4] = tokens[4], tokens[3]
+        state["vocabulary"]["tokens"] = tokens
+
+    def remove_word_consistently(state: dict) -> None:
+        remove_word(state)
+        state["model_config"]["vocab_size"] -= 1
+        name = _first_weight(state)  # the token embedding: one row per word
+        state["model"][name] = mt.Tensor(np.delete(mt.Tensor(state["model"][name]).numpy(),
+                                                   3, axis=0))
+
     def lengthen(key: str, extra: int) -> Any:
         def edit(state: dict) -> None:
             values = state["history"][key]
@@ -241,6 +253,9 @@ def content_corruptions(kind: str) -> Iterator[tuple[str, Any, str, bool]]:
     yield "lr NaN", setting("config", "lr", float("nan")), "lr", False
     yield "epochs negative", setting("config", "epochs", -1), "epochs", False
     yield "a word removed from the vocabulary", remove_word, "vocab", False
+    yield "two words of the vocabulary swapped", swap_words, "vocabulary", False
+    yield "a word removed, vocab_size and embedding trimmed to match", \
+        remove_word_consistently, "vocabulary", False
     yield "epochs_done beyond epochs", more_epochs_than_the_run, "epochs", False
     yield "history lists of unequal length", lengthen("seconds", 2), "seconds", False
     yield f"history {epoch_list} longer", lengthen(epoch_list, 1), "history", False

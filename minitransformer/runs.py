@@ -118,6 +118,8 @@ class RunFormat:
     """model config -> every state_dict entry's shape (computed, nothing allocated)."""
     steps_in_history: Callable[[Any, Any], dict[str, int]] | None = None
     """(config, history) -> the length each history list must have."""
+    vocabulary_for: Callable[[Any], Any] | None = None
+    """config -> the vocabulary this version's data generator has for it."""
 
 
 def config_from_dict(cls: type, state: dict[str, Any], what: str) -> Any:
@@ -307,6 +309,15 @@ def _check_model_settings(fmt: RunFormat, config: Any, model_config: Any,
     if vocab_size is not None and vocab_size != len(vocabulary):
         raise ValueError(f"vocabulary has {len(vocabulary)} tokens but model_config.vocab_size "
                          f"is {vocab_size} (a word added or removed shifts every later id)")
+    if fmt.vocabulary_for is not None:
+        generated = fmt.vocabulary_for(config)
+        if generated != vocabulary:
+            missing = [w for w in generated.tokens if w not in vocabulary][:5]
+            extra = [w for w in vocabulary.tokens if w not in generated][:5]
+            how = (f"it lacks {missing} and has {extra}" if missing or extra
+                   else "the same words in another order")
+            raise ValueError(f"vocabulary differs from the data generator's ({how}): the "
+                             "token ids would point at the wrong words")
     if fmt.model_config_for is not None:
         expected = fmt.model_config_for(config, vocabulary)
         if expected != model_config:

@@ -38,6 +38,7 @@ from minitransformer.coref.data import (
     CorefDataset,
     Example,
     Vocabulary,
+    build_vocabulary,
     iterate_batches,
     make_dataset,
 )
@@ -190,7 +191,8 @@ RUN_LIMITS = {
 RUN_FORMAT = RunFormat("minitransformer-coref-run", 1, "a coreference run", TrainConfig,
                        CorefConfig, CorefModel, History, Vocabulary, limits=RUN_LIMITS,
                        model_config_for=model_config_for, expected_shapes=expected_shapes,
-                       steps_in_history=_history_lengths)
+                       steps_in_history=_history_lengths,
+                       vocabulary_for=lambda config: build_vocabulary())
 
 
 @dataclass

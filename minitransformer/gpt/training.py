@@ -33,6 +33,7 @@ from minitransformer.gpt.stories import (
     MAX_TOKENS,
     StoryData,
     bigram_cross_entropy,
+    build_vocabulary,
     dependent_accuracy,
     make_stories,
 )
@@ -147,7 +148,8 @@ RUN_FORMAT = RunFormat("minitransformer-gpt-run", 1, "a GPT run", GPTTrainConfig
                        GPT, GPTHistory, Vocabulary, limits=RUN_LIMITS,
                        model_config_for=lambda config, vocabulary:
                            config.model_config(len(vocabulary)),
-                       expected_shapes=expected_shapes, steps_in_history=_history_lengths)
+                       expected_shapes=expected_shapes, steps_in_history=_history_lengths,
+                       vocabulary_for=lambda config: build_vocabulary())
 
 
 @dataclass
