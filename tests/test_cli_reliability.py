@@ -339,3 +339,20 @@ def test_gpt_attend_does_not_draw_over_the_users_picture(runs, tmp_path, capsys)
     assert code == 1
     assert_one_line_error(err, "attention.png, which minitransformer did not write", "--plot")
     assert (run / "attention.png").read_text() == "mine"
+
+
+def test_attend_plot_without_extension_adds_png_and_says_so(runs, tmp_path, capsys) -> None:
+    code, out, err = run_cli(capsys, "attend", runs["coref"], SENTENCE, "--plot",
+                             tmp_path / "heat")
+    assert code == 0, err
+    assert os.listdir(tmp_path) == ["heat.png"] and "no extension" in err
+    assert f"wrote {tmp_path / 'heat.png'}" in out
+
+
+def test_importing_the_library_leaves_ctrl_c_alone() -> None:
+    """Only the command line's own process gets the start-up handler (minitransformer/
+    _startup.py); a program importing the library keeps Python's KeyboardInterrupt."""
+    import minitransformer._startup as startup
+
+    assert not startup.is_command_line()  # pytest is not the command line
+    assert signal.getsignal(signal.SIGINT) is not startup._interrupted_while_starting
