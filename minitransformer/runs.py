@@ -420,12 +420,10 @@ def restore_training(run: Run, state: dict[str, Any], optimizer: optim.Optimizer
 # ----------------------------------------------------------------------------- output
 
 
-def time_left_note(seconds: list[float], epochs_done: int, epochs: int) -> str:
-    """After a run's first measured epoch, how long the rest will take, when that is more
-    than a minute (else ""), so a long run says so up front."""
-    if len(seconds) != 1 or epochs_done >= epochs:
-        return ""
-    left = seconds[0] * (epochs - epochs_done)
+def time_left_note(epoch_seconds: float, epochs_done: int, epochs: int) -> str:
+    """After the first epoch a command trains (``epoch_seconds`` long), how long the rest
+    will take, when that is more than a minute (else ""): a long run says so up front."""
+    left = epoch_seconds * (epochs - epochs_done)
     if left < 60:
         return ""
     hours, minutes = divmod(round(left / 60), 60)

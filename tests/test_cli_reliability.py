@@ -124,9 +124,23 @@ def test_an_endless_epoch_count_is_refused_up_front(command, tmp_path, capsys) -
 def test_a_long_run_says_how_long_after_its_first_epoch() -> None:
     from minitransformer.runs import time_left_note
 
-    assert time_left_note([2.0], 1, 8) == ""  # 14 s more: nothing to say
-    assert "the 9999 epochs left take about 5 h 33 min" in time_left_note([2.0], 1, 10_000)
-    assert time_left_note([2.0, 2.0], 2, 10_000) == ""  # said once, after the first epoch
+    assert time_left_note(2.0, 1, 8) == ""  # 14 s more: nothing to say
+    assert "the 9999 epochs left take about 5 h 33 min" in time_left_note(2.0, 1, 10_000)
+    assert "the 20 epochs left take about 3 min" in time_left_note(10.0, 80, 100)
+
+
+def test_training_says_how_long_the_rest_takes_once(tmp_path, monkeypatch) -> None:
+    import minitransformer.gpt.training as gpt_training
+    from minitransformer import runs as runs_module
+
+    calls = []
+    monkeypatch.setattr(runs_module, "time_left_note",
+                        lambda seconds, done, epochs: calls.append((done, epochs)) or " NOTE")
+    lines = []
+    gpt_training.train_gpt(gpt_training.GPTTrainConfig(
+        epochs=2, train_size=16, val_size=8, batch_size=8, n_embd=8, dim_feedforward=8,
+        n_layer=1), tmp_path, progress=False, log=lines.append)
+    assert calls == [(1, 2)] and lines[0].endswith(" NOTE") and "NOTE" not in lines[1]
 
 
 # ----------------------------------------------------------------------------- text

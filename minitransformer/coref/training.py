@@ -331,14 +331,16 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
     os.makedirs(out_dir or ".", exist_ok=True)
 
     with tuning.single_threaded_blas():
-        for epoch in range(history.epochs_done + 1, config.epochs + 1):
+        first_epoch = history.epochs_done + 1  # of this call (a resumed run: not 1)
+        for epoch in range(first_epoch, config.epochs + 1):
             _train_epoch(run, data, optimizer, scheduler, batch_rng, epoch, progress)
             save_checkpoint(run, RUN_FORMAT, optimizer, scheduler, batch_rng)
             record_written(out_dir or ".", CHECKPOINT_FILE)
             log(f"epoch {epoch:>2}/{config.epochs}  loss {history.epoch_loss[-1]:.4f}  "
                 f"train acc {history.train_accuracy[-1]:6.1%}  "
                 f"held-out acc {history.test_accuracy[-1]:6.1%}  ({sum(history.seconds):.1f} s)"
-                + time_left_note(history.seconds, epoch, config.epochs))
+                + (time_left_note(history.seconds[-1], epoch, config.epochs)
+                   if epoch == first_epoch else ""))
         metrics = compute_metrics(run, data)
     write_json(os.path.join(out_dir, METRICS_FILE), metrics)
     from minitransformer.viz import save_figure  # matplotlib and graphviz: only when used

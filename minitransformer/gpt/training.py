@@ -248,7 +248,8 @@ def _fit(run: GPTRun, data: StoryData, optimizer: optim.Optimizer,
     os.makedirs(out_dir, exist_ok=True)
     steps = math.ceil(config.train_size / config.batch_size)
     with tuning.single_threaded_blas():
-        for epoch in range(history.epochs_done + 1, config.epochs + 1):
+        first_epoch = history.epochs_done + 1  # of this call (a resumed run: not 1)
+        for epoch in range(first_epoch, config.epochs + 1):
             started = time.perf_counter()
             model.train()
             order = batch_rng.permutation(config.train_size)
@@ -273,7 +274,8 @@ def _fit(run: GPTRun, data: StoryData, optimizer: optim.Optimizer,
             log(f"epoch {epoch:>2}/{config.epochs}  val loss {scores['cross_entropy']:.4f} "
                 f"(floor {data.floor:.4f})  antecedent-dependent tokens "
                 f"{scores['dependent_accuracy']:6.1%}  ({sum(history.seconds):.1f} s)"
-                + runs.time_left_note(history.seconds, epoch, config.epochs))
+                + (runs.time_left_note(history.seconds[-1], epoch, config.epochs)
+                   if epoch == first_epoch else ""))
     metrics = compute_gpt_metrics(run, data)
     runs.write_json(os.path.join(out_dir, METRICS_FILE), metrics)
     runs.record_written(out_dir, METRICS_FILE)
