@@ -7,6 +7,8 @@
     x.grad
 """
 
+# First: where this process is the command line, Ctrl-C while it starts gives one line.
+from minitransformer import _startup  # noqa: F401, I001
 from minitransformer import backend, ops
 from minitransformer.autograd import (
     Function,

@@ -22,21 +22,36 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
 
-from minitransformer import files, optim, serialization
+from minitransformer import backend, files, optim, serialization
 from minitransformer.errors import CheckpointError
 from minitransformer.nn import Module, StateDictError
+from minitransformer.tensor import Tensor
 
 CHECKPOINT_FILE = "checkpoint.npz"
 METRICS_FILE = "metrics.json"
 
+WRITTEN_FILE = ".minitransformer-written.json"
+"""In a run directory: the names of the files minitransformer wrote there. Any other file
+of the same name as one a command would write is the user's: it is not overwritten
+without ``--force``."""
+
+MAX_EPOCHS = 10_000
+"""The most epochs a run may have (``--epochs``, a checkpoint's ``config.epochs``): far
+beyond what either task needs (8 to 12), short of a run that would never end."""
+
 __all__ = ["CHECKPOINT_FILE", "METRICS_FILE", "OptimizerSettings", "Run", "RunFormat",
            "SavedLists", "build_optimizer", "checkpoint_path", "config_from_dict",
            "dropout_generators", "load_checkpoint", "log_to_stderr", "restore_training",
+           "time_left_note", "WRITTEN_FILE", "files_written", "foreign_files",
+           "record_written",
            "save_checkpoint", "write_json"]
 
 
@@ -48,7 +63,20 @@ class SavedLists:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> Any:
-        return cls(**{f.name: [float(v) for v in state[f.name]] for f in fields(cls)})
+        if not isinstance(state, dict):
+            raise ValueError(f"history is a {type(state).__name__}, not a dict")
+        unknown = sorted(set(state) - {f.name for f in fields(cls)})
+        missing = [f.name for f in fields(cls) if f.name not in state]
+        if unknown or missing:
+            raise ValueError(f"history has unknown {unknown} and lacks {missing}")
+        lists = {}
+        for f in fields(cls):
+            values = state[f.name]
+            if (not backend_is_array(values) or values.ndim != 1
+                    or values.dtype.kind not in "fiu"):
+                raise ValueError(f"history {f.name} is not a 1-d array of numbers")
+            lists[f.name] = [float(v) for v in values.tolist()]
+        return cls(**lists)
 
 
 @dataclass
@@ -81,15 +109,67 @@ class RunFormat:
     model: type
     history: type
     vocabulary: type
+    # The content checks of load_checkpoint (all optional):
+    limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """``"config.epochs"`` or ``"model_config.d_model"`` -> its (lowest, highest) value."""
+    model_config_for: Callable[[Any, Any], Any] | None = None
+    """(config, vocabulary) -> the model config a run with them has (no allocation)."""
+    expected_shapes: Callable[[Any], dict[str, tuple[int, ...]]] | None = None
+    """model config -> every state_dict entry's shape (computed, nothing allocated)."""
+    steps_in_history: Callable[[Any, Any], dict[str, int]] | None = None
+    """(config, history) -> the length each history list must have."""
+    vocabulary_for: Callable[[Any], Any] | None = None
+    """config -> the vocabulary this version's data generator has for it."""
 
 
 def config_from_dict(cls: type, state: dict[str, Any], what: str) -> Any:
     """``cls(**state)`` for a settings dataclass, refusing keys it does not know (a
-    checkpoint from another version, or a typo) with a ValueError that names them."""
+    checkpoint from another version, or a typo), keys it lacks (a default would stand in
+    for the saved value unseen) and values of the wrong type, with a ValueError naming
+    the field."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} are a {type(state).__name__}, not a dict")
     unknown = sorted(set(state) - {f.name for f in fields(cls)})
     if unknown:
         raise ValueError(f"unknown {what} {unknown}")
+    missing = [f.name for f in fields(cls) if f.name not in state]
+    if missing:
+        raise ValueError(f"{what} lack {missing} (every setting is saved; no default "
+                         "stands in for one)")
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        value = state[f.name]
+        if not _fits(value, hints.get(f.name, Any)):
+            expected = getattr(hints[f.name], "__name__", None) or str(hints[f.name])
+            raise ValueError(f"{what} {f.name} is {value!r:.60} ({type(value).__name__}); "
+                             f"it must be {expected}" + (" and finite" if expected == "float"
+                                                          else ""))
     return cls(**state)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a saved plain value has the type a settings field is annotated with."""
+    if hint is Any:
+        return True
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def backend_is_array(value: Any) -> bool:
+    """A NumPy array, or a CuPy one (a checkpoint's arrays are loaded on the host)."""
+    return isinstance(value, np.ndarray) or backend.is_array(value)
 
 
 class OptimizerSettings(Protocol):
@@ -162,8 +242,14 @@ def load_checkpoint(path: str, fmt: RunFormat, device: str = "cpu"
                     ) -> tuple[Run, dict[str, Any]]:
     """The run saved at ``path`` (its model on ``device``) and the whole saved state.
 
-    Raises :class:`~minitransformer.errors.CheckpointError` naming the file when it is
-    missing, truncated, of another kind or version, or does not fit the model it describes.
+    Every field is checked before anything is built from it: the settings' types and
+    ranges (``fmt.limits``), the model's settings against the run's, the vocabulary's size,
+    each weight's name, shape (the one the settings imply, so nothing is allocated for a
+    damaged size), dtype (real floating point) and values (finite), and the history's
+    lengths against its ``epochs_done``.
+
+    Raises :class:`~minitransformer.errors.CheckpointError` naming the file and the field
+    when it is missing, truncated, of another kind or version, or holds wrong content.
     """
     state = serialization.load(path)
     if not isinstance(state, dict) or state.get("kind") != fmt.kind:
@@ -174,11 +260,22 @@ def load_checkpoint(path: str, fmt: RunFormat, device: str = "cpu"
                               f"{state.get('version')!r}; this minitransformer reads version "
                               f"{fmt.version}")
     try:
-        model = fmt.model(fmt.model_config.from_dict(state["model_config"]), device=device)
-        model.load_state_dict(state["model"])
-        run = Run(fmt.config.from_dict(state["config"]), model,
-                  fmt.vocabulary.from_dict(state["vocabulary"]),
-                  fmt.history.from_dict(state["history"]), path)
+        missing = [key for key in ("config", "model_config", "model", "vocabulary", "history")
+                   if key not in state]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+        config = _section("config", lambda: fmt.config.from_dict(state["config"]))
+        model_config = _section("model_config",
+                                lambda: fmt.model_config.from_dict(state["model_config"]))
+        _check_limits(fmt, config, model_config)
+        vocabulary = _section("vocabulary", lambda: fmt.vocabulary.from_dict(state["vocabulary"]))
+        _check_model_settings(fmt, config, model_config, vocabulary)
+        weights = _check_weights(fmt, model_config, state["model"])
+        history = _section("history", lambda: fmt.history.from_dict(state["history"]))
+        _check_history(fmt, config, history)
+        model = fmt.model(model_config, device=device)
+        model.load_state_dict(weights)
+        run = Run(config, model, vocabulary, history, path)
     except StateDictError as exc:
         last_line = str(exc).splitlines()[-1].strip()
         raise CheckpointError(f"{path}: the saved weights do not fit the model ({last_line})"
@@ -189,28 +286,191 @@ def load_checkpoint(path: str, fmt: RunFormat, device: str = "cpu"
     return run, state
 
 
+def _section(key: str, build: Callable[[], Any]) -> Any:
+    """``build()``, its errors prefixed with the checkpoint field they are about."""
+    try:
+        return build()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{key}: {exc}") from exc
+
+
+def _check_limits(fmt: RunFormat, config: Any, model_config: Any) -> None:
+    settings = {"config": config, "model_config": model_config}
+    for name, (low, high) in fmt.limits.items():
+        section, field_name = name.split(".")
+        value = getattr(settings[section], field_name)
+        if value is not None and not low <= value <= high:
+            raise ValueError(f"{name} is {value!r}; it must be between {low} and {high}")
+
+
+def _check_model_settings(fmt: RunFormat, config: Any, model_config: Any,
+                          vocabulary: Any) -> None:
+    vocab_size = getattr(model_config, "vocab_size", None)
+    if vocab_size is not None and vocab_size != len(vocabulary):
+        raise ValueError(f"vocabulary has {len(vocabulary)} tokens but model_config.vocab_size "
+                         f"is {vocab_size} (a word added or removed shifts every later id)")
+    if fmt.vocabulary_for is not None:
+        generated = fmt.vocabulary_for(config)
+        if generated != vocabulary:
+            missing = [w for w in generated.tokens if w not in vocabulary][:5]
+            extra = [w for w in vocabulary.tokens if w not in generated][:5]
+            how = (f"it lacks {missing} and has {extra}" if missing or extra
+                   else "the same words in another order")
+            raise ValueError(f"vocabulary differs from the data generator's ({how}): the "
+                             "token ids would point at the wrong words")
+    if fmt.model_config_for is not None:
+        expected = fmt.model_config_for(config, vocabulary)
+        if expected != model_config:
+            differing = [f"{f.name} {getattr(model_config, f.name)!r} (the run's settings "
+                         f"give {getattr(expected, f.name)!r})" for f in fields(model_config)
+                         if getattr(model_config, f.name) != getattr(expected, f.name)]
+            raise ValueError(f"model_config does not match config: {', '.join(differing)}")
+
+
+def _check_weights(fmt: RunFormat, model_config: Any, saved: Any) -> dict[str, Any]:
+    """The saved state_dict, each entry checked for shape, dtype and finite values."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"model is a {type(saved).__name__}, not a dict of weights")
+    if fmt.expected_shapes is not None:
+        expected = fmt.expected_shapes(model_config)
+        missing = [name for name in expected if name not in saved]
+        unknown = [name for name in saved if name not in expected]
+        if missing or unknown:
+            raise ValueError(f"model lacks {missing[:5]} and has unexpected {unknown[:5]} "
+                             "for the model its model_config describes")
+    for name, value in saved.items():
+        array = value.data if isinstance(value, Tensor) else value
+        if not backend_is_array(array):
+            raise ValueError(f"model.{name} is a {type(value).__name__}, not an array")
+        if array.dtype.kind != "f":
+            raise ValueError(f"model.{name} has dtype {array.dtype}; weights are real floating "
+                             "point")
+        if fmt.expected_shapes is not None and tuple(array.shape) != tuple(expected[name]):
+            raise ValueError(f"model.{name} has shape {tuple(array.shape)}; model_config "
+                             f"implies {tuple(expected[name])}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"model.{name} holds NaN or infinite values (training diverged "
+                             "or the file was damaged)")
+    return saved
+
+
+def _check_history(fmt: RunFormat, config: Any, history: Any) -> None:
+    done = history.epochs_done
+    epochs = getattr(config, "epochs", None)
+    if epochs is not None and done > epochs:
+        raise ValueError(f"history records {done} epochs done, beyond config.epochs {epochs}")
+    if fmt.steps_in_history is not None:
+        for name, length in fmt.steps_in_history(config, history).items():
+            actual = len(getattr(history, name))
+            if actual != length:
+                raise ValueError(f"history {name} has {actual} entries; {done} epochs done "
+                                 f"make {length}")
+
+
+def steps_per_epoch(config: OptimizerSettings) -> int:
+    return math.ceil(config.train_size / config.batch_size)
+
+
 def restore_training(run: Run, state: dict[str, Any], optimizer: optim.Optimizer,
                      scheduler: optim.LRScheduler) -> np.random.Generator:
     """Put the optimizer, the schedule and every dropout generator back as ``state`` saved
     them; returns the batch-order generator, restored too.
 
     The schedule keeps the step and warm-up it saved but its own length, so a run whose
-    ``config.epochs`` was raised goes on along the longer schedule.
+    ``config.epochs`` was raised goes on along the longer schedule. The saved step must be
+    the one ``epochs_done`` epochs make, and every parameter must have its optimizer state
+    once a step was taken (a fresh state would silently restart the moments).
     """
     batch_rng = np.random.default_rng()
     try:
+        missing = [key for key in ("optimizer", "scheduler", "rng") if key not in state]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+        steps = run.history.epochs_done * steps_per_epoch(run.config)
+        saved_step = state["scheduler"].get("last_step") if isinstance(state["scheduler"], dict) \
+            else None
+        if not isinstance(saved_step, int) or isinstance(saved_step, bool) or saved_step != steps:
+            raise ValueError(f"scheduler.last_step is {saved_step!r}; {run.history.epochs_done} "
+                             f"epochs done make {steps}")
+        saved_state = state["optimizer"].get("state") if isinstance(state["optimizer"], dict) \
+            else None
+        if not isinstance(saved_state, dict):
+            raise ValueError("optimizer.state is missing")
+        n_params = sum(len(group["params"]) for group in optimizer.param_groups)
+        lacking = [i for i in range(n_params) if str(i) not in saved_state and i not in saved_state]
+        if steps > 0 and lacking:
+            raise ValueError(f"optimizer.state lacks the state of parameters {lacking[:5]} "
+                             f"after {steps} steps")
+        for key, entry in saved_state.items():
+            for name, value in (entry.items() if isinstance(entry, dict) else ()):
+                if backend_is_array(value) and not np.isfinite(value).all():
+                    raise ValueError(f"optimizer.state.{key}.{name} holds NaN or infinite "
+                                     "values")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(dict(state["scheduler"], total_steps=scheduler.total_steps))
         batch_rng.bit_generator.state = state["rng"]["batches"]
         for name, generator in dropout_generators(run.model).items():
             generator.bit_generator.state = state["rng"]["dropout"][name]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{run.path} cannot be resumed: its optimizer or random state "
                               f"is damaged ({type(exc).__name__}: {exc})") from exc
     return batch_rng
 
 
 # ----------------------------------------------------------------------------- output
+
+
+def time_left_note(epoch_seconds: float, epochs_done: int, epochs: int) -> str:
+    """After the first epoch a command trains (``epoch_seconds`` long), how long the rest
+    will take, when that is more than a minute (else ""): a long run says so up front."""
+    left = epoch_seconds * (epochs - epochs_done)
+    if left < 60:
+        return ""
+    hours, minutes = divmod(round(left / 60), 60)
+    spent = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    return (f"  (the {epochs - epochs_done} epochs left take about {spent} at this pace; "
+            "Ctrl-C stops, --resume goes on)")
+
+
+def files_written(directory: str | os.PathLike) -> set[str]:
+    """The names of the files minitransformer wrote in ``directory`` (its
+    :data:`WRITTEN_FILE`). A run directory from before that record (a checkpoint, no
+    record) counts the files a run writes as written by it."""
+    record = os.path.join(os.fspath(directory), WRITTEN_FILE)
+    try:
+        with open(record, encoding="utf-8") as f:
+            names = json.load(f).get("files", [])
+        return {name for name in names if isinstance(name, str)}
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, AttributeError):
+        return set()  # an unreadable record vouches for nothing
+    if os.path.isfile(os.path.join(os.fspath(directory), CHECKPOINT_FILE)):
+        return set(_RUN_FOLDER_FILES)
+    return set()
+
+
+# Every name the commands write into a run directory (train, demo, gpt train, gpt attend).
+_RUN_FOLDER_FILES = (CHECKPOINT_FILE, METRICS_FILE, "curves.png", "attention.png",
+                     "attention_tired.png", "attention_wide.png", "attention_graph.dot",
+                     "attention_graph.svg")
+
+
+def foreign_files(directory: str | os.PathLike, names: list[str]) -> list[str]:
+    """Those of ``names`` that exist in ``directory`` but minitransformer did not write."""
+    ours = files_written(directory)
+    return [name for name in names
+            if os.path.lexists(os.path.join(os.fspath(directory), name)) and name not in ours]
+
+
+def record_written(directory: str | os.PathLike, *names: str) -> None:
+    """Add ``names`` to the record of what minitransformer wrote in ``directory``."""
+    ours = files_written(directory)
+    if set(names) <= ours and os.path.exists(os.path.join(os.fspath(directory), WRITTEN_FILE)):
+        return
+    files.write_text(os.path.join(os.fspath(directory), WRITTEN_FILE),
+                     json.dumps({"written_by": "minitransformer",
+                                 "files": sorted(ours | set(names))}, indent=2) + "\n")
 
 
 def log_to_stderr(message: str) -> None:

@@ -58,3 +58,56 @@ def test_a_damaged_optimizer_state_fails_when_loaded_not_at_the_next_step() -> N
     bad_step = {**good, "state": {**good["state"], key: {**good["state"][key], "step": -5}}}
     with pytest.raises(ValueError, match="step count"):
         mt.optim.Adam(layer.parameters()).load_state_dict(bad_step)
+
+
+# ----------------------------------------------------------------------------- content
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    from benchmarks.checkpoint_fuzz import tiny_runs
+
+    return tiny_runs(os.fspath(tmp_path_factory.mktemp("runs")))
+
+
+@pytest.mark.parametrize("kind", ["coref", "gpt"])
+def test_wrong_content_is_refused_naming_the_field(kind, tiny_runs, tmp_path) -> None:
+    from benchmarks.checkpoint_fuzz import check_content
+
+    assert check_content(kind, tiny_runs[kind], os.fspath(tmp_path)) == []
+
+
+@pytest.mark.parametrize("kind", ["coref", "gpt"])
+def test_the_genuine_run_loads_and_resumes(kind, tiny_runs) -> None:
+    from minitransformer import runs
+    from minitransformer.coref.training import RUN_FORMAT as COREF
+    from minitransformer.gpt.training import RUN_FORMAT as GPT
+
+    run, state = runs.load_checkpoint(tiny_runs[kind], COREF if kind == "coref" else GPT)
+    optimizer, scheduler = runs.build_optimizer(run.model, run.config)
+    runs.restore_training(run, state, optimizer, scheduler)
+
+
+@pytest.mark.parametrize("kind", ["coref", "gpt"])
+def test_the_shapes_computed_from_a_config_are_the_models(kind) -> None:
+    """The loader checks a checkpoint's weights against shapes computed from its config
+    (so nothing is allocated for a damaged size): they must be a real model's."""
+    if kind == "coref":
+        from minitransformer.coref.models.coref import CorefConfig, CorefModel
+        from minitransformer.coref.training import expected_shapes
+
+        configs = [CorefConfig(vocab_size=7, d_model=8, nhead=2, num_layers=n,
+                               dim_feedforward=12, max_len=20) for n in (1, 3)]
+        build = CorefModel
+    else:
+        from minitransformer.gpt.model import GPT, GPTConfig
+        from minitransformer.gpt.training import expected_shapes
+
+        configs = [GPTConfig(vocab_size=7, block_size=9, n_layer=n, n_head=2, n_embd=8,
+                             dim_feedforward=12, tie_weights=tie)
+                   for n, tie in ((1, True), (2, False))]
+        build = GPT
+    for config in configs:
+        model = build(config)
+        assert expected_shapes(config) == {name: tuple(value.shape)
+                                           for name, value in model.state_dict().items()}

@@ -6,6 +6,7 @@ ends quietly, and the compare page explains a baseline beating attention."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +47,8 @@ def test_train_refuses_to_replace_a_run_without_force(tiny_run, capsys):
 def test_interrupt_hint_names_the_out_used(tmp_path, capsys, monkeypatch):
     import minitransformer.coref.training as training
 
-    def interrupted(*args, **kwargs):
+    def interrupted(config, out_dir, *args, **kwargs):
+        (Path(out_dir) / "checkpoint.npz").write_bytes(b"")  # as if an epoch had ended
         raise KeyboardInterrupt
 
     monkeypatch.setattr(training, "train", interrupted)

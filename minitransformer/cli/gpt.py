@@ -12,13 +12,14 @@ status 1 and one line, never a traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import sys
 
 import numpy as np
 
-from minitransformer import tuning
+from minitransformer import files, tuning
 from minitransformer.cli.common import CommandError
 
 DEFAULT_GPT_DIR = os.path.join("runs", "gpt")
@@ -27,8 +28,10 @@ DEFAULT_GPT_DIR = os.path.join("runs", "gpt")
 def add_gpt_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``gpt`` and its three sub-commands on the CLI's sub-command parsers."""
     from minitransformer.cli.common import add_device as _add_device
+    from minitransformer.cli.common import epoch_count
     from minitransformer.cli.common import non_negative_int as _non_negative_int
     from minitransformer.cli.common import positive_int as _positive_int
+    from minitransformer.runs import MAX_EPOCHS
 
     gpt = subparsers.add_parser(
         "gpt", help="train, sample from and inspect a tiny GPT on a toy story language",
@@ -41,14 +44,18 @@ def add_gpt_command(subparsers: argparse._SubParsersAction) -> argparse.Argument
         description="Train on generated stories; report validation cross-entropy beside the "
                     "exact floor and a bigram baseline, and the accuracy on tokens that "
                     "depend on a far-back word. Writes checkpoint.npz and metrics.json.")
-    train.add_argument("--epochs", type=_positive_int, default=None,
-                       help="passes over the training stories (default: 8)")
+    train.add_argument("--epochs", type=epoch_count, default=None,
+                       help=f"passes over the training stories (default: 8; at most "
+                            f"{MAX_EPOCHS})")
     train.add_argument("--seed", type=_non_negative_int, default=None,
                        help="seeds the stories, the weights and the batch order (default: 0)")
     train.add_argument("--out", default=DEFAULT_GPT_DIR, metavar="DIR",
                        help=f"run directory (default: {DEFAULT_GPT_DIR})")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in DIR from its last checkpoint")
+    train.add_argument("--force", action="store_true",
+                       help="start a new run even where DIR already holds one (replacing "
+                            "it), or files minitransformer did not write")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(train)
     train.set_defaults(handler=_guarded(_train))
@@ -96,23 +103,18 @@ def _guarded(handler):  # noqa: ANN001, ANN202 - argparse handlers
             message = " ".join(str(exc).split())
             print(f"minitransformer gpt {args.gpt_command}: error: {message}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            if args.gpt_command != "train":
-                raise
-            print(f"\ninterrupted (the run goes on with `minitransformer gpt train --resume "
-                  f"--out {args.out}`)", file=sys.stderr)
-            return 130
-    return run
+    return run  # Ctrl-C: cli/main.py says it, once, for every command
 
 
 def _train(args: argparse.Namespace) -> int:
+    from minitransformer.cli.common import refuse_to_overwrite
     from minitransformer.gpt.training import (
         GPTTrainConfig,
         load_gpt_run,
         resume_gpt,
         train_gpt,
     )
-    from minitransformer.runs import CHECKPOINT_FILE
+    from minitransformer.runs import CHECKPOINT_FILE, METRICS_FILE
 
     given = {name: getattr(args, name) for name in ("epochs", "seed")
              if getattr(args, name) is not None}
@@ -124,11 +126,16 @@ def _train(args: argparse.Namespace) -> int:
         if conflicts:
             raise CommandError(f"{path} continues with its own settings; drop "
                                   f"{', '.join(conflicts)} or start a new run")
+        refuse_to_overwrite(args.out, [METRICS_FILE], args.force)
         result = resume_gpt(args.out, device=args.device, progress=not args.quiet)
     else:
         if os.path.exists(path):
-            print(f"starting a new run in {args.out} (its checkpoint will be replaced; "
-                  f"--resume continues it instead)", file=sys.stderr)
+            if not args.force:
+                raise CommandError(f"{args.out} already holds a run: --resume continues it, "
+                                   f"--force replaces it, or choose another --out")
+            print(f"starting a new run in {args.out} (--force: its checkpoint is replaced)",
+                  file=sys.stderr)
+        refuse_to_overwrite(args.out, [CHECKPOINT_FILE, METRICS_FILE], args.force)
         result = train_gpt(GPTTrainConfig(**given), args.out, device=args.device,
                            progress=not args.quiet)
     print(format_metrics(result.metrics))
@@ -159,9 +166,18 @@ def split_words(text: str) -> list[str]:
     return re.findall(r"<[a-z]+>|[a-z']+|\.", text.lower())
 
 
-def _encode_prompt(vocabulary, text: str) -> list[int]:  # noqa: ANN001
+_STORY_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz'.<>")
+
+
+def _encode_prompt(vocabulary, text: str, what: str) -> list[int]:  # noqa: ANN001
+    """The ids of ``text``; CommandError for a character the story language lacks (a
+    comma, a digit, an emoji: split_words would drop it), UnknownWordError (closest known
+    words named) for a word it lacks."""
+    from minitransformer.cli.common import refuse_unreadable
     from minitransformer.gpt.stories import BOS
 
+    refuse_unreadable(text, lambda c: c.isspace() or c.lower() in _STORY_CHARACTERS,
+                      vocabulary.tokens[1:], what)
     words = split_words(text)
     if words[:1] != [BOS]:
         words = [BOS, *words]
@@ -175,7 +191,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.temperature < 0:
         raise CommandError(f"--temperature must be >= 0, got {args.temperature}")
     run = load_gpt_run(args.run, device=args.device)
-    prompt = _encode_prompt(run.vocabulary, args.prompt)
+    prompt = _encode_prompt(run.vocabulary, args.prompt, "--prompt")
     room = run.model.config.block_size - len(prompt)
     if room < 1:
         raise CommandError(f"the prompt has {len(prompt)} tokens; this model reads at most "
@@ -192,18 +208,29 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _attend(args: argparse.Namespace) -> int:
+    from minitransformer.cli.common import figure_destination, refuse_to_overwrite
     from minitransformer.gpt.training import load_gpt_run
+    from minitransformer.runs import record_written
 
+    if args.plot:
+        path, note = figure_destination(args.plot, "attention.png")
+    else:  # into the run directory: not over a file of the user's
+        refuse_to_overwrite(_run_dir(args.run), ["attention.png"], force=False,
+                            way_out="give --plot FILE.png to draw elsewhere")
+        path, note = os.path.join(_run_dir(args.run), "attention.png"), ""
     run = load_gpt_run(args.run, device=args.device)
-    ids = _encode_prompt(run.vocabulary, args.text)
+    ids = _encode_prompt(run.vocabulary, args.text, "the text")
     if len(ids) > run.model.config.block_size:
         raise CommandError(f"the text has {len(ids)} tokens; this model reads at most "
                               f"{run.model.config.block_size}")
     words = run.vocabulary.decode(ids)
     maps = [m[0] for m in run.model.attention_maps(np.array([ids]))]  # each (nh, T, T)
     print(format_attention_table(words, maps))
-    path = args.plot or os.path.join(_run_dir(args.run), "attention.png")
     plot_causal_attention(words, maps, path)
+    if not args.plot:
+        record_written(_run_dir(args.run), "attention.png")
+    if note:
+        print(note, file=sys.stderr)
     print(f"wrote {path}")
     return 0
 
@@ -250,5 +277,7 @@ def plot_causal_attention(words: list[str], maps: list[np.ndarray], path: str) -
             ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
     fig.suptitle("causal self-attention: each row looks only left (key <= query)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    picture = io.BytesIO()  # drawn whole, then written in one step: never half a file
+    fig.savefig(picture, format=os.path.splitext(path)[1].lstrip(".").lower() or "png", dpi=110)
     plt.close(fig)
+    files.write_bytes(path, picture.getvalue())

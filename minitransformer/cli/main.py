@@ -25,7 +25,7 @@ import errno
 import os
 import sys
 
-from minitransformer import backend, tuning
+from minitransformer import _startup, backend, tuning
 from minitransformer.cli.common import CommandError
 from minitransformer.cli.exercise import add_exercise_command
 from minitransformer.cli.explain import add_explain_command
@@ -63,17 +63,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2: bad arguments, 1: other errors)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line; returns the exit status (2: bad arguments, 1: other errors,
+    130: interrupted, with one line at any moment, even while the parser is built)."""
+    args = None
+    try:
+        _startup.end_of_start()  # Ctrl-C is a KeyboardInterrupt again, reported below
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return _run(parser, args)
+    except KeyboardInterrupt:
+        print(f"\n{interrupted_message(args)}", file=sys.stderr)
+        return 130
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command is None:  # `minitransformer` alone: say what there is to do
         parser.print_help()
         return 0
     tuning.tune_for_training()  # steps reuse freed arrays instead of fresh pages
     try:
+        if hasattr(args, "device"):  # an unknown $MINITRANSFORMER_DEVICE is an error too
+            args.device = backend.normalize_device(args.device)
         if getattr(args, "device", "cpu") != "cpu":  # a missing GPU is said before any work
-            backend.array_module(backend.normalize_device(args.device))
-        return args.handler(args)
+            backend.array_module(args.device)
+        status = args.handler(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return status
     except BrokenPipeError:  # `... --json | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 141  # 128 + SIGPIPE, as a program killed by the closed pipe
@@ -81,11 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())  # one line, whatever the message held
         print(f"minitransformer {args.command}: error: {message}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        out = f" --out {args.out}" if getattr(args, "out", None) else ""
-        print(f"\ninterrupted (a run in training goes on with `minitransformer train --resume"
-              f"{out}`)", file=sys.stderr)
-        return 130
     except OSError as exc:  # a file that cannot be written or read: a full or read-only disk
         print(f"minitransformer {args.command}: error: {describe_os_error(exc)}",
               file=sys.stderr)
@@ -95,6 +105,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"minitransformer {args.command}: internal error ({type(exc).__name__}: "
               f"{message}); please report this, with the command you ran", file=sys.stderr)
         return 1
+
+
+def interrupted_message(args: argparse.Namespace | None) -> str:
+    """The line for Ctrl-C: how to go on where a run was training, nothing else elsewhere."""
+    command = getattr(args, "command", None)
+    if command == "gpt" and getattr(args, "gpt_command", None) == "train":
+        command = "gpt train"
+    if command not in ("train", "gpt train", "demo"):
+        return "interrupted"
+    out = args.out
+    if not os.path.exists(os.path.join(out, "checkpoint.npz")):
+        return f"interrupted before the first checkpoint in {out}: nothing to resume"
+    if command == "demo":
+        return f"interrupted (`minitransformer demo --out {out}` goes on with its training)"
+    return f"interrupted (the run goes on with `minitransformer {command} --resume --out {out}`)"
 
 
 def describe_os_error(exc: OSError) -> str:

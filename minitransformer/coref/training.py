@@ -38,6 +38,7 @@ from minitransformer.coref.data import (
     CorefDataset,
     Example,
     Vocabulary,
+    build_vocabulary,
     iterate_batches,
     make_dataset,
 )
@@ -46,6 +47,7 @@ from minitransformer.errors import CheckpointError
 from minitransformer.nn import Module
 from minitransformer.runs import (
     CHECKPOINT_FILE,
+    MAX_EPOCHS,
     METRICS_FILE,
     Run,
     RunFormat,
@@ -55,8 +57,10 @@ from minitransformer.runs import (
     config_from_dict,
     load_checkpoint,
     log_to_stderr,
+    record_written,
     restore_training,
     save_checkpoint,
+    time_left_note,
     write_json,
 )
 
@@ -95,8 +99,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs is None:
             object.__setattr__(self, "epochs", default_epochs(self.distractors))
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise ValueError(f"epochs must be between 1 and {MAX_EPOCHS}, got {self.epochs}")
         if not 0 <= self.distractors <= MAX_DISTRACTORS:
             raise ValueError(f"distractors must be between 0 and {MAX_DISTRACTORS}, got "
                              f"{self.distractors} (sentences grow with each one: 1,000 took "
@@ -134,8 +138,61 @@ class History(SavedLists):
         return len(self.epoch_loss)
 
 
+def model_config_for(config: TrainConfig, vocabulary: Vocabulary) -> CorefConfig:
+    """The model a run with ``config`` and ``vocabulary`` trains (nothing is allocated)."""
+    # A template has at most 12 words, a filler clause 7, any other distractor 3 or fewer.
+    longest = 12 + 7 + 3 * config.distractors
+    return CorefConfig(
+        vocab_size=len(vocabulary), d_model=config.d_model, nhead=config.nhead,
+        num_layers=config.num_layers, dim_feedforward=config.dim_feedforward,
+        dropout=config.dropout, max_len=max(64, longest),
+    )
+
+
+def expected_shapes(config: CorefConfig) -> dict[str, tuple[int, ...]]:
+    """Every entry of a :class:`CorefModel`'s state_dict and its shape, from its config
+    alone (a test checks them against a model built from it)."""
+    E, F_ = config.d_model, config.dim_feedforward
+    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (config.vocab_size, E),
+                                          "positions.pe": (config.max_len, E)}
+    for i in range(config.num_layers):
+        prefix = f"encoder.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes[f"{prefix}self_attn.{proj}.weight"] = (E, E)
+            shapes[f"{prefix}self_attn.{proj}.bias"] = (E,)
+        shapes.update({f"{prefix}linear1.weight": (F_, E), f"{prefix}linear1.bias": (F_,),
+                       f"{prefix}linear2.weight": (E, F_), f"{prefix}linear2.bias": (E,)})
+        for norm in ("norm1", "norm2"):
+            shapes[f"{prefix}{norm}.weight"] = (E,)
+            shapes[f"{prefix}{norm}.bias"] = (E,)
+    shapes["pointer.q_proj.weight"] = (E, E)
+    shapes["pointer.k_proj.weight"] = (E, E)
+    return shapes
+
+
+def _history_lengths(config: TrainConfig, history: History) -> dict[str, int]:
+    done = history.epochs_done
+    return {"step_loss": done * math.ceil(config.train_size / config.batch_size),
+            "train_accuracy": done, "test_accuracy": done, "seconds": done}
+
+
+_SIZE = 1 << 14  # far above any model this task trains, far below an exhausted memory
+RUN_LIMITS = {
+    "config.epochs": (1, MAX_EPOCHS), "config.seed": (0, 2**63 - 1),
+    "config.train_size": (1, 1_000_000), "config.test_size": (1, 1_000_000),
+    "config.batch_size": (1, 1_000_000), "config.lr": (0.0, 10.0),
+    "config.dropout": (0.0, 0.99), "config.clip_norm": (0.0, 1e9),
+    "model_config.vocab_size": (2, 1_000_000), "model_config.d_model": (1, _SIZE),
+    "model_config.nhead": (1, 1024), "model_config.num_layers": (1, 256),
+    "model_config.dim_feedforward": (1, 4 * _SIZE), "model_config.max_len": (1, _SIZE),
+    "model_config.dropout": (0.0, 0.99),
+}
+
 RUN_FORMAT = RunFormat("minitransformer-coref-run", 1, "a coreference run", TrainConfig,
-                       CorefConfig, CorefModel, History, Vocabulary)
+                       CorefConfig, CorefModel, History, Vocabulary, limits=RUN_LIMITS,
+                       model_config_for=model_config_for, expected_shapes=expected_shapes,
+                       steps_in_history=_history_lengths,
+                       vocabulary_for=lambda config: build_vocabulary())
 
 
 @dataclass
@@ -160,14 +217,7 @@ def build_dataset(config: TrainConfig) -> CorefDataset:
 def build_model(config: TrainConfig, vocabulary: Vocabulary, device: str = "cpu") -> CorefModel:
     """A freshly initialised model; its weights depend only on ``config.seed``."""
     mt.manual_seed(config.seed)
-    # A template has at most 12 words, a filler clause 7, any other distractor 3 or fewer.
-    longest = 12 + 7 + 3 * config.distractors
-    model_config = CorefConfig(
-        vocab_size=len(vocabulary), d_model=config.d_model, nhead=config.nhead,
-        num_layers=config.num_layers, dim_feedforward=config.dim_feedforward,
-        dropout=config.dropout, max_len=max(64, longest),
-    )
-    return CorefModel(model_config, device=device)
+    return CorefModel(model_config_for(config, vocabulary), device=device)
 
 
 # ----------------------------------------------------------------------------- one step
@@ -282,17 +332,22 @@ def _fit(run: Run, data: CorefDataset, optimizer: optim.Optimizer, scheduler: op
 
     tuning.tune_for_training()  # process-wide: a trainer is an entry point that opts in
     with tuning.single_threaded_blas():
-        for epoch in range(history.epochs_done + 1, config.epochs + 1):
+        first_epoch = history.epochs_done + 1  # of this call (a resumed run: not 1)
+        for epoch in range(first_epoch, config.epochs + 1):
             _train_epoch(run, data, optimizer, scheduler, batch_rng, epoch, progress)
             save_checkpoint(run, RUN_FORMAT, optimizer, scheduler, batch_rng)
+            record_written(out_dir or ".", CHECKPOINT_FILE)
             log(f"epoch {epoch:>2}/{config.epochs}  loss {history.epoch_loss[-1]:.4f}  "
                 f"train acc {history.train_accuracy[-1]:6.1%}  "
-                f"held-out acc {history.test_accuracy[-1]:6.1%}  ({sum(history.seconds):.1f} s)")
+                f"held-out acc {history.test_accuracy[-1]:6.1%}  ({sum(history.seconds):.1f} s)"
+                + (time_left_note(history.seconds[-1], epoch, config.epochs)
+                   if epoch == first_epoch else ""))
         metrics = compute_metrics(run, data)
     write_json(os.path.join(out_dir, METRICS_FILE), metrics)
     from minitransformer.viz import save_figure  # matplotlib and graphviz: only when used
 
     save_figure(plot_curves(history, title=_describe(config)), os.path.join(out_dir, CURVES_FILE))
+    record_written(out_dir or ".", METRICS_FILE, CURVES_FILE)
     return TrainResult(run, metrics["test_accuracy"], metrics["train_seconds"], metrics)
 
 

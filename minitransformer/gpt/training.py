@@ -32,6 +32,7 @@ from minitransformer.gpt.stories import (
     MAX_TOKENS,
     StoryData,
     bigram_cross_entropy,
+    build_vocabulary,
     dependent_accuracy,
     make_stories,
 )
@@ -66,8 +67,9 @@ class GPTTrainConfig:
     tie_weights: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not 1 <= self.epochs <= runs.MAX_EPOCHS:
+            raise ValueError(f"epochs must be between 1 and {runs.MAX_EPOCHS}, got "
+                             f"{self.epochs}")
         if min(self.train_size, self.val_size, self.batch_size) < 1:
             raise ValueError(f"train_size, val_size and batch_size must be >= 1, got "
                              f"{self.train_size}, {self.val_size}, {self.batch_size}")
@@ -103,8 +105,51 @@ class GPTHistory(SavedLists):
 GPTRun = Run  # of a GPTTrainConfig, a GPT and a GPTHistory
 
 
+def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """Every entry of a :class:`GPT`'s state_dict and its shape, from its config alone (a
+    test checks them against a model built from it)."""
+    E, F_ = config.n_embd, config.dim_feedforward
+    shapes: dict[str, tuple[int, ...]] = {"token_embedding.weight": (config.vocab_size, E),
+                                          "position_embedding.weight": (config.block_size, E)}
+    for i in range(config.n_layer):
+        prefix = f"blocks.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes[f"{prefix}self_attn.{proj}.weight"] = (E, E)
+            shapes[f"{prefix}self_attn.{proj}.bias"] = (E,)
+        shapes.update({f"{prefix}linear1.weight": (F_, E), f"{prefix}linear1.bias": (F_,),
+                       f"{prefix}linear2.weight": (E, F_), f"{prefix}linear2.bias": (E,)})
+        for norm in ("norm1", "norm2"):
+            shapes[f"{prefix}{norm}.weight"] = (E,)
+            shapes[f"{prefix}{norm}.bias"] = (E,)
+    shapes["norm.weight"] = (E,)
+    shapes["norm.bias"] = (E,)
+    if not config.tie_weights:
+        shapes["lm_head.weight"] = (config.vocab_size, E)
+    return shapes
+
+
+def _history_lengths(config: GPTTrainConfig, history: GPTHistory) -> dict[str, int]:
+    done = history.epochs_done
+    return {"step_loss": done * runs.steps_per_epoch(config), "dependent_accuracy": done,
+            "seconds": done}
+
+
+_SIZE = 1 << 14  # far above any model this task trains, far below an exhausted memory
+RUN_LIMITS = {
+    "config.epochs": (1, runs.MAX_EPOCHS), "config.seed": (0, 2**63 - 1),
+    "config.train_size": (1, 1_000_000), "config.val_size": (1, 1_000_000),
+    "config.batch_size": (1, 1_000_000), "config.lr": (0.0, 10.0),
+    "config.dropout": (0.0, 0.99), "config.n_layer": (1, 256), "config.n_head": (1, 1024),
+    "config.n_embd": (1, _SIZE), "config.dim_feedforward": (1, 4 * _SIZE),
+    "model_config.vocab_size": (2, 1_000_000), "model_config.block_size": (1, _SIZE),
+}
+
 RUN_FORMAT = RunFormat("minitransformer-gpt-run", 1, "a GPT run", GPTTrainConfig, GPTConfig,
-                       GPT, GPTHistory, Vocabulary)
+                       GPT, GPTHistory, Vocabulary, limits=RUN_LIMITS,
+                       model_config_for=lambda config, vocabulary:
+                           config.model_config(len(vocabulary)),
+                       expected_shapes=expected_shapes, steps_in_history=_history_lengths,
+                       vocabulary_for=lambda config: build_vocabulary())
 
 
 @dataclass
@@ -208,7 +253,8 @@ def _fit(run: GPTRun, data: StoryData, optimizer: optim.Optimizer,
     steps = math.ceil(config.train_size / config.batch_size)
     tuning.tune_for_training()  # process-wide: a trainer is an entry point that opts in
     with tuning.single_threaded_blas():
-        for epoch in range(history.epochs_done + 1, config.epochs + 1):
+        first_epoch = history.epochs_done + 1  # of this call (a resumed run: not 1)
+        for epoch in range(first_epoch, config.epochs + 1):
             started = time.perf_counter()
             model.train()
             order = batch_rng.permutation(config.train_size)
@@ -229,11 +275,15 @@ def _fit(run: GPTRun, data: StoryData, optimizer: optim.Optimizer,
             history.val_loss.append(scores["cross_entropy"])
             history.dependent_accuracy.append(scores["dependent_accuracy"])
             runs.save_checkpoint(run, RUN_FORMAT, optimizer, scheduler, batch_rng)
+            runs.record_written(out_dir, CHECKPOINT_FILE)
             log(f"epoch {epoch:>2}/{config.epochs}  val loss {scores['cross_entropy']:.4f} "
                 f"(floor {data.floor:.4f})  antecedent-dependent tokens "
-                f"{scores['dependent_accuracy']:6.1%}  ({sum(history.seconds):.1f} s)")
+                f"{scores['dependent_accuracy']:6.1%}  ({sum(history.seconds):.1f} s)"
+                + (runs.time_left_note(history.seconds[-1], epoch, config.epochs)
+                   if epoch == first_epoch else ""))
     metrics = compute_gpt_metrics(run, data)
     runs.write_json(os.path.join(out_dir, METRICS_FILE), metrics)
+    runs.record_written(out_dir, METRICS_FILE)
     return GPTTrainResult(run, metrics)
 
 

@@ -13,18 +13,23 @@ import sys
 
 import numpy as np
 
-from minitransformer import files
 from minitransformer.cli.common import (
     CommandError,
     add_device,
     check_run_directory,
+    coref_keeps,
+    epoch_count,
+    figure_destination,
     non_negative_int,
-    positive_int,
+    refuse_to_overwrite,
+    refuse_unreadable,
 )
 from minitransformer.coref.data import ARTICLE_SENTENCE, ARTICLE_SENTENCE_WIDE
 from minitransformer.errors import CheckpointError
 
 DEFAULT_RUN_DIR = os.path.join("runs", "coref")
+DEMO_FILES = ("attention_tired.png", "attention_wide.png", "attention_graph.dot",
+              "attention_graph.svg")  # what demo writes besides the run's own files
 
 
 # ----------------------------------------------------------------------------- train
@@ -33,6 +38,8 @@ DEFAULT_RUN_DIR = os.path.join("runs", "coref")
 def _train(args: argparse.Namespace) -> int:
     from minitransformer.coref.training import (
         CHECKPOINT_FILE,
+        CURVES_FILE,
+        METRICS_FILE,
         TrainConfig,
         load_run,
         resume,
@@ -54,6 +61,7 @@ def _train(args: argparse.Namespace) -> int:
         if conflicts:
             raise CommandError(f"{path} continues with its own settings; drop "
                                f"{', '.join(conflicts)} or start a new run")
+        refuse_to_overwrite(args.out, [METRICS_FILE, CURVES_FILE], args.force)
         result = resume(args.out, device=args.device, progress=not args.quiet, epochs=epochs)
     else:
         if os.path.exists(os.path.join(args.out, CHECKPOINT_FILE)):
@@ -62,6 +70,7 @@ def _train(args: argparse.Namespace) -> int:
                                    f"--force replaces it, or choose another --out")
             print(f"starting a new run in {args.out} (--force: its checkpoint is replaced)",
                   file=sys.stderr)
+        refuse_to_overwrite(args.out, [CHECKPOINT_FILE, METRICS_FILE, CURVES_FILE], args.force)
         result = train(TrainConfig(**given), args.out, device=args.device,
                        progress=not args.quiet)
     _print_summary(result.metrics, args.out)
@@ -90,6 +99,11 @@ def _vocab(args: argparse.Namespace) -> int:
     from minitransformer.coref.training import load_run
 
     words = sorted(load_run(args.checkpoint).vocabulary.tokens[1:])  # [0] is padding
+    if not sys.stdout.isatty():  # into a pipe or a file: one word a line, nothing else
+        print(f"{len(words)} words (write sentences with these; punctuation is split off)",
+              file=sys.stderr)
+        print("\n".join(words))
+        return 0
     print(f"{len(words)} words (write sentences with these; punctuation is split off):")
     print(textwrap.fill(" ".join(words), width=88))
     return 0
@@ -100,18 +114,22 @@ def _vocab(args: argparse.Namespace) -> int:
 
 def _attend(args: argparse.Namespace) -> int:
     from minitransformer.coref.cli.attend import describe, format_table, plot_attention
+    from minitransformer.coref.data.tokenizer import PRONOUNS
     from minitransformer.coref.models.coref import resolve
     from minitransformer.coref.training import load_run
     from minitransformer.viz.attention import FIGURE_FORMATS
 
-    if args.plot:  # a bad file name fails now, not after the work
-        try:
-            files.check_figure_path(args.plot, FIGURE_FORMATS)
-        except files.UnknownFormatError as exc:
-            raise CommandError(f"--plot {exc}") from None
+    plot, note = (figure_destination(args.plot, "attention.png", FIGURE_FORMATS) if args.plot
+                  else (None, ""))  # a bad file name fails now, not after the work
     run = load_run(args.checkpoint, device=args.device)
+    refuse_unreadable(args.sentence, coref_keeps, run.vocabulary.tokens[1:], "the sentence")
     result = resolve(run.model, run.vocabulary, args.sentence, pronoun=args.pronoun,
                      position=args.position)
+    others = [t for i, t in enumerate(result.tokens) if i != result.pronoun_position]
+    if all(t in PRONOUNS for t in others):
+        raise CommandError(f"the sentence has no word but {result.pronoun!r}"
+                           + (f" and {', '.join(map(repr, others))}" if others else "")
+                           + ": no candidate antecedent to point at; write a whole sentence")
     values = [result.scores, result.weights, *result.encoder_attention]
     if not all(np.isfinite(v).all() for v in values):
         raise CommandError(f"the model in {args.checkpoint} produced non-finite values (NaN or "
@@ -122,9 +140,11 @@ def _attend(args: argparse.Namespace) -> int:
     else:
         print(describe(result))
         print(format_table(result))
-    if args.plot:
-        plot_attention(result, args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    if plot:
+        plot_attention(result, plot)
+        if note:
+            print(note, file=sys.stderr)
+        print(f"wrote {plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -142,14 +162,19 @@ def _demo(args: argparse.Namespace) -> int:
     from minitransformer.coref.models.coref import resolve
     from minitransformer.coref.training import (
         CHECKPOINT_FILE,
+        CURVES_FILE,
+        METRICS_FILE,
         TrainConfig,
         load_run,
         resume,
         train,
     )
+    from minitransformer.runs import record_written
 
     path = os.path.join(args.out, CHECKPOINT_FILE)
     check_run_directory(args.out, CHECKPOINT_FILE)
+    refuse_to_overwrite(args.out, [CHECKPOINT_FILE, METRICS_FILE, CURVES_FILE, *DEMO_FILES],
+                        args.force)
     run = None
     if os.path.exists(path):
         try:
@@ -196,6 +221,7 @@ def _demo(args: argparse.Namespace) -> int:
         if number < 2:
             image = os.path.join(args.out, f"attention_{result.tokens[-1]}.png")
             plot_attention(result, image)
+            record_written(args.out, os.path.basename(image))
             print(f"  heatmaps of every layer, head and the pointer head: {image}")
     _demo_graph(args.out)
     print(f"\n{correct}/{len(sentences)} pronouns resolved as expected")
@@ -207,6 +233,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _demo_graph(out_dir: str) -> None:
     """Draw one attention layer's forward and backward next to the heatmaps."""
+    from minitransformer.runs import record_written
     from minitransformer.viz import GraphvizNotFoundError, render
     from minitransformer.viz.examples import attention_graph
 
@@ -215,6 +242,9 @@ def _demo_graph(out_dir: str) -> None:
         print(f"\nthe computation graph of one attention layer: {path}")
     except GraphvizNotFoundError as exc:
         print(f"\n{exc}", file=sys.stderr)
+    finally:
+        record_written(out_dir, *[name for name in DEMO_FILES if name.startswith("attention_graph")
+                                  and os.path.exists(os.path.join(out_dir, name))])
 
 
 # ----------------------------------------------------------------------------- parsers
@@ -252,10 +282,12 @@ def add_coref_commands(commands: argparse._SubParsersAction) -> None:
         description="Train the coreference model; a checkpoint after every epoch, then "
                     "held-out accuracy, metrics.json and curves.png in the run directory.")
     from minitransformer.coref.training import MAX_DISTRACTORS, default_epochs
+    from minitransformer.runs import MAX_EPOCHS
 
-    train.add_argument("--epochs", type=positive_int, default=None,
+    train.add_argument("--epochs", type=epoch_count, default=None,
                        help=f"passes over the training sentences (default: "
-                            f"{default_epochs(0)}, or {default_epochs(1)} with distractors)")
+                            f"{default_epochs(0)}, or {default_epochs(1)} with distractors; "
+                            f"at most {MAX_EPOCHS})")
     train.add_argument("--seed", type=non_negative_int, default=None,
                        help="seeds the data, the weights and the batch order (default: 0)")
     train.add_argument("--distractors", type=_distractors, default=None, metavar="K",
