@@ -413,7 +413,7 @@ def test_check_and_list_a_workspace(tmp_path: Path, capsys: pytest.CaptureFixtur
     for exercise in EXERCISES[:3]:
         write(work, exercise, solved(exercise))
     code, out, _ = run_cli(capsys, "check", "softmax", "--dir", str(work))
-    assert code == 1 and "not implemented yet" in out and "section 4" in out
+    assert code == 1 and "not implemented yet" in out and "exercise hint 4" in out
     code, out, _ = run_cli(capsys, "check", "2", "--dir", str(work))
     assert code == 0 and out.startswith("PASS  02 broadcast")
     code, out, _ = run_cli(capsys, "list", "--dir", str(work))
@@ -439,6 +439,135 @@ def test_check_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert code == 0 and "no exercise files in" in out and "chain_rule" in out
 
 
+# ----------------------------------------------------------------------------- hostile code
+
+RIGHT_SOFTMAX = "y = forward(x)\n    right = y * (dy - (dy * y).sum(axis=-1, keepdims=True))\n"
+
+
+def softmax_file(tmp_path: Path, body: str, module_level: str = "") -> Path:
+    """04_softmax.py whose backward runs ``body`` (with ``right``, the right answer, at
+    hand) before returning what ``body`` leaves in ``right``."""
+    exercise = exercises.find("softmax")
+    text = (exercises.stub_source(exercise) + "\nimport os, sys, threading, time\n"
+            + textwrap.dedent(module_level) + "\n\ndef backward(dy, x):\n    " + RIGHT_SOFTMAX
+            + textwrap.indent(textwrap.dedent(body), "    ") + "\n    return right\n")
+    return write(tmp_path, exercise, text)
+
+
+def check_softmax(tmp_path: Path, body: str, timeout: float = 10.0, module_level: str = "",
+                  method: str | None = None) -> exercises.CheckResult:
+    path = softmax_file(tmp_path, body, module_level)
+    return exercises.check_file(exercises.find("softmax"), path, timeout=timeout,
+                                method=method)
+
+
+NEVER_ENDS = ["while True:\n    pass", "time.sleep(600)",
+              "t = threading.Thread(target=time.sleep, args=(600,))\nt.start()\nt.join()"]
+
+
+@pytest.mark.parametrize("body", NEVER_ENDS)
+def test_a_file_that_never_finishes_is_stopped_at_the_limit(tmp_path: Path, body: str) -> None:
+    import time
+
+    start = time.monotonic()
+    result = check_softmax(tmp_path, body, timeout=0.3)
+    assert time.monotonic() - start < 5
+    assert result.status == "fail" and "stopped after 0.3 s" in result.summary, result.summary
+
+
+def test_input_does_not_wait(tmp_path: Path) -> None:
+    result = check_softmax(tmp_path, "input('press enter')")
+    assert "backward() raised EOFError" in result.summary, result.summary
+
+
+def test_a_loop_in_any_exercise_is_stopped(tmp_path: Path) -> None:
+    for exercise in EXERCISES[::4]:  # at import time: the checker runs nothing of its own
+        path = write(tmp_path, exercise, "while True:\n    pass\n")
+        result = exercises.check_file(exercise, path, timeout=0.3)
+        assert "stopped after 0.3 s" in result.summary, (exercise.name, result.summary)
+
+
+def test_ending_the_process_is_a_failure_not_a_pass(tmp_path: Path) -> None:
+    result = check_softmax(tmp_path, "os._exit(0)")
+    assert result.status == "fail" and "ended the checker's process" in result.summary
+    result = check_softmax(tmp_path, "os.kill(os.getpid(), 9)")
+    assert result.status == "fail" and "killed by signal SIGKILL" in result.summary
+    result = check_softmax(tmp_path, "sys.exit(0)")
+    assert result.status == "fail" and "backward() raised SystemExit" in result.summary
+
+
+def test_monkeypatching_the_comparison_does_not_pass(tmp_path: Path) -> None:
+    """The answers are compared in the checker's own process, with its own NumPy."""
+    patch = """
+        import minitransformer.exercises.checker as checker
+        np.allclose = lambda *args, **kwargs: True
+        np.testing.assert_allclose = lambda *args, **kwargs: None
+        checker.close = lambda *args, **kwargs: True
+        right = 2 * right
+    """
+    result = check_softmax(tmp_path, patch)
+    assert result.status == "fail" and result.mistake == "factor off by a constant", \
+        result.summary
+    assert np.allclose(np.zeros(2), np.ones(2)) is False  # the parent's NumPy untouched
+
+
+def test_closing_stdout_printing_and_threads_do_not_break_the_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import time
+
+    softmax_file(tmp_path, """
+        if not sys.stdout.closed:
+            print("debug: dy has shape", dy.shape)
+        threading.Thread(target=lambda: time.sleep(600)).start()  # never ends, not a daemon
+        sys.stdout.close()
+        sys.stderr.close()
+    """)
+    start = time.monotonic()
+    code, out, _ = run_cli(capsys, "check", "softmax", "--dir", str(tmp_path))
+    assert time.monotonic() - start < 5
+    assert code == 0 and out.startswith("PASS  04 softmax"), out
+    assert "your file printed:\n        | debug: dy has shape (5,)" in out
+
+
+def test_endless_printing_is_stopped(tmp_path: Path) -> None:
+    result = check_softmax(tmp_path, "while True:\n    print('x' * 100)")
+    assert result.status == "fail" and "printed more than 64 KiB" in result.summary
+    assert len(result.output) <= 64 * 1024
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("right = right + 1e-3j", "dx is complex (complex128); a gradient of real inputs is real"),
+    ("right = np.round(right).astype(int)", "dx has dtype int64, not a floating-point dtype"),
+    ("right = right > 0", "dx has dtype bool, not a floating-point dtype"),
+    ("right = right.astype(object)", "dx is a ndarray, not an array of numbers"),
+    ("right = np.full_like(right, np.inf)", "dx holds inf at index (0,)"),
+])
+def test_results_of_the_wrong_kind_are_rejected(tmp_path: Path, body: str,
+                                                expected: str) -> None:
+    result = check_softmax(tmp_path, body)
+    assert result.status == "fail" and expected in result.summary, result.summary
+
+
+def test_the_spawned_child_where_fork_is_not_used(tmp_path: Path) -> None:
+    """The same protection with a fresh interpreter (the default off Linux)."""
+    result = check_softmax(tmp_path, "os._exit(0)", method="spawn")
+    assert "ended the checker's process" in result.summary
+    result = check_softmax(tmp_path, "print('hello')\nright = 2 * right", method="spawn")
+    assert result.mistake == "factor off by a constant"
+    assert set(result.output.splitlines()) == {"hello"}, result.output
+
+
+def test_timeout_option(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    softmax_file(tmp_path, "time.sleep(600)")
+    code, out, _ = run_cli(capsys, "check", "softmax", "--dir", str(tmp_path),
+                           "--timeout", "0.4")
+    assert code == 1 and "stopped after 0.4 s" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["exercise", "check", "--timeout", "-1"])
+    assert exit_info.value.code == 2
+    assert "not a positive number of seconds" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- docs
 
 
@@ -452,3 +581,29 @@ def test_docs_page_has_a_section_and_the_solution_of_every_exercise() -> None:
             f"docs/exercises.md: the solution of {exercise.name} differs from "
             f"minitransformer/exercises/solutions/{exercise.filename}")
     assert page.count("<details>") == page.count("</details>") >= 3 * len(EXERCISES)
+
+
+def test_the_package_ships_the_exercises_text() -> None:
+    """An installed wheel has no docs/: `exercise hint` reads the package's copy."""
+    import tomllib
+
+    shipped = Path(exercises.__file__).parent / "exercises.md"
+    assert shipped.read_text(encoding="utf-8") == (ROOT / "docs" / "exercises.md").read_text(
+        encoding="utf-8"), "cp docs/exercises.md minitransformer/exercises/exercises.md"
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "exercises.md" in config["tool"]["setuptools"]["package-data"][
+        "minitransformer.exercises"]
+
+
+def test_hint_prints_the_section_without_the_solution(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli(capsys, "hint", "softmax")
+    assert code == 0 and out.startswith("## 4. Softmax") and "Hint 3:" in out
+    assert "<details>" not in out and "Solution" not in out and "## 5." not in out
+    assert "exercise hint 4 --solution" in out
+    code, out, _ = run_cli(capsys, "hint", "4", "--solution")
+    assert code == 0 and exercises.solution_source(exercises.find("softmax")).splitlines()[
+        -1].strip() in out
+    code, _, err = run_cli(capsys, "hint", "nope")
+    assert code == 2 and err.count("\n") == 1 and "no exercise called 'nope'" in err
+    for exercise in EXERCISES:  # every message points there, none to a file a wheel lacks
+        assert "docs/exercises.md, section" not in exercises.stub_source(exercise)

@@ -9,7 +9,7 @@ Write backward() the same way, one key tile at a time: from dO = dL/dO, return
 (dQ, dK, dV) for O = softmax(Q K^T / sqrt(d_k)) V.
 
 Check:   minitransformer exercise check online_softmax
-Hints:   docs/exercises.md, section 12
+Hints:   minitransformer exercise hint 12   (the text of docs/exercises.md)
 """
 
 import numpy as np
