@@ -156,6 +156,21 @@ def adam_step(param, grad, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
     return param - lr * m / (np.sqrt(v) + eps), m, v
 """),
 }
+# Causal attention with a mask, as a learner writes it: a mask of np.tril(..., k), the
+# softmax along ``axis``, and its backward with or without the row sum.
+CAUSAL = """
+def backward(dZ, Q, K, V):
+    T, scale = Q.shape[-2], 1 / np.sqrt(Q.shape[-1])
+    S = np.where(np.tril(np.ones((T, T), dtype=bool), k={k}), Q @ K.swapaxes(-1, -2) * scale,
+                 -np.inf)
+    top = S.max(axis={axis}, keepdims=True)
+    A = np.exp(S - np.where(np.isneginf(top), 0, top))
+    total = A.sum(axis={axis}, keepdims=True)
+    A = A / np.where(total == 0, 1, total)
+    dA = dZ @ V.swapaxes(-1, -2)
+    dS = A * (dA - (dA * A).sum(axis={axis}, keepdims=True)) if {rowsum} else A * dA
+    return dS @ K * scale, dS.swapaxes(-1, -2) @ Q * scale, A.swapaxes(-1, -2) @ dZ
+"""
 MORE_TYPICAL = [  # more typical mistakes, where an exercise has them
     ("cross_entropy", "forgot the one-hot term", """
 def backward(dloss, z, t):
@@ -214,6 +229,81 @@ def backward(dO, Q, K, V, block):
         dK[..., j : j + block, :] = dS.swapaxes(-1, -2) @ Q * scale
     return dQ, dK, dV
 """),
+    ("softmax", "softmax's backward without the row-sum term", """
+def backward(dy, x):
+    return forward(x) * dy
+"""),
+    ("softmax", "softmax along the wrong axis", """
+def backward(dy, x):
+    y = forward(x)
+    return y * (dy - (dy * y).sum(axis=0, keepdims=True))
+"""),
+    ("softmax", "exp without the max shift", """
+def backward(dy, x):
+    e = np.exp(x)
+    y = e / e.sum(axis=-1, keepdims=True)
+    return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+"""),
+    ("layer_norm", "forgot gamma in dx", """
+_right = backward
+def backward(dy, x, gamma, beta):
+    return _right(dy, x, np.ones_like(gamma), beta)[0], *_right(dy, x, gamma, beta)[1:]
+"""),
+    ("layer_norm", "variance with n - 1 (ddof=1)", """
+def backward(dy, x, gamma, beta):
+    mu = x.mean(axis=-1, keepdims=True)
+    inv_std = 1 / np.sqrt(x.var(axis=-1, keepdims=True, ddof=1) + EPS)
+    x_hat = (x - mu) * inv_std
+    rows = tuple(range(x.ndim - 1))
+    g = dy * gamma
+    dx = (g - g.mean(axis=-1, keepdims=True)
+          - x_hat * (g * x_hat).mean(axis=-1, keepdims=True)) * inv_std
+    return dx, (dy * x_hat).sum(axis=rows), dy.sum(axis=rows)
+"""),
+    ("attention", "softmax's backward without the row-sum term", """
+def backward(dZ, Q, K, V, mask):
+    A = weights(Q, K, mask)
+    scale = 1 / np.sqrt(Q.shape[-1])
+    dS = A * (dZ @ V.swapaxes(-1, -2))
+    return (unbroadcast(dS @ K * scale, Q.shape),
+            unbroadcast(dS.swapaxes(-1, -2) @ Q * scale, K.shape),
+            unbroadcast(A.swapaxes(-1, -2) @ dZ, V.shape))
+"""),
+    ("attention", "a forgotten transpose in dK or dV", """
+_right = backward
+def backward(dZ, Q, K, V, mask):
+    dQ, dK, _ = _right(dZ, Q, K, V, mask)
+    return dQ, dK, weights(Q, K, mask) @ dZ
+"""),
+    ("attention", "a forgotten transpose in dK or dV", """
+_right = backward
+def backward(dZ, Q, K, V, mask):
+    A = weights(Q, K, mask)
+    dA = dZ @ V.swapaxes(-1, -2)
+    dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True))
+    dQ, _, dV = _right(dZ, Q, K, V, mask)
+    return dQ, dS @ Q / np.sqrt(Q.shape[-1]), dV
+"""),
+    ("causal_attention", "causal mask off by one", CAUSAL.format(k=1, axis=-1, rowsum=True)),
+    ("causal_attention", "causal mask off by one", CAUSAL.format(k=-1, axis=-1, rowsum=True)),
+    ("causal_attention", "softmax along the wrong axis",
+     CAUSAL.format(k=0, axis=-2, rowsum=True)),
+    ("causal_attention", "softmax's backward without the row-sum term",
+     CAUSAL.format(k=0, axis=-1, rowsum=False)),
+    ("online_softmax", "the tiled backward without D = rowsum(dO * O)", """
+def backward(dO, Q, K, V, block):
+    O, L = forward_with_stats(Q, K, V, block)
+    scale = 1 / np.sqrt(Q.shape[-1])
+    dQ, dK, dV = np.zeros_like(Q), np.zeros_like(K), np.zeros_like(V)
+    for j in range(0, K.shape[-2], block):
+        k, v = K[..., j : j + block, :], V[..., j : j + block, :]
+        P = np.exp(Q @ k.swapaxes(-1, -2) * scale - L)
+        dV[..., j : j + block, :] = P.swapaxes(-1, -2) @ dO
+        dS = P * (dO @ v.swapaxes(-1, -2))
+        dQ += dS @ k * scale
+        dK[..., j : j + block, :] = dS.swapaxes(-1, -2) @ Q * scale
+    return dQ, dK, dV
+"""),
     ("attention", "skipped the softmax's backward", """
 _right = backward
 def backward(dZ, Q, K, V, mask):
@@ -255,8 +345,8 @@ def test_planted_mistake_fails_and_is_named(tmp_path: Path, name: str, kind: str
     assert any(line.startswith(f"recognised: {mistake}") for line in result.details)
     assert any(line.startswith("hint: ") for line in result.details)
     # which gradient, how large the error, and where
-    assert re.search(r"(is wrong: largest error [0-9.e+-]+ at index \(|has shape \()",
-                     result.summary), result.summary
+    assert re.search(r"(is wrong: largest error [0-9.e+-]+ at index \(|has shape \("
+                     r"|holds (nan|inf) at index \()", result.summary), result.summary
 
 
 def test_every_named_mistake_of_an_exercise_is_planted_in_a_test() -> None:

@@ -66,7 +66,8 @@ class Case:
     ``call_forward(module)``, when given, runs the file's own forward, whose output the
     parent compares with ``forward_output`` (``forward_name`` and ``op`` name them) before
     judging the backward. ``adjust`` turns what came back into what is compared (the
-    parent's code, e.g. Adam's new parameter into its move).
+    parent's code, e.g. Adam's new parameter into its move). ``non_finite`` names the
+    mistake that a NaN or an inf means in a case built to make it overflow.
     """
 
     label: str
@@ -82,6 +83,7 @@ class Case:
     forward_name: str = "forward"
     op: str = ""
     adjust: Callable[[Any], Any] | None = None
+    non_finite: Mistake | None = None  # the mistake a NaN or inf means in this case
 
 
 class CheckFailure(Exception):
@@ -354,9 +356,12 @@ def run_case(result: Any, case: Case) -> tuple[str, Mistake | None, list[str]] |
         bad = ~np.isfinite(got)
         if bad.any():
             index = tuple(int(i) for i in np.argwhere(bad)[0])
-            return (f"{name} holds {got[index]} at index {_index(index)} (expected "
+            line = (f"{name} holds {got[index]} at index {_index(index)} (expected "
                     f"{want[index]:.6g}); look for a division by zero or an exp that "
-                    "overflows", None, [])
+                    "overflows")
+            if case.non_finite is not None:  # a case built so that one mistake overflows
+                return line, *_finding((case.non_finite, ""))
+            return line, None, []
     for position, (name, got, want) in enumerate(zip(case.names, arrays, case.expected)):
         if close(got, want):
             continue
