@@ -68,6 +68,26 @@ def adam_step(param, *args, **kwargs):
     return param + {factor} * (new - param), m, v
 """
 
+# The online softmax as a learner writes it, with the updates of l and o, a division of
+# each tile's contribution, and the final output as parameters.
+ONLINE = """
+def forward(Q, K, V, block):
+    scale = 1 / np.sqrt(Q.shape[-1])
+    m = np.full((*Q.shape[:-1], 1), -np.inf)
+    l = np.zeros((*Q.shape[:-1], 1))
+    o = np.zeros((*Q.shape[:-1], V.shape[-1]))
+    for j in range(0, K.shape[-2], block):
+        k, v = K[..., j : j + block, :], V[..., j : j + block, :]
+        S = Q @ k.swapaxes(-1, -2) * scale
+        m_new = np.maximum(m, S.max(axis=-1, keepdims=True))
+        P = np.exp(S - m_new)
+        alpha = np.exp(m - m_new)
+        l = {l}
+        o = {o}{tile}
+        m = m_new
+    return {end}, m + np.log(l)
+"""
+RIGHT_L, RIGHT_O = "l * alpha + P.sum(axis=-1, keepdims=True)", "o * alpha + P @ v"
 # The typical mistake of each exercise, as a learner would write it.
 TYPICAL = {
     "chain_rule": ("missed a path", """
@@ -134,7 +154,9 @@ def backward(dZ, Q, K, V):
         dV[..., : i + 1, :] = a.swapaxes(-1, -2) @ dz
     return dQ, dK, dV
 """),
-    "online_softmax": ("softmax's row sum taken over one tile", """
+    "online_softmax": ("forgot to rescale the running sum l", ONLINE.format(
+        l="l + P.sum(axis=-1, keepdims=True)", o="o * alpha + P @ v", tile="", end="o / l")),
+    "tiled_backward": ("softmax's row sum taken over one tile", """
 def backward(dO, Q, K, V, block):
     O, L = forward_with_stats(Q, K, V, block)
     scale = 1 / np.sqrt(Q.shape[-1])
@@ -172,6 +194,23 @@ def backward(dZ, Q, K, V):
     return dS @ K * scale, dS.swapaxes(-1, -2) @ Q * scale, A.swapaxes(-1, -2) @ dZ
 """
 MORE_TYPICAL = [  # more typical mistakes, where an exercise has them
+    ("online_softmax", "forgot to rescale the accumulator",
+     ONLINE.format(l=RIGHT_L, o="o + P @ v", tile="", end="o / l")),
+    ("online_softmax", "divided per tile instead of at the end",
+     ONLINE.format(l=RIGHT_L, o="o * alpha + P @ v / l", tile="", end="o")),
+    ("online_softmax", "divided per tile instead of at the end",
+     ONLINE.format(l=RIGHT_L, o=RIGHT_O, tile=" / P.sum(axis=-1, keepdims=True)", end="o")),
+    ("online_softmax", "exp without the running max", """
+def forward(Q, K, V, block):
+    scale = 1 / np.sqrt(Q.shape[-1])
+    l = np.zeros((*Q.shape[:-1], 1))
+    o = np.zeros((*Q.shape[:-1], V.shape[-1]))
+    for j in range(0, K.shape[-2], block):
+        P = np.exp(Q @ K[..., j : j + block, :].swapaxes(-1, -2) * scale)
+        l = l + P.sum(axis=-1, keepdims=True)
+        o = o + P @ V[..., j : j + block, :]
+    return o / l, np.log(l)
+"""),
     ("cross_entropy", "forgot the one-hot term", """
 def backward(dloss, z, t):
     return np.exp(log_softmax(z)) * dloss / t.size
@@ -212,7 +251,7 @@ def backward(dZ, Q, K, V):
     dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True)) / np.sqrt(Q.shape[-1])
     return dS @ K, dS.swapaxes(-1, -2) @ Q, A.swapaxes(-1, -2) @ dZ
 """),
-    ("online_softmax", "each tile normalised on its own", """
+    ("tiled_backward", "each tile normalised on its own", """
 def backward(dO, Q, K, V, block):
     O, L = forward_with_stats(Q, K, V, block)
     scale = 1 / np.sqrt(Q.shape[-1])
@@ -290,7 +329,7 @@ def backward(dZ, Q, K, V, mask):
      CAUSAL.format(k=0, axis=-2, rowsum=True)),
     ("causal_attention", "softmax's backward without the row-sum term",
      CAUSAL.format(k=0, axis=-1, rowsum=False)),
-    ("online_softmax", "the tiled backward without D = rowsum(dO * O)", """
+    ("tiled_backward", "the tiled backward without D = rowsum(dO * O)", """
 def backward(dO, Q, K, V, block):
     O, L = forward_with_stats(Q, K, V, block)
     scale = 1 / np.sqrt(Q.shape[-1])
@@ -326,7 +365,8 @@ def planted(name: str, kind: str) -> tuple[str, str]:
     else:
         factor = -1 if kind == "sign" else 2
         mistake = "wrong sign" if kind == "sign" else "factor off by a constant"
-        function = "split_heads_backward" if name == "heads" else "backward"
+        function = {"heads": "split_heads_backward", "online_softmax": "forward"}.get(
+            name, "backward")
         code = (ADAM_SCALED.format(factor=factor) if name == "adam"
                 else SCALED.format(function=function, factor=factor))
     return solved(exercise) + "\n" + textwrap.dedent(code), mistake
@@ -380,10 +420,32 @@ def test_expected_gradients_match_central_differences(tmp_path: Path, name: str)
     exercise = exercises.find(name)
     module = load_module(write(tmp_path, exercise, exercises.stub_source(exercise)))
     for case in exercise.cases():
+        if case.differentiated is None:  # a forward's case: the next test checks it
+            continue
         forward, inputs, wrt, dout = case.differentiated
         numeric = numerical_gradients(getattr(module, forward), inputs, wrt, dout)
         for got, want, label in zip(numeric, case.expected, case.names):
             assert np.allclose(got, want, rtol=1e-5, atol=1e-6), (case.label, label)
+
+
+def test_online_softmax_expects_the_plain_softmax() -> None:
+    """The forward exercise's answers, against softmax over all the keys at once."""
+    for case in exercises.find("online_softmax").cases():
+        q, k, v, _ = case.inputs
+        scores = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+        weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        weights /= weights.sum(axis=-1, keepdims=True)
+        assert np.allclose(case.expected[0], weights @ v, rtol=1e-10, atol=1e-12), case.label
+        assert np.allclose(np.exp(scores - case.expected[1]).sum(axis=-1), 1), case.label
+
+
+def test_no_stub_gives_the_online_softmax_away() -> None:
+    """Exercise 12's answer (a running max, sums rescaled by exp(m - m_new)) appears in
+    no file that `start` writes (exercise 13's forward computes O and L in one piece)."""
+    for exercise in EXERCISES:
+        stub = exercises.stub_source(exercise)
+        assert "np.maximum(" not in stub and not re.search(r"exp\(m\w* - m", stub), \
+            exercise.name
 
 
 def test_cases_cover_the_edge_cases_named_in_the_issue() -> None:

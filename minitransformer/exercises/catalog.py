@@ -644,6 +644,105 @@ def _causal_attention(rng: np.random.Generator) -> list[Case]:
 
 # ----------------------------------------------------------------------------- 12 online softmax
 
+NO_RESCALE_SUM = Mistake(
+    "forgot to rescale the running sum l",
+    "when a tile raises the running max from m to m_new, what l summed was exp(s - m): "
+    "multiply it by alpha = exp(m - m_new) before adding the tile, "
+    "l = alpha * l + rowsum(exp(S - m_new))")
+NO_RESCALE_ACCUMULATOR = Mistake(
+    "forgot to rescale the accumulator",
+    "the unnormalised output o was summed against the old max, like l: rescale it too, "
+    "o = alpha * o + exp(S - m_new) V_tile, alpha = exp(m - m_new)")
+DIVIDED_PER_TILE = Mistake(
+    "divided per tile instead of at the end",
+    "no tile knows the softmax's denominator, the sum over ALL keys: keep o and l "
+    "unnormalised through the loop (both rescaled by alpha) and divide once, O = o / l, "
+    "after the last tile")
+NO_RUNNING_MAX = Mistake(
+    "exp without the running max",
+    "these scores are in the hundreds: exp overflows to inf (float64 stops near 709) and "
+    "inf / inf is nan. Subtract the running max: P = exp(S - m_new), every entry <= 1")
+
+
+def _online_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, block: int, *,
+                    rescale_l: bool = True, rescale_o: bool = True,
+                    per_tile: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The online softmax (O, L), with one typical mistake switched on: l or o not
+    rescaled, or the output divided per tile ("running": by the sum so far; "own": by the
+    tile's own sum) instead of once at the end."""
+    scale = 1 / np.sqrt(q.shape[-1])
+    m = np.full((*q.shape[:-1], 1), -np.inf)
+    l = np.zeros((*q.shape[:-1], 1))
+    o = np.zeros((*q.shape[:-1], v.shape[-1]))
+    for j in range(0, k.shape[-2], block):
+        s = q @ k[..., j : j + block, :].swapaxes(-1, -2) * scale
+        m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
+        p = np.exp(s - m_new)
+        alpha = np.exp(m - m_new)
+        l = (l * alpha if rescale_l else l) + p.sum(axis=-1, keepdims=True)
+        tile = p @ v[..., j : j + block, :]
+        if per_tile == "running":
+            tile = tile / l
+        elif per_tile == "own":
+            tile = tile / p.sum(axis=-1, keepdims=True)
+        o = (o * alpha if rescale_o else o) + tile
+        m = m_new
+    return (o if per_tile else o / l), m + np.log(l)
+
+
+def _online_softmax(rng: np.random.Generator) -> list[Case]:
+    from minitransformer.ops.tiled_attention import tiled_attention
+    from minitransformer.tensor import Tensor, float64
+
+    def variant(**wrong: Any) -> Alternative:
+        return lambda q, k, v, block: _online_forward(q, k, v, block, **wrong)
+
+    mistakes = [(NO_RESCALE_SUM, variant(rescale_l=False)),
+                (NO_RESCALE_ACCUMULATOR, variant(rescale_o=False)),
+                (DIVIDED_PER_TILE, variant(per_tile="running")),
+                (DIVIDED_PER_TILE, variant(per_tile="own"))]
+    cases = []
+    for label, batch, L, S, d_k, d_v, block, size, growing in (
+            ("tiles of 2 keys, L = 4, S = 6", (), 4, 6, 3, 2, 2, 1, False),
+            ("scores that grow tile by tile (the max moves at every tile)", (2,), 3, 8, 4, 3,
+             2, 1, True),
+            ("a ragged last tile: 7 keys in tiles of 3, a batch of 2", (2,), 3, 7, 3, 3, 3, 1,
+             False),
+            ("one tile holding every key (block 8 > S = 5)", (), 4, 5, 5, 2, 8, 1, False),
+            ("one key at a time (block 1), batch size 1", (1,), 3, 4, 5, 2, 1, 1, False),
+            ("scores in the hundreds (Q x 300): exp overflows without the max", (2, 2), 4, 8,
+             3, 2, 4, 300, False)):
+        q = size * rng.standard_normal((*batch, L, d_k))
+        k, v = rng.standard_normal((*batch, S, d_k)), rng.standard_normal((*batch, S, d_v))
+        if growing:  # key s points along the queries, more so with s: each tile outbids
+            k = np.abs(k) * np.arange(1, S + 1)[:, None]
+            q = np.abs(q)
+        scores = q @ k.swapaxes(-1, -2) / np.sqrt(d_k)  # the parent's reference, all at once
+        top = scores.max(axis=-1, keepdims=True)
+        lse = top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True))
+        out = tiled_attention(*(Tensor(x, dtype=float64) for x in (q, k, v)), block_k=block,
+                              workers=1).numpy()
+        cases.append(_output_case(label, "forward", (q, k, v, block), (out, lse), ("O", "L"),
+                                  mistakes, NO_RUNNING_MAX if size > 100 else None))
+    return cases
+
+
+def _output_case(label: str, function: str, inputs: Sequence[Any],
+                 expected: tuple[np.ndarray, ...], names: tuple[str, ...],
+                 mistakes: Sequence[tuple[Mistake, Alternative]],
+                 non_finite: Mistake | None = None) -> Case:
+    """A case that calls the learner's ``function(*inputs)`` and expects ``expected``."""
+    alternatives = [(mistake, tuple(wrong(*_copies(inputs)))) for mistake, wrong in mistakes]
+
+    def call(module: ModuleType) -> Any:
+        return call_learner(learner_function(module, function), *_copies(inputs))
+
+    return Case(label, call, expected, names, alternatives, non_finite=non_finite,
+                inputs=tuple(inputs))
+
+
+# ----------------------------------------------------------------------------- 13 tiled backward
+
 TILE_SOFTMAX = Mistake(
     "each tile normalised on its own",
     "a tile's weights are a slice of the softmax over ALL keys, not a softmax of their "
@@ -683,7 +782,7 @@ def _tiled_backward(d_out: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarr
     return dq, dk, dv
 
 
-def _online_softmax(rng: np.random.Generator) -> list[Case]:
+def _tiled_backward_cases(rng: np.random.Generator) -> list[Case]:
     from minitransformer.ops.tiled_attention import tiled_attention
 
     def reference(q: Any, k: Any, v: Any, block: int) -> Any:
@@ -762,9 +861,17 @@ EXERCISES: tuple[Exercise, ...] = (
              "a single token, batch 1, a batch of heads",
              (FORGOTTEN_CAUSAL_MASK, KV_OVERWRITTEN, CAUSAL_OFF_BY_ONE, NO_ROWSUM, WRONG_AXIS,
               NO_TRANSPOSE_KV), _causal_attention),
-    Exercise(12, "online_softmax", "The online softmax and the tiled backward",
+    Exercise(12, "online_softmax", "The online softmax (FlashAttention's forward)",
              "docs/tiled-attention.md#the-online-softmax",
+             "minitransformer.ops.tiled_attention.tiled_attention (O) and the log-sum-exp "
+             "of all the scores (L)",
+             "a max that moves at every tile, a ragged last tile, one tile, one key per "
+             "tile, batch 1, scores that overflow exp",
+             (NO_RESCALE_SUM, NO_RESCALE_ACCUMULATOR, DIVIDED_PER_TILE, NO_RUNNING_MAX),
+             _online_softmax),
+    Exercise(13, "tiled_backward", "The tiled backward (FlashAttention's backward)",
+             "docs/tiled-attention.md#the-recompute-backward",
              "minitransformer.ops.tiled_attention.tiled_attention",
              "a ragged last tile, one tile, one key per tile, batch 1, large scores",
-             (TILE_SOFTMAX, TILE_ROWSUM, NO_D), _online_softmax),
+             (TILE_SOFTMAX, TILE_ROWSUM, NO_D), _tiled_backward_cases),
 )

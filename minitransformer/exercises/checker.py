@@ -84,6 +84,7 @@ class Case:
     op: str = ""
     adjust: Callable[[Any], Any] | None = None
     non_finite: Mistake | None = None  # the mistake a NaN or inf means in this case
+    inputs: Sequence[Any] | None = None  # what the learner's function is called with
 
 
 class CheckFailure(Exception):
