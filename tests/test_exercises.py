@@ -3,6 +3,7 @@ pass, planted mistakes fail and are recognised by name, and nothing shows a trac
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -679,6 +680,29 @@ def test_closing_stdout_printing_and_threads_do_not_break_the_command(
     assert time.monotonic() - start < 5
     assert code == 0 and out.startswith("PASS  04 softmax"), out
     assert "your file printed:\n        | debug: dy has shape (5,)" in out
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
+def test_processes_the_file_starts_end_with_it(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "pid"
+    result = check_softmax(tmp_path, f"""
+        import subprocess
+        child = subprocess.Popen(["sleep", "600"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        time.sleep(600)
+    """, timeout=0.5)
+    assert "stopped after 0.5 s" in result.summary
+    pid = int(pid_file.read_text())
+    for _ in range(100):  # the kill is immediate; the kernel's reaping may take a moment
+        state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True,
+                               text=True).stdout.strip()
+        if not state or state.startswith("Z"):
+            break
+        time.sleep(0.02)
+    assert not state or state.startswith("Z"), state
 
 
 def test_endless_printing_is_stopped(tmp_path: Path) -> None:

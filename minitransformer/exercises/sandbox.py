@@ -196,16 +196,27 @@ def _fork(work: Callable[[], None]) -> tuple[int, int]:
         finally:
             _end_child(code)
     os.close(write)
+    try:
+        os.setpgid(pid, pid)  # as the child does: whichever runs first, the group exists
+    except OSError:
+        pass
     return pid, read
 
 
-def _kill_group(pid: int) -> None:
-    for kill in (os.killpg, os.kill):
+def _kill_group(pid: int, alive: bool = True) -> None:
+    """SIGKILL the child's process group (the child and whatever it started). ``alive``:
+    the child is not reaped yet, so its pid is still ours to kill on its own, should the
+    group not exist yet; once reaped, only the group (the pid may belong to another)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+        return
+    except OSError:
+        pass
+    if alive:
         try:
-            kill(pid, signal.SIGKILL)
-            return
-        except (ProcessLookupError, PermissionError, OSError):
-            continue
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _watch_fork(pid: int, read: int, timeout: float) -> tuple[int | None, bytes, str | None]:
@@ -213,11 +224,12 @@ def _watch_fork(pid: int, read: int, timeout: float) -> tuple[int | None, bytes,
     output, why, status = bytearray(), None, None
     deadline = time.monotonic() + timeout
     open_pipe = True
+    reaped = False
     try:
         while True:
             done, raw = os.waitpid(pid, os.WNOHANG)
             if done:
-                status = os.waitstatus_to_exitcode(raw)
+                status, reaped = os.waitstatus_to_exitcode(raw), True
                 break
             left = deadline - time.monotonic()
             if left <= 0:
@@ -237,8 +249,9 @@ def _watch_fork(pid: int, read: int, timeout: float) -> tuple[int | None, bytes,
         if why is not None:
             _kill_group(pid)
             os.waitpid(pid, 0)
+            reaped = True
         else:
-            _kill_group(pid)  # what the child started and left behind
+            _kill_group(pid, alive=False)  # what the child started and left behind
             os.set_blocking(read, False)
             while len(output) <= OUTPUT_CAP:
                 try:
@@ -250,6 +263,9 @@ def _watch_fork(pid: int, read: int, timeout: float) -> tuple[int | None, bytes,
                 output += chunk
     finally:
         os.close(read)
+        if not reaped:  # interrupted (Ctrl-C): the child, in a group of its own, would live on
+            _kill_group(pid)
+            os.waitpid(pid, 0)
     return status, bytes(output[:OUTPUT_CAP]), why
 
 
@@ -274,18 +290,21 @@ def _watch_spawn(job: dict, timeout: float) -> tuple[int | None, bytes, str | No
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     deadline, why = time.monotonic() + timeout, None
-    while process.poll() is None:
-        if too_much.is_set():
-            why = "output"
-        elif time.monotonic() > deadline:
-            why = "time"
-        if why:
+    try:
+        while process.poll() is None:
+            if too_much.is_set():
+                why = "output"
+            elif time.monotonic() > deadline:
+                why = "time"
+            if why:
+                break
+            time.sleep(0.01)
+    finally:
+        if process.poll() is None:  # stopped, or interrupted (Ctrl-C)
             if os.name == "posix":
                 _kill_group(process.pid)
             process.kill()
             process.wait()
-            break
-        time.sleep(0.01)
     reader.join(timeout=1.0)
     process.stdout.close()
     return (None if why else process.returncode), bytes(output[:OUTPUT_CAP]), why
