@@ -440,6 +440,22 @@ def test_online_softmax_expects_the_plain_softmax() -> None:
         assert np.allclose(np.exp(scores - case.expected[1]).sum(axis=-1), 1), case.label
 
 
+def test_the_online_softmax_must_read_the_keys_tile_by_tile(tmp_path: Path) -> None:
+    """Right numbers from all the scores at once are not the exercise."""
+    text = exercises.stub_source(exercises.find("online_softmax")) + textwrap.dedent("""
+        def forward(Q, K, V, block):
+            S = Q @ K.swapaxes(-1, -2) / np.sqrt(Q.shape[-1])
+            A = np.exp(S - S.max(axis=-1, keepdims=True))
+            return A @ V / A.sum(axis=-1, keepdims=True), None
+    """)
+    result = check_text(tmp_path, "online_softmax", text)
+    assert result.status == "fail" and "K hands out its keys one tile at a time" in \
+        result.summary, result.summary
+    text = text.replace("K.swapaxes(-1, -2)", "K[..., :, :].swapaxes(-1, -2)")
+    assert "this index reads 6 keys, block is 2" in check_text(tmp_path, "online_softmax",
+                                                                text).summary
+
+
 def test_no_stub_gives_the_online_softmax_away() -> None:
     """Exercise 12's answer (a running max, sums rescaled by exp(m - m_new)) appears in
     no file that `start` writes (exercise 13's forward computes O and L in one piece)."""

@@ -690,6 +690,50 @@ def _online_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, block: int, *,
     return (o if per_tile else o / l), m + np.log(l)
 
 
+class KeyTiles:
+    """K or V as exercise 12 hands them to the learner: ``shape`` and ``ndim`` as an
+    array's, and tiles of at most ``block`` keys, ``K[..., j : j + block, :]`` (a fresh
+    ndarray). Anything that would read more keys at once raises, with what to do: so a
+    forward that builds the (L, S) scores fails, however right its numbers.
+
+    Which keys an index selects is read off an array of key numbers indexed the same way,
+    so any form of index (slices, ``...``, integers, lists) is judged alike.
+    """
+
+    def __init__(self, array: np.ndarray, block: int, name: str) -> None:
+        self._array, self._block, self._name = array, block, name
+        keys = np.arange(array.shape[-2]).reshape(-1, 1)
+        self._keys = np.broadcast_to(keys, array.shape)  # each entry's key number
+        self.shape, self.ndim, self.dtype = array.shape, array.ndim, array.dtype
+
+    def _refuse(self, what: str) -> TypeError:
+        return TypeError(
+            f"{self._name} hands out its keys one tile at a time ({what}): read "
+            f"{self._name}[..., j : j + block, :] for j in range(0, {self._name}.shape[-2], "
+            "block), never all the keys at once")
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        count = np.unique(self._keys[index]).size
+        if count > self._block:
+            raise self._refuse(f"this index reads {count} keys, block is {self._block}")
+        return np.array(self._array[index])
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise self._refuse("np.asarray or an operation on the whole array")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # NumPy's and Python's own probes (__array_interface__...)
+            raise AttributeError(name)
+        raise AttributeError(f"{self._name}.{name} is not there: " + str(
+            self._refuse("it has only .shape, .ndim, .dtype and tiles")))
+
+    def __repr__(self) -> str:
+        return f"KeyTiles({self._name}, shape={self.shape}, block={self._block})"
+
+
 def _online_softmax(rng: np.random.Generator) -> list[Case]:
     from minitransformer.ops.tiled_attention import tiled_attention
     from minitransformer.tensor import Tensor, float64
@@ -722,20 +766,24 @@ def _online_softmax(rng: np.random.Generator) -> list[Case]:
         lse = top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True))
         out = tiled_attention(*(Tensor(x, dtype=float64) for x in (q, k, v)), block_k=block,
                               workers=1).numpy()
-        cases.append(_output_case(label, "forward", (q, k, v, block), (out, lse), ("O", "L"),
-                                  mistakes, NO_RUNNING_MAX if size > 100 else None))
+        cases.append(_output_case(
+            label, "forward", (q, k, v, block), (out, lse), ("O", "L"), mistakes,
+            NO_RUNNING_MAX if size > 100 else None,
+            given=(q, KeyTiles(k, block, "K"), KeyTiles(v, block, "V"), block)))
     return cases
 
 
 def _output_case(label: str, function: str, inputs: Sequence[Any],
                  expected: tuple[np.ndarray, ...], names: tuple[str, ...],
                  mistakes: Sequence[tuple[Mistake, Alternative]],
-                 non_finite: Mistake | None = None) -> Case:
-    """A case that calls the learner's ``function(*inputs)`` and expects ``expected``."""
+                 non_finite: Mistake | None = None, given: Sequence[Any] | None = None) -> Case:
+    """A case that calls the learner's ``function`` and expects ``expected``; the
+    function gets ``given`` (default: ``inputs``), the same numbers perhaps wrapped."""
     alternatives = [(mistake, tuple(wrong(*_copies(inputs)))) for mistake, wrong in mistakes]
 
     def call(module: ModuleType) -> Any:
-        return call_learner(learner_function(module, function), *_copies(inputs))
+        return call_learner(learner_function(module, function),
+                            *_copies(inputs if given is None else given))
 
     return Case(label, call, expected, names, alternatives, non_finite=non_finite,
                 inputs=tuple(inputs))
