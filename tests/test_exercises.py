@@ -456,6 +456,13 @@ def test_the_online_softmax_must_read_the_keys_tile_by_tile(tmp_path: Path) -> N
                                                                 text).summary
 
 
+def test_a_file_of_the_old_exercise_12_is_told_where_it_went(tmp_path: Path) -> None:
+    old = solved(exercises.find("tiled_backward")).replace("Exercise 13", "Exercise 12")
+    result = check_text(tmp_path, "online_softmax", old)
+    assert result.status == "fail"
+    assert any("rename it to 13_tiled_backward.py" in line for line in result.details)
+
+
 def test_no_stub_gives_the_online_softmax_away() -> None:
     """Exercise 12's answer (a running max, sums rescaled by exp(m - m_new)) appears in
     no file that `start` writes (exercise 13's forward computes O and L in one piece)."""

@@ -90,7 +90,26 @@ def check_file(exercise: Exercise, path: str | os.PathLike, *,
     if status == "pass":
         return CheckResult("pass", f"{head}: passes (compared with {exercise.compared_with}; "
                                    f"edge cases: {exercise.edge_cases})", output=output)
+    lines += _older_file(exercise, path)
     return CheckResult(status, f"{head}: {lines[0]}", lines[1:], mistake, output=output)
+
+
+# Files of an earlier numbering: (exercise, a line only the old file has, what to do)
+_OLDER = [("online_softmax", "def forward_with_stats(",
+           "this file is the tiled backward, which is exercise 13 now: rename it to "
+           "13_tiled_backward.py (check it with `minitransformer exercise check "
+           "tiled_backward`), and get the new exercise 12, the online softmax's forward, "
+           "with `minitransformer exercise start NEWDIR`")]
+
+
+def _older_file(exercise: Exercise, path: Path) -> list[str]:
+    """A note for a learner's file written by an earlier version's `start`."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [f"note: {note}" for name, marker, note in _OLDER
+            if name == exercise.name and marker in text]
 
 
 def check_workspace(directory: str | os.PathLike,
