@@ -18,8 +18,13 @@ constant (a missing 1/sqrt(d_k) among them), an ignored upstream gradient, and e
 exercise's own (a forgotten mask, a repeated index overwritten, ...).
 
 Whatever the learner's file does (fail to import, raise, return the wrong number of
-gradients or the wrong shapes, NaN), the result is a :class:`CheckResult` with one clear
-line, never a traceback.
+gradients or the wrong shapes, NaN, a complex or integer array), the result is a
+:class:`CheckResult` with one clear line, never a traceback.
+
+The learner's code runs in a child process (:mod:`minitransformer.exercises.sandbox`:
+``Case.call`` there, with a time limit), and only arrays come back; everything else in
+this module (:func:`judge`, :func:`run_case`, :func:`diagnose`, :func:`close`) runs in
+the checker's own process, on its own NumPy, which the learner's code never touched.
 """
 
 from __future__ import annotations
