@@ -324,6 +324,26 @@ def backward(dZ, Q, K, V, mask):
     dQ, _, dV = _right(dZ, Q, K, V, mask)
     return dQ, dS @ Q / np.sqrt(Q.shape[-1]), dV
 """),
+    ("attention", "softmax along the wrong axis", """
+def backward(dZ, Q, K, V, mask):
+    A = weights(Q, K, mask)
+    scale = 1 / np.sqrt(Q.shape[-1])
+    dA = dZ @ V.swapaxes(-1, -2)
+    dS = A * (dA - (dA * A).sum(axis=-2, keepdims=True))
+    return (unbroadcast(dS @ K * scale, Q.shape),
+            unbroadcast(dS.swapaxes(-1, -2) @ Q * scale, K.shape),
+            unbroadcast(A.swapaxes(-1, -2) @ dZ, V.shape))
+"""),
+    ("causal_attention", "a forgotten transpose in dK or dV", """
+_right = backward
+def backward(dZ, Q, K, V):
+    dQ, dK, dV = _right(dZ, Q, K, V)
+    T = Q.shape[-2]
+    S = np.where(np.tril(np.ones((T, T), dtype=bool)), Q @ K.swapaxes(-1, -2), -np.inf)
+    A = np.exp(S / np.sqrt(Q.shape[-1]) - (S / np.sqrt(Q.shape[-1])).max(-1, keepdims=True))
+    A /= A.sum(axis=-1, keepdims=True)
+    return dQ, dK, A @ dZ
+"""),
     ("causal_attention", "causal mask off by one", CAUSAL.format(k=1, axis=-1, rowsum=True)),
     ("causal_attention", "causal mask off by one", CAUSAL.format(k=-1, axis=-1, rowsum=True)),
     ("causal_attention", "softmax along the wrong axis",
@@ -391,10 +411,11 @@ def test_planted_mistake_fails_and_is_named(tmp_path: Path, name: str, kind: str
 
 
 def test_every_named_mistake_of_an_exercise_is_planted_in_a_test() -> None:
-    tested = {TYPICAL[n][0] for n in TYPICAL} | {m for _, m, _ in MORE_TYPICAL}
+    tested = {(n, TYPICAL[n][0]) for n in TYPICAL} | {(n, m) for n, m, _ in MORE_TYPICAL}
     for exercise in EXERCISES:
         for mistake in exercise.mistakes:
-            assert mistake.name in tested, f"{exercise.name}: {mistake.name} is never planted"
+            assert (exercise.name, mistake.name) in tested, \
+                f"{exercise.name}: {mistake.name} is never planted"
 
 
 def test_an_unrecognised_mistake_still_says_where(tmp_path: Path) -> None:

@@ -367,10 +367,11 @@ NO_TRANSPOSE_KV = Mistake(
 
 def _attention_backward(dz: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray,
                         mask: np.ndarray | None, *, rowsum: bool = True, axis: int = -1,
-                        transpose_k: bool = True, transpose_v: bool = True
-                        ) -> list[np.ndarray | None]:
+                        sum_axis: int | None = None, transpose_k: bool = True,
+                        transpose_v: bool = True) -> list[np.ndarray | None]:
     """Attention's backward in NumPy, with one typical mistake switched on: the softmax's
-    row sum dropped, the softmax (and its row sum) along ``axis``, or dK = dS Q, dV = A dZ.
+    row sum dropped, the softmax along ``axis``, its backward's row sum along ``sum_axis``
+    (default: ``axis``), or dK = dS Q, dV = A dZ.
     A gradient whose wrong formula does not fit the shapes is None (a learner's code would
     have raised)."""
     scale = 1 / np.sqrt(q.shape[-1])
@@ -383,7 +384,8 @@ def _attention_backward(dz: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndar
         total = e.sum(axis=axis, keepdims=True)
         a = e / np.where(total == 0, 1.0, total)  # a row masked throughout: weights 0
         da = dz @ v.swapaxes(-1, -2)
-        ds = a * (da - (da * a).sum(axis=axis, keepdims=True)) if rowsum else a * da
+        row_sum = (da * a).sum(axis=axis if sum_axis is None else sum_axis, keepdims=True)
+        ds = a * (da - row_sum) if rowsum else a * da
     grads: list[np.ndarray | None] = []
     for compute, shape in ((lambda: ds @ k * scale, q.shape),
                            (lambda: (ds.swapaxes(-1, -2) if transpose_k else ds) @ q * scale,
@@ -403,6 +405,7 @@ def _attention_mistakes(mask_of: Callable[[np.ndarray], np.ndarray | None]
         return lambda dz, q, k, v, *_: _attention_backward(dz, q, k, v, mask_of(q), **wrong)
 
     return [(NO_ROWSUM, variant(rowsum=False)), (WRONG_AXIS, variant(axis=-2)),
+            (WRONG_AXIS, variant(sum_axis=-2)),
             (NO_TRANSPOSE_KV, variant(transpose_k=False)),
             (NO_TRANSPOSE_KV, variant(transpose_v=False))]
 
