@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +179,9 @@ def _fork(work: Callable[[], None]) -> tuple[int, int]:
             stream.flush()
         except Exception:  # noqa: BLE001
             pass
-    pid = os.fork()
+    with warnings.catch_warnings():  # Python 3.12+ warns when any thread exists; ours
+        warnings.simplefilter("ignore", DeprecationWarning)  # runs NumPy and the file only
+        pid = os.fork()
     if pid == 0:  # the child
         code = 70
         try:
