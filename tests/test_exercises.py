@@ -778,10 +778,11 @@ def test_the_spawned_child_where_fork_is_not_used(tmp_path: Path) -> None:
 
 
 def test_timeout_option(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    softmax_file(tmp_path, "time.sleep(600)")
+    softmax_file(tmp_path, "print('before the sleep')\ntime.sleep(600)")
     code, out, _ = run_cli(capsys, "check", "softmax", "--dir", str(tmp_path),
                            "--timeout", "0.4")
     assert code == 1 and "stopped after 0.4 s" in out
+    assert "your file printed:\n        | before the sleep" in out  # what it printed, still
     with pytest.raises(SystemExit) as exit_info:
         main(["exercise", "check", "--timeout", "-1"])
     assert exit_info.value.code == 2

@@ -84,6 +84,7 @@ def check_file(exercise: Exercise, path: str | os.PathLike, *,
             cases, outcome.manifest, lambda entry: sandbox.unpack(entry, outcome.arrays))
     except CheckFailure as exc:
         status, mistake, lines = "fail", None, [str(exc)]
+        output = getattr(exc, "output", output)  # the prints before a timeout, say
     except Exception as exc:  # noqa: BLE001 (the checker reports, it never shows a traceback)
         status, mistake, lines = "fail", None, [
             f"the checker could not run this exercise ({type(exc).__name__}: {exc})"]

@@ -56,6 +56,14 @@ class Other:
     type_name: str
 
 
+class ChildFailure(CheckFailure):
+    """The child brought no answers back; ``output`` is what it printed until then."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
 @dataclass
 class Outcome:
     """What the child sent back: the manifest, its arrays, and what the file printed."""
@@ -333,37 +341,31 @@ def run(exercise_number: int, path: Path, cases: Sequence[Case], *, seed: int = 
             status, output, why = _watch_spawn(job, timeout)
         text = output.decode("utf-8", errors="replace")
         if why == "time":
-            raise CheckFailure(
+            raise ChildFailure(
                 f"stopped after {timeout:g} s: your code did not finish (an endless loop, a "
-                "long sleep, or a wait?); the limit is --timeout SECONDS")
+                "long sleep, or a wait?); the limit is --timeout SECONDS", text)
         if why == "output":
-            raise CheckFailure(
+            raise ChildFailure(
                 f"stopped: your code printed more than {OUTPUT_CAP // 1024} KiB (a print "
-                "in an endless loop?)")
+                "in an endless loop?)", text)
         if not answers.is_file():
             if status == 0:
-                raise CheckFailure(
+                raise ChildFailure(
                     "your code ended the checker's process (os._exit or the like, with "
-                    "status 0) before its answers came back: return them instead")
+                    "status 0) before its answers came back: return them instead", text)
             how = (f"was killed by signal {signal.Signals(-status).name}"
                    if status is not None and status < 0 and -status in signal.valid_signals()
                    else f"exited with status {status}")
-            raise CheckFailure(f"the process running your code {how} before its answers "
-                               "came back" + (f" (it printed: {_last_line(text)})"
-                                              if text.strip() else ""))
+            raise ChildFailure(f"the process running your code {how} before its answers "
+                               "came back", text)
         try:
             with np.load(answers, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
             manifest = json.loads(str(arrays.pop(MANIFEST)))
         except Exception as exc:  # noqa: BLE001 (a damaged answers file)
-            raise CheckFailure(f"the answers of your code could not be read back "
-                               f"({type(exc).__name__})") from None
+            raise ChildFailure(f"the answers of your code could not be read back "
+                               f"({type(exc).__name__})", text) from None
     return Outcome(manifest, arrays, text)
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1][:200] if lines else ""
 
 
 if __name__ == "__main__":
