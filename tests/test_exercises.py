@@ -749,6 +749,12 @@ def test_processes_the_file_starts_end_with_it(tmp_path: Path) -> None:
     assert not state or state.startswith("Z"), state
 
 
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="the cap is Linux's")
+def test_a_huge_allocation_is_a_memory_error(tmp_path: Path) -> None:
+    result = check_softmax(tmp_path, "big = np.ones(2**29)  # 4 GiB, twice the cap")
+    assert "backward() raised MemoryError" in result.summary, result.summary
+
+
 def test_endless_printing_is_stopped(tmp_path: Path) -> None:
     result = check_softmax(tmp_path, "while True:\n    print('x' * 100)")
     assert result.status == "fail" and "printed more than 64 KiB" in result.summary

@@ -9,7 +9,8 @@ pass a wrong answer. So:
   milliseconds; a fresh interpreter running :func:`main` elsewhere), with
   stdin closed, in a process group of its own;
 * the child has ``timeout`` seconds (10 by default); past them it is killed, and so is it
-  once it has printed more than ``OUTPUT_CAP`` bytes;
+  once it has printed more than ``OUTPUT_CAP`` bytes; on Linux it may allocate at most
+  ``MEMORY_CAP`` bytes more than it starts with (beyond, NumPy raises MemoryError);
 * the child writes what the learner's functions returned into an ``.npz`` file, numeric
   arrays and a JSON manifest of the returned structure, nothing else; the parent loads it
   with ``allow_pickle=False``, so no object of the learner's crosses over;
@@ -46,6 +47,7 @@ from minitransformer.exercises.checker import (
 
 TIMEOUT = 10.0  # seconds a learner's file may run (all its cases together)
 OUTPUT_CAP = 64 * 1024  # bytes of printing before the child is stopped
+MEMORY_CAP = 2 * 1024**3  # bytes the child may allocate beyond what it starts with
 MANIFEST = "__manifest__"
 
 
@@ -150,6 +152,19 @@ def _child_streams() -> None:
     sys.stdin = open(0, encoding="utf-8", errors="replace", closefd=False)
 
 
+def _limit_memory() -> None:
+    """Let the child allocate at most MEMORY_CAP more bytes (Linux): a learner's huge
+    array is a MemoryError in their file, not a machine swapping or an OOM kill."""
+    try:
+        import resource
+
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (size + MEMORY_CAP, size + MEMORY_CAP))
+    except (ImportError, OSError, ValueError):  # not Linux: no cap (the time limit stays)
+        pass
+
+
 def _end_child(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -168,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         _child_streams()
         cases = find(str(job["exercise"])).cases(job["seed"])
+        _limit_memory()
         _write_answers(Path(job["path"]), cases, Path(job["answers"]))
         code = 0
     except BaseException as exc:  # noqa: BLE001 (reported through the exit status)
@@ -200,6 +216,7 @@ def _fork(work: Callable[[], None]) -> tuple[int, int]:
             os.dup2(write, 1)
             os.dup2(write, 2)
             _child_streams()
+            _limit_memory()
             work()
             code = 0
         except BaseException:  # noqa: BLE001 (reported through the exit status)
