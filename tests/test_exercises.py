@@ -475,6 +475,21 @@ def test_the_online_softmax_must_read_the_keys_tile_by_tile(tmp_path: Path) -> N
     text = text.replace("K.swapaxes(-1, -2)", "K[..., :, :].swapaxes(-1, -2)")
     assert "this index reads 6 keys, block is 2" in check_text(tmp_path, "online_softmax",
                                                                 text).summary
+    two_passes = exercises.stub_source(exercises.find("online_softmax")) + textwrap.dedent("""
+        def forward(Q, K, V, block):
+            scale, tiles = 1 / np.sqrt(Q.shape[-1]), range(0, K.shape[-2], block)
+            m = np.full((*Q.shape[:-1], 1), -np.inf)
+            for j in tiles:  # pass 1: the max
+                m = np.maximum(m, (Q @ K[..., j : j + block, :].swapaxes(-1, -2)).max(
+                    axis=-1, keepdims=True) * scale)
+            l, o = 0, 0
+            for j in tiles:  # pass 2: the sums, against the final max
+                P = np.exp(Q @ K[..., j : j + block, :].swapaxes(-1, -2) * scale - m)
+                l, o = l + P.sum(axis=-1, keepdims=True), o + P @ V[..., j : j + block, :]
+            return o / l, m + np.log(l)
+    """)
+    result = check_text(tmp_path, "online_softmax", two_passes)
+    assert "K gives each key once: key 0 was read before" in result.summary, result.summary
 
 
 def test_a_file_of_the_old_exercise_12_is_told_where_it_went(tmp_path: Path) -> None:

@@ -696,8 +696,9 @@ def _online_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, block: int, *,
 class KeyTiles:
     """K or V as exercise 12 hands them to the learner: ``shape`` and ``ndim`` as an
     array's, and tiles of at most ``block`` keys, ``K[..., j : j + block, :]`` (a fresh
-    ndarray). Anything that would read more keys at once raises, with what to do: so a
-    forward that builds the (L, S) scores fails, however right its numbers.
+    ndarray), each key once. Anything that would read more keys at once, or a key a
+    second time, raises, with what to do: so a forward that builds the (L, S) scores, or
+    takes two passes (the max first, then the sums), fails, however right its numbers.
 
     Which keys an index selects is read off an array of key numbers indexed the same way,
     so any form of index (slices, ``...``, integers, lists) is judged alike.
@@ -707,6 +708,7 @@ class KeyTiles:
         self._array, self._block, self._name = array, block, name
         keys = np.arange(array.shape[-2]).reshape(-1, 1)
         self._keys = np.broadcast_to(keys, array.shape)  # each entry's key number
+        self._seen = np.zeros(0, dtype=keys.dtype)  # the keys handed out so far
         self.shape, self.ndim, self.dtype = array.shape, array.ndim, array.dtype
 
     def _refuse(self, what: str) -> TypeError:
@@ -716,9 +718,16 @@ class KeyTiles:
             "block), never all the keys at once")
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        count = np.unique(self._keys[index]).size
-        if count > self._block:
-            raise self._refuse(f"this index reads {count} keys, block is {self._block}")
+        keys = np.unique(self._keys[index])
+        if keys.size > self._block:
+            raise self._refuse(f"this index reads {keys.size} keys, block is {self._block}")
+        again = np.intersect1d(keys, self._seen)
+        if again.size:  # a second pass (a max first, then the sums) is not the online way
+            raise TypeError(
+                f"{self._name} gives each key once: key {int(again[0])} was read before. The "
+                "online softmax visits every tile once, rescaling what it has summed when "
+                "the running max grows")
+        self._seen = np.union1d(self._seen, keys)
         return np.array(self._array[index])
 
     def __len__(self) -> int:

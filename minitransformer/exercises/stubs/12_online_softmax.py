@@ -5,7 +5,8 @@
 Write forward() in ONE pass over the keys, one tile of `block` keys at a time
 (K[..., j : j + block, :] and V[..., j : j + block, :]), never holding the (L, S) matrix
 of scores: a tile's scores are all you may compute at once. (The checker hands you K and
-V as objects that give out such tiles, and .shape, but refuse to be read whole.)
+V as objects that give out such tiles, each key once, and .shape, but refuse to be
+read whole.)
 Return (O, L): the output O
 (..., L, d_v) and each query's log-sum-exp L = log sum_s exp(score_s) (..., L, 1), which
 the tiled backward (exercise 13) saves.
