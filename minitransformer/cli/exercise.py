@@ -1,5 +1,5 @@
-"""``minitransformer exercise list | start DIR | check [NAME]``: write the backward passes
-yourself, and have them checked.
+"""``minitransformer exercise list | start DIR | check [NAME] | hint NAME``: write the
+backward passes yourself, and have them checked.
 
 Wired into the command line by ``add_exercise_command(subparsers)`` in ``cli/main.py``.
 Exit status: 0 when every checked exercise passes, 1 when one does not (or a workspace
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-DOCS = "docs/exercises.md"
+DOCS = "`minitransformer exercise hint N`"  # the text ships with the package
 LABELS = {"pass": "PASS", "todo": "TODO", "fail": "FAIL", "missing": "MISSING"}
 
 
@@ -22,7 +22,8 @@ def add_exercise_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
         "exercise", help="exercises: write each backward of attention yourself, get it checked",
         description="Exercises in the order the docs teach: you write the backward of "
                     "each building block of attention, and the checker compares it with "
-                    f"minitransformer's own ops and names the common mistakes. See {DOCS}.")
+                    "minitransformer's own ops and names the common mistakes. The problems "
+                    "and hints: `minitransformer exercise hint N` (also docs/exercises.md).")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     listing = actions.add_parser("list", help="the exercises, and which ones your files pass")
@@ -44,8 +45,27 @@ def add_exercise_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
                        help="an exercise's name or number (default: all of them)")
     check.add_argument("--dir", default=".", metavar="DIR",
                        help="your workspace (default: the current directory)")
+    check.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                       help="how long each exercise file may run (default: 10)")
+
+    hint = actions.add_parser(
+        "hint", help="print an exercise's problem and hints (the text of docs/exercises.md)",
+        description="Print the problem and the hints of exercise NAME, as docs/exercises.md "
+                    "has them (the text ships with the package).")
+    hint.add_argument("name", metavar="NAME", help="an exercise's name or number")
+    hint.add_argument("--solution", action="store_true", help="print its solution too")
     parser.set_defaults(handler=run_exercise_command)
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
 
 
 def run_exercise_command(args: argparse.Namespace) -> int:
@@ -56,11 +76,14 @@ def run_exercise_command(args: argparse.Namespace) -> int:
             return _start(args.dir)
         if args.action == "list":
             return _list(Path(args.dir))
+        if args.action == "hint":
+            print(exercises.section(exercises.find(args.name), solution=args.solution))
+            return 0
         chosen = [exercises.find(args.name)] if args.name else list(exercises.EXERCISES)
     except exercises.ExerciseError as exc:
         print(f"minitransformer exercise {args.action}: error: {exc}", file=sys.stderr)
-        return 2 if args.action == "check" else 1
-    return _check(Path(args.dir), chosen, named=bool(args.name))
+        return 2 if args.action in ("check", "hint") else 1
+    return _check(Path(args.dir), chosen, named=bool(args.name), timeout=args.timeout)
 
 
 def _start(directory: str) -> int:
@@ -68,7 +91,8 @@ def _start(directory: str) -> int:
 
     written = exercises.start(directory)
     print(f"wrote {len(written)} exercise files to {directory}")
-    print(f"  begin with {Path(directory) / written[0].name} and {DOCS} (section 1)")
+    print(f"  begin with {Path(directory) / written[0].name} and `minitransformer exercise "
+          "hint 1`")
     print(f"  check your work: minitransformer exercise check --dir {directory}")
     return 0
 
@@ -99,7 +123,7 @@ def _list(directory: Path) -> int:
     return 0
 
 
-def _check(directory: Path, chosen: list, named: bool) -> int:
+def _check(directory: Path, chosen: list, named: bool, timeout: float = 10.0) -> int:
     from minitransformer import exercises
 
     if not named and not _has_workspace(directory):
@@ -108,13 +132,27 @@ def _check(directory: Path, chosen: list, named: bool) -> int:
               file=sys.stderr)
         return 1
     passed = 0
-    for _, result in exercises.check_workspace(directory, chosen):
+    for _, result in exercises.check_workspace(directory, chosen, timeout=timeout):
         passed += result.passed
         print(f"{LABELS[result.status]:<5} {result.summary}")
         for line in result.details:
             print(f"        {line}")
+        _show_output(result.output)
     if len(chosen) > 1:
-        print(f"\n{passed} of {len(chosen)} pass. Problems and hints: {DOCS}")
+        print(f"\n{passed} of {len(chosen)} pass. Problems and hints: "
+              "`minitransformer exercise hint N`")
     elif not passed:
-        print(f"\nproblem, hints and the derivation: {DOCS}, section {chosen[0].number}")
+        print(f"\nproblem, hints and the derivation: `minitransformer exercise hint "
+              f"{chosen[0].number}`")
     return 0 if passed == len(chosen) else 1
+
+
+def _show_output(output: str, lines: int = 20) -> None:
+    """What the learner's file printed (their debugging prints), indented, at most ``lines``."""
+    shown = output.rstrip("\n").splitlines()
+    if not shown:
+        return
+    more = f" (the first {lines} lines)" if len(shown) > lines else ""
+    print(f"        your file printed{more}:")
+    for line in shown[:lines]:
+        print(f"        | {line[:200]}")

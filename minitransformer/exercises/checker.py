@@ -18,8 +18,13 @@ constant (a missing 1/sqrt(d_k) among them), an ignored upstream gradient, and e
 exercise's own (a forgotten mask, a repeated index overwritten, ...).
 
 Whatever the learner's file does (fail to import, raise, return the wrong number of
-gradients or the wrong shapes, NaN), the result is a :class:`CheckResult` with one clear
-line, never a traceback.
+gradients or the wrong shapes, NaN, a complex or integer array), the result is a
+:class:`CheckResult` with one clear line, never a traceback.
+
+The learner's code runs in a child process (:mod:`minitransformer.exercises.sandbox`:
+``Case.call`` there, with a time limit), and only arrays come back; everything else in
+this module (:func:`judge`, :func:`run_case`, :func:`diagnose`, :func:`close`) runs in
+the checker's own process, on its own NumPy, which the learner's code never touched.
 """
 
 from __future__ import annotations
@@ -60,6 +65,14 @@ class Case:
     ``differentiated`` = (forward's name, inputs, indices of the differentiated inputs,
     dout), for a gradient case: what :func:`numerical_gradients` needs to check
     ``expected`` against central differences.
+
+    ``call`` (and ``call_forward``) run in the child process
+    (:mod:`minitransformer.exercises.sandbox`); everything else here is the parent's.
+    ``call_forward(module)``, when given, runs the file's own forward, whose output the
+    parent compares with ``forward_output`` (``forward_name`` and ``op`` name them) before
+    judging the backward. ``adjust`` turns what came back into what is compared (the
+    parent's code, e.g. Adam's new parameter into its move). ``non_finite`` names the
+    mistake that a NaN or an inf means in a case built to make it overflow.
     """
 
     label: str
@@ -70,6 +83,13 @@ class Case:
         default_factory=list)
     scale: float | None = None
     differentiated: tuple[str, Sequence[Any], Sequence[int], np.ndarray] | None = None
+    call_forward: Callable[[ModuleType], Any] | None = None
+    forward_output: np.ndarray | None = None
+    forward_name: str = "forward"
+    op: str = ""
+    adjust: Callable[[Any], Any] | None = None
+    non_finite: Mistake | None = None  # the mistake a NaN or inf means in this case
+    inputs: Sequence[Any] | None = None  # what the learner's function is called with
 
 
 class CheckFailure(Exception):
@@ -91,6 +111,7 @@ class CheckResult:
     summary: str
     details: list[str] = field(default_factory=list)
     mistake: str | None = None  # the name of the recognised mistake, if any
+    output: str = ""  # what the learner's file printed (capped)
 
     @property
     def passed(self) -> bool:
@@ -294,14 +315,22 @@ def _diagnose_shape(got: np.ndarray, expected: np.ndarray) -> tuple[Mistake, str
 # ----------------------------------------------------------------------------- running
 
 
-def run_case(module: ModuleType, case: Case) -> tuple[str, Mistake | None, list[str]] | None:
-    """None if the case passes, else (one line, the recognised mistake or None, details)."""
-    result = case.call(module)
+def _type_name(value: Any) -> str:
+    return value.type_name if hasattr(value, "type_name") else type(value).__name__
+
+
+def run_case(result: Any, case: Case) -> tuple[str, Mistake | None, list[str]] | None:
+    """None if ``result`` (what the learner's code returned, brought back from the child:
+    a tuple, or one value; each None, an ndarray or a non-numeric stand-in) passes the
+    case, else (one line, the recognised mistake or None, details)."""
+    if case.adjust is not None:
+        result = case.adjust(result)
     count = len(case.names)
     if count == 1 and not isinstance(result, (tuple, list)):
         result = (result,)
     if not isinstance(result, (tuple, list)):
-        return (f"returned one {type(result).__name__}, expected {count} values "
+        kind = "ndarray" if isinstance(result, np.ndarray) else _type_name(result)
+        return (f"returned one {kind}, expected {count} values "
                 f"({', '.join(case.names)})", None, [])
     if len(result) != count:
         return (f"returned {len(result)} value{'s' if len(result) != 1 else ''}, expected "
@@ -310,13 +339,21 @@ def run_case(module: ModuleType, case: Case) -> tuple[str, Mistake | None, list[
     for name, value, want in zip(case.names, result, case.expected):
         if value is None:
             return f"returned None for {name}, expected an array of shape {want.shape}", None, []
-        try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            return (f"{name} is a {type(value).__name__}, not an array of numbers "
+        if isinstance(value, np.generic):  # a 0-d answer after arithmetic in the parent
+            value = np.asarray(value)
+        if not isinstance(value, np.ndarray):
+            return (f"{name} is a {_type_name(value)}, not an array of numbers "
                     f"(expected shape {want.shape})", None, [])
-        arrays.append(array)
-        single.append(np.asarray(value).dtype in (np.float32, np.float16))
+        if value.dtype.kind == "c":
+            return (f"{name} is complex ({value.dtype}); a gradient of real inputs is real: "
+                    "look for np.sqrt or a power of a negative number, or a complex dtype",
+                    None, [])
+        if value.dtype.kind != "f":
+            return (f"{name} has dtype {value.dtype}, not a floating-point dtype (expected "
+                    "float64): look for an integer or boolean array, e.g. np.zeros_like of "
+                    "an integer input", None, [])
+        arrays.append(value.astype(np.float64))
+        single.append(value.dtype in (np.float32, np.float16))
     for position, (name, got, want) in enumerate(zip(case.names, arrays, case.expected)):
         if got.shape != want.shape:
             found = diagnose(got, want, position, case)
@@ -325,9 +362,12 @@ def run_case(module: ModuleType, case: Case) -> tuple[str, Mistake | None, list[
         bad = ~np.isfinite(got)
         if bad.any():
             index = tuple(int(i) for i in np.argwhere(bad)[0])
-            return (f"{name} holds {got[index]} at index {_index(index)} (expected "
+            line = (f"{name} holds {got[index]} at index {_index(index)} (expected "
                     f"{want[index]:.6g}); look for a division by zero or an exp that "
-                    "overflows", None, [])
+                    "overflows")
+            if case.non_finite is not None:  # a case built so that one mistake overflows
+                return line, *_finding((case.non_finite, ""))
+            return line, None, []
     for position, (name, got, want) in enumerate(zip(case.names, arrays, case.expected)):
         if close(got, want):
             continue
@@ -361,19 +401,38 @@ def _index(index: tuple[int, ...]) -> str:
                                                                        else ")")
 
 
-def check_cases(module: ModuleType, cases: Sequence[Case]) -> tuple[str, str | None, list[str]]:
-    """Run ``cases`` in order; ("pass" | "todo" | "fail", the mistake's name, lines)."""
-    for case in cases:
-        try:
-            failure = run_case(module, case)
-        except NotImplementedYet as exc:
-            return "todo", None, [f"not implemented yet: {exc}" if str(exc)
-                                  else "not implemented yet"]
-        except CheckFailure as exc:
-            return "fail", None, [f"{exc} [case: {case.label}]"]
+def _forward_differs(got: Any, case: Case) -> bool:
+    if not isinstance(got, np.ndarray) or got.dtype.kind not in "biuf":
+        return True
+    return not close(got.astype(np.float64), case.forward_output)
+
+
+def judge(cases: Sequence[Case], manifest: dict, unpack: Callable[[dict], Any]
+          ) -> tuple[str, str | None, list[str]]:
+    """Judge, in the parent, what the child brought back for ``cases``, in order;
+    ("pass" | "todo" | "fail", the mistake's name, lines). ``unpack`` turns a manifest
+    entry back into the returned value."""
+    if "error" in manifest:
+        return manifest["error"][0], None, [manifest["error"][1]]
+    entries = manifest["cases"]
+    for case, entry in zip(cases, entries):
+        if "forward" in entry and _forward_differs(unpack(entry["forward"]), case):
+            return "fail", None, [
+                f"{case.forward_name}() no longer computes what {case.op} computes; the "
+                "exercise gives the forward: restore it (a fresh copy: `minitransformer "
+                f"exercise start NEWDIR`) [case: {case.label}]"]
+        if "error" in entry:
+            kind, message = entry["error"]
+            if kind == "todo":
+                return "todo", None, [f"not implemented yet: {message}" if message
+                                      else "not implemented yet"]
+            return "fail", None, [f"{message} [case: {case.label}]"]
+        failure = run_case(unpack(entry["result"]), case)
         if failure is not None:
             line, mistake, details = failure
             return ("fail", mistake.name if mistake else None,
                     [f"{line} [case: {case.label}]", *details])
+    if len(entries) < len(cases):
+        return "fail", None, [f"no answer came back for case {cases[len(entries)].label}"]
     return "pass", None, []
 

@@ -6,7 +6,7 @@ Write backward(): from dout = dL/dout, return (da, db, dc). Every operation work
 by element, so the same formulas serve scalars and arrays of any shape.
 
 Check:   minitransformer exercise check chain_rule
-Hints:   docs/exercises.md, section 1
+Hints:   minitransformer exercise hint 1   (the text of docs/exercises.md)
 """
 
 import numpy as np

@@ -7,7 +7,7 @@ backward(): from dout = dL/dout (the broadcast shape), return (dx, dw) with the 
 of x and w.
 
 Check:   minitransformer exercise check broadcast
-Hints:   docs/exercises.md, section 2
+Hints:   minitransformer exercise hint 2   (the text of docs/exercises.md)
 """
 
 import numpy as np

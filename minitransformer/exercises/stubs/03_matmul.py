@@ -7,7 +7,7 @@ every item of the batch. Write backward(): from dC = dL/dC, return (dA, dB) with
 shapes of A and B.
 
 Check:   minitransformer exercise check matmul
-Hints:   docs/exercises.md, section 3
+Hints:   minitransformer exercise hint 3   (the text of docs/exercises.md)
 """
 
 import numpy as np

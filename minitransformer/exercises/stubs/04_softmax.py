@@ -6,7 +6,7 @@ Write backward(): from dy = dL/dy, return dx = dL/dx. Every output y_i depends o
 input x_j of its row, so each dx_j collects a contribution from every y_i.
 
 Check:   minitransformer exercise check softmax
-Hints:   docs/exercises.md, section 4
+Hints:   minitransformer exercise hint 4   (the text of docs/exercises.md)
 """
 
 import numpy as np

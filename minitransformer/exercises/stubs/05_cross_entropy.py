@@ -6,7 +6,7 @@ for logits z (..., C) and integer targets t (...). Write backward(): from the sc
 dloss = dL/dloss, return dz = dL/dz. (The targets are integers: they get no gradient.)
 
 Check:   minitransformer exercise check cross_entropy
-Hints:   docs/exercises.md, section 5
+Hints:   minitransformer exercise hint 5   (the text of docs/exercises.md)
 """
 
 import numpy as np

@@ -7,7 +7,7 @@ with the mean and the variance taken over the last axis, one row at a time. Writ
 backward(): from dy = dL/dy, return (dx, dgamma, dbeta).
 
 Check:   minitransformer exercise check layer_norm
-Hints:   docs/exercises.md, section 6
+Hints:   minitransformer exercise hint 6   (the text of docs/exercises.md)
 """
 
 import numpy as np

@@ -9,7 +9,7 @@ for Q (..., L, d_k), K (..., S, d_k), V (..., S, Ev), mask (L, S) or None. Write
 from dZ = dL/dZ, return (dQ, dK, dV).
 
 Check:   minitransformer exercise check attention
-Hints:   docs/exercises.md, section 7
+Hints:   minitransformer exercise hint 7   (the text of docs/exercises.md)
 """
 
 import numpy as np

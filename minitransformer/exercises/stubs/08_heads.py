@@ -9,7 +9,7 @@ Neither computes anything: they move numbers. Write both backwards: from the gra
 the output, return the gradient of the input.
 
 Check:   minitransformer exercise check heads
-Hints:   docs/exercises.md, section 8
+Hints:   minitransformer exercise hint 8   (the text of docs/exercises.md)
 """
 
 import numpy as np

@@ -6,7 +6,7 @@ A sentence may use one word several times: then row W[i] is read several times. 
 backward(): from dout = dL/dout, return dW, of W's shape. (idx gets no gradient.)
 
 Check:   minitransformer exercise check embedding
-Hints:   docs/exercises.md, section 9
+Hints:   minitransformer exercise hint 9   (the text of docs/exercises.md)
 """
 
 import numpy as np

@@ -11,7 +11,7 @@ Write adam_step(): return the new (param, m, v); m and v start at zeros. sgd_ste
 worked example of the interface.
 
 Check:   minitransformer exercise check adam
-Hints:   docs/exercises.md, section 10
+Hints:   minitransformer exercise hint 10   (the text of docs/exercises.md)
 """
 
 import numpy as np

@@ -9,7 +9,7 @@ decoder generating text does, one query at a time against the keys so far. Write
 backward(): from dZ = dL/dZ, return (dQ, dK, dV). Key j is read by every query i >= j.
 
 Check:   minitransformer exercise check causal_attention
-Hints:   docs/exercises.md, section 11
+Hints:   minitransformer exercise hint 11   (the text of docs/exercises.md)
 """
 
 import numpy as np
