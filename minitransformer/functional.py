@@ -251,6 +251,8 @@ def cross_entropy(
     if input.dtype.kind != "f":
         raise DtypeError(f"cross_entropy: input must be floating-point logits, got {input.dtype}")
     for name, value in (("target", target), ("weight", weight)):
+        if is_torch_tensor(value):
+            raise not_a_tensor(value, f"cross_entropy: {name}")
         if isinstance(value, Tensor) and value.requires_grad:
             raise NotImplementedError(
                 f"cross_entropy: no gradient flows to {name} here; pass {name}.detach()")

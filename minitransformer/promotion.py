@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
+from minitransformer.errors import is_torch_tensor, not_a_tensor
 
 DEFAULT_FLOAT = np.dtype("float32")
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
@@ -86,6 +87,8 @@ def floating(x: Any) -> Any:
     """``x`` as floats for a float-valued op (exp, log, sqrt, tanh, ...): an integer or bool
     tensor becomes the default float, float32, as PyTorch's unary ops do (NumPy would give
     float64). A floating tensor is returned as it is."""
+    if is_torch_tensor(x):  # mt.exp(torch_tensor): one line saying how to convert it
+        raise not_a_tensor(x, "an input")
     if x.dtype.kind in "fc":
         return x
     from minitransformer.tensor import Tensor

@@ -34,6 +34,7 @@ from minitransformer.coref.data.tokenizer import PRONOUNS, Vocabulary, find_pron
 
 # The sentence of the famous attention figure: "it" should attend to "animal" (defined with
 # the shared tokenizer, where the step-through page reads it too).
+from minitransformer.tokenizer import ARTICLE_SENTENCE as ARTICLE_SENTENCE  # re-exported
 
 ARTICLE_SENTENCE_WIDE = "The animal didn't cross the street because it was too wide."
 """Its twin: one word changed, and "it" should now attend to "street"."""
