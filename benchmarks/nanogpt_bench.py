@@ -146,7 +146,8 @@ def main() -> None:
     parser.add_argument("--config", choices=tuple(CONFIGS), action="append")
     args = parser.parse_args()
     if torch is None:
-        sys.exit("nanogpt_bench compares against PyTorch: install the oracle extra")
+        print("nanogpt_bench compares against PyTorch: install the oracle extra")
+        return
     set_threads()
     tuning.retain_freed_memory()
     print(f"machine: {machine_description()}")
