@@ -7,6 +7,7 @@ check that what the scripts time is the same computation in both libraries.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from benchmarks.transformer_bench import training_steps
 from tests.conftest import requires_torch
@@ -34,3 +35,14 @@ def test_the_nanogpt_benchmark_runs_the_same_model_in_both_libraries() -> None:
         np.testing.assert_allclose(ours(), theirs(), rtol=nanogpt_bench.RTOL)
     result = nanogpt_bench.bench("small", rounds=2, **tiny)
     assert result["loss rel diff"] <= nanogpt_bench.RTOL and result["ratio"] > 0
+
+
+def test_the_numexpr_benchmark_times_the_same_chains_both_ways() -> None:
+    """Each elementwise chain of benchmarks/numexpr_bench.py gives the NumPy formula's
+    result when written for numexpr (skipped where numexpr is not installed)."""
+    pytest.importorskip("numexpr")
+    from benchmarks import numexpr_bench
+
+    for name, (numpy_fn, numexpr_fn) in numexpr_bench.chains(np.random.default_rng(0)).items():
+        np.testing.assert_allclose(np.array(numpy_fn()), np.array(numexpr_fn()),
+                                   rtol=2e-5, atol=1e-5, err_msg=name)
