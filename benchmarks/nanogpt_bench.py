@@ -13,7 +13,7 @@ compute the same thing.
 Both libraries use 2 threads: ``torch.set_num_threads(2)`` and OpenBLAS's 2 (the VM's
 cores) for NumPy.
 
-Run: python -m benchmarks.nanogpt_bench [--rounds N] [--config small|long]
+Run: python -m benchmarks.nanogpt_bench [--rounds N] [--config small|long] [--no-bias]
 """
 
 from __future__ import annotations
@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None,
                         help="timed rounds per config (default: 11 small, 5 long)")
     parser.add_argument("--config", choices=tuple(CONFIGS), action="append")
+    parser.add_argument("--no-bias", action="store_true",
+                        help="bias=False in Linear and LayerNorm (nanoGPT's default is True)")
     args = parser.parse_args()
     if torch is None:
         print("nanogpt_bench compares against PyTorch: install the oracle extra")
@@ -155,9 +157,10 @@ def main() -> None:
     print("nanoGPT training step: forward, backward, clip_grad_norm_, AdamW (float32)")
     for name in args.config or list(CONFIGS):
         rounds = args.rounds or (11 if name == "small" else 5)
-        r = bench(name, rounds)
+        r = bench(name, rounds, bias=not args.no_bias)
         cfg = CONFIGS[name]
-        print(f"  {name:5s} block {cfg['block_size']}, batch {cfg['batch']}: "
+        print(f"  {name:5s} block {cfg['block_size']}, batch {cfg['batch']}, "
+              f"bias {not args.no_bias}: "
               f"minitransformer {r['ours'] * 1e3:7.1f} ms, torch {r['torch'] * 1e3:7.1f} ms, "
               f"ratio {r['ratio']:.2f} (median of {rounds} rounds), "
               f"losses agree to {r['loss rel diff']:.1e}")
