@@ -32,6 +32,7 @@ bench: $(VENV)/.base
 	$(PY) -m benchmarks.transformer_bench --default-malloc
 	$(PY) -m benchmarks.graph_bench
 	$(PY) benchmarks/attention_cost.py
+	$(PY) -m benchmarks.nanogpt_bench
 
 # Every committed figure under docs/ (needs Graphviz's `dot` for the graph drawings).
 figures: $(VENV)/.base
