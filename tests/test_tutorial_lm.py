@@ -193,3 +193,18 @@ def test_t_transposes_two_dimensions_and_names_the_fix_beyond() -> None:
     assert mt.tensor([1.0, 2.0]).t().shape == (2,)
     with pytest.raises(mt.errors.ShapeError, match=r"<= 2 dimensions.*transpose\(dim0, dim1\)"):
         mt.zeros(2, 3, 4).t()
+
+
+def test_encoder_layer_takes_pytorchs_arguments_in_pytorchs_order() -> None:
+    """So that a positional call (the tutorial's ``(d_model, nhead, d_hid, dropout)``, or
+    more) means the same here; the one default that differs is batch_first (docs/pytorch.md)."""
+    import inspect
+
+    ours = list(inspect.signature(mt.nn.TransformerEncoderLayer).parameters)
+    theirs = list(inspect.signature(torch.nn.TransformerEncoderLayer).parameters)
+    assert ours[:8] == theirs[:8] == ["d_model", "nhead", "dim_feedforward", "dropout",
+                                      "activation", "layer_norm_eps", "batch_first",
+                                      "norm_first"]
+    assert inspect.signature(mt.nn.TransformerEncoderLayer).parameters["batch_first"].default
+    assert "batch_first=False" in repr(mt.nn.TransformerEncoderLayer(4, 2, 8, 0.0,
+                                                                      batch_first=False))
