@@ -523,6 +523,16 @@ class Tensor:
     def T(self) -> Tensor:  # noqa: N802
         return ops.transpose(self)
 
+    def t(self) -> Tensor:
+        """A 0-, 1- or 2-D tensor transposed, as ``torch.Tensor.t`` (``x.T`` reverses every
+        axis; use ``x.transpose(i, j)`` for tensors of more dimensions)."""
+        if self.ndim > 2:
+            from minitransformer.errors import ShapeError
+
+            raise ShapeError(f"t() expects a tensor with <= 2 dimensions, got {self.ndim}-D "
+                             f"of shape {self.shape}; use x.transpose(dim0, dim1)")
+        return ops.transpose(self)
+
     def expand(self, *shape: Any) -> Tensor:
         """The same as ``broadcast_to`` (PyTorch's name)."""
         return ops.broadcast_to(self, *shape)

@@ -57,6 +57,10 @@ FIGURES: list[Figure] = [
     Figure("comparison", "minitransformer.coref.figures:write_comparison_figures",
            ("comparison/*.png",),
            "comparison/*.png: redrawn from comparison/results.json"),
+    Figure("nanogpt", "scripts.nanogpt_figures:write_docs_figures",
+           ("img/nanogpt-chars-loss.png",),
+           "img/nanogpt-chars-loss.png: nanoGPT on rhymes.txt, trained here and on PyTorch "
+           "(needs PyTorch)"),
     Figure("explain", "scripts.explain_figures:write_docs_figures", ("img/explain-*.png",),
            "img/explain-*.png: screenshots of `minitransformer explain` at 1280 px "
            "(needs Chromium)"),

@@ -248,3 +248,15 @@ def test_sampling_without_top_k_is_reproducible_under_manual_seed(nanogpt, monke
     np.testing.assert_array_equal(runs[0], runs[1])
     assert runs[0].shape == (1, 14) and runs[0].min() >= 0 and runs[0].max() < 13
     assert runs[0][0, :2].tolist() == [1, 2]
+
+
+# ----- examples/09_nanogpt_chars.py --torch ------------------------------------------------
+def test_the_example_trains_the_same_start_as_pytorch() -> None:
+    """The loss curves of docs/img/nanogpt-chars-loss.png: the same float64 start on the same
+    batches gives PyTorch's losses, step by step (a few steps here; the figure draws 200)."""
+    from scripts.nanogpt_figures import load_example
+
+    ours, theirs = load_example().same_start_curves(steps=6)
+    assert len(ours) == len(theirs) == 6
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+    assert ours[-1] < ours[0]  # it trains: the comparison is not of two constant curves

@@ -243,8 +243,8 @@ class Transformer(Module):
             self.encoder = custom_encoder
         else:
             encoder_layer = TransformerEncoderLayer(
-                d_model, nhead, dim_feedforward, dropout, activation, norm_first,
-                layer_norm_eps, **kw)
+                d_model, nhead, dim_feedforward, dropout, activation,
+                layer_norm_eps=layer_norm_eps, norm_first=norm_first, **kw)
             self.encoder = TransformerEncoder(encoder_layer, num_encoder_layers,
                                               LayerNorm(d_model, eps=layer_norm_eps, **kw))
         if custom_decoder is not None:

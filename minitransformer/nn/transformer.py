@@ -47,6 +47,10 @@ class TransformerEncoderLayer(Module):
     a boolean ``src_mask`` is True where a position may NOT attend (as in PyTorch; see
     :class:`~minitransformer.nn.MultiHeadAttention`), ``src_key_padding_mask`` (B, T) is True
     at padding.
+
+    ``batch_first=False`` takes and returns sequence-first tensors (T, B, d_model), as
+    PyTorch does by default; here the default is ``batch_first=True`` (B, T, d_model), so
+    PyTorch code that relies on its default must say ``batch_first=False``.
     """
 
     def __init__(
@@ -56,8 +60,9 @@ class TransformerEncoderLayer(Module):
         dim_feedforward: int = 2048,
         dropout: float = 0.0,
         activation: str | Callable[[Tensor], Tensor] = "relu",
-        norm_first: bool = False,
         layer_norm_eps: float = 1e-5,
+        batch_first: bool = True,
+        norm_first: bool = False,
         dtype: Any = None,
         device: Any = None,
     ) -> None:
@@ -72,9 +77,17 @@ class TransformerEncoderLayer(Module):
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
         self.norm_first = norm_first
+        self.batch_first = batch_first
 
     def forward(self, src: Tensor, src_mask: Any = None,
                 src_key_padding_mask: Any = None, is_causal: bool = False) -> Tensor:
+        if not self.batch_first and src.ndim == 3:  # (T, B, d_model) in and out
+            out = self._forward(src.swapaxes(0, 1), src_mask, src_key_padding_mask, is_causal)
+            return out.swapaxes(0, 1)
+        return self._forward(src, src_mask, src_key_padding_mask, is_causal)
+
+    def _forward(self, src: Tensor, src_mask: Any, src_key_padding_mask: Any,
+                 is_causal: bool) -> Tensor:
         x = src  # (B, T, d_model)
         masks = (src_mask, src_key_padding_mask, is_causal)
         if self.norm_first:
@@ -95,7 +108,8 @@ class TransformerEncoderLayer(Module):
         return self.dropout2(feed_forward(self, x))  # (B, T, d_model)
 
     def extra_repr(self) -> str:
-        return f"norm_first={self.norm_first}, activation={self.activation_name}"
+        return (f"norm_first={self.norm_first}, activation={self.activation_name}"
+                + ("" if self.batch_first else ", batch_first=False"))
 
 
 def reseed_dropout(module: Module) -> None:

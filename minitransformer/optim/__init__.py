@@ -9,7 +9,13 @@ from minitransformer.optim import schedulers
 from minitransformer.optim import schedulers as lr_scheduler  # PyTorch's name for the module
 from minitransformer.optim.clip_grad import clip_grad_norm_
 from minitransformer.optim.optimizers import SGD, Adam, AdamW, Optimizer
-from minitransformer.optim.schedulers import LambdaLR, LRScheduler, WarmupCosine, WarmupLinear
+from minitransformer.optim.schedulers import (
+    LambdaLR,
+    LRScheduler,
+    StepLR,
+    WarmupCosine,
+    WarmupLinear,
+)
 
 __all__ = [
     "SGD",
@@ -18,6 +24,7 @@ __all__ = [
     "LRScheduler",
     "LambdaLR",
     "Optimizer",
+    "StepLR",
     "WarmupCosine",
     "WarmupLinear",
     "clip_grad_norm_",

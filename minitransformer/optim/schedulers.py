@@ -102,6 +102,28 @@ class LambdaLR(LRScheduler):
         return [base * fn(step) for base, fn in zip(self.base_lrs, self.lr_lambdas)]
 
 
+class StepLR(LRScheduler):
+    r"""Decay by ``gamma`` every ``step_size`` steps, as ``torch``'s ``StepLR``:
+
+    .. math:: \eta_t = \eta_\text{base}\cdot\gamma^{\lfloor t / \text{step\_size}\rfloor}
+
+    (PyTorch multiplies the previous lr by ``gamma``; the closed form here can differ from
+    that product in the last bit.)
+    """
+
+    _saved = ("step_size", "gamma")
+
+    def __init__(self, optimizer: Optimizer, step_size: float, gamma: float = 0.1) -> None:
+        if step_size <= 0:
+            raise ValueError(f"StepLR: step_size must be positive, got {step_size}")
+        self.step_size = step_size
+        self.gamma = gamma
+        super().__init__(optimizer)
+
+    def lr_at(self, step: int) -> list[float]:
+        return [base * self.gamma ** (step // self.step_size) for base in self.base_lrs]
+
+
 class _Warmup(LRScheduler):
     """Linear warm-up from 0 to the base lr over ``warmup_steps``, then ``_decay``:
     the shared part of :class:`WarmupCosine` and :class:`WarmupLinear`."""
