@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import types
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import numpy as np
 import minitransformer as mt
 from benchmarks._timing import machine_description
 from minitransformer import tuning
+from minitransformer.porting import load_module
 
 try:
     import torch
@@ -40,11 +40,6 @@ except ImportError:
 
 THREADS = 2
 MODEL_PY = Path(__file__).resolve().parent.parent / "tests" / "data" / "nanogpt" / "model.py"
-IMPORTS = {
-    "import torch\n": "import minitransformer as torch\n",
-    "import torch.nn as nn\n": "import minitransformer.nn as nn\n",
-    "from torch.nn import functional as F\n": "from minitransformer.nn import functional as F\n",
-}
 # nanoGPT's defaults (bias True, dropout 0 as for its small runs), at two context lengths
 BASE = dict(n_layer=4, n_head=4, n_embd=128, vocab_size=65, dropout=0.0, bias=True)
 CONFIGS = {
@@ -56,17 +51,8 @@ RTOL = 1e-4  # float32: the two libraries sum in different orders
 
 def load_model_py(ours: bool) -> types.ModuleType:
     """nanoGPT's model.py as a module, on PyTorch or (``ours``) on minitransformer."""
-    source = MODEL_PY.read_text()
-    if ours:
-        for theirs, mine in IMPORTS.items():
-            assert source.count(theirs) == 1, f"model.py no longer has the line {theirs!r}"
-            source = source.replace(theirs, mine)
     name = "nanogpt_bench_on_" + ("minitransformer" if ours else "torch")
-    module = types.ModuleType(name)
-    module.__file__ = str(MODEL_PY)
-    sys.modules[name] = module  # @dataclass looks its module up there
-    exec(compile(source, str(MODEL_PY), "exec"), module.__dict__)
-    return module
+    return load_module(MODEL_PY, name, on_torch=not ours)
 
 
 def set_threads(n: int = THREADS) -> None:

@@ -41,29 +41,18 @@ from typing import Any
 import numpy as np
 
 import minitransformer as mt
+from minitransformer.porting import load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_PY = ROOT / "tests" / "data" / "nanogpt" / "model.py"
 TEXT = ROOT / "examples" / "data" / "rhymes.txt"
-IMPORTS = {
-    "import torch\n": "import minitransformer as torch\n",
-    "import torch.nn as nn\n": "import minitransformer.nn as nn\n",
-    "from torch.nn import functional as F\n": "from minitransformer.nn import functional as F\n",
-}
 BLOCK_SIZE, BATCH_SIZE = 32, 12
 
 
 def load_nanogpt(ours: bool = True) -> types.ModuleType:
     """model.py as a module: with only its import lines changed (``ours``), or as is, on
     PyTorch."""
-    source = MODEL_PY.read_text()
-    if ours:
-        for theirs, mine in IMPORTS.items():
-            source = source.replace(theirs, mine)
-    module = types.ModuleType("nanogpt_model" + ("" if ours else "_torch"))
-    sys.modules[module.__name__] = module  # @dataclass looks its module up there
-    exec(compile(source, str(MODEL_PY), "exec"), module.__dict__)
-    return module
+    return load_module(MODEL_PY, "nanogpt_model" + ("" if ours else "_torch"), on_torch=not ours)
 
 
 def read_text() -> tuple[list[str], np.ndarray]:

@@ -21,7 +21,6 @@ Its ``sd[k].copy_(w)`` idiom is nanoGPT's, tested in tests/test_nanogpt.py.)
 from __future__ import annotations
 
 import hashlib
-import sys
 import types
 from pathlib import Path
 
@@ -29,17 +28,14 @@ import numpy as np
 import pytest
 
 import minitransformer as mt
+from minitransformer.porting import TORCH_IMPORTS, load_module
 from tests.conftest import requires_torch, torch
 
 pytestmark = requires_torch
 
 MODEL_PY = Path(__file__).parent / "data" / "mingpt" / "model.py"
 MINGPT_SHA256 = "3586d4a957722864f7a790689a094478d3ee0b7de34d7456cb635923e4779576"
-IMPORTS = {
-    "import torch\n": "import minitransformer as torch\n",
-    "import torch.nn as nn\n": "import minitransformer.nn as nn\n",
-    "from torch.nn import functional as F\n": "from minitransformer.nn import functional as F\n",
-}
+IMPORTS = TORCH_IMPORTS  # minGPT's three torch import lines, and what they become here
 VOCAB = 11
 
 
@@ -54,29 +50,15 @@ class CfgNode:
 
 
 def load_model_py(ours: bool) -> types.ModuleType:
-    """minGPT's model.py as a module, on PyTorch or (``ours``) on minitransformer."""
-    source = MODEL_PY.read_text()
-    if ours:
-        for theirs, mine in IMPORTS.items():
-            assert source.count(theirs) == 1, f"model.py no longer has the line {theirs!r}"
-            source = source.replace(theirs, mine)
+    """minGPT's model.py as a module, on PyTorch or (``ours``) on minitransformer, with a
+    stand-in for its ``mingpt.utils`` while it loads."""
     utils = types.ModuleType("mingpt.utils")
     utils.CfgNode = CfgNode
     package = types.ModuleType("mingpt")
     package.utils = utils
-    saved = {name: sys.modules.get(name) for name in ("mingpt", "mingpt.utils")}
-    sys.modules.update({"mingpt": package, "mingpt.utils": utils})
-    try:
-        module = types.ModuleType("mingpt_on_" + ("minitransformer" if ours else "torch"))
-        module.__file__ = str(MODEL_PY)
-        exec(compile(source, str(MODEL_PY), "exec"), module.__dict__)
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = old
-    return module
+    name = "mingpt_on_" + ("minitransformer" if ours else "torch")
+    return load_module(MODEL_PY, name, on_torch=not ours,
+                       modules={"mingpt": package, "mingpt.utils": utils})
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ that function is missing, "slow" (``register_buffer("bias", torch.tril(...))``,
 from __future__ import annotations
 
 import hashlib
-import sys
 import types
 from pathlib import Path
 
@@ -31,33 +30,20 @@ import numpy as np
 import pytest
 
 import minitransformer as mt
+from minitransformer.porting import TORCH_IMPORTS, load_module
 from tests.conftest import requires_torch, torch
 
 pytestmark = requires_torch
 
 MODEL_PY = Path(__file__).parent / "data" / "nanogpt" / "model.py"
 NANOGPT_SHA256 = "7c01703240dbec5d554527dc666e35b3df8391d0b117fddc07afcf325a21d11c"
-# nanoGPT's import lines, and what they become for minitransformer
-IMPORTS = {
-    "import torch\n": "import minitransformer as torch\n",
-    "import torch.nn as nn\n": "import minitransformer.nn as nn\n",
-    "from torch.nn import functional as F\n": "from minitransformer.nn import functional as F\n",
-}
+IMPORTS = TORCH_IMPORTS  # nanoGPT's three import lines, and what they become here
 
 
 def load_model_py(ours: bool) -> types.ModuleType:
     """nanoGPT's model.py as a module, on PyTorch or (``ours``) on minitransformer."""
-    source = MODEL_PY.read_text()
-    if ours:
-        for theirs, mine in IMPORTS.items():
-            assert source.count(theirs) == 1, f"model.py no longer has the line {theirs!r}"
-            source = source.replace(theirs, mine)
     name = "nanogpt_on_" + ("minitransformer" if ours else "torch")
-    module = types.ModuleType(name)
-    module.__file__ = str(MODEL_PY)
-    sys.modules[name] = module  # @dataclass looks its module up there
-    exec(compile(source, str(MODEL_PY), "exec"), module.__dict__)
-    return module
+    return load_module(MODEL_PY, name, on_torch=not ours)
 
 
 @pytest.fixture(scope="module")
