@@ -306,7 +306,8 @@ def promote(x: Any, y: Any, true_divide: bool = False) -> tuple[Tensor, Tensor]:
         return x, y  # the common case: nothing to decide
     like = x if isinstance(x, Tensor) else y
     other = y if like is x else x
-    if is_torch_tensor(other):  # x + torch_tensor would otherwise convert it silently
+    if other.__class__ not in (int, float, bool) and is_torch_tensor(other):
+        # x + torch_tensor would otherwise convert it silently
         raise not_a_tensor(other, "an operand")
     if like.dtype.kind == "f" and other.__class__ in (int, float, bool):
         dtype = like.dtype  # x * 0.5, the next most common: a number never widens a float
