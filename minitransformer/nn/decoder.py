@@ -11,10 +11,10 @@ memory, so nothing about the memory is causal: each target position may read all
 Names and arguments follow ``torch.nn.TransformerDecoderLayer``, ``TransformerDecoder`` and
 ``Transformer`` (``self_attn``, ``multihead_attn``, ``norm3``, ``tgt_mask``, ``memory_mask``,
 ``tgt_is_causal`` ...), so weights map one to one from a PyTorch model, and masks mean what
-they mean there. Differences, all on purpose:
+they mean there. The layout is PyTorch's too: ``batch_first=False`` (the default) takes and
+returns sequence-first tensors (T, B, d_model); ``batch_first=True`` takes (B, T, d_model).
+Differences, all on purpose:
 
-- none in the layout: as in PyTorch, ``batch_first=False`` (the default) takes and returns
-  sequence-first tensors (T, B, d_model); ``batch_first=True`` takes (B, T, d_model);
 - ``dropout`` defaults to 0.0 (as in this project's encoder layer), not 0.1;
 - ``tgt_is_causal=True`` *applies* the causal mask (alone, or together with ``tgt_mask``);
   in PyTorch it is only a hint that ``tgt_mask`` already is causal, and ``tgt_mask`` is
