@@ -87,7 +87,7 @@ def test_decoder_layer(case, norm_first, activation):
     theirs = torch.nn.TransformerDecoderLayer(E, 2, batch_first=True, dtype=torch.float64,
                                               **kwargs)
     _randomize_norms(theirs)
-    ours = nn.TransformerDecoderLayer(E, 2, **kwargs)
+    ours = nn.TransformerDecoderLayer(E, 2, batch_first=True, **kwargs)
     load_from_torch(ours, theirs)
     assert [n for n, _ in ours.named_children()] == [n for n, _ in theirs.named_children()
                                                      if n != "activation"]
@@ -113,7 +113,8 @@ def test_decoder_stack(case):
         theirs.layers[1].linear1.weight.normal_()
         theirs.layers[1].multihead_attn.in_proj_weight.normal_()
     _randomize_norms(theirs)
-    ours = nn.TransformerDecoder(nn.TransformerDecoderLayer(E, 2, dim_feedforward=12), 2,
+    ours = nn.TransformerDecoder(nn.TransformerDecoderLayer(E, 2, dim_feedforward=12,
+                                                          batch_first=True), 2,
                                  norm=nn.LayerNorm(E))
     load_from_torch(ours, theirs)
     tgt, ttgt = pair((2, T, E), 3)
@@ -133,7 +134,8 @@ def test_transformer(norm_first):
     theirs = torch.nn.Transformer(E, 2, 2, 2, dim_feedforward=12, dropout=0.0,
                                   batch_first=True, norm_first=norm_first, dtype=torch.float64)
     _randomize_norms(theirs)
-    ours = nn.Transformer(E, 2, 2, 2, dim_feedforward=12, norm_first=norm_first)
+    ours = nn.Transformer(E, 2, 2, 2, dim_feedforward=12, norm_first=norm_first,
+                          batch_first=True)
     load_from_torch(ours, theirs)
     src, tsrc = pair((2, S, E), 5)
     tgt, ttgt = pair((2, T, E), 6)

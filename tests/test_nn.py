@@ -18,7 +18,8 @@ from tests.conftest import randn
 
 
 def small_encoder(norm_first: bool = False, num_layers: int = 2) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, norm_first=norm_first)
+    layer = nn.TransformerEncoderLayer(4, 2, batch_first=True,
+                                       dim_feedforward=8, norm_first=norm_first)
     return nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(4))
 
 
@@ -123,7 +124,8 @@ def test_sequential_and_module_list():
 def test_repr_is_nested_with_settings():
     text = repr(small_encoder(num_layers=1))
     assert text.startswith("TransformerEncoder(\n  (layers): ModuleList(\n")
-    assert "    (0): TransformerEncoderLayer(\n      norm_first=False, activation=relu\n" in text
+    assert ("    (0): TransformerEncoderLayer(\n      norm_first=False, activation=relu, "
+            "batch_first=True\n") in text
     assert "(q_proj): Linear(in_features=4, out_features=4, bias=True)" in text
     assert "(self_attn): MultiHeadAttention(\n        embed_dim=4, num_heads=2" in text
     assert "(norm1): LayerNorm((4,), eps=1e-05" in text
@@ -151,7 +153,7 @@ def test_call_tags_recorded_nodes_with_the_innermost_module():
 
 # ----- modes, gradients, devices ---------------------------------------------------------------
 def test_train_eval_propagates_and_switches_dropout():
-    layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, dropout=0.5)
+    layer = nn.TransformerEncoderLayer(4, 2, batch_first=True, dim_feedforward=8, dropout=0.5)
     assert all(m.training for m in layer.modules())
     assert layer.eval() is layer
     assert not any(m.training for m in layer.modules())
@@ -174,7 +176,7 @@ def test_dropout_generators_are_seeded_and_independent():
     np.testing.assert_array_equal(nn.Dropout(0.5)(x).data, first)
 
     # Deep copies in an encoder draw their own masks (and own their parameters).
-    layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, dropout=0.5)
+    layer = nn.TransformerEncoderLayer(4, 2, batch_first=True, dim_feedforward=8, dropout=0.5)
     encoder = nn.TransformerEncoder(layer, 2)
     d0, d1 = encoder.layers[0].dropout1, encoder.layers[1].dropout1
     assert not np.array_equal(d0(x).data, d1(x).data)
@@ -540,7 +542,8 @@ def test_gradcheck_mha_cross_attention(rng):
 
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_gradcheck_encoder_layer(rng, norm_first):
-    layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, norm_first=norm_first,
+    layer = nn.TransformerEncoderLayer(4, 2, batch_first=True, dim_feedforward=6,
+                                       norm_first=norm_first,
                                        activation="gelu")
     padding = np.array([[0, 0, 1], [0, 0, 0]], dtype=bool)
     gradcheck_module(layer, randn(rng, 2, 3, 4), src_key_padding_mask=padding)
@@ -596,7 +599,7 @@ def test_non_persistent_buffer_moves_but_is_not_saved():
 
 
 def test_layers_on_device(device):
-    layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, device=device)
+    layer = nn.TransformerEncoderLayer(4, 2, batch_first=True, dim_feedforward=8, device=device)
     pe = nn.PositionalEncoding(4, max_len=5, device=device)
     emb = nn.Embedding(7, 4, padding_idx=0, device=device)
     ids = np.array([[0, 3, 6], [2, 2, 1]])

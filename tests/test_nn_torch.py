@@ -170,7 +170,7 @@ def test_transformer_encoder_layer(norm_first, activation):
         for norm in (theirs.norm1, theirs.norm2):
             norm.weight.normal_()
             norm.bias.normal_()
-    ours = nn.TransformerEncoderLayer(8, 2, **kwargs)
+    ours = nn.TransformerEncoderLayer(8, 2, batch_first=True, **kwargs)
     load_from_torch(ours, theirs)
     assert [n for n, _ in ours.named_children()] == [n for n, _ in theirs.named_children()
                                                      if n != "activation"]
@@ -191,7 +191,8 @@ def test_transformer_encoder_stack_with_causal_mask():
     )
     with torch.no_grad():  # the two layers start as copies; make them differ
         theirs.layers[1].linear1.weight.normal_()
-    ours = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, dim_feedforward=12), 2,
+    ours = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, dim_feedforward=12,
+                                                          batch_first=True), 2,
                                  norm=nn.LayerNorm(8))
     load_from_torch(ours, theirs)
     future = np.triu(np.ones((5, 5), dtype=bool), k=1)  # True = may NOT attend, in both

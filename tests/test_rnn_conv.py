@@ -39,18 +39,19 @@ def gradcheck_module(module, x, **kwargs) -> None:
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 def test_gradcheck_rnn(rng, bidirectional, nonlinearity):
-    rnn = RNN(3, 2, num_layers=2, nonlinearity=nonlinearity, bidirectional=bidirectional)
+    rnn = RNN(3, 2, num_layers=2, nonlinearity=nonlinearity, bidirectional=bidirectional,
+              batch_first=True)
     gradcheck_module(rnn, randn(rng, 2, 4, 3))
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_gradcheck_lstm(rng, bidirectional):
-    lstm = LSTM(3, 2, num_layers=2, bidirectional=bidirectional)
+    lstm = LSTM(3, 2, num_layers=2, bidirectional=bidirectional, batch_first=True)
     gradcheck_module(lstm, randn(rng, 2, 4, 3))
 
 
 def test_gradcheck_lstm_with_lengths_and_initial_state(rng):
-    lstm = LSTM(2, 2, bidirectional=True).to(mt.float64)
+    lstm = LSTM(2, 2, bidirectional=True, batch_first=True).to(mt.float64)
     x, h0, c0 = randn(rng, 2, 4, 2), randn(rng, 2, 2, 2), randn(rng, 2, 2, 2)
     params = list(lstm.parameters())
 
@@ -89,7 +90,7 @@ def test_fold_is_the_adjoint_of_unfold(rng):
 def test_lstm_padding_does_not_touch_the_state(rng):
     """A padded sentence gives the same outputs and final state as the sentence alone."""
     mt.manual_seed(0)
-    lstm = LSTM(3, 4, bidirectional=True).to(mt.float64)
+    lstm = LSTM(3, 4, bidirectional=True, batch_first=True).to(mt.float64)
     sentence = rng.standard_normal((1, 3, 3))
     padded = np.concatenate([sentence, rng.standard_normal((1, 2, 3))], axis=1)  # junk after
     alone, (h_alone, _) = lstm(mt.tensor(sentence))
@@ -120,11 +121,11 @@ def test_parameter_names_and_init_bound():
 
 def test_bad_shapes_are_named():
     with pytest.raises(ShapeError, match=r"\(B, T, I\).*input_size = 3.*\(2, 4, 5\)"):
-        RNN(3, 2)(mt.zeros(2, 4, 5))
+        RNN(3, 2, batch_first=True)(mt.zeros(2, 4, 5))
     with pytest.raises(ShapeError, match=r"h0 must have shape.*\(1, 2, 2\).*\(1, 3, 2\)"):
-        RNN(3, 2)(mt.zeros(2, 4, 3), mt.zeros(1, 3, 2))
+        RNN(3, 2, batch_first=True)(mt.zeros(2, 4, 3), mt.zeros(1, 3, 2))
     with pytest.raises(ShapeError, match=r"lengths must be"):
-        LSTM(3, 2)(mt.zeros(2, 4, 3), lengths=[5, 1])
+        LSTM(3, 2, batch_first=True)(mt.zeros(2, 4, 3), lengths=[5, 1])
     with pytest.raises(ShapeError, match=r"\(B, C_in, T\).*C_in = 3.*\(2, 4, 3\)"):
         Conv1d(3, 2, 3)(mt.zeros(2, 4, 3))
     with pytest.raises(ValueError, match="padding"):
@@ -199,7 +200,7 @@ def test_recurrent_matches_torch(kind, bidirectional, batch_first):
 @requires_torch
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_lstm_lengths_match_torch_packed_sequence(bidirectional):
-    ours = LSTM(3, 4, bidirectional=bidirectional)
+    ours = LSTM(3, 4, bidirectional=bidirectional, batch_first=True)
     theirs = torch.nn.LSTM(3, 4, bidirectional=bidirectional, batch_first=True).double()
     _copy_from_torch(ours, theirs)
     x, x_torch = _pair((3, 5, 3))

@@ -35,9 +35,6 @@ NTOKENS, D_MODEL, NHEAD, D_HID, NLAYERS = 17, 8, 2, 12, 2
 PE_FILL = ("        pe[:, 0, 0::2] = torch.sin(position * div_term)\n"
            "        pe[:, 0, 1::2] = torch.cos(position * div_term)\n")
 CHANGES = {
-    # PyTorch's default is sequence first; ours is batch first
-    "TransformerEncoderLayer(d_model, nhead, d_hid, dropout)":
-        "TransformerEncoderLayer(d_model, nhead, d_hid, dropout, batch_first=False)",
     # Tensor.__setitem__ comes with [inplace]; until then the same table in one expression
     # ``.data`` is the NumPy array here, which has no uniform_/zero_
     "self.embedding.weight.data.uniform_(-initrange, initrange)":
@@ -191,7 +188,8 @@ def test_t_transposes_two_dimensions_and_names_the_fix_beyond() -> None:
 
 def test_encoder_layer_takes_pytorchs_arguments_in_pytorchs_order() -> None:
     """So that a positional call (the tutorial's ``(d_model, nhead, d_hid, dropout)``, or
-    more) means the same here; the one default that differs is batch_first (docs/pytorch.md)."""
+    more) means the same here, defaults included: batch_first=False, sequence first, as in
+    PyTorch (docs/pytorch.md), so the tutorial's line runs as written."""
     import inspect
 
     ours = list(inspect.signature(mt.nn.TransformerEncoderLayer).parameters)
@@ -199,6 +197,12 @@ def test_encoder_layer_takes_pytorchs_arguments_in_pytorchs_order() -> None:
     assert ours[:8] == theirs[:8] == ["d_model", "nhead", "dim_feedforward", "dropout",
                                       "activation", "layer_norm_eps", "batch_first",
                                       "norm_first"]
-    assert inspect.signature(mt.nn.TransformerEncoderLayer).parameters["batch_first"].default
-    assert "batch_first=False" in repr(mt.nn.TransformerEncoderLayer(4, 2, 8, 0.0,
-                                                                      batch_first=False))
+    for layer in ("TransformerEncoderLayer", "TransformerDecoderLayer", "Transformer"):
+        ours = list(inspect.signature(getattr(mt.nn, layer)).parameters)
+        theirs = list(inspect.signature(getattr(torch.nn, layer)).parameters)
+        position = theirs.index("batch_first")
+        assert ours[:position + 2] == theirs[:position + 2], layer  # ..., batch_first, norm_first
+        assert inspect.signature(getattr(mt.nn, layer)).parameters["batch_first"].default is False
+    assert "batch_first" not in repr(mt.nn.TransformerEncoderLayer(4, 2, 8, 0.0))
+    assert "batch_first=True" in repr(mt.nn.TransformerEncoderLayer(4, 2, 8, 0.0,
+                                                                     batch_first=True))

@@ -282,7 +282,7 @@ def benchmark_layers(width: int, lengths: Sequence[int], repeats: int = 3, heads
     layers: dict[str, tuple[nn.Module, Callable[[mt.Tensor], mt.Tensor]]] = {
         "self-attention": (attention := nn.MultiHeadAttention(width, heads),
                            lambda x: attention(x, need_weights=False)[0]),
-        "LSTM": (lstm := LSTM(width, width), lambda x: lstm(x)[0]),
+        "LSTM": (lstm := LSTM(width, width, batch_first=True), lambda x: lstm(x)[0]),
         "conv": (conv := Conv1d(width, width, kernel_size, padding="same"),
                  lambda x: conv(x.swapaxes(1, 2))),  # (1, T, E) -> (1, E, T)
     }

@@ -126,7 +126,8 @@ class GPTBlock(nn.TransformerEncoderLayer):
 
     def __init__(self, config: GPTConfig, dtype: Any = None, device: Any = None) -> None:
         super().__init__(config.n_embd, config.n_head, config.dim_feedforward, config.dropout,
-                         config.activation, norm_first=True, dtype=dtype, device=device)
+                         config.activation, batch_first=True, norm_first=True, dtype=dtype,
+                         device=device)
         self.self_attn = CausalSelfAttention(config.n_embd, config.n_head,
                                              dropout=config.dropout, dtype=dtype, device=device)
 

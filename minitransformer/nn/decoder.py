@@ -11,9 +11,10 @@ memory, so nothing about the memory is causal: each target position may read all
 Names and arguments follow ``torch.nn.TransformerDecoderLayer``, ``TransformerDecoder`` and
 ``Transformer`` (``self_attn``, ``multihead_attn``, ``norm3``, ``tgt_mask``, ``memory_mask``,
 ``tgt_is_causal`` ...), so weights map one to one from a PyTorch model, and masks mean what
-they mean there. Differences, all on purpose:
+they mean there. The layout is PyTorch's too: ``batch_first=False`` (the default) takes and
+returns sequence-first tensors (T, B, d_model); ``batch_first=True`` takes (B, T, d_model).
+Differences, all on purpose:
 
-- batch first only: tensors are (B, T, d_model), like ``batch_first=True``;
 - ``dropout`` defaults to 0.0 (as in this project's encoder layer), not 0.1;
 - ``tgt_is_causal=True`` *applies* the causal mask (alone, or together with ``tgt_mask``);
   in PyTorch it is only a hint that ``tgt_mask`` already is causal, and ``tgt_mask`` is
@@ -83,7 +84,9 @@ class TransformerDecoderLayer(Module):
 
     ``forward(tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
     memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False)`` with
-    ``tgt`` (B, T, d_model) and ``memory`` (B, S, d_model). ``tgt_mask`` (T, T) and
+    ``tgt`` (T, B, d_model) and ``memory`` (S, B, d_model), sequence first as in PyTorch, or
+    (B, T, d_model) and (B, S, d_model) with ``batch_first=True`` (inside, the layer runs
+    batch first; a sequence-first input is transposed in and out). ``tgt_mask`` (T, T) and
     ``memory_mask`` (T, S) mean what ``attn_mask`` means for
     :class:`~minitransformer.nn.MultiHeadAttention`, as in PyTorch: boolean True = may NOT
     attend, a float mask is added to the scores; the key-padding masks are True at padding.
@@ -97,6 +100,7 @@ class TransformerDecoderLayer(Module):
         dropout: float = 0.0,
         activation: str | Callable[[Tensor], Tensor] = "relu",
         layer_norm_eps: float = 1e-5,
+        batch_first: bool = False,
         norm_first: bool = False,
         bias: bool = True,
         dtype: Any = None,
@@ -104,6 +108,7 @@ class TransformerDecoderLayer(Module):
     ) -> None:
         super().__init__()
         kw = {"dtype": dtype, "device": device}
+        self.batch_first = batch_first
         self.self_attn = MultiHeadAttention(d_model, nhead, bias=bias, dropout=dropout, **kw)
         self.multihead_attn = MultiHeadAttention(d_model, nhead, bias=bias, dropout=dropout,
                                                  **kw)
@@ -127,7 +132,20 @@ class TransformerDecoderLayer(Module):
         tgt_is_causal: bool = False,
         memory_is_causal: bool = False,
     ) -> Tensor:
-        _check_pair(tgt, memory, self.self_attn.embed_dim)
+        batch_first = getattr(self, "batch_first", True)  # a layer pickled before the flag
+        _check_pair(tgt, memory, self.self_attn.embed_dim, batch_first)
+        if not batch_first:  # (T, B, d_model), (S, B, d_model) in and out
+            out = self._forward(tgt.swapaxes(0, 1),  # (T, B, d_model) -> (B, T, d_model)
+                                memory.swapaxes(0, 1),  # (S, B, d_model) -> (B, S, d_model)
+                                tgt_mask, memory_mask, tgt_key_padding_mask,
+                                memory_key_padding_mask, tgt_is_causal, memory_is_causal)
+            return out.swapaxes(0, 1)  # (B, T, d_model) -> (T, B, d_model)
+        return self._forward(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
+                             memory_key_padding_mask, tgt_is_causal, memory_is_causal)
+
+    def _forward(self, tgt: Tensor, memory: Tensor, tgt_mask: Any, memory_mask: Any,
+                 tgt_key_padding_mask: Any, memory_key_padding_mask: Any,
+                 tgt_is_causal: bool, memory_is_causal: bool) -> Tensor:
         x = tgt  # (B, T, d_model)
         self_args = (tgt_mask, tgt_key_padding_mask, tgt_is_causal)
         cross_args = (memory, memory_mask, memory_key_padding_mask, memory_is_causal)
@@ -159,17 +177,31 @@ class TransformerDecoderLayer(Module):
         return self.dropout3(feed_forward(self, x))  # (B, T, d_model)
 
     def extra_repr(self) -> str:
-        return f"norm_first={self.norm_first}, activation={self.activation_name}"
+        return (f"norm_first={self.norm_first}, activation={self.activation_name}"
+                + (", batch_first=True" if getattr(self, "batch_first", True) else ""))
 
 
-def _check_pair(tgt: Tensor, memory: Tensor, d_model: int) -> None:
-    check_batch_first("the decoder's", "d_model", d_model, tgt=tgt, memory=memory)
+def _check_pair(tgt: Tensor, memory: Tensor, d_model: int, batch_first: bool) -> None:
+    if batch_first:
+        check_batch_first("the decoder's", "d_model", d_model, tgt=tgt, memory=memory)
+        return
+    for name, x in (("tgt", tgt), ("memory", memory)):
+        if x.ndim != 3 or x.shape[-1] != d_model:
+            raise ShapeError(
+                f"the decoder's {name} must have shape (length, B, {d_model}) (sequence first, "
+                f"batch_first=False, d_model={d_model}), got {x.shape}; build the layer with "
+                f"batch_first=True for (B, length, {d_model})"
+            )
+    if tgt.shape[1] != memory.shape[1]:
+        raise ShapeError(f"tgt and memory must have the same batch size (dimension 1, "
+                         f"sequence first), got shapes {tgt.shape}, {memory.shape}")
 
 
 class TransformerDecoder(Module):
     """A stack of ``num_layers`` deep copies of ``decoder_layer``, then an optional ``norm``.
 
-    Every layer reads the same ``memory`` (the encoder's output). ``forward(tgt, memory,
+    Every layer reads the same ``memory`` (the encoder's output); the layout is the layers'
+    own, as in :class:`~minitransformer.nn.TransformerEncoder`. ``forward(tgt, memory,
     tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
     memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False)`` passes
     the masks to every layer.
@@ -193,7 +225,7 @@ class TransformerDecoder(Module):
         tgt_is_causal: bool = False,
         memory_is_causal: bool = False,
     ) -> Tensor:
-        x = tgt  # (B, T, d_model)
+        x = tgt  # (T, B, d_model), or (B, T, d_model) for batch-first layers
         for layer in self.layers:
             x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
                       tgt_key_padding_mask=tgt_key_padding_mask,
@@ -205,11 +237,14 @@ class TransformerDecoder(Module):
 
 
 class Transformer(Module):
-    """The encoder-decoder model of "Attention Is All You Need", batch first.
+    """The encoder-decoder model of "Attention Is All You Need".
 
-        memory = encoder(src)                  (B, S, d_model): the source, read both ways
-        output = decoder(tgt, memory)          (B, T, d_model): the target, causally, with
+        memory = encoder(src)                  (S, B, d_model): the source, read both ways
+        output = decoder(tgt, memory)          (T, B, d_model): the target, causally, with
                                                cross-attention over the memory
+
+    Sequence first, as in PyTorch (``batch_first=False``, the default); with
+    ``batch_first=True`` src, tgt and the output are (B, S, d_model) and (B, T, d_model).
 
     Both stacks end with a LayerNorm (``encoder.norm``, ``decoder.norm``), and every weight
     matrix starts Xavier-uniform, as in ``torch.nn.Transformer``. Embeddings, positions and
@@ -232,6 +267,7 @@ class Transformer(Module):
         custom_encoder: Module | None = None,
         custom_decoder: Module | None = None,
         layer_norm_eps: float = 1e-5,
+        batch_first: bool = False,
         norm_first: bool = False,
         bias: bool = True,
         dtype: Any = None,
@@ -244,7 +280,8 @@ class Transformer(Module):
         else:
             encoder_layer = TransformerEncoderLayer(
                 d_model, nhead, dim_feedforward, dropout, activation,
-                layer_norm_eps=layer_norm_eps, norm_first=norm_first, **kw)
+                layer_norm_eps=layer_norm_eps, batch_first=batch_first, norm_first=norm_first,
+                **kw)
             self.encoder = TransformerEncoder(encoder_layer, num_encoder_layers,
                                               LayerNorm(d_model, eps=layer_norm_eps, **kw))
         if custom_decoder is not None:
@@ -252,11 +289,12 @@ class Transformer(Module):
         else:
             decoder_layer = TransformerDecoderLayer(
                 d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
-                norm_first, bias, **kw)
+                batch_first=batch_first, norm_first=norm_first, bias=bias, **kw)
             self.decoder = TransformerDecoder(decoder_layer, num_decoder_layers,
                                               LayerNorm(d_model, eps=layer_norm_eps, **kw))
         self.d_model = d_model
         self.nhead = nhead
+        self.batch_first = batch_first
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -284,18 +322,22 @@ class Transformer(Module):
         tgt_is_causal: bool = False,
         memory_is_causal: bool = False,
     ) -> Tensor:
-        if src.ndim != 3 or tgt.ndim != 3 or src.shape[0] != tgt.shape[0]:
-            raise ShapeError(
-                f"Transformer expects src (B, S, d_model) and tgt (B, T, d_model) with the "
-                f"same batch size B (batch first), got {src.shape} and {tgt.shape}"
-            )
+        batch_first = getattr(self, "batch_first", True)  # a model pickled before the flag
+        batch_axis = 0 if batch_first else 1
+        if src.ndim != 3 or tgt.ndim != 3 or src.shape[batch_axis] != tgt.shape[batch_axis]:
+            layout = ("src (B, S, d_model) and tgt (B, T, d_model) with the same batch size B "
+                      "(batch_first=True)" if batch_first else
+                      "src (S, B, d_model) and tgt (T, B, d_model) with the same batch size B "
+                      "(sequence first, batch_first=False; build it with batch_first=True for "
+                      "(B, S, d_model))")
+            raise ShapeError(f"Transformer expects {layout}, got {src.shape} and {tgt.shape}")
         if src.shape[-1] != self.d_model or tgt.shape[-1] != self.d_model:
             raise ShapeError(
                 f"the feature size of src and tgt must equal d_model={self.d_model}, got "
                 f"{src.shape} and {tgt.shape}"
             )
         memory = self.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask,
-                              is_causal=src_is_causal)  # (B, S, d_model)
+                              is_causal=src_is_causal)  # (S, B, d_model) or (B, S, d_model)
         return self.decoder(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
                             tgt_key_padding_mask=tgt_key_padding_mask,
                             memory_key_padding_mask=memory_key_padding_mask,

@@ -17,6 +17,9 @@ Parameter names, shapes, gate order and initialisation follow ``torch.nn.RNN`` /
 with I_0 = input_size and I_k = D * H above (D = 2 directions when bidirectional). Every
 value starts uniform in [-1/sqrt(H), 1/sqrt(H)].
 
+Layout. As in PyTorch, ``batch_first=False`` (the default) takes and returns (T, B, I)
+sequence first; ``batch_first=True`` takes (B, T, I). Inside, the loop runs batch first.
+
 Padding. ``forward(x, h0=None, lengths=None)``: with ``lengths`` (B,), the real length of
 each right-padded sequence, a padded step leaves the state as it was and outputs zeros.
 This gives what PyTorch gives for a ``pack_padded_sequence`` input: ``h_n`` is each
@@ -52,7 +55,7 @@ class _RecurrentBase(Module):
     gates = 1
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = True, bidirectional: bool = False,
+                 bias: bool = True, batch_first: bool = False, bidirectional: bool = False,
                  dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         if input_size < 1 or hidden_size < 1 or num_layers < 1:
@@ -193,14 +196,14 @@ def _keep_where(valid: Any, new: Any, old: Any) -> Any:
 class RNN(_RecurrentBase):
     """The Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act = tanh or relu.
 
-    ``forward(x, h0=None, lengths=None) -> (output, h_n)`` with x (B, T, I) (``batch_first``,
-    the default here; PyTorch's default is (T, B, I)), h0 and h_n
-    (num_layers * D, B, H), output (B, T, D * H): the last layer's h_t at every step,
-    forward and backward directions side by side.
+    ``forward(x, h0=None, lengths=None) -> (output, h_n)`` with x (T, B, I), sequence first
+    (PyTorch's default ``batch_first=False``; ``batch_first=True`` takes (B, T, I)), h0 and
+    h_n (num_layers * D, B, H), output (T, B, D * H) (or (B, T, D * H) batch first): the last
+    layer's h_t at every step, forward and backward directions side by side.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = True,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  bidirectional: bool = False, dtype: Any = None, device: Any = None) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")

@@ -43,14 +43,14 @@ class TransformerEncoderLayer(Module):
     block; its parts sit on the layer, named as in PyTorch).
 
     ``forward(src, src_mask=None, src_key_padding_mask=None, is_causal=False)`` with ``src``
-    (B, T, d_model); ``is_causal=True`` lets position i attend to positions 0..i only;
-    a boolean ``src_mask`` is True where a position may NOT attend (as in PyTorch; see
-    :class:`~minitransformer.nn.MultiHeadAttention`), ``src_key_padding_mask`` (B, T) is True
-    at padding.
+    (T, B, d_model), or (B, T, d_model) with ``batch_first=True``; ``is_causal=True`` lets
+    position i attend to positions 0..i only; a boolean ``src_mask`` is True where a position
+    may NOT attend (as in PyTorch; see :class:`~minitransformer.nn.MultiHeadAttention`),
+    ``src_key_padding_mask`` (B, T) is True at padding.
 
-    ``batch_first=False`` takes and returns sequence-first tensors (T, B, d_model), as
-    PyTorch does by default; here the default is ``batch_first=True`` (B, T, d_model), so
-    PyTorch code that relies on its default must say ``batch_first=False``.
+    As in PyTorch, ``batch_first=False`` (the default) takes and returns sequence-first
+    tensors (T, B, d_model); ``batch_first=True`` takes and returns (B, T, d_model). Inside,
+    the layer runs batch first (a sequence-first input is transposed in and out).
     """
 
     def __init__(
@@ -61,7 +61,7 @@ class TransformerEncoderLayer(Module):
         dropout: float = 0.0,
         activation: str | Callable[[Tensor], Tensor] = "relu",
         layer_norm_eps: float = 1e-5,
-        batch_first: bool = True,
+        batch_first: bool = False,
         norm_first: bool = False,
         dtype: Any = None,
         device: Any = None,
@@ -82,8 +82,9 @@ class TransformerEncoderLayer(Module):
     def forward(self, src: Tensor, src_mask: Any = None,
                 src_key_padding_mask: Any = None, is_causal: bool = False) -> Tensor:
         if not self.batch_first and src.ndim == 3:  # (T, B, d_model) in and out
-            out = self._forward(src.swapaxes(0, 1), src_mask, src_key_padding_mask, is_causal)
-            return out.swapaxes(0, 1)
+            out = self._forward(src.swapaxes(0, 1),  # (T, B, d_model) -> (B, T, d_model)
+                                src_mask, src_key_padding_mask, is_causal)
+            return out.swapaxes(0, 1)  # (B, T, d_model) -> (T, B, d_model)
         return self._forward(src, src_mask, src_key_padding_mask, is_causal)
 
     def _forward(self, src: Tensor, src_mask: Any, src_key_padding_mask: Any,
@@ -109,7 +110,7 @@ class TransformerEncoderLayer(Module):
 
     def extra_repr(self) -> str:
         return (f"norm_first={self.norm_first}, activation={self.activation_name}"
-                + ("" if self.batch_first else ", batch_first=False"))
+                + (", batch_first=True" if self.batch_first else ""))
 
 
 def reseed_dropout(module: Module) -> None:
@@ -134,7 +135,9 @@ class TransformerEncoder(Module):
 
     The copies start with the same weights (as in PyTorch) but draw their own dropout masks.
     ``forward(src, mask=None, src_key_padding_mask=None, is_causal=False)`` passes the masks
-    to every layer.
+    to every layer. The layout is the layers' own, as in PyTorch (which reads
+    ``encoder_layer.self_attn.batch_first``): (T, B, d_model) for a layer built with the
+    default ``batch_first=False``, (B, T, d_model) for one built with ``batch_first=True``.
     """
 
     def __init__(self, encoder_layer: Module, num_layers: int, norm: Module | None = None) -> None:
@@ -145,7 +148,7 @@ class TransformerEncoder(Module):
 
     def forward(self, src: Tensor, mask: Any = None, src_key_padding_mask: Any = None,
                 is_causal: bool = False) -> Tensor:
-        x = src  # (B, T, d_model)
+        x = src  # (T, B, d_model), or (B, T, d_model) for batch-first layers
         for layer in self.layers:
             x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask,
                       is_causal=is_causal)

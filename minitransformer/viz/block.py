@@ -35,7 +35,8 @@ def layer_gradient_norms(norm_first: bool, num_layers: int = 12, d_model: int = 
     """
     mt.manual_seed(seed)
     layers = [nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward=2 * d_model,
-                                         norm_first=norm_first) for _ in range(num_layers)]
+                                         norm_first=norm_first, batch_first=True)
+              for _ in range(num_layers)]
     final = nn.LayerNorm(d_model) if norm_first else None
     generator = np.random.default_rng(seed)
     h = mt.tensor(generator.standard_normal((batch, tokens, d_model)).astype(np.float32),

@@ -66,7 +66,8 @@ def encoder_graph(seed: int = 0, num_layers: int = 2,
     """A Transformer encoder. Every sub-layer (``layers.0.self_attn``, ``layers.0.norm1``,
     ...) is collapsed to one node by default: the full graph has hundreds of ops."""
     x, target = _input_and_target(seed)
-    layer = nn.TransformerEncoderLayer(FEATURES, nhead=2, dim_feedforward=2 * FEATURES)
+    layer = nn.TransformerEncoderLayer(FEATURES, nhead=2, dim_feedforward=2 * FEATURES,
+                                       batch_first=True)
     encoder = nn.TransformerEncoder(layer, num_layers)
     out = encoder(x)  # (B, T, E)
     loss = _loss(out, target)

@@ -59,7 +59,7 @@ class LSTMCorefModel(nn.Module):
         self.embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=0,
                                       device=device)
         self.encoder = LSTM(config.d_model, config.hidden_size, num_layers=config.num_layers,
-                            bidirectional=True, device=device)
+                            bidirectional=True, batch_first=True, device=device)
         self.pointer = PointerHead(2 * config.hidden_size, device=device)
 
     def forward(self, ids: Any, pronoun: Any, padding_mask: Any) -> tuple[Tensor, Tensor]:

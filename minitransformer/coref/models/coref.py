@@ -109,7 +109,7 @@ class CorefModel(nn.Module):
         self.positions = nn.PositionalEncoding(config.d_model, config.max_len,
                                                dropout=config.dropout, **kw)
         layer = nn.TransformerEncoderLayer(config.d_model, config.nhead, config.dim_feedforward,
-                                           dropout=config.dropout, **kw)
+                                           dropout=config.dropout, batch_first=True, **kw)
         self.encoder = nn.TransformerEncoder(layer, config.num_layers)
         self.pointer = PointerHead(config.d_model, **kw)
 
