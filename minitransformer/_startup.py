@@ -43,4 +43,20 @@ def end_of_start() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# OpenBLAS keeps each worker thread spinning for 2^28 cycles after a product, on the core
+# the next op's threads need: with a timeout of 4 a MultiHeadAttention forward plus backward
+# at T = 1,024 took a third less time (docs/benchmarks.md). OpenBLAS reads the setting once,
+# when NumPy loads it, so it must be in the environment before ``import numpy``.
+OPENBLAS_THREAD_TIMEOUT = "4"
+
+
+def quiet_blas_threads() -> None:
+    """Set ``OPENBLAS_THREAD_TIMEOUT`` (unless the user set it) before NumPy loads: the
+    command line and the benchmarks do; a library import leaves the environment alone. In
+    your own script: ``OPENBLAS_THREAD_TIMEOUT=4 python train.py``."""
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
+
+
 guard_command_line_start()
+if is_command_line():
+    quiet_blas_threads()

@@ -372,3 +372,24 @@ def test_importing_the_library_leaves_ctrl_c_alone() -> None:
 
     assert not startup.is_command_line()  # pytest is not the command line
     assert signal.getsignal(signal.SIGINT) is not startup._interrupted_while_starting
+
+
+def test_the_command_line_and_the_benchmarks_quiet_openblas_threads_a_library_import_not() -> None:
+    """OPENBLAS_THREAD_TIMEOUT must be in the environment before NumPy loads: the command
+    line and the benchmarks set it (keeping a user's own value); importing the library does
+    not touch the environment."""
+    probe = ("import os, sys; {setup}; import {module}; "
+             "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+
+    def read(setup: str, module: str, **extra: str) -> str:
+        code = probe.format(setup=setup, module=module)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**env, **extra}, check=True, timeout=120)
+        return done.stdout.strip()
+
+    as_command = "sys.argv = ['minitransformer']"
+    assert read(as_command, "minitransformer") == "4"
+    assert read(as_command, "minitransformer", OPENBLAS_THREAD_TIMEOUT="9") == "9"
+    assert read("pass", "minitransformer") == "None"
+    assert read("pass", "benchmarks") == "4"
