@@ -301,10 +301,16 @@ def promote(x: Any, y: Any, true_divide: bool = False) -> tuple[Tensor, Tensor]:
 
     A tensor that needs grad is cast by a :class:`To` node, so its gradient comes back cast
     to its own dtype: a leaf's ``.grad`` always has the leaf's dtype."""
-    if isinstance(x, Tensor) and isinstance(y, Tensor) and x.dtype == y.dtype and (
-            not true_divide or x.dtype.kind in "fc"):
-        return x, y  # the common case: nothing to decide
-    like = x if isinstance(x, Tensor) else y
+    x_is_tensor = isinstance(x, Tensor)
+    if x_is_tensor and isinstance(y, Tensor):
+        dtype = x._data.dtype
+        if dtype == y._data.dtype and (not true_divide or dtype.kind in "fc"):
+            return x, y  # the common case: nothing to decide
+    elif x_is_tensor and y.__class__ in (int, float) and x.device == "cpu" and (
+            x._data.dtype.kind == "f"):
+        # x * 0.5, the next most common: a number never widens a float tensor
+        return x, Tensor._from_array(backend.constant(y, x._data), "cpu")
+    like = x if x_is_tensor else y
     other = y if like is x else x
     if other.__class__ not in (int, float, bool) and is_torch_tensor(other):
         # x + torch_tensor would otherwise convert it silently
