@@ -367,6 +367,34 @@ def test_a_sign_error_in_layer_norms_create_graph_branch_fails_the_contract(
     assert mt.gradgradcheck(lambda *a: _run("layer_norm", list(a)), xs)
 
 
+@pytest.mark.parametrize("name, planted_in", [
+    ("scaled_dot_product_attention", "planned_attention_reference"),
+    ("scaled_dot_product_attention_with_weights", "composed_weights"),
+])
+def test_a_wrong_scale_in_attentions_reference_composition_fails_the_contract(
+        monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, name: str,
+        planted_in: str) -> None:
+    """The fused attention nodes' create_graph branches differentiate the reference
+    composition: an error planted there (the scale doubled) shows as a mismatch with the
+    plain backward, which never calls it; gradgradcheck alone does not notice."""
+    import dataclasses
+
+    from minitransformer.ops import attention
+
+    assert create_graph_mismatch(name) is None
+    composition = getattr(attention, planted_in)
+
+    def planted(*args):
+        *tensors, plan = args
+        return composition(*tensors, dataclasses.replace(plan, scale=2 * plan.scale))
+
+    monkeypatch.setattr(attention, planted_in, planted)
+    assert "input 0" in create_graph_mismatch(name)  # dQ
+    case = _case(name)
+    xs = leaves(rng, case.inputs)
+    assert mt.gradgradcheck(lambda *a: _run(name, list(a)), xs)
+
+
 @pytest.mark.parametrize("name, class_name", [
     ("softmax", "Softmax"),
     ("scaled_dot_product_attention", "ScaledDotProductAttention"),

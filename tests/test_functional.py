@@ -408,6 +408,60 @@ def test_fused_attention_matches_the_composed_reference(rng, kind, create_graph)
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+def _first_derivatives(attend, inputs, upstream, create_graph):
+    """dL/d(Q, K, V) of L = sum(Z * dZ) + sum(A * dA), plain or under create_graph."""
+    out, weights = attend(*inputs)
+    total = (out * mt.tensor(upstream[0])).sum() + (weights * mt.tensor(upstream[1])).sum()
+    return [g.data for g in mt.grad(total, inputs, create_graph=create_graph)]
+
+
+@pytest.mark.parametrize("case", ["dead_row_bool", "dead_row_float", "causal", "scale",
+                                  "dropout", "dropout_causal", "gqa", "float_and_causal"])
+def test_fused_create_graph_first_derivative_equals_the_plain_one(rng, case):
+    """The create_graph backward (the reference composition, differentiated) gives the fast
+    backward's gradients: masks, fully masked rows (zeros, no NaN), scale, the forward's
+    own dropout mask, grouped-query heads, and a float mask with is_causal (the layers')."""
+    from minitransformer.ops.sdpa import attention
+
+    q, k, v = _qkv(rng)
+    kwargs = {"implementation": "fused", "need_weights": True}
+    if case.startswith("dead_row") or case == "causal":
+        kwargs.update(_mask_kwargs(case, rng))
+    if case == "scale":
+        kwargs.update(scale=0.37, attn_mask=_mask_kwargs("bool", rng)["attn_mask"])
+    if case.startswith("dropout"):
+        kwargs.update(dropout_p=0.4, is_causal=case == "dropout_causal")
+    if case == "gqa":  # 4 query heads on 2 key/value heads
+        q = randn(rng, B, 2 * H, L, E)
+        kwargs.update(enable_gqa=True, attn_mask=_mask_kwargs("dead_row_bool", rng)["attn_mask"])
+    if case == "float_and_causal":
+        kwargs.update(is_causal=True, attn_mask=_mask_kwargs("float", rng)["attn_mask"])
+
+    def attend(*t):  # a fresh generator per call: the same dropout mask every time
+        return attention(*t, generator=np.random.default_rng(3), **kwargs)
+
+    out, weights = attend(q, k, v)
+    upstream = [rng.standard_normal(out.shape), rng.standard_normal(weights.shape)]
+    plain = _first_derivatives(attend, [q, k, v], upstream, create_graph=False)
+    graph = _first_derivatives(attend, [q, k, v], upstream, create_graph=True)
+    for a, b in zip(plain, graph):
+        assert np.isfinite(a).all() and np.isfinite(b).all()
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    if case.startswith("dead_row"):  # a fully masked row: zero weights, zero dQ
+        row = 1 if case == "dead_row_bool" else 2  # where _mask_kwargs masks every key
+        assert not weights.data[..., row, :].any()
+        assert not graph[0][..., row, :].any()
+
+
+def test_attention_gradgradcheck_with_dropout(rng):
+    q, k, v = _qkv(rng, batch=(1,))
+
+    def attend(q, k, v):  # a fresh generator per call: the same dropout mask every time
+        return with_weights(q, k, v, dropout_p=0.3, generator=np.random.default_rng(5))
+
+    assert mt.gradgradcheck(attend, [q, k, v])
+
+
 @pytest.mark.parametrize("kind", ["dead_row_bool", "dead_row_float"])
 def test_fully_masked_row_is_zero_without_nan(rng, kind):
     kwargs = _mask_kwargs(kind, rng)

@@ -67,9 +67,11 @@ class ScaledDotProductAttention(Function):
     the scale is applied to Q in the forward and to dQ and dK in the backward, which are
     (..., L, E) rather than (..., L, S).
 
-    The backward exists twice, line for line: on the saved arrays, in place (the usual
-    case), and with tensor ops under ``create_graph=True``, where A is recomputed from Q
-    and K so that second derivatives can flow through it.
+    These lines run on the saved arrays, in place. Under ``create_graph=True`` the backward
+    is instead the gradient of :func:`attention_reference`'s composition (matmul, masked
+    softmax, matmul: :func:`planned_attention_reference`, with this call's masks, scale and
+    dropout multipliers), recorded, so that second derivatives come from the maths one can
+    read: one formula, and the contract test holds the fast lines above equal to it.
     """
 
     def forward(self, q: Any, k: Any, v: Any, plan: AttentionPlan) -> Any:
@@ -127,26 +129,12 @@ class ScaledDotProductAttention(Function):
         return dq, dk, dv
 
     def _backward_recorded(self, grad: Tensor) -> tuple[Tensor | None, ...]:
-        """The same formulas with tensor ops, A recomputed from Q and K, so that the
-        gradients are functions of the inputs that autograd can differentiate again."""
+        """Under create_graph: the gradients of the composed reference, with the forward's
+        masks, scale and dropout multipliers (the same ``keep``, not a new draw), as a
+        recorded graph (A is recomputed from Q and K, so second derivatives reach them)."""
         q, k, v = self.inputs
-        need_q, need_k, _ = self.needs_input_grad
-        plan = self.plan
-        weights = composed_weights(q, k, plan)  # A, (..., L, S)
-        keep = None if plan.keep is None else Tensor._from_array(plan.keep, grad.device)
-        dropped = weights if keep is None else weights * keep  # what multiplied V
-        dv = None
-        if v.requires_grad:
-            dv = dropped.swapaxes(-1, -2) @ grad  # (..., S, L) @ (..., L, Ev) -> (..., S, Ev)
-            dv = unbroadcast(dv, v.shape)
-        dq = dk = None
-        if q.requires_grad or k.requires_grad:
-            d_weights = grad @ v.swapaxes(-1, -2)  # (..., L, Ev) @ (..., Ev, S) -> (..., L, S)
-            if keep is not None:
-                d_weights = d_weights * keep
-            dq, dk = _softmax_scores_backward(weights, d_weights, q, k, plan.scale,
-                                              need_q, need_k)
-        return dq, dk, dv
+        output, _ = planned_attention_reference(q, k, v, self.plan)
+        return _recorded_gradients(output, (q, k, v), grad)
 
 
 class AttentionWeights(Function):
@@ -154,7 +142,10 @@ class AttentionWeights(Function):
 
     ``forward`` returns the A that :class:`ScaledDotProductAttention` already computed
     (no work is repeated); ``backward`` is the second half of that node's backward:
-        dS = A * (dA - sum(dA * A, last axis)),  dQ = dS K * scale,  dK = dS^T Q * scale.
+        dS = A * (dA - sum(dA * A, last axis)),  dQ = dS K * scale,  dK = dS^T Q * scale,
+    on the saved arrays. Under ``create_graph=True`` it is instead the gradient of the
+    reference's weights (:func:`composed_weights`, A recomputed from Q and K), recorded:
+    one formula for second derivatives.
     """
 
     def forward(self, q: Any, k: Any, plan: AttentionPlan) -> Any:
@@ -162,18 +153,30 @@ class AttentionWeights(Function):
         return plan.weights
 
     def backward(self, grad: Value) -> tuple[Value, Value]:
+        if self.create_graph:  # differentiate the readable composition, recorded
+            q, k = self.inputs
+            return _recorded_gradients(composed_weights(q, k, self.plan), (q, k), grad)
         q, k = self.args
-        # A: the saved array in a plain backward; under create_graph, recomputed from Q and
-        # K with engine ops, so that second derivatives reach Q and K through A.
-        weights = composed_weights(q, k, self.plan) if self.create_graph else self.plan.weights
-        return _softmax_scores_backward(weights, grad, q, k, self.plan.scale,
+        return _softmax_scores_backward(self.plan.weights, grad, q, k, self.plan.scale,
                                         *self.needs_input_grad)
+
+
+def _recorded_gradients(output: Tensor, inputs: tuple[Tensor, ...],
+                        grad: Tensor) -> tuple[Tensor | None, ...]:
+    """d(output . grad) / d(input) for each input that requires grad (None for the others),
+    as a recorded graph: how a create_graph branch differentiates a composition."""
+    from minitransformer.autograd import grad as gradients
+
+    wanted = [t for t in inputs if t.requires_grad]
+    found = iter(gradients(output, wanted, grad_outputs=grad, create_graph=True,
+                           allow_unused=True))
+    return tuple(next(found) if t.requires_grad else None for t in inputs)
 
 
 def _softmax_scores_backward(
     weights: Any, d_weights: Any, q: Any, k: Any, scale: float, need_q: bool, need_k: bool
 ) -> tuple[Any, Any]:
-    """From dA to dQ and dK, through A = softmax(S) and S = Q K^T * scale (arrays or tensors)."""
+    """From dA to dQ and dK, through A = softmax(S) and S = Q K^T * scale, on arrays."""
     row_dot = (d_weights * weights).sum(axis=-1, keepdims=True)  # (..., L, 1)
     d_scores = weights * (d_weights - row_dot)  # (..., L, S)
     dq = dk = None
@@ -210,10 +213,24 @@ def attention_reference(
     """The same as :func:`minitransformer.functional.scaled_dot_product_attention_with_weights`
     (without dropout), composed only of primitive engine ops (matmul, masked_fill,
     softmax), so autograd derives its backward; returns ``(output, weights)``. Slower; it
-    exists to check the fused and tiled nodes and to read as plain maths."""
+    exists to check the fused and tiled nodes, to read as plain maths, and to be what their
+    backward under ``create_graph=True`` differentiates."""
     plan = attention_plan(query, key, value, attn_mask, is_causal, scale)
+    return planned_attention_reference(query, key, value, plan)
+
+
+def planned_attention_reference(query: Tensor, key: Tensor, value: Tensor,
+                                plan: AttentionPlan) -> tuple[Tensor, Tensor]:
+    """:func:`attention_reference` once its arguments are a plan: A = masked softmax(Q K^T *
+    scale + bias), Z = A V, from engine ops. With the dropout multipliers of a fused
+    forward (``plan.keep``, a constant), Z = (A * keep) V: the very mask that forward drew.
+    The fused node's create_graph backward differentiates this; ``(output, weights)``,
+    the weights before dropout."""
     weights = composed_weights(query, key, plan)  # (..., L, S)
-    output = weights @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    dropped = weights
+    if plan.keep is not None:
+        dropped = weights * Tensor._from_array(plan.keep, query.device)
+    output = dropped @ value  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
     output.name = "Z"
     return output, weights
 

@@ -8,7 +8,9 @@ float64):
   * ``"fused"``: one node (:class:`~minitransformer.ops.attention.ScaledDotProductAttention`)
     with a hand-derived backward; it holds about two (..., L, S) arrays at its peak, and
     it is the only one with dropout. Its weights are a differentiable output of their own
-    (:class:`~minitransformer.ops.attention.AttentionWeights`);
+    (:class:`~minitransformer.ops.attention.AttentionWeights`). Under ``create_graph=True``
+    both differentiate the composed path (with the forward's masks and dropout mask),
+    recorded: one formula for second derivatives;
   * ``"tiled"``: FlashAttention's online softmax
     (:class:`~minitransformer.ops.tiled_attention.TiledAttention`), which never forms the
     (..., L, S) weights, so it cannot return them and has no dropout. It saves only the
