@@ -55,7 +55,7 @@ class TokenClassifier(mt.nn.Module):
     def __init__(self, layers: int, d_model: int, heads: int) -> None:
         super().__init__()
         layer = mt.nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=4 * d_model,
-                                              batch_first=True)
+                                              batch_first=True, dropout=0.0)
         self.encoder = mt.nn.TransformerEncoder(layer, layers)
         self.head = mt.nn.Linear(d_model, NUM_CLASSES)
 

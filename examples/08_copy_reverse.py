@@ -38,7 +38,7 @@ class Seq2Seq(nn.Module):
         self.position = nn.LearnedPositionalEncoding(D_MODEL, LENGTH)
         self.transformer = nn.Transformer(D_MODEL, nhead=2, num_encoder_layers=1,
                                           num_decoder_layers=1, dim_feedforward=64,
-                                          batch_first=True)
+                                          batch_first=True, dropout=0.0)
         self.out = nn.Linear(D_MODEL, DIGITS)
 
     def forward(self, src: np.ndarray, tgt_in: np.ndarray) -> mt.Tensor:

@@ -17,6 +17,11 @@ class DtypeError(TypeError):
     """A dtype that cannot do what was asked (e.g. ``requires_grad`` on integers)."""
 
 
+class DtypeMismatchError(DtypeError, RuntimeError):
+    """Operands of different dtypes where PyTorch refuses to promote (matmul): a
+    RuntimeError, as PyTorch's, and a :class:`DtypeError`."""
+
+
 class GraphError(RuntimeError):
     """Misuse of the autograd graph (backward twice, backward on a non-scalar, ...)."""
 

@@ -360,6 +360,7 @@ def scaled_dot_product_attention(
     enable_gqa: bool = False,
     generator: np.random.Generator | None = None,
     implementation: str = "auto",
+    need_weights: Any = None,
 ) -> Tensor:
     """softmax(Q K^T * scale + mask) V: one tensor, as PyTorch's (same arguments, same order).
 
@@ -392,7 +393,12 @@ def scaled_dot_product_attention(
     (FlashAttention's online softmax, O(n) memory), small ones the fused node; the results
     are the same. ``implementation`` ("auto", "fused", "tiled" or "composed", not in
     PyTorch) forces one: see :mod:`minitransformer.ops.sdpa`.
+
+    ``need_weights`` (an earlier API of this library, not PyTorch's) is a TypeError saying
+    what to call instead.
     """
+    if need_weights is not None:
+        _refuse_need_weights(need_weights)
     _check_not_both_masks(attn_mask, is_causal)
     output, _ = sdpa.attention(query, key, value, attn_mask, dropout_p, is_causal, scale,
                                enable_gqa, generator, need_weights=False,
@@ -433,6 +439,15 @@ def scaled_dot_product_attention_with_weights(
                                      implementation=implementation)
     assert weights is not None  # need_weights=True never takes the tiled path
     return output, weights
+
+
+def _refuse_need_weights(need_weights: Any) -> None:
+    if need_weights is False:
+        raise TypeError("scaled_dot_product_attention() takes no need_weights: it returns "
+                        "the output alone, as PyTorch's; drop need_weights=False")
+    raise TypeError("scaled_dot_product_attention() takes no need_weights: it returns the "
+                    "output alone, as PyTorch's; for (output, weights) call "
+                    "F.scaled_dot_product_attention_with_weights(q, k, v, ...)")
 
 
 def _check_not_both_masks(attn_mask: Any, is_causal: bool) -> None:

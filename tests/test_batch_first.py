@@ -111,7 +111,7 @@ def test_transformer_sequence_first():
 
 def test_transformer_sequence_first_batch_sizes_must_agree():
     with pytest.raises(mt.errors.ShapeError, match=r"src \(S, B, d_model\).*batch_first=True"):
-        nn.Transformer(E, 2, 1, 1, 12)(mt.zeros((S, B, E)), mt.zeros((T, B + 1, E)))
+        nn.Transformer(E, 2, 1, 1, 12, dropout=0.0)(mt.zeros((S, B, E)), mt.zeros((T, B + 1, E)))
 
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM"])
@@ -140,3 +140,20 @@ def test_library_models_stay_batch_first():
     assert all(block.batch_first for block in gpt.blocks)
     assert all(layer.batch_first for layer in CorefModel(CorefConfig(vocab_size=5)).encoder.layers)
     assert LSTMCorefModel(EncoderConfig(vocab_size=5)).encoder.batch_first
+
+
+@pytest.mark.parametrize("name", ["TransformerEncoderLayer", "TransformerDecoderLayer",
+                                  "Transformer", "MultiheadAttention"])
+def test_dropout_default_is_pytorchs(name):
+    ours = inspect.signature(getattr(nn, name)).parameters["dropout"].default
+    theirs = inspect.signature(getattr(torch.nn, name)).parameters["dropout"].default
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("name", ["TransformerEncoderLayer", "TransformerDecoderLayer"])
+def test_layers_built_with_defaults_drop_as_pytorchs(name):
+    ours, theirs = getattr(nn, name)(E, 2, 12), getattr(torch.nn, name)(E, 2, 12)
+    for part in ("dropout", "dropout1", "dropout2"):
+        assert getattr(ours, part).p == getattr(theirs, part).p == 0.1
+    model = nn.Transformer(E, 2, 1, 1, 12)
+    assert model.decoder.layers[0].dropout3.p == model.encoder.layers[0].dropout.p == 0.1

@@ -13,10 +13,12 @@ import json
 import numpy as np
 import pytest
 
+from minitransformer.cli.main import main
 from minitransformer.coref.cli.compare import add_compare_command
 from minitransformer.coref.compare import (
     LAYERS,
     MODELS,
+    OUTPUT_FILES,
     CompareConfig,
     accuracy_by_bucket,
     run_comparison,
@@ -84,5 +86,26 @@ def test_cli_registers_compare_with_its_options():
     parser = argparse.ArgumentParser()
     add_compare_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["compare", "--quick", "--out", "somewhere", "--seed", "3"])
-    assert (args.quick, args.out, args.seed) == (True, "somewhere", 3)
+    assert (args.quick, args.out, args.seed, args.force) == (True, "somewhere", 3, False)
     assert callable(args.handler)
+
+
+@pytest.mark.parametrize("name", ["results.md", "training.png"])
+def test_compare_will_not_overwrite_a_file_it_did_not_write(name, tmp_path, capsys):
+    mine = tmp_path / name
+    mine.write_text("my own notes\n")
+    status = main(["compare", "--quick", "--out", str(tmp_path)])  # refused before training
+    err = capsys.readouterr().err
+    assert status == 1
+    assert mine.read_text() == "my own notes\n"
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert name in err and "--force" in err
+
+
+def test_a_comparison_records_every_file_it_writes(tiny_run):
+    from minitransformer.runs import files_written, foreign_files
+
+    out, _ = tiny_run
+    written = {path.name for path in out.iterdir() if not path.name.startswith(".")}
+    assert written == set(OUTPUT_FILES) <= files_written(out)
+    assert foreign_files(out, list(OUTPUT_FILES)) == []  # compare again: no --force needed

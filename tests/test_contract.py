@@ -247,7 +247,8 @@ def test_with_numpy_alone_the_library_trains_and_the_command_line_says_what_is_m
         import sys
         import minitransformer as mt
         from minitransformer import nn, optim
-        model = nn.TransformerEncoderLayer(8, 2, batch_first=True, dim_feedforward=16)
+        model = nn.TransformerEncoderLayer(8, 2, batch_first=True, dim_feedforward=16,
+                                           dropout=0.0)
         opt = optim.AdamW(model.parameters(), lr=1e-2)
         x = mt.randn(2, 5, 8)
         losses = []

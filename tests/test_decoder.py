@@ -17,7 +17,7 @@ def test_gradcheck_decoder_layer(rng, norm_first):
     mt.manual_seed(0)
     layer = nn.TransformerDecoderLayer(4, 2, batch_first=True,
                                        dim_feedforward=3, norm_first=norm_first,
-                                       activation="gelu")
+                                       activation="gelu", dropout=0.0)
     padding = np.array([[False, True]])
     gradcheck_module(layer, randn(rng, 1, 3, 4), randn(rng, 1, 2, 4), tgt_is_causal=True,
                      memory_key_padding_mask=padding)
@@ -25,14 +25,16 @@ def test_gradcheck_decoder_layer(rng, norm_first):
 
 def test_gradgradcheck_decoder_layer(rng):
     mt.manual_seed(1)
-    layer = nn.TransformerDecoderLayer(4, 2, batch_first=True, dim_feedforward=6).to(mt.float64)
+    layer = nn.TransformerDecoderLayer(4, 2, batch_first=True, dim_feedforward=6,
+                                       dropout=0.0).to(mt.float64)
     assert mt.gradgradcheck(lambda t, m: layer(t, m, tgt_is_causal=True),
                             [randn(rng, 1, 3, 4), randn(rng, 1, 2, 4)])
 
 
 def test_gradcheck_transformer(rng):
     mt.manual_seed(2)
-    model = nn.Transformer(4, 2, 1, 1, batch_first=True, dim_feedforward=6).to(mt.float64)
+    model = nn.Transformer(4, 2, 1, 1, batch_first=True, dim_feedforward=6,
+                           dropout=0.0).to(mt.float64)
     # every parameter is checked in the layers' gradchecks; here the inputs, end to end
     assert mt.gradcheck(lambda s, t: model(s, t, tgt_is_causal=True),
                         [randn(rng, 1, 2, 4), randn(rng, 1, 3, 4)])
@@ -41,7 +43,8 @@ def test_gradcheck_transformer(rng):
 def test_decoder_output_at_t_ignores_later_targets(rng):
     """With tgt_is_causal, changing target position 2 changes outputs 2.. only."""
     mt.manual_seed(3)
-    model = nn.Transformer(8, 2, 1, 2, batch_first=True, dim_feedforward=16).to(mt.float64)
+    model = nn.Transformer(8, 2, 1, 2, batch_first=True, dim_feedforward=16,
+                           dropout=0.0).to(mt.float64)
     src, tgt = randn(rng, 1, 4, 8), randn(rng, 1, 5, 8)
     changed = tgt.detach().numpy().copy()
     changed[0, 2] += 1.0
@@ -53,13 +56,14 @@ def test_decoder_output_at_t_ignores_later_targets(rng):
 
 
 def test_decoder_shape_errors():
-    layer = nn.TransformerDecoderLayer(4, 2, batch_first=True, dim_feedforward=6)
+    layer = nn.TransformerDecoderLayer(4, 2, batch_first=True, dim_feedforward=6, dropout=0.0)
     with pytest.raises(ShapeError, match=r"memory must have shape \(B, length, 4\)"):
         layer(mt.zeros((1, 3, 4)), mt.zeros((1, 3, 5)))
     with pytest.raises(ShapeError, match="same batch size"):
         layer(mt.zeros((2, 3, 4)), mt.zeros((1, 3, 4)))
     with pytest.raises(ShapeError, match="d_model=4"):
-        nn.Transformer(4, 2, 1, 1, 6, batch_first=True)(mt.zeros((1, 3, 5)), mt.zeros((1, 3, 4)))
+        nn.Transformer(4, 2, 1, 1, 6, batch_first=True,
+                       dropout=0.0)(mt.zeros((1, 3, 5)), mt.zeros((1, 3, 4)))
 
 
 def causal_jacobian_blocks(fn, x: mt.Tensor) -> np.ndarray:
@@ -90,7 +94,8 @@ def test_causal_gradient_is_exactly_zero_from_the_future(rng, where):
         def fn(x):
             return mha(x, is_causal=True)[0]
     else:
-        layer = nn.TransformerEncoderLayer(6, 2, batch_first=True, dim_feedforward=8).to(mt.float64)
+        layer = nn.TransformerEncoderLayer(6, 2, batch_first=True, dim_feedforward=8,
+                                           dropout=0.0).to(mt.float64)
 
         def fn(x):
             return layer(x, is_causal=True)

@@ -114,7 +114,7 @@ def test_decoder_stack(case):
         theirs.layers[1].multihead_attn.in_proj_weight.normal_()
     _randomize_norms(theirs)
     ours = nn.TransformerDecoder(nn.TransformerDecoderLayer(E, 2, dim_feedforward=12,
-                                                          batch_first=True), 2,
+                                                          batch_first=True, dropout=0.0), 2,
                                  norm=nn.LayerNorm(E))
     load_from_torch(ours, theirs)
     tgt, ttgt = pair((2, T, E), 3)
@@ -135,7 +135,7 @@ def test_transformer(norm_first):
                                   batch_first=True, norm_first=norm_first, dtype=torch.float64)
     _randomize_norms(theirs)
     ours = nn.Transformer(E, 2, 2, 2, dim_feedforward=12, norm_first=norm_first,
-                          batch_first=True)
+                          batch_first=True, dropout=0.0)
     load_from_torch(ours, theirs)
     src, tsrc = pair((2, S, E), 5)
     tgt, ttgt = pair((2, T, E), 6)

@@ -43,7 +43,7 @@ def test_attention_with_zero_keys_and_on_empty_sequences() -> None:
     mha = nn.MultiHeadAttention(8, 2)
     x = mt.randn(2, 0, 8)
     assert mha(x, x, x)[0].shape == (2, 0, 8)
-    layer = nn.TransformerEncoderLayer(8, 2, batch_first=True, dim_feedforward=16)
+    layer = nn.TransformerEncoderLayer(8, 2, batch_first=True, dim_feedforward=16, dropout=0.0)
     assert nn.TransformerEncoder(layer, 1)(x).shape == (2, 0, 8)
 
 

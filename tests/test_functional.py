@@ -585,3 +585,15 @@ def test_attention_weights_function_refuses_the_tiled_path(rng):
     q, k, v = _qkv(rng)
     with pytest.raises(ValueError, match=r"never forms the weights: call F.scaled_dot_product_att"):
         with_weights(q, k, v, implementation="tiled")
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_sdpa_need_weights_names_the_function_that_returns_them(need_weights, rng):
+    q = randn(rng, 1, 3, 4)
+    with pytest.raises(TypeError, match="need_weights") as caught:
+        F.scaled_dot_product_attention(q, q, q, need_weights=need_weights)
+    if need_weights:
+        assert "F.scaled_dot_product_attention_with_weights(" in str(caught.value)
+    else:
+        assert "drop need_weights=False" in str(caught.value)
+    assert "unexpected keyword" not in str(caught.value)

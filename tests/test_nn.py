@@ -19,7 +19,7 @@ from tests.conftest import randn
 
 def small_encoder(norm_first: bool = False, num_layers: int = 2) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(4, 2, batch_first=True,
-                                       dim_feedforward=8, norm_first=norm_first)
+                                       dim_feedforward=8, norm_first=norm_first, dropout=0.0)
     return nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(4))
 
 
@@ -444,7 +444,8 @@ def test_feed_forward_and_softmax_modules():
 
 @pytest.mark.parametrize("layer_class", [nn.TransformerEncoderLayer, nn.TransformerDecoderLayer])
 def test_transformer_layers_run_the_feed_forward_block_on_pytorch_named_parts(layer_class):
-    layer = layer_class(4, 2, dim_feedforward=8, activation="gelu", dtype=mt.float64)
+    layer = layer_class(4, 2, dim_feedforward=8, activation="gelu", dropout=0.0,
+                        dtype=mt.float64)
     keys = {k for k in layer.state_dict() if k.startswith(("linear1.", "linear2."))}
     assert keys == {"linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"}
     ff = nn.FeedForward(4, 8, activation="gelu", dtype=mt.float64)
@@ -544,7 +545,7 @@ def test_gradcheck_mha_cross_attention(rng):
 def test_gradcheck_encoder_layer(rng, norm_first):
     layer = nn.TransformerEncoderLayer(4, 2, batch_first=True, dim_feedforward=6,
                                        norm_first=norm_first,
-                                       activation="gelu")
+                                       activation="gelu", dropout=0.0)
     padding = np.array([[0, 0, 1], [0, 0, 0]], dtype=bool)
     gradcheck_module(layer, randn(rng, 2, 3, 4), src_key_padding_mask=padding)
 
@@ -599,7 +600,8 @@ def test_non_persistent_buffer_moves_but_is_not_saved():
 
 
 def test_layers_on_device(device):
-    layer = nn.TransformerEncoderLayer(4, 2, batch_first=True, dim_feedforward=8, device=device)
+    layer = nn.TransformerEncoderLayer(4, 2, batch_first=True, dim_feedforward=8, device=device,
+                                       dropout=0.0)
     pe = nn.PositionalEncoding(4, max_len=5, device=device)
     emb = nn.Embedding(7, 4, padding_idx=0, device=device)
     ids = np.array([[0, 3, 6], [2, 2, 1]])

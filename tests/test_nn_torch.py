@@ -192,7 +192,7 @@ def test_transformer_encoder_stack_with_causal_mask():
     with torch.no_grad():  # the two layers start as copies; make them differ
         theirs.layers[1].linear1.weight.normal_()
     ours = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, dim_feedforward=12,
-                                                          batch_first=True), 2,
+                                                          batch_first=True, dropout=0.0), 2,
                                  norm=nn.LayerNorm(8))
     load_from_torch(ours, theirs)
     future = np.triu(np.ones((5, 5), dtype=bool), k=1)  # True = may NOT attend, in both

@@ -280,3 +280,26 @@ def test_second_derivatives_match_pytorch(rng: np.random.Generator) -> None:
 
     for ours, theirs in zip(hvp("mt"), hvp("torch")):
         np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("shapes", [((2, 3), (3, 4)), ((5, 2, 3), (5, 3, 4)), ((5, 2, 3), (3, 4)),
+                                    ((3,), (3, 4))])
+@pytest.mark.parametrize("dtypes", [("float32", "float64"), ("float64", "float32"),
+                                    ("float16", "float32")])
+def test_matmul_of_two_float_dtypes_is_refused_as_in_torch(shapes, dtypes):
+    from minitransformer.errors import DtypeError, DtypeMismatchError
+
+    a = mt.ones(*shapes[0], dtype=getattr(mt, dtypes[0]))
+    b = mt.ones(*shapes[1], dtype=getattr(mt, dtypes[1]))
+    ta = torch.ones(*shapes[0], dtype=getattr(torch, dtypes[0]))
+    tb = torch.ones(*shapes[1], dtype=getattr(torch, dtypes[1]))
+    with pytest.raises(RuntimeError) as theirs:
+        ta @ tb
+    for product in (lambda: a @ b, lambda: mt.matmul(a, b)):
+        with pytest.raises(DtypeMismatchError) as ours:
+            product()
+        assert isinstance(ours.value, RuntimeError) and isinstance(ours.value, DtypeError)
+        assert "b.to(a.dtype)" in str(ours.value)
+        if "m1 and m2" in str(theirs.value):  # the 2-D message; batched ones are worded apart
+            assert str(ours.value).startswith(str(theirs.value))
+    np.testing.assert_array_equal((a @ b.to(a.dtype)).numpy(), (ta @ tb.to(ta.dtype)).numpy())

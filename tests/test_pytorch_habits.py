@@ -157,7 +157,8 @@ def test_encoder_layer_src_mask_true_means_may_not_attend_as_torch() -> None:
     torch.manual_seed(0)
     theirs = torch.nn.TransformerEncoderLayer(6, 2, dim_feedforward=8, dropout=0.0,
                                               batch_first=True, dtype=torch.float64)
-    ours = nn.TransformerEncoderLayer(6, 2, dim_feedforward=8, batch_first=True).double()
+    ours = nn.TransformerEncoderLayer(6, 2, dim_feedforward=8, batch_first=True,
+                                      dropout=0.0).double()
     _copy_weights(ours.self_attn, theirs.self_attn)
     for name in ("linear1", "linear2", "norm1", "norm2"):
         getattr(ours, name).load_state_dict(

@@ -169,7 +169,7 @@ def test_parameters_are_named_without_model():
     assert "q_proj.weight" in names and not any(n.startswith("input#") for n in names)
     assert trace.step("q_proj.weight").is_parameter
     encoder = nn.TransformerEncoder(
-        nn.TransformerEncoderLayer(4, 2, batch_first=True, dim_feedforward=8), 2)
+        nn.TransformerEncoderLayer(4, 2, batch_first=True, dim_feedforward=8, dropout=0.0), 2)
     for name, param in encoder.named_parameters():
         assert param.param_path == name  # the outermost registration's dotted path
 

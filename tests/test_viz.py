@@ -67,7 +67,8 @@ def small_graph():
 
 def encoder(num_layers=2):
     mt.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(8, nhead=2, batch_first=True, dim_feedforward=16)
+    layer = nn.TransformerEncoderLayer(8, nhead=2, batch_first=True, dim_feedforward=16,
+                                       dropout=0.0)
     model = nn.TransformerEncoder(layer, num_layers)
     x = mt.randn(1, 4, 8, requires_grad=True)
     return model, x, (model(x) ** 2).mean()

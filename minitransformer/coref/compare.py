@@ -47,7 +47,7 @@ from minitransformer.coref.models.coref import CorefConfig, CorefModel
 from minitransformer.coref.training import TrainConfig, evaluate, train_step
 from minitransformer.nn.conv import Conv1d
 from minitransformer.nn.rnn import LSTM
-from minitransformer.runs import build_optimizer, write_json
+from minitransformer.runs import build_optimizer, record_written, write_json
 
 __all__ = ["MODELS", "CompareConfig", "benchmark_layers", "run_comparison"]
 
@@ -321,6 +321,13 @@ def benchmark_layers(width: int, lengths: Sequence[int], repeats: int = 3, heads
 # ----------------------------------------------------------------------------- the experiment
 
 
+FIGURE_FILES = ("accuracy_by_distance.png", "gradient_reach.png", "layer_time.png",
+                "training.png")
+OUTPUT_FILES = ("results.json", "results.md", *FIGURE_FILES)
+"""Every file a comparison writes in its directory (``compare`` refuses to replace one
+the project did not write there without ``--force``)."""
+
+
 def run_comparison(config: CompareConfig, out_dir: str | os.PathLike,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every measurement, write results.json, results.md and the plots to ``out_dir``;
@@ -364,8 +371,11 @@ def run_comparison(config: CompareConfig, out_dir: str | os.PathLike,
     }
     results["seconds"] = time.perf_counter() - started
     write_json(os.path.join(out_dir, "results.json"), results)
+    record_written(out_dir, "results.json")
     files.write_text(os.path.join(out_dir, "results.md"), results_markdown(results))
+    record_written(out_dir, "results.md")
     plot_results(results, out_dir)
+    record_written(out_dir, *FIGURE_FILES)
     return results
 
 

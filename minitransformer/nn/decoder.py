@@ -13,12 +13,10 @@ Names and arguments follow ``torch.nn.TransformerDecoderLayer``, ``TransformerDe
 ``tgt_is_causal`` ...), so weights map one to one from a PyTorch model, and masks mean what
 they mean there. The layout is PyTorch's too: ``batch_first=False`` (the default) takes and
 returns sequence-first tensors (T, B, d_model); ``batch_first=True`` takes (B, T, d_model).
-Differences, all on purpose:
-
-- ``dropout`` defaults to 0.0 (as in this project's encoder layer), not 0.1;
-- ``tgt_is_causal=True`` *applies* the causal mask (alone, or together with ``tgt_mask``);
-  in PyTorch it is only a hint that ``tgt_mask`` already is causal, and ``tgt_mask`` is
-  required.
+``dropout`` defaults to 0.1, as there (pass ``dropout=0.0`` for none). One difference, on
+purpose: ``tgt_is_causal=True`` *applies* the causal mask (alone, or together with
+``tgt_mask``); in PyTorch it is only a hint that ``tgt_mask`` already is causal, and
+``tgt_mask`` is required.
 """
 
 from __future__ import annotations
@@ -97,7 +95,7 @@ class TransformerDecoderLayer(Module):
         d_model: int,
         nhead: int,
         dim_feedforward: int = 2048,
-        dropout: float = 0.0,
+        dropout: float = 0.1,
         activation: str | Callable[[Tensor], Tensor] = "relu",
         layer_norm_eps: float = 1e-5,
         batch_first: bool = False,
@@ -262,7 +260,7 @@ class Transformer(Module):
         num_encoder_layers: int = 6,
         num_decoder_layers: int = 6,
         dim_feedforward: int = 2048,
-        dropout: float = 0.0,
+        dropout: float = 0.1,
         activation: str | Callable[[Tensor], Tensor] = "relu",
         custom_encoder: Module | None = None,
         custom_decoder: Module | None = None,

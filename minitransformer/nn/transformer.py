@@ -58,7 +58,7 @@ class TransformerEncoderLayer(Module):
         d_model: int,
         nhead: int,
         dim_feedforward: int = 2048,
-        dropout: float = 0.0,
+        dropout: float = 0.1,
         activation: str | Callable[[Tensor], Tensor] = "relu",
         layer_norm_eps: float = 1e-5,
         batch_first: bool = False,

@@ -35,7 +35,7 @@ def layer_gradient_norms(norm_first: bool, num_layers: int = 12, d_model: int = 
     """
     mt.manual_seed(seed)
     layers = [nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward=2 * d_model,
-                                         norm_first=norm_first, batch_first=True)
+                                         norm_first=norm_first, batch_first=True, dropout=0.0)
               for _ in range(num_layers)]
     final = nn.LayerNorm(d_model) if norm_first else None
     generator = np.random.default_rng(seed)

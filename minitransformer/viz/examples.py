@@ -67,7 +67,7 @@ def encoder_graph(seed: int = 0, num_layers: int = 2,
     ...) is collapsed to one node by default: the full graph has hundreds of ops."""
     x, target = _input_and_target(seed)
     layer = nn.TransformerEncoderLayer(FEATURES, nhead=2, dim_feedforward=2 * FEATURES,
-                                       batch_first=True)
+                                       batch_first=True, dropout=0.0)
     encoder = nn.TransformerEncoder(layer, num_layers)
     out = encoder(x)  # (B, T, E)
     loss = _loss(out, target)

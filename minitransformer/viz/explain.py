@@ -86,7 +86,8 @@ def run_example(what: str = "sentence", seed: int = 0) -> BackwardTrace:
             model = nn.MultiHeadAttention(4, 2)
             out, _ = model(x, need_weights=False)
         else:
-            layer = nn.TransformerEncoderLayer(4, nhead=2, dim_feedforward=8, batch_first=True)
+            layer = nn.TransformerEncoderLayer(4, nhead=2, dim_feedforward=8, batch_first=True,
+                                               dropout=0.0)
             model = nn.TransformerEncoder(layer, 1)
             out = model(x)
         loss = F.mse_loss(out, target)
@@ -115,7 +116,8 @@ def _sentence_example(what: str) -> BackwardTrace:
                 out, _ = model(x, need_weights=False)  # (1, T, E)
             else:
                 model = nn.TransformerEncoder(
-                    nn.TransformerEncoderLayer(d, nhead=2, dim_feedforward=8, batch_first=True), 1)
+                    nn.TransformerEncoderLayer(d, nhead=2, dim_feedforward=8, batch_first=True,
+                                               dropout=0.0), 1)
                 out = model(x)  # (1, T, E)
             at_it = out[:, it]  # (1, E)
             at_it.name = "output[it]"

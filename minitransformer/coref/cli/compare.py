@@ -27,6 +27,9 @@ def add_compare_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
                         help="a smaller run (a few minutes on a laptop CPU)")
     parser.add_argument("--out", default="runs/compare", metavar="DIR",
                         help="where to write the results (default: runs/compare)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace results and plots in --out that minitransformer did "
+                             "not write there")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="data, weights and order (default 0)")
     parser.set_defaults(handler=run_compare_command)
@@ -34,9 +37,11 @@ def add_compare_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 
 def run_compare_command(args: argparse.Namespace) -> int:
-    from minitransformer.coref.compare import quick_or_full, run_comparison
+    from minitransformer.cli.common import refuse_to_overwrite
+    from minitransformer.coref.compare import OUTPUT_FILES, quick_or_full, run_comparison
 
     config = quick_or_full(args.quick, args.seed)
+    refuse_to_overwrite(args.out, list(OUTPUT_FILES), args.force)  # before any training
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as exc:
