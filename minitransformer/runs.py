@@ -327,6 +327,24 @@ def _check_model_settings(fmt: RunFormat, config: Any, model_config: Any,
             raise ValueError(f"model_config does not match config: {', '.join(differing)}")
 
 
+def encoder_layer_shapes(prefix: str, d_model: int, dim_feedforward: int
+                         ) -> dict[str, tuple[int, ...]]:
+    """The state_dict shapes of one encoder-style layer (self-attention with biases, the
+    feed-forward pair, two layer norms) under ``prefix``: what a checkpoint of a coreference
+    model or a GPT must hold for each layer, computed before anything is allocated."""
+    E, F_ = d_model, dim_feedforward
+    shapes: dict[str, tuple[int, ...]] = {}
+    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        shapes[f"{prefix}self_attn.{proj}.weight"] = (E, E)
+        shapes[f"{prefix}self_attn.{proj}.bias"] = (E,)
+    shapes.update({f"{prefix}linear1.weight": (F_, E), f"{prefix}linear1.bias": (F_,),
+                   f"{prefix}linear2.weight": (E, F_), f"{prefix}linear2.bias": (E,)})
+    for norm in ("norm1", "norm2"):
+        shapes[f"{prefix}{norm}.weight"] = (E,)
+        shapes[f"{prefix}{norm}.bias"] = (E,)
+    return shapes
+
+
 def _check_weights(fmt: RunFormat, model_config: Any, saved: Any) -> dict[str, Any]:
     """The saved state_dict, each entry checked for shape, dtype and finite values."""
     if not isinstance(saved, dict):

@@ -55,6 +55,7 @@ from minitransformer.runs import (
     build_optimizer,
     checkpoint_path,
     config_from_dict,
+    encoder_layer_shapes,
     load_checkpoint,
     log_to_stderr,
     record_written,
@@ -156,15 +157,7 @@ def expected_shapes(config: CorefConfig) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (config.vocab_size, E),
                                           "positions.pe": (config.max_len, E)}
     for i in range(config.num_layers):
-        prefix = f"encoder.layers.{i}."
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            shapes[f"{prefix}self_attn.{proj}.weight"] = (E, E)
-            shapes[f"{prefix}self_attn.{proj}.bias"] = (E,)
-        shapes.update({f"{prefix}linear1.weight": (F_, E), f"{prefix}linear1.bias": (F_,),
-                       f"{prefix}linear2.weight": (E, F_), f"{prefix}linear2.bias": (E,)})
-        for norm in ("norm1", "norm2"):
-            shapes[f"{prefix}{norm}.weight"] = (E,)
-            shapes[f"{prefix}{norm}.bias"] = (E,)
+        shapes.update(encoder_layer_shapes(f"encoder.layers.{i}.", E, F_))
     shapes["pointer.q_proj.weight"] = (E, E)
     shapes["pointer.k_proj.weight"] = (E, E)
     return shapes

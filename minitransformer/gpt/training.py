@@ -112,15 +112,7 @@ def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {"token_embedding.weight": (config.vocab_size, E),
                                           "position_embedding.weight": (config.block_size, E)}
     for i in range(config.n_layer):
-        prefix = f"blocks.{i}."
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            shapes[f"{prefix}self_attn.{proj}.weight"] = (E, E)
-            shapes[f"{prefix}self_attn.{proj}.bias"] = (E,)
-        shapes.update({f"{prefix}linear1.weight": (F_, E), f"{prefix}linear1.bias": (F_,),
-                       f"{prefix}linear2.weight": (E, F_), f"{prefix}linear2.bias": (E,)})
-        for norm in ("norm1", "norm2"):
-            shapes[f"{prefix}{norm}.weight"] = (E,)
-            shapes[f"{prefix}{norm}.bias"] = (E,)
+        shapes.update(runs.encoder_layer_shapes(f"blocks.{i}.", E, F_))
     shapes["norm.weight"] = (E,)
     shapes["norm.bias"] = (E,)
     if not config.tie_weights:
