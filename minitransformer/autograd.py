@@ -680,5 +680,16 @@ def grad(
     return tuple(result)
 
 
+def recorded_gradients(output: Tensor, inputs: tuple[Tensor, ...],
+                       grad_output: Tensor) -> tuple[Tensor | None, ...]:
+    """d(output . grad_output) / d(input) for each input that requires grad (None for the
+    others), recorded: how a fused op's create_graph branch differentiates its readable
+    reference composition (one formula for second derivatives; see Function)."""
+    wanted = [t for t in inputs if t.requires_grad]
+    found = iter(grad(output, wanted, grad_outputs=grad_output, create_graph=True,
+                      allow_unused=True))
+    return tuple(next(found) if t.requires_grad else None for t in inputs)
+
+
 from minitransformer import ops  # noqa: E402  (ops and tensor import this module)
 from minitransformer.tensor import Tensor, check_grad  # noqa: E402

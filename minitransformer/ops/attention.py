@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.autograd import Function, Value
+from minitransformer.autograd import Function, Value, recorded_gradients
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.activations import MaskedSoftmax, softmax_in_place
 from minitransformer.ops.shape import unbroadcast
@@ -134,7 +134,7 @@ class ScaledDotProductAttention(Function):
         recorded graph (A is recomputed from Q and K, so second derivatives reach them)."""
         q, k, v = self.inputs
         output, _ = planned_attention_reference(q, k, v, self.plan)
-        return _recorded_gradients(output, (q, k, v), grad)
+        return recorded_gradients(output, (q, k, v), grad)
 
 
 class AttentionWeights(Function):
@@ -155,22 +155,10 @@ class AttentionWeights(Function):
     def backward(self, grad: Value) -> tuple[Value, Value]:
         if self.create_graph:  # differentiate the readable composition, recorded
             q, k = self.inputs
-            return _recorded_gradients(composed_weights(q, k, self.plan), (q, k), grad)
+            return recorded_gradients(composed_weights(q, k, self.plan), (q, k), grad)
         q, k = self.args
         return _softmax_scores_backward(self.plan.weights, grad, q, k, self.plan.scale,
                                         *self.needs_input_grad)
-
-
-def _recorded_gradients(output: Tensor, inputs: tuple[Tensor, ...],
-                        grad: Tensor) -> tuple[Tensor | None, ...]:
-    """d(output . grad) / d(input) for each input that requires grad (None for the others),
-    as a recorded graph: how a create_graph branch differentiates a composition."""
-    from minitransformer.autograd import grad as gradients
-
-    wanted = [t for t in inputs if t.requires_grad]
-    found = iter(gradients(output, wanted, grad_outputs=grad, create_graph=True,
-                           allow_unused=True))
-    return tuple(next(found) if t.requires_grad else None for t in inputs)
 
 
 def _softmax_scores_backward(

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend
-from minitransformer.autograd import Function, Value
+from minitransformer.autograd import Function, Value, recorded_gradients
 from minitransformer.ops.shape import unbroadcast
 
 
@@ -59,15 +59,11 @@ class LayerNorm(Function):
         :func:`~minitransformer.functional.layer_norm_reference` (mean, var, sqrt, ...), as a
         recorded graph. One formula to read and trust for second derivatives; the hand-derived
         lines above run on arrays, and the contract test holds the two equal."""
-        from minitransformer.autograd import grad as gradients
         from minitransformer.functional import layer_norm_reference  # functional imports ops
 
         x, weight, bias = self.inputs
         y = layer_norm_reference(x, x.shape[self.axes[0]:], weight, bias, self.eps)
-        wanted = [t for t in (x, weight, bias) if t.requires_grad]
-        found = iter(gradients(y, wanted, grad_outputs=grad, create_graph=True,
-                               allow_unused=True))
-        return tuple(next(found) if t.requires_grad else None for t in (x, weight, bias))
+        return recorded_gradients(y, (x, weight, bias), grad)
 
 
 # ----- the same on arrays, in place ------------------------------------------------------------

@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend, tuning
-from minitransformer.autograd import Function, grad
+from minitransformer.autograd import Function, recorded_gradients
 from minitransformer.errors import ShapeError
 from minitransformer.ops.attention import attention_reference, mask_array
 from minitransformer.ops.registry import register
@@ -351,10 +351,7 @@ class TiledAttention(Function):
             mask = ~self.blocked  # the reference takes True where attention is allowed
         out, _ = attention_reference(q, k, v, attn_mask=mask, is_causal=self.causal,
                                      scale=self.scale)
-        wanted = [t for t in (q, k, v) if t.requires_grad]
-        grads = iter(grad(out, wanted, grad_outputs=grad_out, create_graph=True,
-                          allow_unused=True))
-        return tuple(next(grads) if t.requires_grad else None for t in (q, k, v))
+        return recorded_gradients(out, (q, k, v), grad_out)
 
 
 @register(top_level=False)  # a fused node: in the gradient test lists
