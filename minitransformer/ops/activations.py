@@ -75,7 +75,11 @@ class Gelu(Function):
         if approximate == "tanh":
             u = math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)  # x * x * x: no pow()
             return 0.5 * x * (1 + backend.array_module_of(x).tanh(u))
-        return 0.5 * x * (1 + backend.erf(x / math.sqrt(2)))
+        cdf = backend.erf(x * (1 / math.sqrt(2)))  # a new array: finished in place
+        cdf += 1
+        cdf *= 0.5
+        self.cdf = cdf  # Phi(x), kept for backward: erf is the costly part of a GELU
+        return x * cdf
 
     def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.args
@@ -85,9 +89,16 @@ class Gelu(Function):
             t = xp.tanh(c * (x + 0.044715 * x * x * x))
             du_dx = c * (1 + 3 * 0.044715 * x * x)
             return (grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx),)
-        cdf = 0.5 * (1 + xp.erf(x / math.sqrt(2)))
-        pdf = xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-        return (grad * (cdf + x * pdf),)
+        if self.create_graph:  # Phi as a function of x, to be differentiated again
+            cdf = 0.5 * (1 + xp.erf(x / math.sqrt(2)))
+            pdf = xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+            return (grad * (cdf + x * pdf),)
+        slope = xp.exp(-0.5 * x * x)  # the same formula, each step in place
+        slope *= x
+        slope *= 1 / math.sqrt(2 * math.pi)  # x phi(x)
+        slope += self.cdf  # Phi(x) + x phi(x)
+        slope *= grad
+        return (slope,)
 
 
 class Softmax(Function):
