@@ -308,6 +308,31 @@ def erf_float32(array: Any) -> np.ndarray:
     return p
 
 
+# Elementwise formulas of many steps (GELU's erf is about 25 NumPy passes) run block by
+# block: each block of CACHE_BLOCK elements goes through every step while it is in the
+# core's cache, instead of every step streaming the whole array through memory. Measured
+# (2026-12-02, erf_float32 of 2M float32 values, nanoGPT's long config): 11.2 ms whole,
+# 4.2 ms in blocks of 65,536 (5.6 ms at 16,384, 5.3 ms at 262,144; splitting the blocks
+# between two threads did not help on the 2-core VM).
+CACHE_BLOCK = 65536
+
+
+def by_cache_blocks(kernel: Any, inputs: tuple[Any, ...], outputs: tuple[Any, ...]) -> None:
+    """Call ``kernel(*input_blocks, *output_blocks)`` on consecutive flat blocks of the
+    arrays (all of one size; the outputs C-contiguous, written in place). Inputs that are
+    not C-contiguous (a transpose, a broadcast gradient) are copied first. On a GPU, or
+    for a small array, one call on the whole arrays."""
+    size = outputs[0].size
+    if size <= CACHE_BLOCK or not isinstance(outputs[0], np.ndarray):
+        kernel(*inputs, *outputs)
+        return
+    flats = [np.ascontiguousarray(a).reshape(-1) for a in inputs]  # views when contiguous
+    flats += [a.reshape(-1) for a in outputs]  # views: the outputs are C-contiguous
+    for start in range(0, size, CACHE_BLOCK):
+        stop = start + CACHE_BLOCK
+        kernel(*(flat[start:stop] for flat in flats))
+
+
 def is_array(x: Any) -> bool:
     """A NumPy or CuPy ndarray (not a NumPy scalar)."""
     return isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")

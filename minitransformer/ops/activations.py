@@ -75,11 +75,10 @@ class Gelu(Function):
         if approximate == "tanh":
             u = math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)  # x * x * x: no pow()
             return 0.5 * x * (1 + backend.array_module_of(x).tanh(u))
-        cdf = backend.erf(x * (1 / math.sqrt(2)))  # a new array: finished in place
-        cdf += 1
-        cdf *= 0.5
-        self.cdf = cdf  # Phi(x), kept for backward: erf is the costly part of a GELU
-        return x * cdf
+        xp = backend.array_module_of(x)
+        self.cdf, y = xp.empty_like(x), xp.empty_like(x)  # Phi(x), kept for backward:
+        backend.by_cache_blocks(_gelu_kernel, (x,), (self.cdf, y))  # erf is the costly part
+        return y
 
     def backward(self, grad: Value) -> tuple[Value]:
         (x,) = self.args
@@ -93,12 +92,29 @@ class Gelu(Function):
             cdf = 0.5 * (1 + xp.erf(x / math.sqrt(2)))
             pdf = xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
             return (grad * (cdf + x * pdf),)
-        slope = xp.exp(-0.5 * x * x)  # the same formula, each step in place
-        slope *= x
-        slope *= 1 / math.sqrt(2 * math.pi)  # x phi(x)
-        slope += self.cdf  # Phi(x) + x phi(x)
-        slope *= grad
-        return (slope,)
+        dx = xp.empty_like(x)
+        backend.by_cache_blocks(_gelu_backward_kernel, (x, self.cdf, grad), (dx,))
+        return (dx,)
+
+
+def _gelu_kernel(x: Any, cdf: Any, y: Any) -> None:
+    """cdf = Phi(x) = (1 + erf(x / sqrt 2)) / 2 and y = x Phi(x), into the given arrays."""
+    cdf[...] = backend.erf(x * (1 / math.sqrt(2)))
+    cdf += 1
+    cdf *= 0.5
+    backend.array_module_of(x).multiply(x, cdf, out=y)
+
+
+def _gelu_backward_kernel(x: Any, cdf: Any, grad: Any, dx: Any) -> None:
+    """dx = grad (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi), step by step in dx."""
+    xp = backend.array_module_of(x)
+    xp.multiply(x, x, out=dx)
+    dx *= -0.5
+    xp.exp(dx, out=dx)
+    dx *= x
+    dx *= 1 / math.sqrt(2 * math.pi)  # x phi(x)
+    dx += cdf
+    dx *= grad
 
 
 class Softmax(Function):
