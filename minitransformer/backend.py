@@ -181,11 +181,35 @@ def make_read_only(array: Any) -> Any:
 def scatter_add(target: Any, index: Any, values: Any) -> None:
     """``target[index] += values`` with repeated indices accumulated, in place."""
     if device_of(target) == "cpu":
-        np.add.at(target, index, values)
+        if _adds_rows(target, index, values):
+            _add_rows_sorted(target, index, values)
+        else:
+            np.add.at(target, index, values)
     else:
         import cupyx
 
         cupyx.scatter_add(target, index, values)
+
+
+def _adds_rows(target: Any, index: Any, values: Any) -> bool:
+    """Whether ``target[index] += values`` adds whole rows (one integer array indexing axis
+    0, as an embedding's backward does) and is big enough for :func:`_add_rows_sorted`."""
+    return (isinstance(index, np.ndarray) and index.dtype.kind in "iu" and target.ndim > 1
+            and values.size > 4096 and values.shape == index.shape + target.shape[1:])
+
+
+def _add_rows_sorted(target: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """``np.add.at(target, index, values)`` for rows: the rows sorted by index, each run of
+    one index summed by ``np.add.reduceat``, then added once. np.add.at goes element by
+    element: 5.5 ms against 1.1 ms for nanoGPT's token embedding at 4,096 tokens of 128
+    (2026-12-02); at 64 values of 8 it is the faster, hence the size test above."""
+    rows = index.reshape(-1)
+    rows = np.where(rows < 0, rows + target.shape[0], rows)  # NumPy's negative indices
+    order = np.argsort(rows, kind="stable")  # (N,)
+    sorted_rows = rows[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
+    grouped = values.reshape(rows.size, *target.shape[1:])[order]  # (N, ...) in index order
+    target[sorted_rows[starts]] += np.add.reduceat(grouped, starts, axis=0)  # unique rows
 
 
 def erf(array: Any) -> Any:

@@ -177,3 +177,22 @@ def test_float32_erf_is_within_its_stated_bound_of_math_erf() -> None:
     half = backend.erf(np.array([0.5, -2.0], np.float16))
     assert half.dtype == np.float16
     np.testing.assert_allclose(half, [math.erf(0.5), math.erf(-2.0)], rtol=1e-3)
+
+
+def test_row_scatter_add_sorted_path_matches_numpy_add_at() -> None:
+    """backend.scatter_add's path for whole rows (an embedding's backward: sort, reduceat,
+    one add) gives np.add.at's sums: repeated rows, negative indices, a 2-D index, 3-D rows,
+    rows never indexed left alone, float64 to rounding."""
+    from minitransformer import backend
+
+    rng = np.random.default_rng(0)
+    for index_shape, row_shape in (((4096,), (3,)), ((16, 64), (5,)), ((300,), (4, 6))):
+        index = rng.integers(-7, 7, index_shape)  # 14 rows of 20: repeats and negatives
+        values = rng.standard_normal(index_shape + row_shape)
+        assert backend._adds_rows(np.zeros((20, *row_shape)), index, values)
+        expected = np.ones((20, *row_shape))
+        np.add.at(expected, index, values)
+        got = np.ones((20, *row_shape))
+        backend.scatter_add(got, index, values)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(got[7:13], 1.0)  # rows 7..12 are never indexed
