@@ -1,4 +1,5 @@
-"""PyTorch's creation and triangle functions: ``mt.from_numpy``, ``mt.tril``, ``mt.triu``.
+"""PyTorch's creation and triangle functions: ``mt.from_numpy``, ``mt.eye``, ``mt.tril``,
+``mt.triu``.
 
 ``tril``/``triu`` keep one triangle of the last two axes and zero the rest. They are
 ``where(mask, x, 0)`` with a constant mask, so autograd differentiates them with no new
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from minitransformer import backend, ops
-from minitransformer.tensor import Tensor
+from minitransformer.tensor import Tensor, _filled
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
@@ -22,6 +23,15 @@ def from_numpy(array: np.ndarray) -> Tensor:
         raise TypeError(f"from_numpy: can't convert an array of dtype {array.dtype}; "
                         "tensors hold bool, int, float or complex numbers")
     return Tensor._from_array(array, "cpu")
+
+
+def eye(n: int, m: int | None = None, *, dtype: object = None, device: object = None,
+        requires_grad: bool = False) -> Tensor:
+    """The (n, m) identity matrix (m = n by default): ones on the diagonal, as ``torch.eye``."""
+    for name, size in (("n", n), ("m", m)):
+        if size is not None and (not isinstance(size, int) or size < 0):
+            raise ValueError(f"eye: {name} must be a non-negative int, got {size!r}")
+    return _filled(lambda xp, s, d: xp.eye(n, m, dtype=d), (), dtype, device, requires_grad)
 
 
 def _triangle(x: Tensor, diagonal: int, lower: bool, name: str) -> Tensor:

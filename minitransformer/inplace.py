@@ -296,23 +296,6 @@ def binary_(target: Tensor, symbol: str, other: Any) -> Tensor:
     return target
 
 
-def matmul_(target: Tensor, other: Any) -> Tensor:
-    """``target @= other``: the product must have target's shape."""
-    other = _operand(target, other)
-    if not isinstance(other, Tensor):
-        raise TypeError("@= needs a tensor on the right, not a number")
-    check_castable(target, other)
-    if _records(target, other):
-        return _record(target, lambda old: old @ (old if other is target else other), "`@=`",
-                       reads_old=True)
-    product = target._data @ other._data
-    _check_shape(target, product.shape)
-    with _writable("`@=`"):
-        target._data[...] = product
-    autograd.mark_changed(target, "`@=`")
-    return target
-
-
 # ----- writes: a[i] = v, copy_, fill_, zero_, masked_fill_, clamp_ -------------------------
 class SetItem(Function):
     """y = x with y[index] = v (v broadcast to the indexed part).

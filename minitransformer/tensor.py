@@ -389,8 +389,8 @@ class Tensor:
     def __ior__(self, other: Any) -> Tensor:
         return _inplace.binary_(self, "|=", other)
 
-    def __imatmul__(self, other: Any) -> Tensor:
-        return _inplace.matmul_(self, other)
+    # No __imatmul__, as in PyTorch (torch.Tensor has none): ``a @= b`` is ``a = a @ b``, a
+    # new tensor; aliases of the old ``a`` keep its values, and a leaf may be rebound.
 
     def add_(self, other: Any, *, alpha: Scalar = 1) -> Tensor:
         """self += alpha * other, in place (``p.add_(p.grad, alpha=-lr)``)."""

@@ -78,9 +78,12 @@ def test_method_forms_match_torch() -> None:
     t.masked_fill_(torch.tensor(mask[0]), -1.0)
     np.testing.assert_array_equal(a.numpy(), t.numpy())
     m, tm = mt.tensor(np.eye(2) + 1), torch.tensor(np.eye(2) + 1)
-    m @= mt.tensor(np.array([[0.0, 1.0], [1.0, 0.0]]))
+    alias, t_alias = m, tm
+    m @= mt.tensor(np.array([[0.0, 1.0], [1.0, 0.0]]))  # torch has no __imatmul__: m = m @ ...
     tm @= torch.tensor(np.array([[0.0, 1.0], [1.0, 0.0]]))
     np.testing.assert_array_equal(m.numpy(), tm.numpy())
+    assert m is not alias and tm is not t_alias  # rebound, not written in place
+    np.testing.assert_array_equal(alias.numpy(), t_alias.numpy())  # the old values, both
 
 
 def test_the_dtype_stays_and_results_it_cannot_hold_raise_torchs_error() -> None:
@@ -472,9 +475,14 @@ def test_matmul_in_place_inside_the_graph_as_torch() -> None:
 
     for ours, theirs in zip(run(mt.tensor), run(torch.tensor)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12)
-    y = mt.ones(2, 3, requires_grad=True) * 2
-    with pytest.raises(ShapeError, match=r"output with shape \[2, 3\] doesn't match"):
-        y @= mt.ones(3, 4)
+    y, t_y = mt.ones(2, 3) * 2, torch.ones(2, 3) * 2
+    y @= mt.ones(3, 4)  # a new (2, 4) tensor in both: `@=` rebinds
+    t_y @= torch.ones(3, 4)
+    assert y.shape == tuple(t_y.shape) == (2, 4)
+    leaf, t_leaf = mt.ones(2, 2, requires_grad=True), torch.ones(2, 2, requires_grad=True)
+    leaf @= mt.ones(2, 2)  # allowed on a leaf in both: nothing is written into it
+    t_leaf @= torch.ones(2, 2)
+    assert leaf.grad_fn is not None and t_leaf.grad_fn is not None
 
 
 @requires_torch

@@ -66,6 +66,22 @@ def test_cuda_is_available_answers_from_the_backend() -> None:
     assert mt.cuda.device_count() >= int(mt.cuda.is_available())
 
 
+@requires_torch
+def test_eye_matches_torch() -> None:
+    for args, kwargs in (((3,), {}), ((2, 4), {}), ((3,), {"dtype": "float64"}), ((0,), {})):
+        ours = mt.eye(*args, **{k: getattr(mt, v) for k, v in kwargs.items()})
+        theirs = torch.eye(*args, **{k: getattr(torch, v) for k, v in kwargs.items()})
+        assert ours.dtype == _dtype_of(theirs)
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert mt.eye(2, requires_grad=True).requires_grad
+    with pytest.raises(ValueError, match="non-negative int"):
+        mt.eye(-1)
+
+
+def _dtype_of(t) -> np.dtype:
+    return t.numpy().dtype
+
+
 # ----- triangles ---------------------------------------------------------------------------
 @requires_torch
 @pytest.mark.parametrize("diagonal", [-1, 0, 2])
