@@ -1,5 +1,9 @@
 """Exceptions raised for bad input. Each subclasses the built-in a user would expect."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class ShapeError(ValueError):
     """Shapes that do not fit together (matmul, broadcasting, reshape, gradients)."""
@@ -20,6 +24,28 @@ class DtypeError(TypeError):
 class DtypeMismatchError(DtypeError, RuntimeError):
     """Operands of different dtypes where PyTorch refuses to promote (matmul): a
     RuntimeError, as PyTorch's, and a :class:`DtypeError`."""
+
+
+# PyTorch's names for dtypes, as its errors spell them: the cast error's ("Float") and the
+# matmul error's, which are C++ type names ("float").
+_TORCH_NAMES = {
+    "bool": "Bool", "uint8": "Byte", "int8": "Char", "int16": "Short", "int32": "Int",
+    "int64": "Long", "float16": "Half", "float32": "Float", "float64": "Double",
+    "complex64": "ComplexFloat", "complex128": "ComplexDouble",
+}
+_CPP_NAMES = {"float16": "c10::Half", "float32": "float", "float64": "double",
+              "int64": "long int", "int32": "int", "int16": "short int", "int8": "signed char",
+              "uint8": "unsigned char", "bool": "bool"}
+
+
+def torch_dtype_name(dtype: Any) -> str:
+    """``Float`` for float32, as PyTorch's cast errors name it."""
+    return _TORCH_NAMES.get(str(dtype), str(dtype))
+
+
+def cpp_dtype_name(dtype: Any) -> str:
+    """``float`` for float32, as PyTorch's matmul errors name it."""
+    return _CPP_NAMES.get(str(dtype), str(dtype))
 
 
 class GraphError(RuntimeError):

@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from minitransformer import backend, ops
-from minitransformer.errors import DtypeError, ShapeError, is_torch_tensor, not_a_tensor
+from minitransformer.errors import (
+    DtypeError,
+    DtypeMismatchError,
+    ShapeError,
+    cpp_dtype_name,
+    is_torch_tensor,
+    not_a_tensor,
+    torch_dtype_name,
+)
 from minitransformer.ops import sdpa
 from minitransformer.ops.attention import AttentionWeights, ScaledDotProductAttention
 from minitransformer.ops.loss import CrossEntropy
@@ -94,9 +102,25 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"linear: bias of shape {bias.shape} does not fit weight of shape {weight.shape}; "
             f"expected ({weight.shape[0]},)"
         )
+    _check_linear_dtypes(x, weight, bias)
     if bias is None:
         return Linear.apply(x, weight)
     return Linear.apply(x, weight, bias)
+
+
+def _check_linear_dtypes(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    """PyTorch's errors for a linear of two dtypes (it never promotes there), with the fix."""
+    if x.dtype != weight.dtype:
+        raise DtypeMismatchError(
+            f"expected m1 and m2 to have the same dtype, but got: {cpp_dtype_name(x.dtype)} "
+            f"!= {cpp_dtype_name(weight.dtype)} (linear of an input of {x.dtype} and a weight "
+            f"of {weight.dtype}: convert the input, x.to({weight.dtype}), or the layer, "
+            f"layer.to({x.dtype}))")
+    if bias is not None and bias.dtype != weight.dtype:
+        raise DtypeMismatchError(
+            f"self and mat2 must have the same dtype, but got {torch_dtype_name(bias.dtype)} and "
+            f"{torch_dtype_name(weight.dtype)} (linear with a bias of {bias.dtype} and a weight of "
+            f"{weight.dtype}: convert the bias, bias.to({weight.dtype}))")
 
 
 def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -40,7 +40,13 @@ import numpy as np
 
 from minitransformer import autograd, backend
 from minitransformer.autograd import Function, Value
-from minitransformer.errors import DeviceError, DtypeError, GraphError, ShapeError
+from minitransformer.errors import (
+    DeviceError,
+    DtypeError,
+    GraphError,
+    ShapeError,
+    torch_dtype_name,
+)
 from minitransformer.ops.shape import GetItem, _array_index, unbroadcast
 from minitransformer.tensor import Tensor, as_tensor
 
@@ -56,12 +62,6 @@ LEAF_MESSAGE = "a leaf Variable that requires grad is being used in an in-place 
 VIEW_OF_LEAF_MESSAGE = ("a view of a leaf Variable that requires grad is being used in an "
                         "in-place operation.")
 
-# PyTorch's names for dtypes, as its cast error spells them.
-_TORCH_NAMES = {
-    "bool": "Bool", "uint8": "Byte", "int8": "Char", "int16": "Short", "int32": "Int",
-    "int64": "Long", "float16": "Half", "float32": "Float", "float64": "Double",
-    "complex64": "ComplexFloat", "complex128": "ComplexDouble",
-}
 # Type promotion by category: a result of a higher category does not fit a lower one.
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
 # The dtype a Python number (or a true division) of each category gives, as in PyTorch.
@@ -90,9 +90,9 @@ def check_castable(target: Tensor, *operands: Any, floating: bool = False) -> No
     if floating and category < 2:
         category, dtype = 2, _DEFAULT[2]
     if category > _CATEGORY[target.dtype.kind]:
-        raise CastError(f"result type {_TORCH_NAMES.get(dtype.name, dtype.name)} can't be "
+        raise CastError(f"result type {torch_dtype_name(dtype)} can't be "
                         f"cast to the desired output type "
-                        f"{_TORCH_NAMES.get(target.dtype.name, target.dtype.name)}")
+                        f"{torch_dtype_name(target.dtype)}")
 
 
 def _check_shape(target: Tensor, result_shape: tuple[int, ...]) -> None:

@@ -28,10 +28,10 @@ class Toy(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.scale = nn.Parameter(np.ones(3))
+        self.scale = nn.Parameter(np.ones(3, np.float32))
         self.inner = nn.Linear(3, 2)
         self.register_buffer("counts", mt.zeros(3, dtype=mt.int64))
-        self.offset = nn.Parameter(np.zeros(2))
+        self.offset = nn.Parameter(np.zeros(2, np.float32))
         self.note = mt.zeros(2)  # a plain tensor attribute: not registered
 
     def forward(self, x: mt.Tensor) -> mt.Tensor:

@@ -9,6 +9,7 @@ is written ``dim=tuple(range(ndim))``; ``max(axis)`` compares with ``amax`` (tor
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -303,3 +304,24 @@ def test_matmul_of_two_float_dtypes_is_refused_as_in_torch(shapes, dtypes):
         if "m1 and m2" in str(theirs.value):  # the 2-D message; batched ones are worded apart
             assert str(ours.value).startswith(str(theirs.value))
     np.testing.assert_array_equal((a @ b.to(a.dtype)).numpy(), (ta @ tb.to(ta.dtype)).numpy())
+
+
+@requires_torch
+def test_linear_of_two_dtypes_is_refused_as_in_torch() -> None:
+    """F.linear never promotes in PyTorch: the input against the weight, then the bias."""
+    import minitransformer.nn.functional as F
+
+    x, w, b = np.ones((2, 3)), np.ones((4, 3), np.float32), np.ones(4, np.float32)
+    cases = [((x, w, None), "expected m1 and m2 to have the same dtype, but got: double != float"),
+             ((x.astype(np.float32), w, b.astype(np.float64)),
+              "self and mat2 must have the same dtype, but got Double and Float")]
+    for (xi, wi, bi), message in cases:
+        with pytest.raises(RuntimeError) as theirs:
+            torch.nn.functional.linear(*(None if a is None else torch.from_numpy(a)
+                                         for a in (xi, wi, bi)))
+        assert message in str(theirs.value)
+        with pytest.raises(RuntimeError, match=re.escape(message)):
+            F.linear(*(None if a is None else mt.tensor(a) for a in (xi, wi, bi)))
+    layer = mt.nn.Linear(3, 4)
+    with pytest.raises(RuntimeError, match=r"x.to\(float32\), or the layer, layer.to\(float64\)"):
+        layer(mt.tensor(x))

@@ -92,7 +92,7 @@ class Gelu(Function):
             cdf = 0.5 * (1 + xp.erf(x / math.sqrt(2)))
             pdf = xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
             return (grad * (cdf + x * pdf),)
-        dx = xp.empty_like(x)
+        dx = backend.array_module_of(x).empty_like(x)  # arrays here: NumPy or CuPy
         backend.by_cache_blocks(_gelu_backward_kernel, (x, self.cdf, grad), (dx,))
         return (dx,)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from minitransformer import backend
 from minitransformer.autograd import Function, Value
-from minitransformer.errors import DtypeMismatchError, ShapeError
+from minitransformer.errors import DtypeMismatchError, ShapeError, cpp_dtype_name
 from minitransformer.ops.registry import register
 from minitransformer.ops.shape import unbroadcast
 from minitransformer.tensor import Tensor, as_tensor
@@ -148,14 +148,9 @@ def matmul(a: Any, b: Any) -> Tensor:
 
 
 # PyTorch's C++ names for dtypes, as its matmul error spells them.
-_CPP_NAMES = {"float16": "c10::Half", "float32": "float", "float64": "double",
-              "int64": "long int", "int32": "int", "int16": "short int", "int8": "signed char",
-              "uint8": "unsigned char", "bool": "bool"}
-
-
 def _dtype_mismatch(a_dtype: Any, b_dtype: Any) -> DtypeMismatchError:
     """PyTorch's error for a @ b of two dtypes (it never promotes in a matmul), with the fix."""
-    names = [_CPP_NAMES.get(str(d), str(d)) for d in (a_dtype, b_dtype)]
+    names = [cpp_dtype_name(d) for d in (a_dtype, b_dtype)]
     return DtypeMismatchError(
         f"expected m1 and m2 to have the same dtype, but got: {names[0]} != {names[1]} "
         f"(a @ b of {a_dtype} and {b_dtype}: convert one, b.to(a.dtype), or both, "
