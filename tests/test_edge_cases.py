@@ -196,3 +196,36 @@ def test_row_scatter_add_sorted_path_matches_numpy_add_at() -> None:
         backend.scatter_add(got, index, values)
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(got[7:13], 1.0)  # rows 7..12 are never indexed
+
+
+def test_gelu_in_cache_blocks_equals_the_formula_on_the_whole_array() -> None:
+    """GELU's forward and backward run in blocks on BLOCK_WORKERS threads (backend.by_cache_blocks)
+    for arrays past one block: the same values as the formula on the whole array, for a
+    size that is not a multiple of the block, a transposed input and a broadcast gradient."""
+    import math
+
+    from minitransformer import backend
+
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((5, 3 * backend.CACHE_BLOCK // 5 + 7)).T  # not C-contiguous
+    x = mt.tensor(x0, requires_grad=True)
+    y = mt.gelu(x)
+    erf = np.vectorize(math.erf)
+    cdf = 0.5 * (1 + erf(x0 / math.sqrt(2)))
+    np.testing.assert_allclose(y.detach().numpy(), x0 * cdf, rtol=1e-14, atol=1e-15)
+    y.sum().backward()  # the gradient of a sum: a broadcast (zero-stride) array
+    slope = cdf + x0 * np.exp(-0.5 * x0 * x0) / math.sqrt(2 * math.pi)
+    np.testing.assert_allclose(x.grad.numpy(), slope, rtol=1e-14, atol=1e-15)
+
+
+def test_a_failing_block_kernel_raises_in_the_caller() -> None:
+    from minitransformer import backend
+
+    def kernel(x: np.ndarray, out: np.ndarray) -> None:
+        if x[0] == backend.CACHE_BLOCK:  # the second block: a pool thread's, with 2 workers
+            raise ValueError("a block failed")
+        out[...] = x
+
+    x = np.arange(4 * backend.CACHE_BLOCK, dtype=np.float64)
+    with pytest.raises(ValueError, match="a block failed"):
+        backend.by_cache_blocks(kernel, (x,), (np.empty_like(x),))

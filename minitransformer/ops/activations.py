@@ -76,8 +76,8 @@ class Gelu(Function):
             u = math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)  # x * x * x: no pow()
             return 0.5 * x * (1 + backend.array_module_of(x).tanh(u))
         xp = backend.array_module_of(x)
-        self.cdf, y = xp.empty_like(x), xp.empty_like(x)  # Phi(x), kept for backward:
-        backend.by_cache_blocks(_gelu_kernel, (x,), (self.cdf, y))  # erf is the costly part
+        self.cdf, y = xp.empty(x.shape, x.dtype), xp.empty(x.shape, x.dtype)  # C order; Phi(x)
+        backend.by_cache_blocks(_gelu_kernel, (x,), (self.cdf, y))  # is kept: erf is costly
         return y
 
     def backward(self, grad: Value) -> tuple[Value]:
@@ -92,7 +92,7 @@ class Gelu(Function):
             cdf = 0.5 * (1 + xp.erf(x / math.sqrt(2)))
             pdf = xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
             return (grad * (cdf + x * pdf),)
-        dx = backend.array_module_of(x).empty_like(x)  # arrays here: NumPy or CuPy
+        dx = backend.array_module_of(x).empty(x.shape, x.dtype)  # C order (by_cache_blocks)
         backend.by_cache_blocks(_gelu_backward_kernel, (x, self.cdf, grad), (dx,))
         return (dx,)
 
