@@ -584,6 +584,7 @@ def run_backward(
     # Keyed by the tensor itself: Tensor hashes by identity (object.__hash__), and a dict
     # compares keys by identity before equality, so Tensor's elementwise == never runs;
     # this is faster than keying by id(tensor).
+    create_graph = bool(create_graph)  # compared by identity on every node below
     grads: dict[Tensor, Any] = {}
     for root, gradient in zip(roots, root_grads):
         g = _root_gradient(root, gradient)
@@ -615,7 +616,8 @@ def run_backward(
                 continue
             if fn._epoch != _epoch[0]:
                 _check_unchanged(fn)  # something changed in place since the forward: an input?
-            fn.create_graph = create_graph  # the mode this backward runs in (see Function)
+            if fn.create_graph is not create_graph:  # the mode this backward runs in
+                fn.create_graph = create_graph  # (written only if new: it gives fn a __dict__)
             input_grads = fn.backward(g)
             if not retain_graph:
                 fn.release()
