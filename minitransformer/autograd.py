@@ -428,9 +428,12 @@ class Function:
     @property
     def args(self) -> tuple[Value, ...]:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
+        inputs = self.inputs
         if self.create_graph:
-            return self.inputs
-        return tuple(map(_data_of, self.inputs))
+            return inputs
+        if len(inputs) == 2:  # spelled out for binary ops: 0.05 us, tuple(map(...)) 0.16
+            return inputs[0]._data, inputs[1]._data
+        return tuple(map(_data_of, inputs))
 
     def output(self) -> Value:
         """The output, as an array or a tensor like :attr:`args`."""
@@ -447,7 +450,10 @@ class Function:
     @property
     def needs_input_grad(self) -> tuple[bool, ...]:
         """For each input, whether it wants a gradient (a backward may skip the others)."""
-        return tuple(map(_requires_grad_of, self.inputs))
+        inputs = self.inputs
+        if len(inputs) == 2:  # spelled out, as in args
+            return inputs[0].requires_grad, inputs[1].requires_grad
+        return tuple(map(_requires_grad_of, inputs))
 
     def forward(self, *arrays: Any, **params: Any) -> Any:
         raise NotImplementedError
