@@ -425,6 +425,34 @@ class Function:
                     break
         return out
 
+    @classmethod
+    def apply_pair(cls, x: Tensor, y: Tensor) -> Tensor:
+        """:meth:`apply` for two tensors and no parameters (``x * y``, ``x + y``; not for
+        ops that change device): the same steps, spelled out for the commonest call (an
+        8x8 ``x * y`` takes 0.95 us instead of 1.15)."""
+        device = x.device
+        if y.device != device:
+            return cls.apply(x, y)  # which raises, saying so
+        fn = cls()
+        data = fn.forward(x._data, y._data)
+        if data.__class__ in _NUMPY_SCALARS:  # NumPy returns scalars from 0-d ops
+            data = np.asarray(data)
+        out = _new_tensor(Tensor)
+        out._data = data
+        out.device = device
+        if _grad_enabled() and (x.requires_grad or y.requires_grad):
+            fn.inputs = (x, y)
+            fn.module = _current_module.get()
+            fn._epoch = _epoch[0]  # see _check_unchanged
+            out.requires_grad = True
+            out._ctx = fn
+            if cls.uses_output:
+                fn._output_ref = weakref.ref(out)
+        else:
+            out.requires_grad = False
+            out._ctx = None
+        return out
+
     @property
     def args(self) -> tuple[Value, ...]:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
