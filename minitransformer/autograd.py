@@ -466,7 +466,7 @@ class Function:
     def output(self) -> Value:
         """The output, as an array or a tensor like :attr:`args`."""
         out = self._output_ref()
-        return out if self.create_graph else out.data
+        return out if self.create_graph else out._data  # (not the .data property: 0.04 us)
 
     @property
     def xp(self) -> Any:
