@@ -379,27 +379,39 @@ class Function:
     @classmethod
     def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
         """Run the op on ``inputs`` and, if any needs a gradient, record it."""
+        fn = cls()
         try:
             device = inputs[0].device
-            for t in inputs[1:]:
+            for t in inputs:
                 if t.device != device:
                     raise DeviceError(
                         f"{cls.__name__} got tensors on different devices: "
                         f"{', '.join(x.device for x in inputs)}; move them with .to(device)"
                     )
-            arrays = tuple(map(_data_of, inputs))
+            # The common calls spelled out: unpacking *arrays and an empty **params into
+            # the call costs 0.4 us an op, a third of the engine's own time on 8x8 x * y.
+            if params:
+                data = fn.forward(*map(_data_of, inputs), **params)
+            elif len(inputs) == 2:
+                data = fn.forward(inputs[0]._data, inputs[1]._data)
+            elif len(inputs) == 1:
+                data = fn.forward(inputs[0]._data)
+            else:
+                data = fn.forward(*map(_data_of, inputs))
         except (AttributeError, TypeError):  # not all Tensors: say which (free when they are)
             for t in inputs:
                 if not isinstance(t, Tensor):
                     raise not_a_tensor(t, f"{cls.__name__}: an input") from None
-            raise
-        fn = cls()
-        data = fn.forward(*arrays, **params)
+            raise  # all Tensors: the op's own error, as it was
         if cls.changes_device:
             device = backend.device_of(data)
         elif data.__class__ in _NUMPY_SCALARS:  # NumPy returns scalars from 0-d ops
             data = np.asarray(data)
-        out = Tensor._from_array(data, device)
+        out = _new_tensor(Tensor)  # Tensor._from_array, without its call (0.1 us an op)
+        out._data = data
+        out.device = device
+        out.requires_grad = False
+        out._ctx = None
         if _grad_enabled():
             for t in inputs:
                 if t.requires_grad:
@@ -413,17 +425,48 @@ class Function:
                     break
         return out
 
+    @classmethod
+    def apply_pair(cls, x: Tensor, y: Tensor) -> Tensor:
+        """:meth:`apply` for two tensors and no parameters (``x * y``, ``x + y``; not for
+        ops that change device): the same steps, spelled out for the commonest call (an
+        8x8 ``x * y`` takes 0.95 us instead of 1.15)."""
+        device = x.device
+        if y.device != device:
+            return cls.apply(x, y)  # which raises, saying so
+        fn = cls()
+        data = fn.forward(x._data, y._data)
+        if data.__class__ in _NUMPY_SCALARS:  # NumPy returns scalars from 0-d ops
+            data = np.asarray(data)
+        out = _new_tensor(Tensor)
+        out._data = data
+        out.device = device
+        if _grad_enabled() and (x.requires_grad or y.requires_grad):
+            fn.inputs = (x, y)
+            fn.module = _current_module.get()
+            fn._epoch = _epoch[0]  # see _check_unchanged
+            out.requires_grad = True
+            out._ctx = fn
+            if cls.uses_output:
+                fn._output_ref = weakref.ref(out)
+        else:
+            out.requires_grad = False
+            out._ctx = None
+        return out
+
     @property
     def args(self) -> tuple[Value, ...]:
         """The inputs, as arrays in a plain backward and as tensors under create_graph."""
+        inputs = self.inputs
         if self.create_graph:
-            return self.inputs
-        return tuple(map(_data_of, self.inputs))
+            return inputs
+        if len(inputs) == 2:  # spelled out for binary ops: 0.05 us, tuple(map(...)) 0.16
+            return inputs[0]._data, inputs[1]._data
+        return tuple(map(_data_of, inputs))
 
     def output(self) -> Value:
         """The output, as an array or a tensor like :attr:`args`."""
         out = self._output_ref()
-        return out if self.create_graph else out.data
+        return out if self.create_graph else out._data  # (not the .data property: 0.04 us)
 
     @property
     def xp(self) -> Any:
@@ -435,7 +478,10 @@ class Function:
     @property
     def needs_input_grad(self) -> tuple[bool, ...]:
         """For each input, whether it wants a gradient (a backward may skip the others)."""
-        return tuple(map(_requires_grad_of, self.inputs))
+        inputs = self.inputs
+        if len(inputs) == 2:  # spelled out, as in args
+            return inputs[0].requires_grad, inputs[1].requires_grad
+        return tuple(map(_requires_grad_of, inputs))
 
     def forward(self, *arrays: Any, **params: Any) -> Any:
         raise NotImplementedError
@@ -455,6 +501,7 @@ class Function:
 # attrgetter in map() runs without a Python frame per item (these are on every node's path).
 _data_of = operator.attrgetter("_data")  # Tensor.data without the property call
 _requires_grad_of = operator.attrgetter("requires_grad")
+_new_tensor = object.__new__  # a bare Tensor, its slots set by the caller
 _NUMPY_SCALARS = frozenset(
     {np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
      np.bool_, np.complex64, np.complex128}
@@ -571,6 +618,7 @@ def run_backward(
     # Keyed by the tensor itself: Tensor hashes by identity (object.__hash__), and a dict
     # compares keys by identity before equality, so Tensor's elementwise == never runs;
     # this is faster than keying by id(tensor).
+    create_graph = bool(create_graph)  # compared by identity on every node below
     grads: dict[Tensor, Any] = {}
     for root, gradient in zip(roots, root_grads):
         g = _root_gradient(root, gradient)
@@ -602,7 +650,8 @@ def run_backward(
                 continue
             if fn._epoch != _epoch[0]:
                 _check_unchanged(fn)  # something changed in place since the forward: an input?
-            fn.create_graph = create_graph  # the mode this backward runs in (see Function)
+            if fn.create_graph is not create_graph:  # the mode this backward runs in
+                fn.create_graph = create_graph  # (written only if new: it gives fn a __dict__)
             input_grads = fn.backward(g)
             if not retain_graph:
                 fn.release()

@@ -87,8 +87,13 @@ def floating(x: Any) -> Any:
     """``x`` as floats for a float-valued op (exp, log, sqrt, tanh, ...): an integer or bool
     tensor becomes the default float, float32, as PyTorch's unary ops do (NumPy would give
     float64). A floating tensor is returned as it is."""
+    try:
+        if x._data.dtype.kind in "fc":
+            return x  # the hot path, a floating Tensor: 0.2 us less than through x.dtype
+    except AttributeError:  # not a Tensor
+        pass
     if isinstance(x.dtype, np.dtype) and x.dtype.kind in "fc":
-        return x  # the hot path: checked first (a torch tensor's dtype is a torch.dtype)
+        return x  # (a torch tensor's dtype is a torch.dtype)
     if is_torch_tensor(x):  # mt.exp(torch_tensor): one line saying how to convert it
         raise not_a_tensor(x, "an input")
     from minitransformer.tensor import Tensor

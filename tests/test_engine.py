@@ -659,3 +659,12 @@ def test_a_no_grad_generator_sees_no_grad_when_thrown_into_and_closed() -> None:
     assert mt.is_grad_enabled()
     gen.close()
     assert seen == [("thrown", False), ("closed", False)] and mt.is_grad_enabled()
+
+
+@pytest.mark.parametrize("value", [np.ones(2, np.float32), [1.0, 2.0]])
+def test_an_op_given_a_non_tensor_says_so(value) -> None:
+    # A NumPy 2 array has a .device ("cpu") but is not a Tensor: Function.apply names it.
+    from minitransformer.ops.activations import Tanh
+
+    with pytest.raises(TypeError, match="Tanh: an input must be a Tensor, got a"):
+        Tanh.apply(value)

@@ -26,7 +26,7 @@ class Tanh(Function):
 
     def backward(self, grad: Value) -> tuple[Value]:
         y = self.output()
-        return (grad * (1 - y * y),)
+        return (grad * (backend.constant(1, y) - y * y),)  # see backend.constant
 
 
 class Sigmoid(Function):
@@ -46,7 +46,7 @@ class Sigmoid(Function):
 
     def backward(self, grad: Value) -> tuple[Value]:
         y = self.output()
-        return (grad * y * (1 - y),)
+        return (grad * y * (backend.constant(1, y) - y),)
 
 
 class Relu(Function):

@@ -355,25 +355,45 @@ def apply_binary(op: type[Function], x: Any, y: Any, **params: Any) -> Tensor:
     A Python number or array next to a tensor is lifted to a tensor; ``x * 0.5`` stays
     float32, ``int64 * 0.5`` is float32, ``int / int`` is float32 (see
     :mod:`minitransformer.promotion`)."""
+    # The two common cases have nothing to check or promote; decided here, before the
+    # general path, they cost 0.15-0.2 us less (8x8: x * y 1.2 -> 1.0 us, x * 0.5 1.6 -> 1.4).
+    if isinstance(x, Tensor) and not params and x._data.dtype.kind == "f":
+        if isinstance(y, Tensor) and x._data.dtype is y._data.dtype:  # x * y, one float dtype
+            try:
+                return op.apply_pair(x, y)
+            except ValueError:
+                _refuse_shapes(op, x, y, params)
+                raise
+        if (y.__class__ is float or y.__class__ is int) and x._data.__class__ is np.ndarray:
+            # x * 0.5: a number never widens a float tensor (see promote)
+            return op.apply_pair(x, Tensor._from_array(backend.constant(y, x._data), "cpu"))
     if op is Sub and (_is_bool(x) or _is_bool(y)):
         raise TypeError("Subtraction, the `-` operator, with a bool tensor is not supported "
                         "(as in PyTorch). If you are trying to invert a mask, use the `~` "
                         "operator instead; to count, convert first: x.long() - y")
     x, y = promote(x, y, true_divide=op is Div)
     try:
+        if not params:
+            return op.apply_pair(x, y)
         return op.apply(x, y, **params)
     except ValueError:
-        shapes = {"x": x.shape, "y": y.shape}
-        if "condition" in params:
-            shapes["condition"] = np.shape(params["condition"])
-        try:
-            np.broadcast_shapes(*shapes.values())
-        except ValueError:
-            named = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
-            raise ShapeError(
-                f"{op.__name__.lower()}: shapes do not broadcast together: {named}"
-            ) from None
+        _refuse_shapes(op, x, y, params)
         raise
+
+
+def _refuse_shapes(op: type[Function], x: Tensor, y: Tensor, params: dict) -> None:
+    """After a ValueError from ``op``: a ShapeError naming the shapes if they don't
+    broadcast together (else the caller re-raises the ValueError as it was)."""
+    shapes = {"x": x.shape, "y": y.shape}
+    if "condition" in params:
+        shapes["condition"] = np.shape(params["condition"])
+    try:
+        np.broadcast_shapes(*shapes.values())
+    except ValueError:
+        named = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ShapeError(
+            f"{op.__name__.lower()}: shapes do not broadcast together: {named}"
+        ) from None
 
 
 @register(method=True)
