@@ -367,7 +367,7 @@ def _index_weights(target: Any, batch_shape: tuple[int, ...], input_shape: tuple
     if eps:
         q = q + (eps / num_classes) * kept * (1 if class_weight is None else class_weight)
     total = float(row_weight.sum())
-    return q, total if total > 0 else 1.0  # every row ignored: a mean of nothing is 0
+    return q, total  # 0 when every row is ignored: the mean is NaN, as in PyTorch
 
 
 # ----- attention -----------------------------------------------------------------------------

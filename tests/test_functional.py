@@ -253,12 +253,15 @@ def test_cross_entropy_gradient_is_softmax_minus_onehot(rng):
     np.testing.assert_allclose(logits.grad.data, expected, rtol=1e-12)
 
 
-def test_cross_entropy_all_ignored_is_zero_not_nan(rng):
+def test_cross_entropy_all_ignored_is_nan_with_zero_gradients_as_torch(rng):
+    """PyTorch: the mean over no row is NaN (0 / 0), its gradients 0; the sum is 0."""
     logits = randn(rng, 2, 3)
     loss = F.cross_entropy(logits, np.array([-100, -100]), ignore_index=-100)
     loss.backward()
-    assert loss.item() == 0
+    assert np.isnan(loss.item())
     np.testing.assert_array_equal(logits.grad.data, 0)
+    total = F.cross_entropy(logits, np.array([-100, -100]), reduction="sum")
+    assert total.item() == 0
 
 
 def test_cross_entropy_gradgradcheck(rng):

@@ -27,7 +27,8 @@ class CrossEntropy(Function):
         d loss_n / dz_j = -q_nj + p_j sum_c q_nc.
     For one-hot q (no weight, no smoothing) that is the familiar p - onehot. The reduction
     divides the sum of the losses by ``denominator`` ("mean": the summed weight of the rows
-    that count, as PyTorch; "sum": 1), or keeps each row ("none").
+    that count, as PyTorch; "sum": 1), or keeps each row ("none"). A mean over no row (every
+    target ignored) is NaN with zero gradients, as PyTorch's.
     """
 
     def forward(self, logits: Any, q: Any, denominator: float, reduction: str) -> Any:
@@ -40,6 +41,8 @@ class CrossEntropy(Function):
         losses = -(q * xp.where(q != 0, log_probs, 0)).sum(axis=-1)  # (M,)
         if reduction == "none":
             return losses
+        if denominator == 0:  # a mean over no row (every target ignored): NaN, as PyTorch
+            return xp.asarray(xp.nan, dtype=losses.dtype)
         return losses.sum() / denominator
 
     def backward(self, grad: Value) -> tuple[Value]:
@@ -48,4 +51,6 @@ class CrossEntropy(Function):
         d_logits = probs * self.q_total - self.q  # (M, C): d loss_n / dz_n
         if self.reduction == "none":
             return (d_logits * grad.reshape(grad.shape + (1,)),)  # (M,) -> (M, 1)
+        if self.denominator == 0:  # no row counts: every gradient is 0, as in PyTorch
+            return (d_logits * 0,)
         return (d_logits * (grad / self.denominator),)
