@@ -375,6 +375,11 @@ class Function:
     inputs: tuple[Tensor, ...]  # the input tensors: the graph's edges
     module: Any  # the innermost Module running when this node was recorded, or None
     released = False  # set once backward has freed what forward saved
+    # True for a node whose plain backward only places its gradient into a part of its one
+    # input's (indexing: GetItem). The walk then calls ``add_gradient_into(buffer, grad)``
+    # to add it into the input's summed gradient directly (see run_backward), instead of
+    # ``backward`` making an input-sized array of zeros for every piece.
+    adds_into_input_gradient = False
 
     @classmethod
     def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
@@ -626,6 +631,9 @@ def run_backward(
         grads[root] = grads[root] + g if root in grads else g
 
     order = _topological_order(roots)
+    # ids of gradient arrays in ``grads`` that this walk made and nobody else holds (sums,
+    # and the buffers of _add_into_input_gradient): only those may be added into in place
+    owned: set[int] = set()
     observers = _observers.get()
     for observer in observers:  # e.g. a trace, which wraps node backwards for this walk
         observer.watch(order)
@@ -636,6 +644,8 @@ def run_backward(
             g = grads.pop(tensor, None)
             if g is None:
                 continue
+            if owned:
+                owned.discard(id(g))  # handed on now: never written into again
             if tensor._hooks:
                 g = _run_hooks(tensor, g, create_graph)
             if create_graph and tensor.name is not None and g.name is None:
@@ -650,6 +660,11 @@ def run_backward(
                 continue
             if fn._epoch != _epoch[0]:
                 _check_unchanged(fn)  # something changed in place since the forward: an input?
+            if fn.adds_into_input_gradient and not create_graph and not observers:
+                _add_into_input_gradient(fn, g, grads, owned)
+                if not retain_graph:
+                    fn.release()
+                continue
             if fn.create_graph is not create_graph:  # the mode this backward runs in
                 fn.create_graph = create_graph  # (written only if new: it gives fn a __dict__)
             input_grads = fn.backward(g)
@@ -661,7 +676,12 @@ def run_backward(
                 if not create_graph and pg.__class__ is Tensor:
                     pg = pg.data  # a formula that built a tensor from a saved constant
                 earlier = grads.get(parent)  # the parent feeds several nodes: sum (chain rule)
-                grads[parent] = pg if earlier is None else earlier + pg
+                if earlier is None:
+                    grads[parent] = pg
+                else:
+                    grads[parent] = summed = earlier + pg
+                    if not create_graph:
+                        owned.add(id(summed))  # a new array the walk alone holds
     finally:
         _grad_mode.reset(mode)
         for observer in reversed(observers):
@@ -670,6 +690,25 @@ def run_backward(
     if capture is None:
         return None
     return [_as_tensor_grad(captured[t], t) for t in capture]
+
+
+def _add_into_input_gradient(fn: Function, g: Any, grads: dict[Tensor, Any],
+                             owned: set[int]) -> None:
+    """An indexing node's plain backward, done in the walk: ``g`` is added at the node's
+    index into its input's summed gradient, which is made (zeros) or copied first unless
+    it is an array this walk owns. For q, k, v = x.split(n, dim=-1) that is one input-sized
+    array instead of one per piece plus two sums."""
+    (parent,) = fn.inputs
+    if not parent.requires_grad:
+        return
+    buffer = grads.get(parent)
+    if buffer is None or id(buffer) not in owned or buffer.dtype != g.dtype:
+        fresh = backend.array_module(parent.device).zeros(parent.shape, dtype=g.dtype)
+        if buffer is not None:
+            fresh += buffer  # what the other nodes sent so far
+        grads[parent] = buffer = fresh
+        owned.add(id(buffer))
+    fn.add_gradient_into(buffer, g)
 
 
 def _run_hooks(tensor: Tensor, g: Any, create_graph: bool) -> Any:

@@ -668,3 +668,56 @@ def test_an_op_given_a_non_tensor_says_so(value) -> None:
 
     with pytest.raises(TypeError, match="Tanh: an input must be a Tensor, got a"):
         Tanh.apply(value)
+
+
+def _indexing_gradients(use_walk_path: bool) -> list[np.ndarray]:
+    """Gradients through split pieces, an integer index with repeats, a boolean mask and a
+    parent whose first gradient is an array shared with another tensor (Add's backward hands
+    one array to both inputs): the walk's in-place path must copy that one, never write it."""
+    from minitransformer.ops.shape import GetItem
+
+    rng = np.random.default_rng(3)
+    x = mt.tensor(rng.standard_normal((4, 6)), requires_grad=True)
+    y = mt.tensor(rng.standard_normal((4, 6)), requires_grad=True)
+    saved = GetItem.adds_into_input_gradient
+    GetItem.adds_into_input_gradient = use_walk_path
+    try:
+        p, q = x * 2.0, y * 3.0
+        w = p + q  # p and q get the very same gradient array
+        a, b, c = p.split(2, dim=1)
+        rows = p[np.array([0, 0, 3])]  # repeats add up
+        masked = p[p.detach().numpy() > 0]
+        loss = ((w * w).sum() + (a * 1.5).sum() + (b * b).sum() + c.sum() * 0.5
+                + (rows * rows).sum() + masked.sum())
+        loss.backward()
+    finally:
+        GetItem.adds_into_input_gradient = saved
+    return [x.grad.numpy(), y.grad.numpy()]
+
+
+def test_indexing_gradients_added_in_the_walk_equal_the_backward_formula() -> None:
+    for walk, formula in zip(_indexing_gradients(True), _indexing_gradients(False),
+                             strict=True):
+        np.testing.assert_allclose(walk, formula, rtol=1e-14, atol=1e-14)
+    x = mt.tensor(np.random.default_rng(4).standard_normal((3, 6)), requires_grad=True)
+    assert mt.gradcheck(lambda t: sum((piece * piece).sum() for piece in t.split(2, dim=1))
+                        + t[np.array([1, 1])].sum(), (x,))
+
+
+def test_the_walk_never_adds_into_a_gradient_array_it_does_not_own() -> None:
+    """_add_into_input_gradient copies a gradient the walk did not make (Add's backward
+    hands one array to both its inputs) and writes in place only into arrays it owns."""
+    from minitransformer import autograd
+
+    x = mt.tensor(np.zeros((2, 3)), requires_grad=True)
+    piece = x[:, 1:]  # a GetItem node
+    shared = np.ones((2, 3))  # as if another node had sent it, and still held it
+    grads, owned = {x: shared}, set()
+    autograd._add_into_input_gradient(piece._ctx, np.full((2, 2), 5.0), grads, owned)
+    np.testing.assert_array_equal(shared, 1.0)  # untouched
+    np.testing.assert_array_equal(grads[x], [[1, 6, 6], [1, 6, 6]])
+    assert id(grads[x]) in owned
+    buffer = grads[x]
+    autograd._add_into_input_gradient(piece._ctx, np.ones((2, 2)), grads, owned)
+    assert grads[x] is buffer  # owned: added in place
+    np.testing.assert_array_equal(buffer, [[1, 7, 7], [1, 7, 7]])

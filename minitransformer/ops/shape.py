@@ -129,6 +129,7 @@ class GetItem(Function):
     """y = x[index]; dx = zeros with dy added at ``index`` (repeats accumulate)."""
 
     uses_input_values = False
+    adds_into_input_gradient = True  # the walk calls add_gradient_into (see autograd.Function)
 
     def forward(self, x: Any, index: Any) -> Any:
         self.index = index
@@ -142,6 +143,10 @@ class GetItem(Function):
         if self.create_graph:  # record the scatter as an op of its own
             return (IndexAdd.apply(grad, index=self.index, shape=shape),)
         return (_index_add(grad, self.index, shape),)
+
+    def add_gradient_into(self, buffer: Any, grad: Any) -> None:
+        """``backward`` without its zeros: ``grad`` added at ``index`` into ``buffer``."""
+        _add_at(buffer, self.index, grad)
 
 
 class IndexAdd(Function):
@@ -161,11 +166,16 @@ class IndexAdd(Function):
 def _index_add(values: Any, index: Any, shape: tuple) -> Any:
     """zeros(shape) with ``values`` added at ``index``."""
     out = backend.array_module(backend.device_of(values)).zeros(shape, dtype=values.dtype)
-    if _is_advanced(index):
-        backend.scatter_add(out, index, values)  # repeated indices must add up
-    else:
-        out[index] = values  # basic indexing never repeats a position
+    _add_at(out, index, values)
     return out
+
+
+def _add_at(target: Any, index: Any, values: Any) -> None:
+    """``target[index] += values``, with repeated positions of an integer index added up."""
+    if _is_advanced(index):
+        backend.scatter_add(target, index, values)  # repeated indices must add up
+    else:
+        target[index] += values  # basic indexing never repeats a position
 
 
 class Concat(Function):
