@@ -345,7 +345,9 @@ def erf_float32(array: Any) -> np.ndarray:
 # out to BLOCK_WORKERS threads (NumPy releases the GIL inside its loops), as PyTorch
 # spreads an elementwise kernel over its threads.
 CACHE_BLOCK = 65536
-BLOCK_WORKERS = max(1, min(2, os.cpu_count() or 1))
+_BLOCK_THREADS = os.environ.get("MINITRANSFORMER_BLOCK_THREADS", "")  # e.g. 1: no threads
+BLOCK_WORKERS = (int(_BLOCK_THREADS) if _BLOCK_THREADS.isdigit() and int(_BLOCK_THREADS) > 0
+                 else max(1, min(2, os.cpu_count() or 1)))
 _block_pool: Any = None
 _block_pool_lock = threading.Lock()
 
