@@ -148,6 +148,44 @@ class _Scratch:
         """a @ b in buffer ``name``: for products that are added to an accumulator."""
         return self.array_module.matmul(a, b, out=self.view(name, (*a.shape[:-1], b.shape[-1])))
 
+    def zeros(self, name: str, shape: tuple[int, ...]) -> Any:
+        """Buffer ``name`` as an array of zeros of ``shape``."""
+        buffer = self.view(name, shape)
+        buffer.fill(0)
+        return buffer
+
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.buffers.values())
+
+
+# A thread's scratch outlives the call while it holds at most this much (a few tiles and
+# tile products: about 10 MiB at the default tile sizes).
+SCRATCH_KEEP_BYTES = 2**25
+_thread_scratch = threading.local()
+
+
+def _scratch(xp: Any, dtype: Any) -> _Scratch:
+    """The calling thread's scratch for ``dtype``, kept from one call to the next (NumPy).
+
+    A fresh 4 MiB buffer per call is fresh pages: with glibc's defaults the backward at
+    n = 1,024 took about 4,000 page faults per call (16 MiB), most of them its buffers
+    and per-worker gradients (measured with getrusage). CuPy has a memory pool of its own."""
+    if xp is not np:
+        return _Scratch(xp, dtype)
+    kept = getattr(_thread_scratch, "by_dtype", None)
+    if kept is None:
+        kept = _thread_scratch.by_dtype = {}
+    key = np.dtype(dtype)
+    if key not in kept:
+        kept[key] = _Scratch(xp, dtype)
+    return kept[key]
+
+
+def _done_with(scratch: _Scratch) -> None:
+    """Drop the buffers of a scratch that grew past SCRATCH_KEEP_BYTES (large tiles asked)."""
+    if scratch.nbytes() > SCRATCH_KEEP_BYTES:
+        scratch.buffers.clear()
+
 
 class _TilePool:
     """Kept tiles handed back when a backward is done, for the next forward to fill again.
@@ -181,6 +219,18 @@ class _TilePool:
 
 
 _kept_tiles = _TilePool(limit=2**26)
+# The backward's dK and dV of workers 1, 2, ... (summed into worker 0's): 2 MiB each at
+# n = 1,024, fresh pages on every call without the pool.
+_gradient_parts = _TilePool(limit=2**26)
+
+
+def _gradient_part(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """A zeroed (..., S, E) array for one worker's dK or dV, from the pool (NumPy)."""
+    if xp is not np:
+        return xp.zeros(shape, dtype=dtype)
+    part = _gradient_parts.take(shape, dtype)
+    part.fill(0)
+    return part
 
 
 class TiledAttention(Function):
@@ -210,13 +260,16 @@ class TiledAttention(Function):
         lse = xp.empty((*batch, length, 1), dtype=q.dtype)  # (..., L, 1)
 
         def work(worker: int, workers: int) -> None:
-            scratch = _Scratch(xp, q.dtype)
+            scratch = _scratch(xp, q.dtype)
             for r in range(worker, len(self.row_tiles), workers):
                 i0, i1 = self.row_tiles[r]
                 self._forward_rows(xp, scratch, scaled_q, key_t, v, out, lse, i0, i1, batch)
+            _done_with(scratch)
 
         _run_parallel(work, self.workers)
-        self.out, self.lse = out, lse
+        # Q * scale is kept for the backward (which needs it, and would otherwise make it
+        # again): the same (..., L, E) array, alive from here instead of from the backward
+        self.out, self.lse, self.scaled_q = out, lse, scaled_q
         return out
 
     def _forward_rows(self, xp: Any, scratch: _Scratch, scaled_q: Any, key_t: Any, v: Any,
@@ -226,7 +279,7 @@ class TiledAttention(Function):
         q_rows = scaled_q[..., i0:i1, :]  # (..., bq, E)
         row_max = xp.full((*batch, i1 - i0, 1), -xp.inf, dtype=dtype)  # m, (..., bq, 1)
         total = xp.zeros((*batch, i1 - i0, 1), dtype=dtype)  # l
-        acc = xp.zeros((*batch, i1 - i0, v.shape[-1]), dtype=dtype)  # o, (..., bq, Ev)
+        acc = scratch.zeros("acc", (*batch, i1 - i0, v.shape[-1]))  # o, (..., bq, Ev)
         for j0, j1 in self._key_tiles(i0, i1):
             into = None
             if self.kept is not None:  # a tile of its own, to keep
@@ -248,7 +301,7 @@ class TiledAttention(Function):
             row_max = new_max
         dead = total == 0  # no key allowed: o = 0 already, keep it 0
         safe_total = xp.where(dead, 1, total)
-        out[..., i0:i1, :] = acc / safe_total
+        xp.divide(acc, safe_total, out=out[..., i0:i1, :])
         # L = m + log l; +inf for a dead row, so that exp(S - L) = 0 in the backward
         lse[..., i0:i1, :] = xp.where(dead, xp.inf, row_max + xp.log(safe_total))
 
@@ -291,23 +344,32 @@ class TiledAttention(Function):
         xp = backend.array_module(backend.device_of(q))
         need_q, need_k, need_v = self.needs_input_grad
         batch = self.out.shape[:-2]
-        scaled_q = q * self.scale  # (..., L, E)
+        scaled_q = self.scaled_q  # (..., L, E)
         key_t = k.swapaxes(-1, -2)  # (..., E, S)
         value_t = v.swapaxes(-1, -2)  # (..., Ev, S)
-        row_dot = (d_out * self.out).sum(axis=-1, keepdims=True)  # D = rowsum(dO * O), (..., L, 1)
         dq = xp.zeros((*batch, *q.shape[-2:]), dtype=q.dtype)  # full batch, unbroadcast below
-        # one dK and dV per worker: every query tile adds to every key tile (summed at the end)
-        dk_parts = [xp.zeros((*batch, *k.shape[-2:]), dtype=q.dtype) for _ in range(self.workers)]
-        dv_parts = [xp.zeros((*batch, *v.shape[-2:]), dtype=q.dtype) for _ in range(self.workers)]
+        # one dK and dV per worker: every query tile adds to every key tile (summed at the
+        # end, into worker 0's, which are returned; the others' are scratch of the thread)
+        dk_parts: list[Any] = [None] * self.workers
+        dv_parts: list[Any] = [None] * self.workers
 
         def work(worker: int, workers: int) -> None:
-            scratch = _Scratch(xp, q.dtype)
-            dk, dv = dk_parts[worker], dv_parts[worker]
+            scratch = _scratch(xp, q.dtype)
+            if worker == 0:
+                dk = xp.zeros((*batch, *k.shape[-2:]), dtype=q.dtype)
+                dv = xp.zeros((*batch, *v.shape[-2:]), dtype=q.dtype)
+            else:  # from a pool, not the thread's scratch: they are read after work returns
+                dk = _gradient_part(xp, (*batch, *k.shape[-2:]), q.dtype)
+                dv = _gradient_part(xp, (*batch, *v.shape[-2:]), q.dtype)
+            dk_parts[worker], dv_parts[worker] = dk, dv
             for r in range(worker, len(self.row_tiles), workers):
                 i0, i1 = self.row_tiles[r]
                 q_rows = scaled_q[..., i0:i1, :]  # Q_i * scale, (..., bq, E)
                 d_out_rows = d_out[..., i0:i1, :]  # dO_i, (..., bq, Ev)
-                row_dots = row_dot[..., i0:i1, :]  # D_i, (..., bq, 1)
+                # D_i = rowsum(dO_i * O_i), (..., bq, 1)
+                row_dots = xp.multiply(d_out_rows, self.out[..., i0:i1, :],
+                                       out=scratch.view("dot", d_out_rows.shape)
+                                       ).sum(axis=-1, keepdims=True)
                 for j0, j1 in self._key_tiles(i0, i1):
                     if self.kept is None:  # recomputed: P = exp(S - L)
                         s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch)
@@ -318,7 +380,9 @@ class TiledAttention(Function):
                         # <= 1: m_j <= L where the row saw a key; where p = 0 it stays finite
                         factor = xp.exp(xp.minimum(shift - self.lse[..., i0:i1, :], 0))
                         # the factor goes into the small (..., bq, Ev) arrays, not into P
-                        d_rows, dots = d_out_rows * factor, row_dots * factor
+                        d_rows = xp.multiply(d_out_rows, factor,
+                                             out=scratch.view("d_rows", d_out_rows.shape))
+                        dots = row_dots * factor
                     # dV_j += P^T dO: (..., bk, bq) @ (..., bq, Ev) -> (..., bk, Ev)
                     dv[..., j0:j1, :] += scratch.product("dv", p.swapaxes(-1, -2), d_rows)
                     if not (need_q or need_k):
@@ -332,10 +396,16 @@ class TiledAttention(Function):
                         dq[..., i0:i1, :] += scratch.product("dq", ds, k[..., j0:j1, :])
                     if need_k:  # (..., bk, bq) @ (..., bq, E) -> (..., bk, E)
                         dk[..., j0:j1, :] += scratch.product("dk", ds.swapaxes(-1, -2), q_rows)
+            _done_with(scratch)
 
         _run_parallel(work, self.workers)
         dq *= self.scale
-        dk, dv = sum(dk_parts[1:], dk_parts[0]), sum(dv_parts[1:], dv_parts[0])
+        dk, dv = dk_parts[0], dv_parts[0]
+        for dk_part, dv_part in zip(dk_parts[1:], dv_parts[1:]):
+            dk += dk_part  # in place: worker 0's are returned, the others' go back to the pool
+            dv += dv_part
+        if xp is np:
+            _gradient_parts.give([*dk_parts[1:], *dv_parts[1:]])
         return (unbroadcast(dq, q.shape) if need_q else None,
                 unbroadcast(dk, k.shape) if need_k else None,
                 unbroadcast(dv, v.shape) if need_v else None)
