@@ -234,16 +234,49 @@ def test_tiled_float32_matches_fused(rng, keep):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_folded_shift_redoes_a_tile_whose_scores_outgrow_the_first(rng, keep, dtype):
+    """Without masks the tiles after a row's first reuse that tile's maxima as the shift;
+    where a later tile's scores exceed them by far more than exp can hold (here by ~400),
+    the tile is done again with its own maximum: the results stay the fused path's."""
+    q = rng.standard_normal((2, 6, 4))
+    k = rng.standard_normal((2, 12, 4))
+    k[:, 8:] *= 60  # the last key tile's scores dwarf the first's
+    q, k = mt.tensor(q.astype(dtype), requires_grad=True), mt.tensor(k.astype(dtype),
+                                                                     requires_grad=True)
+    v = mt.tensor(rng.standard_normal((2, 12, 3)).astype(dtype), requires_grad=True)
+    d_out = rng.standard_normal((2, 6, 3)).astype(dtype)
+    tiled = _output_and_grads(
+        lambda q, k, v: _tiled(q, k, v, block_q=3, block_k=4, keep_weights=keep), q, k, v,
+        d_out)
+    fused = _output_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, implementation="fused"),
+        q, k, v, d_out)
+    tolerance = ({"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32
+                 else {"rtol": 1e-9, "atol": 1e-12})
+    for ours, theirs in zip(tiled, fused):
+        assert np.isfinite(ours).all()
+        np.testing.assert_allclose(ours, theirs, **tolerance)
+
+
 def test_causal_skips_whole_tiles_above_the_diagonal(rng, monkeypatch):
     """8 queries and keys in tiles of 2: 16 tiles, of which 6 lie above the diagonal."""
     computed = []
-    original = TiledAttention._scores
+    # a tile's scores come from _scores, or (no mask array) from _folded_weights after the
+    # first tile of each row: count both
+    scores, folded = TiledAttention._scores, TiledAttention._folded_weights
 
     def counting(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch, **options):
         computed.append((i0, j0))
-        return original(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch, **options)
+        return scores(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch, **options)
+
+    def counting_folded(self, xp, scratch, q_shifted, i0, i1, j0, j1, *args, **options):
+        computed.append((i0, j0))
+        return folded(self, xp, scratch, q_shifted, i0, i1, j0, j1, *args, **options)
 
     monkeypatch.setattr(TiledAttention, "_scores", counting)
+    monkeypatch.setattr(TiledAttention, "_folded_weights", counting_folded)
     x = randn(rng, 1, 8, 4)
     out = _tiled(x, x, x, is_causal=True, block_q=2, block_k=2)
     assert len(computed) == 10 and all(j0 <= i0 for i0, j0 in computed)  # forward

@@ -233,6 +233,37 @@ def _gradient_part(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
     return part
 
 
+# The folded tiles: exp(S - m) with the shift m inside the product, one pass over the tile
+# fewer (a subtraction; in the forward the row maximum too), for a product one column
+# wider. [Q * scale, -m] @ [K, 1]^T = Q K^T * scale - m.
+#
+# Forward: once a row tile's first key tile has set m (its row maxima, as the plain online
+# softmax does), the next tiles reuse that m instead of taking their own maximum: the
+# online softmax is exact for any shift, the maximum only keeps exp from overflowing.
+# While every row sum of exp(S - m) stays under FOLD_LIMIT the tile is used as it is;
+# otherwise (a row whose later scores exceed its first ones by ~44, or a NaN) the tile is
+# done again the plain way, with its maximum. The log-sum-exp stays m + log l.
+# Backward: [Q * scale, -L] @ [K, 1]^T gives S - L, and [dO, -D] @ [V, 1]^T gives dP - D.
+FOLD_LIMIT = 2.0**64
+
+
+def _with_ones(xp: Any, a: Any) -> Any:
+    """[a, 1]: a (..., S, E) with a column of ones after it, (..., S, E + 1)."""
+    out = xp.empty((*a.shape[:-1], a.shape[-1] + 1), dtype=a.dtype)
+    out[..., :-1] = a
+    out[..., -1] = 1
+    return out
+
+
+def _with_column(xp: Any, scratch: _Scratch, name: str, a: Any, column: Any,
+                 batch: tuple[int, ...]) -> Any:
+    """[a, column] in scratch buffer ``name``: (..., bq, E) and (..., bq, 1) -> (..., bq, E + 1)."""
+    out = scratch.view(name, (*batch, a.shape[-2], a.shape[-1] + 1))
+    out[..., :-1] = a
+    out[..., -1:] = column
+    return out
+
+
 class TiledAttention(Function):
     """Z = softmax(Q K^T * scale + mask) V, computed tile by tile (see the module docstring).
 
@@ -256,6 +287,10 @@ class TiledAttention(Function):
         self.workers = workers if xp is np else 1  # CuPy queues its kernels on one stream
         scaled_q = q * scale  # (..., L, E): scaling Q is cheaper than scaling each tile
         key_t = k.swapaxes(-1, -2)  # (..., E, S)
+        # without bias or blocked (causal is fine: every row sees key 0 in its first tile),
+        # the shifts and row sums go into the tile products (see _fold_shift)
+        self.folded = bias is None and blocked is None
+        self.key_ones_t = _with_ones(xp, k).swapaxes(-1, -2) if self.folded else None
         out = xp.empty((*batch, length, v.shape[-1]), dtype=q.dtype)  # (..., L, Ev)
         lse = xp.empty((*batch, length, 1), dtype=q.dtype)  # (..., L, 1)
 
@@ -278,32 +313,45 @@ class TiledAttention(Function):
         dtype = scaled_q.dtype
         q_rows = scaled_q[..., i0:i1, :]  # (..., bq, E)
         row_max = xp.full((*batch, i1 - i0, 1), -xp.inf, dtype=dtype)  # m, (..., bq, 1)
+        shift = xp.zeros((*batch, i1 - i0, 1), dtype=dtype)  # m where finite, else 0
         total = xp.zeros((*batch, i1 - i0, 1), dtype=dtype)  # l
         acc = scratch.zeros("acc", (*batch, i1 - i0, v.shape[-1]))  # o, (..., bq, Ev)
+        q_shifted = None  # [Q_i * scale, -m], (..., bq, E + 1), once the first tile set m
         for j0, j1 in self._key_tiles(i0, i1):
             into = None
             if self.kept is not None:  # a tile of its own, to keep
                 shape = (*batch, i1 - i0, j1 - j0)
                 into = _kept_tiles.take(shape, dtype) if xp is np else xp.empty(shape, dtype)
+            if q_shifted is not None:  # P = exp(S - m), m kept from the tile before
+                p, row_sums = self._folded_weights(xp, scratch, q_shifted, i0, i1, j0, j1,
+                                                   into)
+                if bool((row_sums < FOLD_LIMIT).all()):
+                    if self.kept is not None:
+                        self.kept[i0, j0] = p, shift
+                    total += row_sums
+                    acc += scratch.product("pv", p, v[..., j0:j1, :])
+                    continue
             s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch,
                              into=into)  # (..., bq, bk)
             new_max = xp.maximum(row_max, s.max(axis=-1, keepdims=True))  # (..., bq, 1)
             # a row masked so far has max -inf; shift it by 0 so exp gives 0, not NaN
-            shift = xp.where(xp.isneginf(new_max), 0, new_max)
-            p = xp.exp(xp.subtract(s, shift, out=s), out=s)  # P = exp(S - m_new)
+            new_shift = xp.where(xp.isneginf(new_max), 0, new_max)
+            p = xp.exp(xp.subtract(s, new_shift, out=s), out=s)  # P = exp(S - m_new)
             if self.kept is not None:
-                self.kept[i0, j0] = p, shift
-            alpha = xp.exp(row_max - shift)  # exp(m_old - m_new), 0 while nothing was seen
+                self.kept[i0, j0] = p, new_shift
+            alpha = xp.exp(row_max - new_shift)  # exp(m_old - m_new), 0 while nothing was seen
             total *= alpha
             total += p.sum(axis=-1, keepdims=True)
             acc *= alpha
             acc += scratch.product("pv", p, v[..., j0:j1, :])  # (..., bq, bk) @ (..., bk, Ev)
-            row_max = new_max
+            row_max, shift = new_max, new_shift
+            if self.folded:
+                q_shifted = _with_column(xp, scratch, "q_shifted", q_rows, -shift, batch)
         dead = total == 0  # no key allowed: o = 0 already, keep it 0
         safe_total = xp.where(dead, 1, total)
         xp.divide(acc, safe_total, out=out[..., i0:i1, :])
         # L = m + log l; +inf for a dead row, so that exp(S - L) = 0 in the backward
-        lse[..., i0:i1, :] = xp.where(dead, xp.inf, row_max + xp.log(safe_total))
+        lse[..., i0:i1, :] = xp.where(dead, xp.inf, shift + xp.log(safe_total))
 
     def _key_tiles(self, i0: int, i1: int) -> Iterator[tuple[int, int]]:
         """The key tiles that rows i0:i1 can see: with ``causal``, none starting after i1 - 1."""
@@ -311,6 +359,24 @@ class TiledAttention(Function):
             if self.causal and j0 >= i1:
                 break
             yield j0, j1
+
+    def _folded_weights(self, xp: Any, scratch: _Scratch, q_shifted: Any, i0: int, i1: int,
+                        j0: int, j1: int, into: Any = None) -> tuple[Any, Any]:
+        """exp(S - m) for key tile j0:j1 from [Q * scale, -m] @ [K, 1]^T, causal applied,
+        with its row sums (..., bq, 1)."""
+        p = scratch.view("s", (*q_shifted.shape[:-1], j1 - j0)) if into is None else into
+        xp.matmul(q_shifted, self.key_ones_t[..., j0:j1], out=p)  # (..., bq, E+1) @ (..., E+1, bk)
+        self._causal_mask(xp, p, i0, i1, j0, j1)
+        with np.errstate(over="ignore"):  # an overflow shows in the row sums: tile redone
+            xp.exp(p, out=p)
+            return p, p.sum(axis=-1, keepdims=True)
+
+    def _causal_mask(self, xp: Any, s: Any, i0: int, i1: int, j0: int, j1: int) -> None:
+        """-inf above the diagonal, where the tile crosses it (``causal``)."""
+        if self.causal and j1 - 1 > i0:
+            rows = xp.arange(i0, i1)[:, None]  # (bq, 1)
+            cols = xp.arange(j0, j1)[None, :]  # (1, bk)
+            xp.copyto(s, -xp.inf, where=cols > rows)
 
     def _scores(self, xp: Any, scratch: _Scratch, q_rows: Any, key_t: Any, i0: int, i1: int,
                 j0: int, j1: int, batch: tuple[int, ...], into: Any = None) -> Any:
@@ -321,10 +387,7 @@ class TiledAttention(Function):
             s += self.bias[..., i0:i1, j0:j1]
         if self.blocked is not None:
             xp.copyto(s, -xp.inf, where=self.blocked[..., i0:i1, j0:j1])
-        if self.causal and j1 - 1 > i0:  # the tile crosses the diagonal
-            rows = xp.arange(i0, i1)[:, None]  # (bq, 1)
-            cols = xp.arange(j0, j1)[None, :]  # (1, bk)
-            xp.copyto(s, -xp.inf, where=cols > rows)
+        self._causal_mask(xp, s, i0, i1, j0, j1)
         return s
 
     def release(self) -> None:
@@ -347,6 +410,8 @@ class TiledAttention(Function):
         scaled_q = self.scaled_q  # (..., L, E)
         key_t = k.swapaxes(-1, -2)  # (..., E, S)
         value_t = v.swapaxes(-1, -2)  # (..., Ev, S)
+        # [V, 1]^T, (..., Ev + 1, S): [dO, -D] @ [V, 1]^T = dP - D in one product
+        value_ones_t = _with_ones(xp, v).swapaxes(-1, -2) if self.folded else None
         dq = xp.zeros((*batch, *q.shape[-2:]), dtype=q.dtype)  # full batch, unbroadcast below
         # one dK and dV per worker: every query tile adds to every key tile (summed at the
         # end, into worker 0's, which are returned; the others' are scratch of the thread)
@@ -370,8 +435,14 @@ class TiledAttention(Function):
                 row_dots = xp.multiply(d_out_rows, self.out[..., i0:i1, :],
                                        out=scratch.view("dot", d_out_rows.shape)
                                        ).sum(axis=-1, keepdims=True)
+                if self.folded and self.kept is None:  # [Q_i * scale, -L_i], (..., bq, E + 1)
+                    q_shifted = _with_column(xp, scratch, "q_shifted", q_rows,
+                                             -self.lse[..., i0:i1, :], batch)
                 for j0, j1 in self._key_tiles(i0, i1):
-                    if self.kept is None:  # recomputed: P = exp(S - L)
+                    if self.kept is None and self.folded:  # P = exp(S - L), L in the product
+                        p, _ = self._folded_weights(xp, scratch, q_shifted, i0, i1, j0, j1)
+                        d_rows, dots = d_out_rows, row_dots
+                    elif self.kept is None:  # recomputed: P = exp(S - L)
                         s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch)
                         p = xp.exp(xp.subtract(s, self.lse[..., i0:i1, :], out=s), out=s)
                         d_rows, dots = d_out_rows, row_dots
@@ -388,8 +459,12 @@ class TiledAttention(Function):
                     if not (need_q or need_k):
                         continue
                     ds = scratch.view("ds", p.shape)
-                    xp.matmul(d_rows, value_t[..., j0:j1], out=ds)  # dP = dO V_j^T
-                    ds -= dots
+                    if self.folded:  # dP - D = [dO, -D] @ [V_j, 1]^T, (..., bq, Ev + 1) @ ...
+                        d_shifted = _with_column(xp, scratch, "d_shifted", d_rows, -dots, batch)
+                        xp.matmul(d_shifted, value_ones_t[..., j0:j1], out=ds)
+                    else:
+                        xp.matmul(d_rows, value_t[..., j0:j1], out=ds)  # dP = dO V_j^T
+                        ds -= dots
                     ds *= p  # dS = P * (dP - D), (..., bq, bk)
                     if need_q:
                         # (..., bq, bk) @ (..., bk, E) -> (..., bq, E)
