@@ -222,6 +222,8 @@ _kept_tiles = _TilePool(limit=2**26)
 # The backward's dK and dV of workers 1, 2, ... (summed into worker 0's): 2 MiB each at
 # n = 1,024, fresh pages on every call without the pool.
 _gradient_parts = _TilePool(limit=2**26)
+# [K, 1] and [V, 1] of the folded tiles (see _with_ones): 2 MiB each at n = 1,024.
+_with_ones_pool = _TilePool(limit=2**26)
 
 
 def _gradient_part(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
@@ -248,8 +250,10 @@ FOLD_LIMIT = 2.0**64
 
 
 def _with_ones(xp: Any, a: Any) -> Any:
-    """[a, 1]: a (..., S, E) with a column of ones after it, (..., S, E + 1)."""
-    out = xp.empty((*a.shape[:-1], a.shape[-1] + 1), dtype=a.dtype)
+    """[a, 1]: a (..., S, E) with a column of ones after it, (..., S, E + 1); NumPy's from
+    a pool (hand it back with ``_with_ones_pool.give``), for the page faults."""
+    shape = (*a.shape[:-1], a.shape[-1] + 1)
+    out = _with_ones_pool.take(shape, a.dtype) if xp is np else xp.empty(shape, a.dtype)
     out[..., :-1] = a
     out[..., -1] = 1
     return out
@@ -395,6 +399,9 @@ class TiledAttention(Function):
         tiles = [p for p, _ in (getattr(self, "kept", None) or {}).values()]
         if tiles and isinstance(tiles[0], np.ndarray):  # CuPy has a memory pool of its own
             _kept_tiles.give(tiles)
+        key_ones_t = getattr(self, "key_ones_t", None)
+        if isinstance(key_ones_t, np.ndarray):
+            _with_ones_pool.give([key_ones_t.swapaxes(-1, -2)])
         super().release()
 
     def backward(self, grad_out: Any) -> tuple[Any, ...]:
@@ -481,6 +488,8 @@ class TiledAttention(Function):
             dv += dv_part
         if xp is np:
             _gradient_parts.give([*dk_parts[1:], *dv_parts[1:]])
+            if value_ones_t is not None:
+                _with_ones_pool.give([value_ones_t.swapaxes(-1, -2)])
         return (unbroadcast(dq, q.shape) if need_q else None,
                 unbroadcast(dk, k.shape) if need_k else None,
                 unbroadcast(dv, v.shape) if need_v else None)
