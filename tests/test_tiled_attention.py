@@ -260,6 +260,26 @@ def test_folded_shift_redoes_a_tile_whose_scores_outgrow_the_first(rng, keep, dt
         np.testing.assert_allclose(ours, theirs, **tolerance)
 
 
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_tiles_of_one_head_match_the_fused_path(rng, keep, causal):
+    """Several heads and no mask array: the tiles are one head's each (see _work_items),
+    in both passes, with the weights kept or not; the results stay the fused path's."""
+    q, k, v = _qkv(rng)
+    d_out = rng.standard_normal((2, 3, L, EV))
+    tiled = _output_and_grads(
+        lambda q, k, v: _tiled(q, k, v, is_causal=causal, block_q=3, block_k=2,
+                               keep_weights=keep), q, k, v, d_out)
+    out = _tiled(q, k, v, is_causal=causal, block_q=3, block_k=2, keep_weights=keep)
+    assert out._ctx.tile_batch == () and out._ctx.items[0] == ((0, 0), 0)  # per head
+    fused = _output_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                                       implementation="fused"),
+        q, k, v, d_out)
+    for ours, theirs in zip(tiled, fused):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10)
+
+
 def test_causal_skips_whole_tiles_above_the_diagonal(rng, monkeypatch):
     """8 queries and keys in tiles of 2: 16 tiles, of which 6 lie above the diagonal."""
     computed = []
@@ -271,9 +291,11 @@ def test_causal_skips_whole_tiles_above_the_diagonal(rng, monkeypatch):
         computed.append((i0, j0))
         return scores(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch, **options)
 
-    def counting_folded(self, xp, scratch, q_shifted, i0, i1, j0, j1, *args, **options):
+    def counting_folded(self, xp, scratch, q_shifted, key_ones_t, i0, i1, j0, j1, *args,
+                        **options):
         computed.append((i0, j0))
-        return folded(self, xp, scratch, q_shifted, i0, i1, j0, j1, *args, **options)
+        return folded(self, xp, scratch, q_shifted, key_ones_t, i0, i1, j0, j1, *args,
+                      **options)
 
     monkeypatch.setattr(TiledAttention, "_scores", counting)
     monkeypatch.setattr(TiledAttention, "_folded_weights", counting_folded)
