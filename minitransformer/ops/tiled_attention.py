@@ -269,19 +269,29 @@ def _with_column(xp: Any, scratch: _Scratch, name: str, a: Any, column: Any,
 
 
 def _work_items(xp: Any, batch: tuple[int, ...], arrays: tuple[Any, ...], folded: bool,
-                rows: int) -> tuple[list[tuple[Any, int]], tuple[int, ...]]:
-    """The tiles' work items, (head, row tile), and the batch shape of one tile.
+                rows: int, workers: int) -> tuple[list[list[tuple[Any, int]]], tuple[int, ...],
+                                                  bool]:
+    """Each worker's work items, (head, row tile); the batch shape of one tile; and whether
+    each worker has whole heads to itself.
 
-    With several heads, no mask arrays and Q, K, V of one batch shape (NumPy), each item is
+    With several heads, no mask arrays and Q, K, V of one batch shape (NumPy), an item is
     one head's row tile, ``head`` its index into the batch axes: a tile of one head, 256 x
     512 in float32, is 512 KiB and stays in a core's L2 cache through its passes, where all
     8 heads' tiles together (4 MiB) do not (measured: a 4,096-token backward's tile loop
-    on 2 threads, 8 heads per tile 527 ms, one head 479 ms). Otherwise ``head`` is ``()``
-    and a tile spans the whole batch."""
+    on 2 threads, 8 heads per tile 527 ms, one head 479 ms). When the heads divide evenly
+    among the workers, each worker takes whole heads: it alone writes their dK and dV, so
+    the backward needs no per-worker copies to sum. Otherwise ``head`` is ``()``, a tile
+    spans the whole batch, and the row tiles are dealt out in turn."""
     if (xp is np and folded and math.prod(batch) > 1
             and all(a.shape[:-2] == batch for a in arrays)):
-        return [(h, r) for h in np.ndindex(*batch) for r in range(rows)], ()
-    return [((), r) for r in range(rows)], batch
+        heads = list(np.ndindex(*batch))
+        if len(heads) % workers == 0:
+            return ([[(h, r) for h in heads[w::workers] for r in range(rows)]
+                     for w in range(workers)], (), True)
+        items = [(h, r) for h in heads for r in range(rows)]
+        return [items[w::workers] for w in range(workers)], (), False
+    items = [((), r) for r in range(rows)]
+    return [items[w::workers] for w in range(workers)], batch, False
 
 
 class TiledAttention(Function):
@@ -314,13 +324,13 @@ class TiledAttention(Function):
         self.key_ones_t = _with_ones(xp, k).swapaxes(-1, -2) if self.folded else None
         out = xp.empty((*batch, length, v.shape[-1]), dtype=q.dtype)  # (..., L, Ev)
         lse = xp.empty((*batch, length, 1), dtype=q.dtype)  # (..., L, 1)
-        self.items, self.tile_batch = _work_items(xp, batch, (q, k, v), self.folded,
-                                                  len(self.row_tiles))
+        self.items, self.tile_batch, self.heads_owned = _work_items(
+            xp, batch, (q, k, v), self.folded, len(self.row_tiles), self.workers)
         key_ones_t = self.key_ones_t
 
         def work(worker: int, workers: int) -> None:
             scratch = _scratch(xp, q.dtype)
-            for h, r in self.items[worker::workers]:  # h: a head's index, or () for all
+            for h, r in self.items[worker]:  # h: a head's index, or () for all
                 i0, i1 = self.row_tiles[r]
                 self._forward_rows(xp, scratch, scaled_q[h], key_t[h], v[h], out[h], lse[h],
                                    None if key_ones_t is None else key_ones_t[h], h, i0, i1,
@@ -445,21 +455,27 @@ class TiledAttention(Function):
         # [V, 1]^T, (..., Ev + 1, S): [dO, -D] @ [V, 1]^T = dP - D in one product
         value_ones_t = _with_ones(xp, v).swapaxes(-1, -2) if self.folded else None
         dq = xp.zeros((*batch, *q.shape[-2:]), dtype=q.dtype)  # full batch, unbroadcast below
-        # one dK and dV per worker: every query tile adds to every key tile (summed at the
-        # end, into worker 0's, which are returned; the others' are scratch of the thread)
+        # Unless each worker has heads of its own, one dK and dV per worker: every query
+        # tile adds to every key tile (summed at the end, into worker 0's, which are
+        # returned; the others' come from a pool)
         dk_parts: list[Any] = [None] * self.workers
         dv_parts: list[Any] = [None] * self.workers
+        if self.heads_owned:
+            dk_parts[0] = xp.zeros((*batch, *k.shape[-2:]), dtype=q.dtype)
+            dv_parts[0] = xp.zeros((*batch, *v.shape[-2:]), dtype=q.dtype)
 
         def work(worker: int, workers: int) -> None:
             scratch = _scratch(xp, q.dtype)
-            if worker == 0:
+            if self.heads_owned:  # one dK and dV, each head's rows written by one worker
+                dk, dv = dk_parts[0], dv_parts[0]
+            elif worker == 0:
                 dk = xp.zeros((*batch, *k.shape[-2:]), dtype=q.dtype)
                 dv = xp.zeros((*batch, *v.shape[-2:]), dtype=q.dtype)
             else:  # from a pool, not the thread's scratch: they are read after work returns
                 dk = _gradient_part(xp, (*batch, *k.shape[-2:]), q.dtype)
                 dv = _gradient_part(xp, (*batch, *v.shape[-2:]), q.dtype)
             dk_parts[worker], dv_parts[worker] = dk, dv
-            for h, r in self.items[worker::workers]:  # h: a head's index, or () for all
+            for h, r in self.items[worker]:  # h: a head's index, or () for all
                 i0, i1 = self.row_tiles[r]
                 self._backward_rows(
                     xp, scratch, h, i0, i1, scaled_q[h], key_t[h], value_t[h], k[h],
@@ -470,13 +486,13 @@ class TiledAttention(Function):
             _done_with(scratch)
 
         _run_parallel(work, self.workers)
-        dq *= self.scale
         dk, dv = dk_parts[0], dv_parts[0]
-        for dk_part, dv_part in zip(dk_parts[1:], dv_parts[1:]):
+        parts = [] if self.heads_owned else [*dk_parts[1:], *dv_parts[1:]]
+        for dk_part, dv_part in zip(parts[:len(parts) // 2], parts[len(parts) // 2:]):
             dk += dk_part  # in place: worker 0's are returned, the others' go back to the pool
             dv += dv_part
         if xp is np:
-            _gradient_parts.give([*dk_parts[1:], *dv_parts[1:]])
+            _gradient_parts.give(parts)
             if value_ones_t is not None:
                 _with_ones_pool.give([value_ones_t.swapaxes(-1, -2)])
         return (unbroadcast(dq, q.shape) if need_q else None,
@@ -534,6 +550,8 @@ class TiledAttention(Function):
                 dq[..., i0:i1, :] += scratch.product("dq", ds, k[..., j0:j1, :])
             if need_k:  # (..., bk, bq) @ (..., bq, E) -> (..., bk, E)
                 dk[..., j0:j1, :] += scratch.product("dk", ds.swapaxes(-1, -2), q_rows)
+        if need_q:  # these rows of dQ are complete: the scale, here while they are in cache
+            dq[..., i0:i1, :] *= self.scale
 
     def _backward_recorded(self, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         """The composed reference's gradients as a recorded graph (n x n memory)."""
