@@ -269,29 +269,42 @@ def _with_column(xp: Any, scratch: _Scratch, name: str, a: Any, column: Any,
 
 
 def _work_items(xp: Any, batch: tuple[int, ...], arrays: tuple[Any, ...], folded: bool,
-                rows: int, workers: int) -> tuple[list[list[tuple[Any, int]]], tuple[int, ...],
-                                                  bool]:
-    """Each worker's work items, (head, row tile); the batch shape of one tile; and whether
-    each worker has whole heads to itself.
+                rows: int, workers: int) -> tuple[list[tuple[Any, int]], tuple[int, ...], bool]:
+    """The work items, (head, row tile); the batch shape of one tile; and whether the
+    backward deals out whole heads.
 
     With several heads, no mask arrays and Q, K, V of one batch shape (NumPy), an item is
     one head's row tile, ``head`` its index into the batch axes: a tile of one head, 256 x
     512 in float32, is 512 KiB and stays in a core's L2 cache through its passes, where all
     8 heads' tiles together (4 MiB) do not (measured: a 4,096-token backward's tile loop
-    on 2 threads, 8 heads per tile 527 ms, one head 479 ms). When the heads divide evenly
-    among the workers, each worker takes whole heads: it alone writes their dK and dV, so
-    the backward needs no per-worker copies to sum. Otherwise ``head`` is ``()``, a tile
-    spans the whole batch, and the row tiles are dealt out in turn."""
+    on 2 threads, 8 heads per tile 527 ms, one head 479 ms). When there are at least as
+    many heads as workers, the backward deals out whole heads: one worker alone writes a
+    head's dK and dV, so there are no per-worker copies to sum, and each head's sums run
+    in one order whoever takes it. Otherwise ``head`` is ``()`` and a tile spans the whole
+    batch."""
     if (xp is np and folded and math.prod(batch) > 1
             and all(a.shape[:-2] == batch for a in arrays)):
         heads = list(np.ndindex(*batch))
-        if len(heads) % workers == 0:
-            return ([[(h, r) for h in heads[w::workers] for r in range(rows)]
-                     for w in range(workers)], (), True)
-        items = [(h, r) for h in heads for r in range(rows)]
-        return [items[w::workers] for w in range(workers)], (), False
-    items = [((), r) for r in range(rows)]
-    return [items[w::workers] for w in range(workers)], batch, False
+        return [(h, r) for h in heads for r in range(rows)], (), len(heads) >= workers
+    return [((), r) for r in range(rows)], batch, False
+
+
+class _Dealer:
+    """Items handed out one at a time to whichever worker asks next: on a machine whose
+    other jobs take a core now and then, the worker that runs gets more tiles, where
+    fixed shares would leave it waiting for the other at the end."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items, self.next, self.lock = items, 0, threading.Lock()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            with self.lock:
+                if self.next >= len(self.items):
+                    return
+                item = self.items[self.next]
+                self.next += 1
+            yield item
 
 
 class TiledAttention(Function):
@@ -327,10 +340,11 @@ class TiledAttention(Function):
         self.items, self.tile_batch, self.heads_owned = _work_items(
             xp, batch, (q, k, v), self.folded, len(self.row_tiles), self.workers)
         key_ones_t = self.key_ones_t
+        dealer = _Dealer(self.items)  # each row tile's output is its own: any order
 
         def work(worker: int, workers: int) -> None:
             scratch = _scratch(xp, q.dtype)
-            for h, r in self.items[worker]:  # h: a head's index, or () for all
+            for h, r in dealer:  # h: a head's index, or () for all
                 i0, i1 = self.row_tiles[r]
                 self._forward_rows(xp, scratch, scaled_q[h], key_t[h], v[h], out[h], lse[h],
                                    None if key_ones_t is None else key_ones_t[h], h, i0, i1,
@@ -460,6 +474,8 @@ class TiledAttention(Function):
         # returned; the others' come from a pool)
         dk_parts: list[Any] = [None] * self.workers
         dv_parts: list[Any] = [None] * self.workers
+        rows = len(self.row_tiles)
+        heads = _Dealer(self.items[::rows]) if self.heads_owned else None  # ((h, 0), ...)
         if self.heads_owned:
             dk_parts[0] = xp.zeros((*batch, *k.shape[-2:]), dtype=q.dtype)
             dv_parts[0] = xp.zeros((*batch, *v.shape[-2:]), dtype=q.dtype)
@@ -475,7 +491,10 @@ class TiledAttention(Function):
                 dk = _gradient_part(xp, (*batch, *k.shape[-2:]), q.dtype)
                 dv = _gradient_part(xp, (*batch, *v.shape[-2:]), q.dtype)
             dk_parts[worker], dv_parts[worker] = dk, dv
-            for h, r in self.items[worker]:  # h: a head's index, or () for all
+            # whole heads, the next one taken when this one is done; or row tiles in turn
+            mine = (((h, r) for h, _ in heads for r in range(rows)) if heads is not None
+                    else self.items[worker::workers])
+            for h, r in mine:  # h: a head's index, or () for all
                 i0, i1 = self.row_tiles[r]
                 self._backward_rows(
                     xp, scratch, h, i0, i1, scaled_q[h], key_t[h], value_t[h], k[h],
