@@ -535,30 +535,38 @@ class TiledAttention(Function):
         if self.folded and self.kept is None:  # [Q_i * scale, -L_i], (..., bq, E + 1)
             q_shifted = _with_column(xp, scratch, "q_shifted", q_rows,
                                      -lse[..., i0:i1, :], batch)
+        d_rows = dots = d_shifted = shift = None  # dO_i and D_i, times exp(m_j - L) if kept
         for j0, j1 in self._key_tiles(i0, i1):
             if self.kept is None and self.folded:  # P = exp(S - L), L in the product
                 p, _ = self._folded_weights(xp, scratch, q_shifted, key_ones_t, i0, i1, j0,
                                            j1)
-                d_rows, dots = d_out_rows, row_dots
             elif self.kept is None:  # recomputed: P = exp(S - L)
                 s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch)
                 p = xp.exp(xp.subtract(s, lse[..., i0:i1, :], out=s), out=s)
-                d_rows, dots = d_out_rows, row_dots
             else:  # kept: exp(S - m_j), and P = exp(S - m_j) * exp(m_j - L)
-                p, shift = self.kept[head, i0, j0]
-                # <= 1: m_j <= L where the row saw a key; where p = 0 it stays finite
-                factor = xp.exp(xp.minimum(shift - lse[..., i0:i1, :], 0))
-                # the factor goes into the small (..., bq, Ev) arrays, not into P
-                d_rows = xp.multiply(d_out_rows, factor,
-                                     out=scratch.view("d_rows", d_out_rows.shape))
-                dots = row_dots * factor
+                p, tile_shift = self.kept[head, i0, j0]
+            # the small arrays change only with the shift: once per row tile when
+            # recomputing, and when kept only where a tile set a new one (the folded forward
+            # keeps a row's first shift for all its tiles, one array)
+            if d_rows is None or (self.kept is not None and tile_shift is not shift):
+                if self.kept is None:
+                    d_rows, dots = d_out_rows, row_dots
+                else:
+                    shift = tile_shift
+                    # <= 1: m_j <= L where the row saw a key; where p = 0 it stays finite
+                    factor = xp.exp(xp.minimum(shift - lse[..., i0:i1, :], 0))
+                    # the factor goes into the small (..., bq, Ev) arrays, not into P
+                    d_rows = xp.multiply(d_out_rows, factor,
+                                         out=scratch.view("d_rows", d_out_rows.shape))
+                    dots = row_dots * factor
+                if self.folded:  # [dO, -D], (..., bq, Ev + 1)
+                    d_shifted = _with_column(xp, scratch, "d_shifted", d_rows, -dots, batch)
             # dV_j += P^T dO: (..., bk, bq) @ (..., bq, Ev) -> (..., bk, Ev)
             dv[..., j0:j1, :] += scratch.product("dv", p.swapaxes(-1, -2), d_rows)
             if not (need_q or need_k):
                 continue
             ds = scratch.view("ds", p.shape)
             if self.folded:  # dP - D = [dO, -D] @ [V_j, 1]^T, (..., bq, Ev + 1) @ ...
-                d_shifted = _with_column(xp, scratch, "d_shifted", d_rows, -dots, batch)
                 xp.matmul(d_shifted, value_ones_t[..., j0:j1], out=ds)
             else:
                 xp.matmul(d_rows, value_t[..., j0:j1], out=ds)  # dP = dO V_j^T
