@@ -236,13 +236,18 @@ def test_tiled_float32_matches_fused(rng, keep):
 
 @pytest.mark.parametrize("keep", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_folded_shift_redoes_a_tile_whose_scores_outgrow_the_first(rng, keep, dtype):
-    """Without masks the tiles after a row's first reuse that tile's maxima as the shift;
-    where a later tile's scores exceed them by far more than exp can hold (here by ~400),
-    the tile is done again with its own maximum: the results stay the fused path's."""
+@pytest.mark.parametrize("large", ["last tile", "key 0"])
+def test_folded_shift_redoes_a_tile_whose_scores_outgrow_the_first(rng, keep, dtype, large):
+    """Without masks the tiles take each row's score for key 0 as the shift; where a tile's
+    scores exceed it by far more than exp can hold (here by hundreds: the last tile's keys
+    scaled up, or key 0's, which puts it far below the rest in some rows), the tile is
+    done again with its own maximum: the results stay the fused path's."""
     q = rng.standard_normal((2, 6, 4))
     k = rng.standard_normal((2, 12, 4))
-    k[:, 8:] *= 60  # the last key tile's scores dwarf the first's
+    if large == "last tile":
+        k[:, 8:] *= 60  # the last key tile's scores dwarf the others
+    else:
+        k[:, 0] *= 60  # key 0 scores far above the rest in some rows, far below in others
     q, k = mt.tensor(q.astype(dtype), requires_grad=True), mt.tensor(k.astype(dtype),
                                                                      requires_grad=True)
     v = mt.tensor(rng.standard_normal((2, 12, 3)).astype(dtype), requires_grad=True)

@@ -239,12 +239,14 @@ def _gradient_part(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
 # fewer (a subtraction; in the forward the row maximum too), for a product one column
 # wider. [Q * scale, -m] @ [K, 1]^T = Q K^T * scale - m.
 #
-# Forward: once a row tile's first key tile has set m (its row maxima, as the plain online
-# softmax does), the next tiles reuse that m instead of taking their own maximum: the
-# online softmax is exact for any shift, the maximum only keeps exp from overflowing.
+# Forward: m starts as each row's score for its first key, s_i0 = Q_i K_0^T * scale (one
+# small product), and the tiles use it instead of taking their own row maxima: the online
+# softmax is exact for any shift, the maximum only keeps exp from overflowing, and with
+# m one of the row's own scores the sum l holds exp(0) = 1, so it cannot underflow to 0.
 # While every row sum of exp(S - m) stays under FOLD_LIMIT the tile is used as it is;
-# otherwise (a row whose later scores exceed its first ones by ~44, or a NaN) the tile is
-# done again the plain way, with its maximum. The log-sum-exp stays m + log l.
+# otherwise (a row whose scores exceed its first one by ~44, or a NaN) the tile is done
+# again the plain way, with its maximum, which becomes the new m. The log-sum-exp stays
+# m + log l. (Causal is fine too: every row sees key 0.)
 # Backward: [Q * scale, -L] @ [K, 1]^T gives S - L, and [dO, -D] @ [V, 1]^T gives dP - D.
 FOLD_LIMIT = 2.0**64
 
@@ -368,7 +370,10 @@ class TiledAttention(Function):
         shift = xp.zeros((*batch, i1 - i0, 1), dtype=dtype)  # m where finite, else 0
         total = xp.zeros((*batch, i1 - i0, 1), dtype=dtype)  # l
         acc = scratch.zeros("acc", (*batch, i1 - i0, v.shape[-1]))  # o, (..., bq, Ev)
-        q_shifted = None  # [Q_i * scale, -m], (..., bq, E + 1), once the first tile set m
+        q_shifted = None  # [Q_i * scale, -m], (..., bq, E + 1)
+        if self.folded:  # m starts as each row's score for key 0 (see FOLD_LIMIT)
+            row_max = shift = xp.matmul(q_rows, key_t[..., :1])  # (..., bq, E) @ (..., E, 1)
+            q_shifted = _with_column(xp, scratch, "q_shifted", q_rows, -shift, batch)
         for j0, j1 in self._key_tiles(i0, i1):
             into = None
             if self.kept is not None:  # a tile of its own, to keep
