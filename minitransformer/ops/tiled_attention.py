@@ -243,12 +243,18 @@ def _gradient_part(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
 # small product), and the tiles use it instead of taking their own row maxima: the online
 # softmax is exact for any shift, the maximum only keeps exp from overflowing, and with
 # m one of the row's own scores the sum l holds exp(0) = 1, so it cannot underflow to 0.
-# While every row sum of exp(S - m) stays under FOLD_LIMIT the tile is used as it is;
+# While every row sum of exp(S - m) stays under fold_limit(dtype) (2^64 in float32, the
+# square root of the largest number, so that the sums over all tiles and the products
+# with V stay far from overflowing) the tile is used as it is;
 # otherwise (a row whose scores exceed its first one by ~44, or a NaN) the tile is done
 # again the plain way, with its maximum, which becomes the new m. The log-sum-exp stays
 # m + log l. (Causal is fine too: every row sees key 0.)
 # Backward: [Q * scale, -L] @ [K, 1]^T gives S - L, and [dO, -D] @ [V, 1]^T gives dP - D.
-FOLD_LIMIT = 2.0**64
+
+
+def fold_limit(dtype: Any) -> float:
+    """The largest row sum of a folded tile's weights that is kept: sqrt(finfo.max)."""
+    return math.sqrt(float(np.finfo(dtype).max))
 
 
 def _with_ones(xp: Any, a: Any) -> Any:
@@ -334,7 +340,7 @@ class TiledAttention(Function):
         scaled_q = q * scale  # (..., L, E): scaling Q is cheaper than scaling each tile
         key_t = k.swapaxes(-1, -2)  # (..., E, S)
         # without bias or blocked (causal is fine: every row sees key 0 in its first tile),
-        # the shifts go into the tile products (see FOLD_LIMIT)
+        # the shifts go into the tile products (see fold_limit)
         self.folded = bias is None and blocked is None
         self.key_ones_t = _with_ones(xp, k).swapaxes(-1, -2) if self.folded else None
         out = xp.empty((*batch, length, v.shape[-1]), dtype=q.dtype)  # (..., L, Ev)
@@ -371,7 +377,8 @@ class TiledAttention(Function):
         total = xp.zeros((*batch, i1 - i0, 1), dtype=dtype)  # l
         acc = scratch.zeros("acc", (*batch, i1 - i0, v.shape[-1]))  # o, (..., bq, Ev)
         q_shifted = None  # [Q_i * scale, -m], (..., bq, E + 1)
-        if self.folded:  # m starts as each row's score for key 0 (see FOLD_LIMIT)
+        limit = fold_limit(dtype)
+        if self.folded:  # m starts as each row's score for key 0 (see fold_limit)
             row_max = shift = xp.matmul(q_rows, key_t[..., :1])  # (..., bq, E) @ (..., E, 1)
             q_shifted = _with_column(xp, scratch, "q_shifted", q_rows, -shift, batch)
         for j0, j1 in self._key_tiles(i0, i1):
@@ -382,7 +389,7 @@ class TiledAttention(Function):
             if q_shifted is not None:  # P = exp(S - m), m kept from the tile before
                 p, row_sums = self._folded_weights(xp, scratch, q_shifted, key_ones_t, i0, i1,
                                                    j0, j1, into)
-                if bool((row_sums < FOLD_LIMIT).all()):
+                if bool((row_sums < limit).all()):
                     if self.kept is not None:
                         self.kept[head, i0, j0] = p, shift
                     total += row_sums
