@@ -39,9 +39,17 @@ into the small arrays it multiplies (dO and D, (..., bq, Ev) and (..., bq, 1)):
     dV_j += exp(S_j - m_j)^T (dO * c),   dS_j = exp(S_j - m_j) * ((dO * c) V_j^T - D * c),
     c = exp(m_j - L)
 
-Threads: query tiles are dealt out to the workers in both passes. In the backward each
-worker owns its tiles' rows of dQ and keeps a dK and a dV of its own (every query tile
-adds to every key tile), summed at the end.
+Shifts inside the products (without mask arrays): [Q * scale, -m] @ [K, 1]^T = S - m,
+so P = exp(S - m) is one product and one exponential, with no pass to subtract m; the
+forward takes m from each row's score for key 0 instead of from each tile's row maxima
+(exact for any shift; see fold_limit for when a tile is redone with its maximum), and the
+backward does the same with L, and with D: [dO, -D] @ [V, 1]^T = dP - D.
+
+Threads: query tiles are dealt out to the workers in both passes, each to the next worker
+free. With several heads and no mask arrays a tile is one head's (it stays in a core's
+L2 cache), and the backward deals out whole heads: a head's dK and dV have one writer.
+Otherwise each worker owns its tiles' rows of dQ and keeps a dK and a dV of its own
+(every query tile adds to every key tile), summed at the end.
 
 Masks: ``blocked`` (bool, True where a query may NOT attend) and ``bias`` (added to the
 scores) broadcast to (..., L, S) and are sliced tile by tile; ``causal`` lets query i see
