@@ -234,6 +234,15 @@ _gradient_parts = _TilePool(limit=2**26)
 _with_ones_pool = _TilePool(limit=2**26)
 
 
+def _zeros(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """zeros(shape) by malloc and a fill, not calloc: glibc's calloc maps fresh zero pages
+    for a large array (a page fault per 4 KiB as it is first written), where malloc can
+    hand back the memory of arrays just freed (the last call's gradients, say)."""
+    out = xp.empty(shape, dtype=dtype)
+    out.fill(0)
+    return out
+
+
 def _gradient_part(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
     """A zeroed (..., S, E) array for one worker's dK or dV, from the pool (NumPy)."""
     if xp is not np:
@@ -488,7 +497,7 @@ class TiledAttention(Function):
         value_t = v.swapaxes(-1, -2)  # (..., Ev, S)
         # [V, 1]^T, (..., Ev + 1, S): [dO, -D] @ [V, 1]^T = dP - D in one product
         value_ones_t = _with_ones(xp, v).swapaxes(-1, -2) if self.folded else None
-        dq = xp.zeros((*batch, *q.shape[-2:]), dtype=q.dtype)  # full batch, unbroadcast below
+        dq = _zeros(xp, (*batch, *q.shape[-2:]), q.dtype)  # full batch, unbroadcast below
         # Unless each worker has heads of its own, one dK and dV per worker: every query
         # tile adds to every key tile (summed at the end, into worker 0's, which are
         # returned; the others' come from a pool)
@@ -497,16 +506,16 @@ class TiledAttention(Function):
         rows = len(self.row_tiles)
         heads = _Dealer(self.items[::rows]) if self.heads_owned else None  # ((h, 0), ...)
         if self.heads_owned:
-            dk_parts[0] = xp.zeros((*batch, *k.shape[-2:]), dtype=q.dtype)
-            dv_parts[0] = xp.zeros((*batch, *v.shape[-2:]), dtype=q.dtype)
+            dk_parts[0] = _zeros(xp, (*batch, *k.shape[-2:]), q.dtype)
+            dv_parts[0] = _zeros(xp, (*batch, *v.shape[-2:]), q.dtype)
 
         def work(worker: int, workers: int) -> None:
             scratch = _scratch(xp, q.dtype)
             if self.heads_owned:  # one dK and dV, each head's rows written by one worker
                 dk, dv = dk_parts[0], dv_parts[0]
             elif worker == 0:
-                dk = xp.zeros((*batch, *k.shape[-2:]), dtype=q.dtype)
-                dv = xp.zeros((*batch, *v.shape[-2:]), dtype=q.dtype)
+                dk = _zeros(xp, (*batch, *k.shape[-2:]), q.dtype)
+                dv = _zeros(xp, (*batch, *v.shape[-2:]), q.dtype)
             else:  # from a pool, not the thread's scratch: they are read after work returns
                 dk = _gradient_part(xp, (*batch, *k.shape[-2:]), q.dtype)
                 dv = _gradient_part(xp, (*batch, *v.shape[-2:]), q.dtype)
