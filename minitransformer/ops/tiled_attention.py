@@ -463,16 +463,17 @@ class TiledAttention(Function):
             yield j0, j1
 
     def _folded_weights(self, xp: Any, scratch: _Scratch, q_shifted: Any, key_ones_t: Any,
-                        i0: int, i1: int, j0: int, j1: int,
-                        into: Any = None) -> tuple[Any, Any]:
+                        i0: int, i1: int, j0: int, j1: int, into: Any = None,
+                        row_sums: bool = True) -> tuple[Any, Any]:
         """exp(S - m) for key tile j0:j1 from [Q * scale, -m] @ [K, 1]^T, causal applied,
-        with its row sums (..., bq, 1)."""
+        with its row sums (..., bq, 1), or None with ``row_sums=False`` (the backward's
+        m = L: no overflow to check, and one pass over the tile fewer)."""
         p = scratch.view("s", (*q_shifted.shape[:-1], j1 - j0)) if into is None else into
         xp.matmul(q_shifted, key_ones_t[..., j0:j1], out=p)  # (..., bq, E+1) @ (..., E+1, bk)
         self._causal_mask(xp, p, i0, i1, j0, j1)
         with np.errstate(over="ignore"):  # an overflow shows in the row sums: tile redone
             xp.exp(p, out=p)
-            return p, p.sum(axis=-1, keepdims=True)
+            return p, p.sum(axis=-1, keepdims=True) if row_sums else None
 
     def _causal_mask(self, xp: Any, s: Any, i0: int, i1: int, j0: int, j1: int) -> None:
         """-inf above the diagonal, where the tile crosses it (``causal``)."""
@@ -601,7 +602,7 @@ class TiledAttention(Function):
         for j0, j1 in self._key_tiles(i0, i1):
             if self.kept is None and self.folded:  # P = exp(S - L), L in the product
                 p, _ = self._folded_weights(xp, scratch, q_shifted, key_ones_t, i0, i1, j0,
-                                           j1)
+                                           j1, row_sums=False)
             elif self.kept is None:  # recomputed: P = exp(S - L)
                 s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch)
                 p = xp.exp(xp.subtract(s, lse[..., i0:i1, :], out=s), out=s)
