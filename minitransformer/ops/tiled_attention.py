@@ -167,7 +167,7 @@ class _Scratch:
 
 
 # A thread's scratch outlives the call while it holds at most this much (a few tiles and
-# tile products: about 10 MiB at the default tile sizes).
+# tile products: up to about 10 MiB at the default tile sizes, 2 MiB in tiles of one head).
 SCRATCH_KEEP_BYTES = 2**25
 _thread_scratch = threading.local()
 
