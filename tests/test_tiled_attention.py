@@ -234,16 +234,80 @@ def test_tiled_float32_matches_fused(rng, keep):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("large", ["last tile", "key 0"])
+def test_folded_shift_redoes_a_tile_whose_scores_outgrow_the_first(rng, keep, dtype, large):
+    """Without masks the tiles take each row's score for key 0 as the shift; where a tile's
+    scores exceed it by far more than exp can hold (here by hundreds: the last tile's keys
+    scaled up, or key 0's, which puts it far below the rest in some rows), the tile is
+    done again with its own maximum: the results stay the fused path's."""
+    q = rng.standard_normal((2, 6, 4))
+    k = rng.standard_normal((2, 12, 4))
+    if large == "last tile":
+        k[:, 8:] *= 60  # the last key tile's scores dwarf the others
+    else:
+        k[:, 0] *= 60  # key 0 scores far above the rest in some rows, far below in others
+    q, k = mt.tensor(q.astype(dtype), requires_grad=True), mt.tensor(k.astype(dtype),
+                                                                     requires_grad=True)
+    v = mt.tensor(rng.standard_normal((2, 12, 3)).astype(dtype), requires_grad=True)
+    d_out = rng.standard_normal((2, 6, 3)).astype(dtype)
+    tiled = _output_and_grads(
+        lambda q, k, v: _tiled(q, k, v, block_q=3, block_k=4, keep_weights=keep), q, k, v,
+        d_out)
+    fused = _output_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, implementation="fused"),
+        q, k, v, d_out)
+    tolerance = ({"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32
+                 else {"rtol": 1e-9, "atol": 1e-12})
+    for ours, theirs in zip(tiled, fused):
+        assert np.isfinite(ours).all()
+        np.testing.assert_allclose(ours, theirs, **tolerance)
+
+
+@pytest.mark.parametrize("workers", [2, 4, 8])
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_tiles_of_one_head_match_the_fused_path(rng, keep, causal, workers):
+    """Several heads and no mask array: the tiles are one head's each (see _work_items),
+    in both passes, with the weights kept or not; with 6 heads on 2 or 4 workers the
+    backward deals out whole heads, on 8 the row tiles in turn. The results stay the
+    fused path's."""
+    q, k, v = _qkv(rng)
+    d_out = rng.standard_normal((2, 3, L, EV))
+    options = {"is_causal": causal, "block_q": 3, "block_k": 2, "keep_weights": keep,
+               "workers": workers}
+    tiled = _output_and_grads(lambda q, k, v: _tiled(q, k, v, **options), q, k, v, d_out)
+    node = _tiled(q, k, v, **options)._ctx
+    assert node.tile_batch == () and node.items[0] == ((0, 0), 0)  # per head
+    assert node.heads_owned == (workers <= 6)
+    fused = _output_and_grads(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                                       implementation="fused"),
+        q, k, v, d_out)
+    for ours, theirs in zip(tiled, fused):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10)
+
+
 def test_causal_skips_whole_tiles_above_the_diagonal(rng, monkeypatch):
     """8 queries and keys in tiles of 2: 16 tiles, of which 6 lie above the diagonal."""
     computed = []
-    original = TiledAttention._scores
+    # a tile's scores come from _scores, or (no mask array) from _folded_weights after the
+    # first tile of each row: count both
+    scores, folded = TiledAttention._scores, TiledAttention._folded_weights
 
     def counting(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch, **options):
         computed.append((i0, j0))
-        return original(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch, **options)
+        return scores(self, xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch, **options)
+
+    def counting_folded(self, xp, scratch, q_shifted, key_ones_t, i0, i1, j0, j1, *args,
+                        **options):
+        computed.append((i0, j0))
+        return folded(self, xp, scratch, q_shifted, key_ones_t, i0, i1, j0, j1, *args,
+                      **options)
 
     monkeypatch.setattr(TiledAttention, "_scores", counting)
+    monkeypatch.setattr(TiledAttention, "_folded_weights", counting_folded)
     x = randn(rng, 1, 8, 4)
     out = _tiled(x, x, x, is_causal=True, block_q=2, block_k=2)
     assert len(computed) == 10 and all(j0 <= i0 for i0, j0 in computed)  # forward

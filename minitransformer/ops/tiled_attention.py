@@ -39,9 +39,17 @@ into the small arrays it multiplies (dO and D, (..., bq, Ev) and (..., bq, 1)):
     dV_j += exp(S_j - m_j)^T (dO * c),   dS_j = exp(S_j - m_j) * ((dO * c) V_j^T - D * c),
     c = exp(m_j - L)
 
-Threads: query tiles are dealt out to the workers in both passes. In the backward each
-worker owns its tiles' rows of dQ and keeps a dK and a dV of its own (every query tile
-adds to every key tile), summed at the end.
+Shifts inside the products (without mask arrays): [Q * scale, -m] @ [K, 1]^T = S - m,
+so P = exp(S - m) is one product and one exponential, with no pass to subtract m; the
+forward takes m from each row's score for key 0 instead of from each tile's row maxima
+(exact for any shift; see fold_limit for when a tile is redone with its maximum), and the
+backward does the same with L, and with D: [dO, -D] @ [V, 1]^T = dP - D.
+
+Threads: query tiles are dealt out to the workers in both passes, each to the next worker
+free. With several heads and no mask arrays a tile is one head's (it stays in a core's
+L2 cache), and the backward deals out whole heads: a head's dK and dV have one writer.
+Otherwise each worker owns its tiles' rows of dQ and keeps a dK and a dV of its own
+(every query tile adds to every key tile), summed at the end.
 
 Masks: ``blocked`` (bool, True where a query may NOT attend) and ``bias`` (added to the
 scores) broadcast to (..., L, S) and are sliced tile by tile; ``causal`` lets query i see
@@ -148,6 +156,44 @@ class _Scratch:
         """a @ b in buffer ``name``: for products that are added to an accumulator."""
         return self.array_module.matmul(a, b, out=self.view(name, (*a.shape[:-1], b.shape[-1])))
 
+    def zeros(self, name: str, shape: tuple[int, ...]) -> Any:
+        """Buffer ``name`` as an array of zeros of ``shape``."""
+        buffer = self.view(name, shape)
+        buffer.fill(0)
+        return buffer
+
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.buffers.values())
+
+
+# A thread's scratch outlives the call while it holds at most this much (a few tiles and
+# tile products: up to about 10 MiB at the default tile sizes, 2 MiB in tiles of one head).
+SCRATCH_KEEP_BYTES = 2**25
+_thread_scratch = threading.local()
+
+
+def _scratch(xp: Any, dtype: Any) -> _Scratch:
+    """The calling thread's scratch for ``dtype``, kept from one call to the next (NumPy).
+
+    A fresh 4 MiB buffer per call is fresh pages: with glibc's defaults the backward at
+    n = 1,024 took about 4,000 page faults per call (16 MiB), most of them its buffers
+    and per-worker gradients (measured with getrusage). CuPy has a memory pool of its own."""
+    if xp is not np:
+        return _Scratch(xp, dtype)
+    kept = getattr(_thread_scratch, "by_dtype", None)
+    if kept is None:
+        kept = _thread_scratch.by_dtype = {}
+    key = np.dtype(dtype)
+    if key not in kept:
+        kept[key] = _Scratch(xp, dtype)
+    return kept[key]
+
+
+def _done_with(scratch: _Scratch) -> None:
+    """Drop the buffers of a scratch that grew past SCRATCH_KEEP_BYTES (large tiles asked)."""
+    if scratch.nbytes() > SCRATCH_KEEP_BYTES:
+        scratch.buffers.clear()
+
 
 class _TilePool:
     """Kept tiles handed back when a backward is done, for the next forward to fill again.
@@ -181,6 +227,115 @@ class _TilePool:
 
 
 _kept_tiles = _TilePool(limit=2**26)
+# The backward's dK and dV of workers 1, 2, ... (summed into worker 0's): 2 MiB each at
+# n = 1,024, fresh pages on every call without the pool.
+_gradient_parts = _TilePool(limit=2**26)
+# [K, 1] and [V, 1] of the folded tiles (see _with_ones): 2 MiB each at n = 1,024.
+_with_ones_pool = _TilePool(limit=2**26)
+
+
+def _zeros(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """zeros(shape) by malloc and a fill, not calloc: glibc's calloc maps fresh zero pages
+    for a large array (a page fault per 4 KiB as it is first written), where malloc can
+    hand back the memory of arrays just freed (the last call's gradients, say)."""
+    out = xp.empty(shape, dtype=dtype)
+    out.fill(0)
+    return out
+
+
+def _gradient_part(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """A zeroed (..., S, E) array for one worker's dK or dV, from the pool (NumPy)."""
+    if xp is not np:
+        return xp.zeros(shape, dtype=dtype)
+    part = _gradient_parts.take(shape, dtype)
+    part.fill(0)
+    return part
+
+
+# The folded tiles: exp(S - m) with the shift m inside the product, one pass over the tile
+# fewer (a subtraction; in the forward the row maximum too), for a product one column
+# wider. [Q * scale, -m] @ [K, 1]^T = Q K^T * scale - m.
+#
+# Forward: m starts as each row's score for its first key, s_i0 = Q_i K_0^T * scale (one
+# small product), and the tiles use it instead of taking their own row maxima: the online
+# softmax is exact for any shift, the maximum only keeps exp from overflowing, and with
+# m one of the row's own scores the sum l holds exp(0) = 1, so it cannot underflow to 0.
+# While every row sum of exp(S - m) stays under fold_limit(dtype) (2^64 in float32, the
+# square root of the largest number, so that the sums over all tiles and the products
+# with V stay far from overflowing) the tile is used as it is;
+# otherwise (a row whose scores exceed its first one by ~44, or a NaN) the tile is done
+# again the plain way, with its maximum, which becomes the new m. The log-sum-exp stays
+# m + log l. (Causal is fine too: every row sees key 0.)
+# Backward: [Q * scale, -L] @ [K, 1]^T gives S - L, and [dO, -D] @ [V, 1]^T gives dP - D.
+
+
+def fold_limit(dtype: Any) -> float:
+    """The largest row sum of a folded tile's weights that is kept: sqrt(finfo.max)."""
+    return math.sqrt(float(np.finfo(dtype).max))
+
+
+def _with_ones(xp: Any, a: Any, fill: bool = True) -> Any:
+    """[a, 1]: a (..., S, E) with a column of ones after it, (..., S, E + 1); NumPy's from
+    a pool (hand it back with ``_with_ones_pool.give``), for the page faults. With
+    ``fill=False`` only the array, for :func:`_fill_with_ones` to fill head by head."""
+    shape = (*a.shape[:-1], a.shape[-1] + 1)
+    out = _with_ones_pool.take(shape, a.dtype) if xp is np else xp.empty(shape, a.dtype)
+    if fill:
+        _fill_with_ones(out, a)
+    return out
+
+
+def _fill_with_ones(out: Any, a: Any) -> None:
+    out[..., :-1] = a
+    out[..., -1] = 1
+
+
+def _with_column(xp: Any, scratch: _Scratch, name: str, a: Any, column: Any,
+                 batch: tuple[int, ...]) -> Any:
+    """[a, column] in scratch buffer ``name``: (..., bq, E) and (..., bq, 1) -> (..., bq, E + 1)."""
+    out = scratch.view(name, (*batch, a.shape[-2], a.shape[-1] + 1))
+    out[..., :-1] = a
+    out[..., -1:] = column
+    return out
+
+
+def _work_items(xp: Any, batch: tuple[int, ...], arrays: tuple[Any, ...], folded: bool,
+                rows: int, workers: int) -> tuple[list[tuple[Any, int]], tuple[int, ...], bool]:
+    """The work items, (head, row tile); the batch shape of one tile; and whether the
+    backward deals out whole heads.
+
+    With several heads, no mask arrays and Q, K, V of one batch shape (NumPy), an item is
+    one head's row tile, ``head`` its index into the batch axes: a tile of one head, 256 x
+    512 in float32, is 512 KiB and stays in a core's L2 cache through its passes, where all
+    8 heads' tiles together (4 MiB) do not (measured: a 4,096-token backward's tile loop
+    on 2 threads, 8 heads per tile 527 ms, one head 479 ms). When there are at least as
+    many heads as workers, the backward deals out whole heads: one worker alone writes a
+    head's dK and dV, so there are no per-worker copies to sum, and each head's sums run
+    in one order whoever takes it. Otherwise ``head`` is ``()`` and a tile spans the whole
+    batch."""
+    if (xp is np and folded and math.prod(batch) > 1
+            and all(a.shape[:-2] == batch for a in arrays)):
+        heads = list(np.ndindex(*batch))
+        return [(h, r) for h in heads for r in range(rows)], (), len(heads) >= workers
+    return [((), r) for r in range(rows)], batch, False
+
+
+class _Dealer:
+    """Items handed out one at a time to whichever worker asks next: on a machine whose
+    other jobs take a core now and then, the worker that runs gets more tiles, where
+    fixed shares would leave it waiting for the other at the end."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items, self.next, self.lock = items, 0, threading.Lock()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            with self.lock:
+                if self.next >= len(self.items):
+                    return
+                item = self.items[self.next]
+                self.next += 1
+            yield item
 
 
 class TiledAttention(Function):
@@ -199,58 +354,106 @@ class TiledAttention(Function):
         self.scale, self.blocked, self.bias, self.causal = scale, blocked, bias, causal
         batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
         length, source_length = q.shape[-2], k.shape[-2]
-        # with keep_weights: (i0, j0) -> (P_j, m_j), each tile's exp(S - m_j) and its shift
-        self.kept: dict[tuple[int, int], tuple[Any, Any]] | None = {} if keep_weights else None
+        # with keep_weights: (head, i0, j0) -> (P_j, m_j), each tile's exp(S - m_j), its shift
+        self.kept: dict[tuple[Any, int, int], tuple[Any, Any]] | None = (
+            {} if keep_weights else None)
         self.row_tiles = _tiles(length, block_q)
         self.col_tiles = _tiles(source_length, block_k)
         self.workers = workers if xp is np else 1  # CuPy queues its kernels on one stream
-        scaled_q = q * scale  # (..., L, E): scaling Q is cheaper than scaling each tile
         key_t = k.swapaxes(-1, -2)  # (..., E, S)
+        # without bias or blocked (causal is fine: every row sees key 0 in its first tile),
+        # the shifts go into the tile products (see fold_limit)
+        self.folded = bias is None and blocked is None
         out = xp.empty((*batch, length, v.shape[-1]), dtype=q.dtype)  # (..., L, Ev)
         lse = xp.empty((*batch, length, 1), dtype=q.dtype)  # (..., L, 1)
+        self.items, self.tile_batch, self.heads_owned = _work_items(
+            xp, batch, (q, k, v), self.folded, len(self.row_tiles), self.workers)
+        rows = len(self.row_tiles)
+        if self.heads_owned:  # whole heads dealt out; each worker prepares its heads'
+            scaled_q = xp.empty(q.shape, dtype=q.dtype)  # Q * scale, (..., L, E)
+            self.key_ones_t = _with_ones(xp, k, fill=False).swapaxes(-1, -2)  # [K, 1]^T
+        else:  # (..., L, E): scaling Q is cheaper than scaling each tile
+            scaled_q = q * scale
+            self.key_ones_t = _with_ones(xp, k).swapaxes(-1, -2) if self.folded else None
+        key_ones_t = self.key_ones_t
+        heads = _Dealer(self.items[::rows]) if self.heads_owned else None  # ((h, 0), ...)
+        dealer = _Dealer(self.items)  # each row tile's output is its own: any order
+
+        def whole_heads() -> Iterator[tuple[Any, int]]:
+            """A head at a time, its Q * scale and [K, 1] made here, in parallel (at
+            n = 1,024 about a millisecond in one thread before the tiles)."""
+            for h, _ in heads:
+                xp.multiply(q[h], scale, out=scaled_q[h])
+                _fill_with_ones(key_ones_t[h].swapaxes(-1, -2), k[h])
+                for r in range(rows):
+                    yield h, r
 
         def work(worker: int, workers: int) -> None:
-            scratch = _Scratch(xp, q.dtype)
-            for r in range(worker, len(self.row_tiles), workers):
+            scratch = _scratch(xp, q.dtype)
+            for h, r in (whole_heads() if heads is not None else dealer):  # h: head, or ()
                 i0, i1 = self.row_tiles[r]
-                self._forward_rows(xp, scratch, scaled_q, key_t, v, out, lse, i0, i1, batch)
+                self._forward_rows(xp, scratch, scaled_q[h], key_t[h], v[h], out[h], lse[h],
+                                   None if key_ones_t is None else key_ones_t[h], h, i0, i1,
+                                   self.tile_batch)
+            _done_with(scratch)
 
         _run_parallel(work, self.workers)
-        self.out, self.lse = out, lse
+        # Q * scale is kept for the backward (which needs it, and would otherwise make it
+        # again): the same (..., L, E) array, alive from here instead of from the backward
+        self.out, self.lse, self.scaled_q = out, lse, scaled_q
         return out
 
     def _forward_rows(self, xp: Any, scratch: _Scratch, scaled_q: Any, key_t: Any, v: Any,
-                      out: Any, lse: Any, i0: int, i1: int, batch: tuple[int, ...]) -> None:
-        """The online softmax for query rows i0:i1, walking the key tiles."""
+                      out: Any, lse: Any, key_ones_t: Any, head: Any, i0: int, i1: int,
+                      batch: tuple[int, ...]) -> None:
+        """The online softmax for query rows i0:i1 (of one head, or all), walking the key
+        tiles."""
         dtype = scaled_q.dtype
         q_rows = scaled_q[..., i0:i1, :]  # (..., bq, E)
         row_max = xp.full((*batch, i1 - i0, 1), -xp.inf, dtype=dtype)  # m, (..., bq, 1)
+        shift = xp.zeros((*batch, i1 - i0, 1), dtype=dtype)  # m where finite, else 0
         total = xp.zeros((*batch, i1 - i0, 1), dtype=dtype)  # l
-        acc = xp.zeros((*batch, i1 - i0, v.shape[-1]), dtype=dtype)  # o, (..., bq, Ev)
+        acc = scratch.zeros("acc", (*batch, i1 - i0, v.shape[-1]))  # o, (..., bq, Ev)
+        q_shifted = None  # [Q_i * scale, -m], (..., bq, E + 1)
+        limit = fold_limit(dtype)
+        if self.folded:  # m starts as each row's score for key 0 (see fold_limit)
+            row_max = shift = xp.matmul(q_rows, key_t[..., :1])  # (..., bq, E) @ (..., E, 1)
+            q_shifted = _with_column(xp, scratch, "q_shifted", q_rows, -shift, batch)
         for j0, j1 in self._key_tiles(i0, i1):
             into = None
             if self.kept is not None:  # a tile of its own, to keep
                 shape = (*batch, i1 - i0, j1 - j0)
                 into = _kept_tiles.take(shape, dtype) if xp is np else xp.empty(shape, dtype)
+            if q_shifted is not None:  # P = exp(S - m), m kept from the tile before
+                p, row_sums = self._folded_weights(xp, scratch, q_shifted, key_ones_t, i0, i1,
+                                                   j0, j1, into)
+                if bool((row_sums < limit).all()):
+                    if self.kept is not None:
+                        self.kept[head, i0, j0] = p, shift
+                    total += row_sums
+                    acc += scratch.product("pv", p, v[..., j0:j1, :])
+                    continue
             s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch,
                              into=into)  # (..., bq, bk)
             new_max = xp.maximum(row_max, s.max(axis=-1, keepdims=True))  # (..., bq, 1)
             # a row masked so far has max -inf; shift it by 0 so exp gives 0, not NaN
-            shift = xp.where(xp.isneginf(new_max), 0, new_max)
-            p = xp.exp(xp.subtract(s, shift, out=s), out=s)  # P = exp(S - m_new)
+            new_shift = xp.where(xp.isneginf(new_max), 0, new_max)
+            p = xp.exp(xp.subtract(s, new_shift, out=s), out=s)  # P = exp(S - m_new)
             if self.kept is not None:
-                self.kept[i0, j0] = p, shift
-            alpha = xp.exp(row_max - shift)  # exp(m_old - m_new), 0 while nothing was seen
+                self.kept[head, i0, j0] = p, new_shift
+            alpha = xp.exp(row_max - new_shift)  # exp(m_old - m_new), 0 while nothing was seen
             total *= alpha
             total += p.sum(axis=-1, keepdims=True)
             acc *= alpha
             acc += scratch.product("pv", p, v[..., j0:j1, :])  # (..., bq, bk) @ (..., bk, Ev)
-            row_max = new_max
+            row_max, shift = new_max, new_shift
+            if self.folded:
+                q_shifted = _with_column(xp, scratch, "q_shifted", q_rows, -shift, batch)
         dead = total == 0  # no key allowed: o = 0 already, keep it 0
         safe_total = xp.where(dead, 1, total)
-        out[..., i0:i1, :] = acc / safe_total
+        xp.divide(acc, safe_total, out=out[..., i0:i1, :])
         # L = m + log l; +inf for a dead row, so that exp(S - L) = 0 in the backward
-        lse[..., i0:i1, :] = xp.where(dead, xp.inf, row_max + xp.log(safe_total))
+        lse[..., i0:i1, :] = xp.where(dead, xp.inf, shift + xp.log(safe_total))
 
     def _key_tiles(self, i0: int, i1: int) -> Iterator[tuple[int, int]]:
         """The key tiles that rows i0:i1 can see: with ``causal``, none starting after i1 - 1."""
@@ -258,6 +461,26 @@ class TiledAttention(Function):
             if self.causal and j0 >= i1:
                 break
             yield j0, j1
+
+    def _folded_weights(self, xp: Any, scratch: _Scratch, q_shifted: Any, key_ones_t: Any,
+                        i0: int, i1: int, j0: int, j1: int, into: Any = None,
+                        row_sums: bool = True) -> tuple[Any, Any]:
+        """exp(S - m) for key tile j0:j1 from [Q * scale, -m] @ [K, 1]^T, causal applied,
+        with its row sums (..., bq, 1), or None with ``row_sums=False`` (the backward's
+        m = L: no overflow to check, and one pass over the tile fewer)."""
+        p = scratch.view("s", (*q_shifted.shape[:-1], j1 - j0)) if into is None else into
+        xp.matmul(q_shifted, key_ones_t[..., j0:j1], out=p)  # (..., bq, E+1) @ (..., E+1, bk)
+        self._causal_mask(xp, p, i0, i1, j0, j1)
+        with np.errstate(over="ignore"):  # an overflow shows in the row sums: tile redone
+            xp.exp(p, out=p)
+            return p, p.sum(axis=-1, keepdims=True) if row_sums else None
+
+    def _causal_mask(self, xp: Any, s: Any, i0: int, i1: int, j0: int, j1: int) -> None:
+        """-inf above the diagonal, where the tile crosses it (``causal``)."""
+        if self.causal and j1 - 1 > i0:
+            rows = xp.arange(i0, i1)[:, None]  # (bq, 1)
+            cols = xp.arange(j0, j1)[None, :]  # (1, bk)
+            xp.copyto(s, -xp.inf, where=cols > rows)
 
     def _scores(self, xp: Any, scratch: _Scratch, q_rows: Any, key_t: Any, i0: int, i1: int,
                 j0: int, j1: int, batch: tuple[int, ...], into: Any = None) -> Any:
@@ -268,10 +491,7 @@ class TiledAttention(Function):
             s += self.bias[..., i0:i1, j0:j1]
         if self.blocked is not None:
             xp.copyto(s, -xp.inf, where=self.blocked[..., i0:i1, j0:j1])
-        if self.causal and j1 - 1 > i0:  # the tile crosses the diagonal
-            rows = xp.arange(i0, i1)[:, None]  # (bq, 1)
-            cols = xp.arange(j0, j1)[None, :]  # (1, bk)
-            xp.copyto(s, -xp.inf, where=cols > rows)
+        self._causal_mask(xp, s, i0, i1, j0, j1)
         return s
 
     def release(self) -> None:
@@ -279,6 +499,9 @@ class TiledAttention(Function):
         tiles = [p for p, _ in (getattr(self, "kept", None) or {}).values()]
         if tiles and isinstance(tiles[0], np.ndarray):  # CuPy has a memory pool of its own
             _kept_tiles.give(tiles)
+        key_ones_t = getattr(self, "key_ones_t", None)
+        if isinstance(key_ones_t, np.ndarray):
+            _with_ones_pool.give([key_ones_t.swapaxes(-1, -2)])
         super().release()
 
     def backward(self, grad_out: Any) -> tuple[Any, ...]:
@@ -291,54 +514,134 @@ class TiledAttention(Function):
         xp = backend.array_module(backend.device_of(q))
         need_q, need_k, need_v = self.needs_input_grad
         batch = self.out.shape[:-2]
-        scaled_q = q * self.scale  # (..., L, E)
+        scaled_q = self.scaled_q  # (..., L, E)
         key_t = k.swapaxes(-1, -2)  # (..., E, S)
         value_t = v.swapaxes(-1, -2)  # (..., Ev, S)
-        row_dot = (d_out * self.out).sum(axis=-1, keepdims=True)  # D = rowsum(dO * O), (..., L, 1)
-        dq = xp.zeros((*batch, *q.shape[-2:]), dtype=q.dtype)  # full batch, unbroadcast below
-        # one dK and dV per worker: every query tile adds to every key tile (summed at the end)
-        dk_parts = [xp.zeros((*batch, *k.shape[-2:]), dtype=q.dtype) for _ in range(self.workers)]
-        dv_parts = [xp.zeros((*batch, *v.shape[-2:]), dtype=q.dtype) for _ in range(self.workers)]
+        # [V, 1]^T, (..., Ev + 1, S): [dO, -D] @ [V, 1]^T = dP - D in one product
+        value_ones_t = (_with_ones(xp, v, fill=not self.heads_owned).swapaxes(-1, -2)
+                        if self.folded else None)  # heads_owned: filled head by head below
+        # full batch, unbroadcast below; with whole heads dealt out, zeroed head by head
+        dq = (xp.empty((*batch, *q.shape[-2:]), dtype=q.dtype) if self.heads_owned
+              else _zeros(xp, (*batch, *q.shape[-2:]), q.dtype))
+        # Unless each worker has heads of its own, one dK and dV per worker: every query
+        # tile adds to every key tile (summed at the end, into worker 0's, which are
+        # returned; the others' come from a pool)
+        dk_parts: list[Any] = [None] * self.workers
+        dv_parts: list[Any] = [None] * self.workers
+        rows = len(self.row_tiles)
+        heads = _Dealer(self.items[::rows]) if self.heads_owned else None  # ((h, 0), ...)
+        if self.heads_owned:
+            dk_parts[0] = xp.empty((*batch, *k.shape[-2:]), dtype=q.dtype)
+            dv_parts[0] = xp.empty((*batch, *v.shape[-2:]), dtype=q.dtype)
+
+        def whole_heads() -> Iterator[tuple[Any, int]]:
+            """A head at a time, its [V, 1] made and its dQ, dK, dV zeroed here, in
+            parallel (at n = 1,024 a millisecond or two in one thread before the tiles)."""
+            for h, _ in heads:
+                _fill_with_ones(value_ones_t[h].swapaxes(-1, -2), v[h])  # this head's [V, 1]
+                for gradient in (dq, dk_parts[0], dv_parts[0]):
+                    gradient[h].fill(0)
+                for r in range(rows):
+                    yield h, r
 
         def work(worker: int, workers: int) -> None:
-            scratch = _Scratch(xp, q.dtype)
-            dk, dv = dk_parts[worker], dv_parts[worker]
-            for r in range(worker, len(self.row_tiles), workers):
+            scratch = _scratch(xp, q.dtype)
+            if self.heads_owned:  # one dK and dV, each head's rows written by one worker
+                dk, dv = dk_parts[0], dv_parts[0]
+            elif worker == 0:
+                dk = _zeros(xp, (*batch, *k.shape[-2:]), q.dtype)
+                dv = _zeros(xp, (*batch, *v.shape[-2:]), q.dtype)
+            else:  # from a pool, not the thread's scratch: they are read after work returns
+                dk = _gradient_part(xp, (*batch, *k.shape[-2:]), q.dtype)
+                dv = _gradient_part(xp, (*batch, *v.shape[-2:]), q.dtype)
+            dk_parts[worker], dv_parts[worker] = dk, dv
+            # whole heads, the next one taken when this one is done; or row tiles in turn
+            mine = whole_heads() if heads is not None else self.items[worker::workers]
+            for h, r in mine:  # h: a head's index, or () for all
                 i0, i1 = self.row_tiles[r]
-                q_rows = scaled_q[..., i0:i1, :]  # Q_i * scale, (..., bq, E)
-                d_out_rows = d_out[..., i0:i1, :]  # dO_i, (..., bq, Ev)
-                row_dots = row_dot[..., i0:i1, :]  # D_i, (..., bq, 1)
-                for j0, j1 in self._key_tiles(i0, i1):
-                    if self.kept is None:  # recomputed: P = exp(S - L)
-                        s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch)
-                        p = xp.exp(xp.subtract(s, self.lse[..., i0:i1, :], out=s), out=s)
-                        d_rows, dots = d_out_rows, row_dots
-                    else:  # kept: exp(S - m_j), and P = exp(S - m_j) * exp(m_j - L)
-                        p, shift = self.kept[i0, j0]
-                        # <= 1: m_j <= L where the row saw a key; where p = 0 it stays finite
-                        factor = xp.exp(xp.minimum(shift - self.lse[..., i0:i1, :], 0))
-                        # the factor goes into the small (..., bq, Ev) arrays, not into P
-                        d_rows, dots = d_out_rows * factor, row_dots * factor
-                    # dV_j += P^T dO: (..., bk, bq) @ (..., bq, Ev) -> (..., bk, Ev)
-                    dv[..., j0:j1, :] += scratch.product("dv", p.swapaxes(-1, -2), d_rows)
-                    if not (need_q or need_k):
-                        continue
-                    ds = scratch.view("ds", p.shape)
-                    xp.matmul(d_rows, value_t[..., j0:j1], out=ds)  # dP = dO V_j^T
-                    ds -= dots
-                    ds *= p  # dS = P * (dP - D), (..., bq, bk)
-                    if need_q:
-                        # (..., bq, bk) @ (..., bk, E) -> (..., bq, E)
-                        dq[..., i0:i1, :] += scratch.product("dq", ds, k[..., j0:j1, :])
-                    if need_k:  # (..., bk, bq) @ (..., bq, E) -> (..., bk, E)
-                        dk[..., j0:j1, :] += scratch.product("dk", ds.swapaxes(-1, -2), q_rows)
+                self._backward_rows(
+                    xp, scratch, h, i0, i1, scaled_q[h], key_t[h], value_t[h], k[h],
+                    None if self.key_ones_t is None else self.key_ones_t[h],
+                    None if value_ones_t is None else value_ones_t[h],
+                    d_out[h], self.out[h], self.lse[h], dq[h], dk[h], dv[h],
+                    need_q, need_k)
+            _done_with(scratch)
 
         _run_parallel(work, self.workers)
-        dq *= self.scale
-        dk, dv = sum(dk_parts[1:], dk_parts[0]), sum(dv_parts[1:], dv_parts[0])
+        dk, dv = dk_parts[0], dv_parts[0]
+        parts = [] if self.heads_owned else [*dk_parts[1:], *dv_parts[1:]]
+        for dk_part, dv_part in zip(parts[:len(parts) // 2], parts[len(parts) // 2:]):
+            dk += dk_part  # in place: worker 0's are returned, the others' go back to the pool
+            dv += dv_part
+        if xp is np:
+            _gradient_parts.give(parts)
+            if value_ones_t is not None:
+                _with_ones_pool.give([value_ones_t.swapaxes(-1, -2)])
         return (unbroadcast(dq, q.shape) if need_q else None,
                 unbroadcast(dk, k.shape) if need_k else None,
                 unbroadcast(dv, v.shape) if need_v else None)
+
+
+    def _backward_rows(self, xp: Any, scratch: _Scratch, head: Any, i0: int, i1: int,
+                       scaled_q: Any, key_t: Any, value_t: Any, k: Any, key_ones_t: Any,
+                       value_ones_t: Any, d_out: Any, out: Any, lse: Any, dq: Any, dk: Any,
+                       dv: Any, need_q: bool, need_k: bool) -> None:
+        """Query rows i0:i1 (of one head, or all): their dQ rows, and what they add to dK and
+        dV, walking the key tiles."""
+        batch = self.tile_batch
+        q_rows = scaled_q[..., i0:i1, :]  # Q_i * scale, (..., bq, E)
+        d_out_rows = d_out[..., i0:i1, :]  # dO_i, (..., bq, Ev)
+        # D_i = rowsum(dO_i * O_i), (..., bq, 1)
+        row_dots = xp.multiply(d_out_rows, out[..., i0:i1, :],
+                               out=scratch.view("dot", d_out_rows.shape)
+                               ).sum(axis=-1, keepdims=True)
+        if self.folded and self.kept is None:  # [Q_i * scale, -L_i], (..., bq, E + 1)
+            q_shifted = _with_column(xp, scratch, "q_shifted", q_rows,
+                                     -lse[..., i0:i1, :], batch)
+        d_rows = dots = d_shifted = shift = None  # dO_i and D_i, times exp(m_j - L) if kept
+        for j0, j1 in self._key_tiles(i0, i1):
+            if self.kept is None and self.folded:  # P = exp(S - L), L in the product
+                p, _ = self._folded_weights(xp, scratch, q_shifted, key_ones_t, i0, i1, j0,
+                                           j1, row_sums=False)
+            elif self.kept is None:  # recomputed: P = exp(S - L)
+                s = self._scores(xp, scratch, q_rows, key_t, i0, i1, j0, j1, batch)
+                p = xp.exp(xp.subtract(s, lse[..., i0:i1, :], out=s), out=s)
+            else:  # kept: exp(S - m_j), and P = exp(S - m_j) * exp(m_j - L)
+                p, tile_shift = self.kept[head, i0, j0]
+            # the small arrays change only with the shift: once per row tile when
+            # recomputing, and when kept only where a tile set a new one (the folded forward
+            # keeps a row's first shift for all its tiles, one array)
+            if d_rows is None or (self.kept is not None and tile_shift is not shift):
+                if self.kept is None:
+                    d_rows, dots = d_out_rows, row_dots
+                else:
+                    shift = tile_shift
+                    # <= 1: m_j <= L where the row saw a key; where p = 0 it stays finite
+                    factor = xp.exp(xp.minimum(shift - lse[..., i0:i1, :], 0))
+                    # the factor goes into the small (..., bq, Ev) arrays, not into P
+                    d_rows = xp.multiply(d_out_rows, factor,
+                                         out=scratch.view("d_rows", d_out_rows.shape))
+                    dots = row_dots * factor
+                if self.folded:  # [dO, -D], (..., bq, Ev + 1)
+                    d_shifted = _with_column(xp, scratch, "d_shifted", d_rows, -dots, batch)
+            # dV_j += P^T dO: (..., bk, bq) @ (..., bq, Ev) -> (..., bk, Ev)
+            dv[..., j0:j1, :] += scratch.product("dv", p.swapaxes(-1, -2), d_rows)
+            if not (need_q or need_k):
+                continue
+            ds = scratch.view("ds", p.shape)
+            if self.folded:  # dP - D = [dO, -D] @ [V_j, 1]^T, (..., bq, Ev + 1) @ ...
+                xp.matmul(d_shifted, value_ones_t[..., j0:j1], out=ds)
+            else:
+                xp.matmul(d_rows, value_t[..., j0:j1], out=ds)  # dP = dO V_j^T
+                ds -= dots
+            ds *= p  # dS = P * (dP - D), (..., bq, bk)
+            if need_q:
+                # (..., bq, bk) @ (..., bk, E) -> (..., bq, E)
+                dq[..., i0:i1, :] += scratch.product("dq", ds, k[..., j0:j1, :])
+            if need_k:  # (..., bk, bq) @ (..., bq, E) -> (..., bk, E)
+                dk[..., j0:j1, :] += scratch.product("dk", ds.swapaxes(-1, -2), q_rows)
+        if need_q:  # these rows of dQ are complete: the scale, here while they are in cache
+            dq[..., i0:i1, :] *= self.scale
 
     def _backward_recorded(self, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         """The composed reference's gradients as a recorded graph (n x n memory)."""
