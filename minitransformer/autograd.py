@@ -380,6 +380,10 @@ class Function:
     # to add it into the input's summed gradient directly (see run_backward), instead of
     # ``backward`` making an input-sized array of zeros for every piece.
     adds_into_input_gradient = False
+    # True where a plain backward always returns new arrays, one per input, that nothing
+    # else holds (matrix products, the fused ops): the walk may then add into them and keep
+    # them as a leaf's .grad without a copy. Not for formulas that pass ``grad`` on (Add).
+    fresh_input_gradients = False
 
     @classmethod
     def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
@@ -582,18 +586,19 @@ def _in_dtype_of(tensor: Tensor, g: Any, create_graph: bool) -> Any:
     return g
 
 
-def _accumulate_into(tensor: Tensor, g: Any, create_graph: bool) -> None:
+def _accumulate_into(tensor: Tensor, g: Any, create_graph: bool, copy: bool = True) -> None:
     """``tensor.grad += g``, in ``tensor``'s dtype (a float32 weight used in a float64
     expression still gets a float32 .grad, as in PyTorch). Plain gradients get memory of
-    their own first, since one array may have been handed to several tensors (``x + y``
-    passes ``grad`` to both)."""
+    their own first (``copy``), since one array may have been handed to several tensors
+    (``x + y`` passes ``grad`` to both); the walk says when the array is its own."""
     g = _in_dtype_of(tensor, g, create_graph)
     with _accumulate_lock:
         old = tensor._grad
         if create_graph:
             new = g if old is None else old + g
         else:
-            new = Tensor._from_array(g.copy() if old is None else old.data + g, tensor.device)
+            first = g.copy() if copy else g
+            new = Tensor._from_array(first if old is None else old.data + g, tensor.device)
         if tensor.name is not None and new.name is None:
             new.name = "d" + tensor.name  # the gradient of Q is dQ
         tensor._grad = new  # checked already: the engine's own sum has the right shape
@@ -644,10 +649,12 @@ def run_backward(
             g = grads.pop(tensor, None)
             if g is None:
                 continue
-            if owned:
-                owned.discard(id(g))  # handed on now: never written into again
+            mine = bool(owned) and id(g) in owned  # an array this walk made: no copy needed
+            if mine:
+                owned.remove(id(g))  # handed on now: never written into again
             if tensor._hooks:
                 g = _run_hooks(tensor, g, create_graph)
+                mine = False  # a hook may have kept it
             if create_graph and tensor.name is not None and g.name is None:
                 g.name = "d" + tensor.name  # label the backward graph: dZ, dA, dS, dQ, ...
             fn = tensor._ctx
@@ -655,7 +662,7 @@ def run_backward(
                 if tensor in captured:
                     captured[tensor] = _in_dtype_of(tensor, g, create_graph)
             elif fn is None or tensor._retains_grad:
-                _accumulate_into(tensor, g, create_graph)
+                _accumulate_into(tensor, g, create_graph, copy=not mine)
             if fn is None:
                 continue
             if fn._epoch != _epoch[0]:
@@ -670,6 +677,7 @@ def run_backward(
             input_grads = fn.backward(g)
             if not retain_graph:
                 fn.release()
+            fresh = fn.fresh_input_gradients and not create_graph
             for parent, pg in zip(fn.inputs, input_grads):
                 if pg is None or not parent.requires_grad:
                     continue
@@ -678,10 +686,16 @@ def run_backward(
                 earlier = grads.get(parent)  # the parent feeds several nodes: sum (chain rule)
                 if earlier is None:
                     grads[parent] = pg
+                    if fresh and backend.is_array(pg):
+                        owned.add(id(pg))
+                elif id(earlier) in owned and earlier.dtype == pg.dtype:
+                    earlier += pg  # into the walk's own array (never a NumPy scalar)
                 else:
                     grads[parent] = summed = earlier + pg
                     if not create_graph:
-                        owned.add(id(summed))  # a new array the walk alone holds
+                        owned.discard(id(earlier))  # dropped: its id may be reused
+                        if backend.is_array(summed):  # (0-d sums are NumPy scalars)
+                            owned.add(id(summed))  # a new array the walk alone holds
     finally:
         _grad_mode.reset(mode)
         for observer in reversed(observers):
@@ -706,6 +720,7 @@ def _add_into_input_gradient(fn: Function, g: Any, grads: dict[Tensor, Any],
         fresh = backend.array_module(parent.device).zeros(parent.shape, dtype=g.dtype)
         if buffer is not None:
             fresh += buffer  # what the other nodes sent so far
+            owned.discard(id(buffer))  # dropped: its id may be reused
         grads[parent] = buffer = fresh
         owned.add(id(buffer))
     fn.add_gradient_into(buffer, g)

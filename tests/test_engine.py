@@ -721,3 +721,52 @@ def test_the_walk_never_adds_into_a_gradient_array_it_does_not_own() -> None:
     autograd._add_into_input_gradient(piece._ctx, np.ones((2, 2)), grads, owned)
     assert grads[x] is buffer  # owned: added in place
     np.testing.assert_array_equal(buffer, [[1, 7, 7], [1, 7, 7]])
+
+
+def _fresh_gradient_graph(flags_on: bool) -> list[np.ndarray]:
+    """Leaves reached through fresh-gradient ops (matmul, linear, attention, GELU) and
+    pass-through ones (add, a shared parameter, a hook, retain_grad)."""
+    classes = [c for c in _all_function_classes() if c.__dict__.get("fresh_input_gradients")]
+    assert {"MatMul", "Linear", "Gelu"} <= {c.__name__ for c in classes}
+    saved = {c: c.fresh_input_gradients for c in classes}
+    for c in classes:
+        c.fresh_input_gradients = flags_on
+    try:
+        rng = np.random.default_rng(7)
+        a, b = (mt.tensor(rng.standard_normal((3, 4)), requires_grad=True) for _ in range(2))
+        w = mt.tensor(rng.standard_normal((5, 4)), requires_grad=True)
+        seen = []
+        b.register_hook(lambda g: seen.append(g) or g)
+        h = mt.nn.functional.linear(a, w) + mt.nn.functional.linear(b, w)  # w used twice
+        mid = mt.gelu(a @ b.T)
+        mid.retain_grad()
+        q = (a + b).reshape(1, 1, 3, 4)
+        att = mt.nn.functional.scaled_dot_product_attention(q, q, q)
+        (h.sum() + (mid * mid).sum() + (att * att).sum()).backward()
+        grads = [a.grad.numpy(), b.grad.numpy(), w.grad.numpy(), mid.grad.numpy()]
+        assert len(seen) == 1
+        for i, g in enumerate(grads):
+            for other in grads[i + 1:]:
+                assert not np.shares_memory(g, other)
+        assert not np.shares_memory(seen[0], b.grad.numpy())  # a hook's array is copied
+        return [g.copy() for g in grads]
+    finally:
+        for c, value in saved.items():
+            c.fresh_input_gradients = value
+
+
+def _all_function_classes() -> list[type]:
+    from minitransformer.autograd import Function
+
+    found, stack = [], [Function]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            found.append(sub)
+            stack.append(sub)
+    return found
+
+
+def test_gradients_kept_without_a_copy_equal_the_copied_ones_and_share_no_memory() -> None:
+    for kept, copied in zip(_fresh_gradient_graph(True), _fresh_gradient_graph(False),
+                            strict=True):
+        np.testing.assert_allclose(kept, copied, rtol=1e-14, atol=1e-14)

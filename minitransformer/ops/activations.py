@@ -70,6 +70,8 @@ class Gelu(Function):
     Both match ``torch.nn.functional.gelu(x, approximate=...)``.
     """
 
+    fresh_input_gradients = True  # new arrays from every plain backward (see Function)
+
     def forward(self, x: Any, approximate: str) -> Any:
         self.approximate = approximate
         if approximate == "tanh":

@@ -74,6 +74,8 @@ class ScaledDotProductAttention(Function):
     read: one formula, and the contract test holds the fast lines above equal to it.
     """
 
+    fresh_input_gradients = True  # new arrays from every plain backward (see Function)
+
     def forward(self, q: Any, k: Any, v: Any, plan: AttentionPlan) -> Any:
         xp = backend.array_module_of(q)
         self.plan = plan

@@ -26,6 +26,8 @@ class MatMul(Function):
     small ones, and dN = M^T dY then sums over the rows inside the product itself.
     """
 
+    fresh_input_gradients = True  # new arrays from every plain backward (see Function)
+
     def forward(self, a: Any, b: Any) -> Any:
         inner_a = a.shape[-1] if a.ndim else None
         inner_b = (b.shape[-2] if b.ndim > 1 else b.shape[0]) if b.ndim else None
@@ -94,6 +96,8 @@ class Linear(Function):
     Fused because the bias is then added into the product's own output, in place: one pass
     over y and one array fewer than a separate Add node (measured in docs/benchmarks.md).
     """
+
+    fresh_input_gradients = True  # new arrays from every plain backward (see Function)
 
     uses_input_values = (True, True, False)  # db needs only the bias' shape
 

@@ -347,6 +347,8 @@ class TiledAttention(Function):
     that path holds the n x n weights.
     """
 
+    fresh_input_gradients = True  # new arrays from every plain backward (see Function)
+
     def forward(self, q: Any, k: Any, v: Any, scale: float, blocked: Any, bias: Any,
                 causal: bool, block_q: int, block_k: int, workers: int,
                 keep_weights: bool = False) -> Any:
