@@ -634,8 +634,20 @@ def ones(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     return _filled(lambda xp, s, d: xp.ones(s, d), shape, dtype, device, requires_grad)
 
 
+def _number_dtype(*values: Any) -> np.dtype:
+    """PyTorch's dtype for Python numbers: float32 if any is a float, else int64; bool if all
+    are bools."""
+    values = [v.item() if isinstance(v, np.generic | Tensor) else v for v in values]
+    if all(isinstance(v, bool) for v in values):
+        return bool_
+    return float32 if any(isinstance(v, float) for v in values) else int64
+
+
 def full(shape: Sequence[int], fill_value: float, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
+    """As ``torch.full``: without ``dtype``, the fill value's (7 gives int64, 7.0 float32,
+    True bool)."""
+    dtype = dtype if dtype is not None else _number_dtype(fill_value)
     return _filled(lambda xp, s, d: xp.full(s, fill_value, d), (tuple(shape),), dtype, device,
                    requires_grad)
 
@@ -659,8 +671,12 @@ def rand(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
 def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any = None,
            device: Any = None) -> Tensor:
+    """As ``torch.arange``: without ``dtype``, int64 for integer bounds and step, float32
+    (the default float) if any is a float."""
     if stop is None:
         start, stop = 0, start
+    if dtype is None:
+        dtype = _number_dtype(start, stop, step, 0)  # the 0: bools count as integers
     device = backend.normalize_device(device)
     array = backend.array_module(device).arange(start, stop, step, dtype=as_dtype(dtype))
     return Tensor._from_array(array, device)
