@@ -484,11 +484,18 @@ class Tensor:
     def __int__(self) -> int:
         return int(self.item())
 
-    def any(self) -> bool:
-        return bool(self.data.any())
+    def any(self, axis: Any = None, keepdim: bool = False, *, dim: Any = None) -> Tensor:
+        """Whether any element is nonzero (along ``dim``): a bool tensor, as ``torch.any``."""
+        return self._logical(self.data.any, axis if dim is None else dim, keepdim)
 
-    def all(self) -> bool:
-        return bool(self.data.all())
+    def all(self, axis: Any = None, keepdim: bool = False, *, dim: Any = None) -> Tensor:
+        """Whether every element is nonzero (along ``dim``): a bool tensor, as ``torch.all``."""
+        return self._logical(self.data.all, axis if dim is None else dim, keepdim)
+
+    def _logical(self, reduce: Callable, axis: Any, keepdim: bool) -> Tensor:
+        axis = tuple(axis) if isinstance(axis, list) else axis
+        out = reduce(axis=axis, keepdims=keepdim)
+        return Tensor._from_array(backend.array_module(self.device).asarray(out), self.device)
 
     # ----- methods -----------------------------------------------------------------------
     # x.exp(), x.sum(axis=1), x.reshape(2, 3), ...: every op registered with method=True

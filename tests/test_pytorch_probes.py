@@ -33,3 +33,38 @@ def test_arange_infers_int64_or_the_default_float_as_torch(args, kwargs) -> None
 def test_full_takes_the_fill_values_dtype_as_torch(fill) -> None:
     _same(mt.full((2, 3), fill), torch.full((2, 3), fill))
     _same(mt.full((2,), fill, dtype=mt.float64), torch.full((2,), fill, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", ["bool", "int32", "int64"])
+def test_prod_of_integers_and_bools_is_int64_as_torch(dtype) -> None:
+    data = np.array([[1, 2, 3], [0, 1, 1]]).astype(dtype)
+    for args in [(), (1,), (0, True)]:
+        _same(mt.tensor(data).prod(*args), torch.tensor(data).prod(*args))
+
+
+@pytest.mark.parametrize("name", ["all", "any"])
+@pytest.mark.parametrize("args, kwargs", [((), {}), ((1,), {}), ((0, True), {}),
+                                          ((), {"dim": -1})])
+def test_all_any_give_bool_tensors_and_take_a_dim_as_torch(name, args, kwargs) -> None:
+    data = np.array([[0, 1, 2], [3, 4, 5]])
+    for array in (data, data > 2, data.astype(np.float32)):
+        ours = getattr(mt.tensor(array), name)(*args, **kwargs)
+        assert isinstance(ours, mt.Tensor)
+        _same(ours, getattr(torch.tensor(array), name)(*args, **kwargs))
+
+
+def test_cat_promotes_as_torch() -> None:
+    i, f = np.array([[1, 2]]), np.array([[0.5, 1.5]], dtype=np.float32)
+    _same(mt.cat([mt.tensor(i), mt.tensor(f)]), torch.cat([torch.tensor(i), torch.tensor(f)]))
+    _same(mt.cat([mt.tensor(i, dtype=mt.int32), mt.tensor(i)], 1),
+          torch.cat([torch.tensor(i, dtype=torch.int32), torch.tensor(i)], 1))
+    leaf = mt.tensor(f, requires_grad=True)
+    mt.cat([leaf, mt.tensor(i)]).sum().backward()
+    assert leaf.grad.dtype == mt.float32
+
+
+def test_split_returns_a_tuple_as_torch() -> None:
+    ours, theirs = mt.arange(10).split(3), torch.arange(10).split(3)
+    assert isinstance(ours, tuple) and len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        _same(a, b)

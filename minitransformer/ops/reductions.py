@@ -143,7 +143,10 @@ def prod(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
         y = prod_i x_i,   dy/dx_i = prod_{j != i} x_j
 
     (right at zeros too, where y / x_i is not). Composed of products of pairs, log2(n)
-    rounds of them, so autograd derives the gradient and the second derivative exactly."""
+    rounds of them, so autograd derives the gradient and the second derivative exactly.
+    Integers and bools give int64, as in PyTorch."""
+    if x.dtype.kind in "biu":
+        x = x.long()
     axes = normalize_axes(axis, x.ndim)
     rest = [i for i in range(x.ndim) if i not in axes]
     kept = tuple(x.shape[i] for i in rest)
