@@ -68,3 +68,11 @@ def test_split_returns_a_tuple_as_torch() -> None:
     assert isinstance(ours, tuple) and len(ours) == len(theirs)
     for a, b in zip(ours, theirs, strict=True):
         _same(a, b)
+
+
+@pytest.mark.parametrize("data", [[-2, 0, 3], [-2.0, 0.5, 3.0]])
+@pytest.mark.parametrize("kwargs", [{"min": 0.5}, {"max": 1}, {"min": 0, "max": 2.5},
+                                    {"min": -1}])
+def test_clamp_promotes_with_its_bounds_as_torch(data, kwargs) -> None:
+    _same(mt.tensor(data).clamp(**kwargs), torch.tensor(data).clamp(**kwargs))
+    _same(mt.clamp(mt.tensor(data), **kwargs), torch.clamp(torch.tensor(data), **kwargs))

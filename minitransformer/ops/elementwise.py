@@ -475,6 +475,9 @@ def erf(x: Tensor) -> Tensor:
 def clip(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
     if min is None and max is None:
         raise ValueError("clip needs at least one of min and max")
+    dtype = result_type(x, *(b for b in (min, max) if b is not None))
+    if dtype != x.dtype:  # as torch.clamp: an integer tensor with a float bound gives float32
+        x = x.to(dtype)
     return Clip.apply(x, low=min, high=max)
 
 
