@@ -76,3 +76,24 @@ def test_split_returns_a_tuple_as_torch() -> None:
 def test_clamp_promotes_with_its_bounds_as_torch(data, kwargs) -> None:
     _same(mt.tensor(data).clamp(**kwargs), torch.tensor(data).clamp(**kwargs))
     _same(mt.clamp(mt.tensor(data), **kwargs), torch.clamp(torch.tensor(data), **kwargs))
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (2, 3, 4), (2, 3, 4, 5)])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_functional_softmax_without_dim_picks_torchs_dim_and_warns(shape, name) -> None:
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    with pytest.warns(UserWarning, match="Implicit dimension choice"):
+        ours = getattr(mt.nn.functional, name)(mt.tensor(data))
+    with pytest.warns(UserWarning, match="Implicit dimension choice"):
+        theirs = getattr(torch.nn.functional, name)(torch.tensor(data))
+    _same(ours, theirs)  # 3-D: dim 0, not the last axis
+
+
+def test_nn_softmax_default_dim_and_dtype_as_torch() -> None:
+    data = np.random.default_rng(1).standard_normal((2, 3, 4)).astype(np.float32)
+    with pytest.warns(UserWarning):
+        _same(mt.nn.Softmax()(mt.tensor(data)), torch.nn.Softmax()(torch.tensor(data)))
+    assert mt.nn.Softmax(1).dim == torch.nn.Softmax(1).dim == 1
+    _same(mt.nn.Softmax(dim=-1)(mt.tensor(data)), torch.nn.Softmax(dim=-1)(torch.tensor(data)))
+    _same(mt.nn.functional.softmax(mt.tensor(data), -1, dtype=mt.float64),
+          torch.nn.functional.softmax(torch.tensor(data), -1, dtype=torch.float64))

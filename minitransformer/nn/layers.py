@@ -173,9 +173,15 @@ class Dropout(Module):
 class Softmax(Module):
     """softmax(x)_i = e^{x_i} / sum_j e^{x_j} along ``axis``."""
 
-    def __init__(self, axis: int = -1, *, dim: int | None = None) -> None:
+    def __init__(self, dim: int | None = None, *, axis: int | None = None) -> None:
         super().__init__()
-        self.axis = axis if dim is None else dim  # dim: PyTorch's name
+        # dim: PyTorch's name, and its default: None is PyTorch's implicit choice (dim 0 for
+        # a 3-D input), with its warning; pass dim=-1 for the last axis
+        self.axis = dim if axis is None else axis
+
+    @property
+    def dim(self) -> int | None:
+        return self.axis
 
     def forward(self, x: Tensor) -> Tensor:
         return F.softmax(x, self.axis)
