@@ -97,3 +97,12 @@ def test_nn_softmax_default_dim_and_dtype_as_torch() -> None:
     _same(mt.nn.Softmax(dim=-1)(mt.tensor(data)), torch.nn.Softmax(dim=-1)(torch.tensor(data)))
     _same(mt.nn.functional.softmax(mt.tensor(data), -1, dtype=mt.float64),
           torch.nn.functional.softmax(torch.tensor(data), -1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "amax", "amin", "var", "std"])
+@pytest.mark.parametrize("dim", [(), []])
+def test_an_empty_dim_reduces_every_axis_as_torch(name, dim) -> None:
+    data = np.array([[1.0, 2.0], [3.0, 5.0]])
+    _same(getattr(mt.tensor(data), name)(dim), getattr(torch.tensor(data), name)(dim))
+    _same(getattr(mt.tensor(data), name)(dim=dim, keepdim=True),
+          getattr(torch.tensor(data), name)(dim=dim, keepdim=True))

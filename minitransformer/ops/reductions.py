@@ -126,6 +126,8 @@ def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
 
 
 def _reduce(fn: type[Function], x: Tensor, axis: Axis, keepdims: bool, **params: Any) -> Tensor:
+    if axis is not None and not isinstance(axis, int) and len(axis) == 0:
+        axis = None  # as PyTorch: x.sum(()) and x.sum(dim=[]) reduce over every axis
     return fn.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims, **params)
 
 
