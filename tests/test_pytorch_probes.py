@@ -106,3 +106,19 @@ def test_an_empty_dim_reduces_every_axis_as_torch(name, dim) -> None:
     _same(getattr(mt.tensor(data), name)(dim), getattr(torch.tensor(data), name)(dim))
     _same(getattr(mt.tensor(data), name)(dim=dim, keepdim=True),
           getattr(torch.tensor(data), name)(dim=dim, keepdim=True))
+
+
+def test_nan_is_the_largest_in_topk_and_descending_sort_as_torch() -> None:
+    # no ties in row 1: torch.topk orders equal values as it likes
+    data = np.array([[1.0, np.nan, 3.0, np.inf, np.nan, -1.0], [2.0, 1.5, 2.5, 0.0, 5.0, 1.0]])
+    x, t = mt.tensor(data), torch.tensor(data)
+    for k in (1, 3, 6):
+        ours, theirs = x.topk(k), t.topk(k)
+        _same(ours.values, theirs.values)
+        _same(ours.indices, theirs.indices)
+    for descending in (True, False):
+        _same(x.sort(descending=descending, stable=True).values,
+              t.sort(descending=descending, stable=True).values)
+        _same(x.sort(descending=descending, stable=True).indices,
+              t.sort(descending=descending, stable=True).indices)
+    _same(x.topk(2, largest=False).values, t.topk(2, largest=False).values)
