@@ -42,7 +42,7 @@ class CrossEntropy(Function):
         if reduction == "none":
             return losses
         if denominator == 0:  # a mean over no row (every target ignored): NaN, as PyTorch
-            return xp.asarray(xp.nan, dtype=losses.dtype)
+            return xp.full((), xp.nan, dtype=losses.dtype)
         return losses.sum() / denominator
 
     def backward(self, grad: Value) -> tuple[Value]:
