@@ -210,6 +210,10 @@ def layer_norm(
     with the biased variance (divide by n), as in PyTorch. One fused node,
     :class:`LayerNorm`, with its backward derived by hand.
     """
+    if x.dtype.kind not in "fc":  # NumPy would compute it and round to integers
+        raise DtypeError(f'"LayerNormKernelImpl" not implemented for '
+                         f"'{torch_dtype_name(x.dtype)}', as in PyTorch: layer norm of an "
+                         "integer tensor; convert first: x.float()")
     axes = _normalized_axes(x, normalized_shape, weight, bias)
     shape = x.shape[axes[0] :]
     xp = backend.array_module_of(x.data)

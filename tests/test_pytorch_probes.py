@@ -122,3 +122,22 @@ def test_nan_is_the_largest_in_topk_and_descending_sort_as_torch() -> None:
         _same(x.sort(descending=descending, stable=True).indices,
               t.sort(descending=descending, stable=True).indices)
     _same(x.topk(2, largest=False).values, t.topk(2, largest=False).values)
+
+
+@pytest.mark.parametrize("divisor", [0, [1, 0]])
+def test_integer_floor_division_by_zero_raises_as_torch(divisor) -> None:
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        torch.tensor([5, 3]) // (torch.tensor(divisor) if isinstance(divisor, list) else divisor)
+    with pytest.raises(ZeroDivisionError, match=r"x\.float\(\) // 0"):
+        mt.tensor([5, 3]) // (mt.tensor(divisor) if isinstance(divisor, list) else divisor)
+    _same(mt.tensor([5.0, -3.0]) // 0, torch.tensor([5.0, -3.0]) // 0)  # floats: +-inf
+
+
+def test_layer_norm_of_integers_raises_as_torch() -> None:
+    data = np.array([[1, 2, 4]])
+    with pytest.raises(NotImplementedError, match="LayerNormKernelImpl"):
+        torch.nn.functional.layer_norm(torch.tensor(data), (3,))
+    with pytest.raises(TypeError, match=r"LayerNormKernelImpl.*'Long'.*x\.float\(\)"):
+        mt.nn.functional.layer_norm(mt.tensor(data), (3,))
+    with pytest.raises(TypeError, match="LayerNormKernelImpl"):
+        mt.nn.LayerNorm(3)(mt.tensor(data))

@@ -287,7 +287,11 @@ class FloorDiv(Function):
         if x.dtype == bool:
             raise TypeError('"div_floor_cpu" not implemented for \'Bool\': floor division of '
                             "bool tensors; convert first: x.long() // y.long()")
-        return backend.array_module_of(x).floor_divide(x, y)
+        xp = backend.array_module_of(x)
+        if x.dtype.kind in "iu" and bool((xp.asarray(y) == 0).any()):  # NumPy would give 0
+            raise ZeroDivisionError("integer floor division by zero (x // 0), an error in "
+                                    "PyTorch too; x.float() // 0 gives inf")
+        return xp.floor_divide(x, y)
 
     def backward(self, grad: Value) -> tuple[Value, Value]:
         raise NotImplementedError("derivative for floor_divide (x // y) is not implemented, "
