@@ -64,6 +64,42 @@ def _preview(data: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _from_nested_tensors(xp: Any, data: Any, dtype: Any, array: Any) -> Any:
+    """``mt.tensor([t0, t1, 2.5])`` with one-element tensors in the (nested) list, as
+    ``torch.tensor``: each tensor counts as its value and its dtype (a Python float as
+    float32, an int as int64), and the result has the promotion of them all."""
+    from minitransformer.promotion import promote_types
+
+    dtypes: list[np.dtype] = []
+
+    def convert(item: Any) -> Any:
+        if isinstance(item, list | tuple):
+            return [convert(i) for i in item]
+        if isinstance(item, Tensor):
+            if item.data.size != 1:
+                raise ValueError("only one element tensors can be converted to Python scalars "
+                                 f"(an element of shape {item.shape}); use mt.stack(list)")
+            dtypes.append(item.dtype)
+            return item.data.reshape(()).item()
+        if isinstance(item, bool | np.bool_):
+            dtypes.append(bool_)
+        elif isinstance(item, int | np.integer):
+            dtypes.append(int64 if isinstance(item, int) else item.dtype)
+        elif isinstance(item, float | np.floating):
+            dtypes.append(float32 if isinstance(item, float) else item.dtype)
+        return item
+
+    converted = convert(data)
+    if dtype is None and dtypes:
+        dtype = dtypes[0]
+        for other in dtypes[1:]:
+            dtype = promote_types(dtype, other)
+    try:
+        return xp.array(converted, dtype=dtype)
+    except (TypeError, ValueError):
+        return array  # not numbers after all: the caller's error names the data
+
+
 class Tensor:
     """An n-dimensional array that can record the ops applied to it.
 
@@ -102,6 +138,9 @@ class Tensor:
         from_python = not backend.is_array(data) and not isinstance(data, np.generic)
         on_device = backend.to_device(data, device) if backend.is_array(data) else data
         array = xp.array(on_device, dtype=dtype)
+        if array.dtype.kind == "O" and isinstance(data, list | tuple):
+            array = _from_nested_tensors(xp, data, dtype, array)  # [loss0, loss1]: 0-d tensors
+            from_python = False
         if array.dtype.kind not in "biufc":  # str, bytes, Python objects: not numbers
             raise DtypeError(
                 f"cannot make a tensor from {type(data).__name__} {_preview(data)} (dtype "

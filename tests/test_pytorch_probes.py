@@ -141,3 +141,24 @@ def test_layer_norm_of_integers_raises_as_torch() -> None:
         mt.nn.functional.layer_norm(mt.tensor(data), (3,))
     with pytest.raises(TypeError, match="LayerNormKernelImpl"):
         mt.nn.LayerNorm(3)(mt.tensor(data))
+
+
+@pytest.mark.parametrize("make", [
+    lambda T: [T.tensor(1.5), T.tensor(2.0)],
+    lambda T: [T.tensor(1), T.tensor(2)],
+    lambda T: [T.tensor(1), 2.5],
+    lambda T: [T.tensor(1.0, dtype=T.float64), 2],
+    lambda T: [T.tensor(3, dtype=T.int32)],
+    lambda T: [[T.tensor(1.0)], [T.tensor(2.0)]],
+    lambda T: [T.tensor(True), T.tensor(False)],
+    lambda T: (T.tensor(1.0), 2, 3),
+])
+def test_tensor_of_a_list_of_zero_d_tensors_as_torch(make) -> None:
+    _same(mt.tensor(make(mt)), torch.tensor(make(torch)))
+
+
+def test_tensor_of_a_list_of_longer_tensors_raises_naming_stack() -> None:
+    with pytest.raises(ValueError, match="only one element tensors"):
+        torch.tensor([torch.ones(2), torch.ones(2)])
+    with pytest.raises(ValueError, match=r"only one element tensors.*mt\.stack"):
+        mt.tensor([mt.ones(2), mt.ones(2)])
