@@ -716,7 +716,7 @@ def rand(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
 
 def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any = None,
-           device: Any = None) -> Tensor:
+           device: Any = None, requires_grad: bool = False) -> Tensor:
     """As ``torch.arange``: without ``dtype``, int64 for integer bounds and step, float32
     (the default float) if any is a float."""
     if stop is None:
@@ -725,7 +725,7 @@ def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any 
         dtype = _number_dtype(start, stop, step, 0)  # the 0: bools count as integers
     device = backend.normalize_device(device)
     array = backend.array_module(device).arange(start, stop, step, dtype=as_dtype(dtype))
-    return Tensor._from_array(array, device)
+    return Tensor._from_array(array, device).requires_grad_(requires_grad)
 
 
 def zeros_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:

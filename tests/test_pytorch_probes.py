@@ -162,3 +162,20 @@ def test_tensor_of_a_list_of_longer_tensors_raises_naming_stack() -> None:
         torch.tensor([torch.ones(2), torch.ones(2)])
     with pytest.raises(ValueError, match=r"only one element tensors.*mt\.stack"):
         mt.tensor([mt.ones(2), mt.ones(2)])
+
+
+@pytest.mark.parametrize("method", ["masked_fill", "masked_fill_"])
+def test_masked_fill_with_an_integer_mask_raises_as_torch(method) -> None:
+    mask = [[1, 0], [0, 1]]
+    with pytest.raises(RuntimeError, match="only supports boolean masks"):
+        getattr(torch.ones(2, 2), method)(torch.tensor(mask), 0.0)
+    with pytest.raises(TypeError, match=r"only supports boolean masks.*long int.*mask\.bool\(\)"):
+        getattr(mt.ones(2, 2), method)(mt.tensor(mask), 0.0)
+    _same(getattr(mt.ones(2, 2), method)(mt.tensor(mask).bool(), 0.0),
+          getattr(torch.ones(2, 2), method)(torch.tensor(mask).bool(), 0.0))
+
+
+def test_arange_takes_requires_grad_as_torch() -> None:
+    assert mt.arange(3.0, requires_grad=True).requires_grad
+    assert torch.arange(3.0, requires_grad=True).requires_grad
+    assert not mt.arange(3).requires_grad

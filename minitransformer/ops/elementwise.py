@@ -288,7 +288,7 @@ class FloorDiv(Function):
             raise TypeError('"div_floor_cpu" not implemented for \'Bool\': floor division of '
                             "bool tensors; convert first: x.long() // y.long()")
         xp = backend.array_module_of(x)
-        if x.dtype.kind in "iu" and bool((xp.asarray(y) == 0).any()):  # NumPy would give 0
+        if x.dtype.kind in "iu" and bool(xp.any(y == 0)):  # NumPy would give 0
             raise ZeroDivisionError("integer floor division by zero (x // 0), an error in "
                                     "PyTorch too; x.float() // 0 gives inf")
         return xp.floor_divide(x, y)
@@ -499,9 +499,19 @@ def where(condition: Any, x: Any, y: Any) -> Tensor:
     return apply_binary(Where, x, y, condition=cond)
 
 
+def check_bool_mask(mask: Any) -> None:
+    """PyTorch's masked_fill takes a bool tensor only (NumPy would read 1 as True)."""
+    if isinstance(mask, Tensor) and mask.dtype != bool:
+        from minitransformer.errors import DtypeError, cpp_dtype_name
+
+        raise DtypeError(f"masked_fill_ only supports boolean masks, but got mask with dtype "
+                         f"{cpp_dtype_name(mask.dtype)}; make it one: mask.bool() or mask == 1")
+
+
 @register(method=True)
 def masked_fill(x: Tensor, mask: Any, value: float) -> Tensor:
-    """``x`` with ``value`` wherever ``mask`` is True."""
+    """``x`` with ``value`` wherever ``mask`` is True (a bool tensor, as PyTorch requires)."""
+    check_bool_mask(mask)
     fill = value if isinstance(value, Tensor) else Tensor._from_array(  # keeps x's dtype
         backend.array_module(x.device).asarray(value, dtype=x.dtype), x.device)
     return where(mask, fill, x)
