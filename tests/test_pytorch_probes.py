@@ -179,3 +179,17 @@ def test_arange_takes_requires_grad_as_torch() -> None:
     assert mt.arange(3.0, requires_grad=True).requires_grad
     assert torch.arange(3.0, requires_grad=True).requires_grad
     assert not mt.arange(3).requires_grad
+
+
+@pytest.mark.parametrize("call", [
+    lambda T, x: x.flip(0), lambda T, x: x.flip(-1), lambda T, x: x.flip(0, 1),
+    lambda T, x: x.flip((1, 2)), lambda T, x: T.flip(x, [0]), lambda T, x: T.flip(x, dims=(2,)),
+])
+def test_flip_as_torch(call) -> None:
+    data = np.arange(24.0).reshape(2, 3, 4)
+    x, t = mt.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
+    _same(call(mt, x), call(torch, t))
+    weights = np.arange(24.0).reshape(2, 3, 4)
+    (call(mt, x) * mt.tensor(weights)).sum().backward()
+    (call(torch, t) * torch.tensor(weights)).sum().backward()
+    _same(x.grad, t.grad)

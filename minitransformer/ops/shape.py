@@ -331,3 +331,17 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0
         pieces.append(x[tuple(index)])
         start += n
     return tuple(pieces)
+
+
+@register(method=True)
+def flip(x: Tensor, *args: int | Sequence[int], dims: int | Sequence[int] | None = None
+         ) -> Tensor:
+    """``x`` reversed along ``dims``, as ``torch.flip(x, dims)``, ``x.flip(0)`` or
+    ``x.flip(0, 1)``: PyTorch's way to write ``x[::-1]`` (which PyTorch refuses)."""
+    dims = args if dims is None else (dims,)
+    if len(dims) == 1 and isinstance(dims[0], Sequence):
+        dims = tuple(dims[0])
+    index = [slice(None)] * x.ndim
+    for axis in normalize_axes(dims, x.ndim):
+        index[axis] = slice(None, None, -1)
+    return x[tuple(index)]
