@@ -168,8 +168,20 @@ class Tensor:
     # ----- attributes ---------------------------------------------------------------------
     @property
     def grad(self) -> Tensor | None:
-        """The accumulated gradient: a Tensor of this tensor's shape and dtype, or None."""
-        return self._grad
+        """The accumulated gradient: a Tensor of this tensor's shape and dtype, or None.
+        None, with PyTorch's warning, on a non-leaf tensor without ``retain_grad()``."""
+        grad = self._grad
+        if grad is None and self._ctx is not None and not self._retains_grad:
+            import warnings
+
+            warnings.warn(
+                "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. "
+                "Its .grad attribute won't be populated during autograd.backward(). If you "
+                "indeed want the .grad field to be populated for a non-leaf Tensor, use "
+                ".retain_grad() on the non-leaf Tensor. If you access the non-leaf Tensor by "
+                "mistake, make sure you access the leaf Tensor instead.", UserWarning,
+                stacklevel=2)
+        return grad
 
     @grad.setter
     def grad(self, value: Tensor | None) -> None:

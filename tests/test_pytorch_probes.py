@@ -3,6 +3,8 @@ same line on PyTorch and here and compares value, shape and dtype."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -193,3 +195,19 @@ def test_flip_as_torch(call) -> None:
     (call(mt, x) * mt.tensor(weights)).sum().backward()
     (call(torch, t) * torch.tensor(weights)).sum().backward()
     _same(x.grad, t.grad)
+
+
+def test_grad_of_a_non_leaf_is_none_with_torchs_warning() -> None:
+    for lib in (mt, torch):
+        leaf = lib.ones(2, requires_grad=True)
+        y = leaf * 2
+        y.sum().backward()
+        with pytest.warns(UserWarning, match=r"not a leaf Tensor.*retain_grad\(\)"):
+            assert y.grad is None
+        kept = leaf * 3
+        kept.retain_grad()
+        kept.sum().backward()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert kept.grad is not None and leaf.grad is not None
+            assert lib.ones(2).grad is None  # a leaf: no warning
