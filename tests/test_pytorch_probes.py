@@ -211,3 +211,21 @@ def test_grad_of_a_non_leaf_is_none_with_torchs_warning() -> None:
             warnings.simplefilter("error")
             assert kept.grad is not None and leaf.grad is not None
             assert lib.ones(2).grad is None  # a leaf: no warning
+
+
+def test_dropout_takes_torchs_positional_arguments_and_p_of_one() -> None:
+    data = np.arange(1.0, 7.0).reshape(2, 3)
+    x = mt.tensor(data, requires_grad=True)
+    _same(mt.nn.functional.dropout(x, 1.0), torch.nn.functional.dropout(torch.tensor(data), 1.0))
+    _same(mt.nn.Dropout(1.0)(x), torch.nn.Dropout(1.0)(torch.tensor(data)))
+    mt.nn.functional.dropout(x, 1.0).sum().backward()
+    assert x.grad.tolist() == [[0.0] * 3] * 2
+    # the fourth argument of F.dropout, the second of nn.Dropout: inplace, as in PyTorch
+    assert mt.nn.functional.dropout(x, 0.5, False, False) is x
+    assert mt.nn.Dropout(0.5, False).p == torch.nn.Dropout(0.5, False).p == 0.5
+    with pytest.raises(NotImplementedError, match=r"x = F\.dropout\(x, p\)"):
+        mt.nn.functional.dropout(x, 0.5, True, True)
+    with pytest.raises(NotImplementedError, match=r"nn\.Dropout\(p\)"):
+        mt.nn.Dropout(0.5, True)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        mt.nn.Dropout(1.5)

@@ -156,11 +156,15 @@ class Dropout(Module):
     generator), so its masks are reproducible and independent of other layers'.
     """
 
-    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None
+                 ) -> None:
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        if inplace:  # PyTorch's second argument (it was taken for a seed here)
+            raise NotImplementedError("nn.Dropout(inplace=True) is not supported here; write "
+                                      "nn.Dropout(p)")
+        self.p, self.inplace = p, inplace
         self.generator = new_generator(seed)
 
     def forward(self, x: Tensor) -> Tensor:
