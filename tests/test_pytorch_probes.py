@@ -229,3 +229,18 @@ def test_dropout_takes_torchs_positional_arguments_and_p_of_one() -> None:
         mt.nn.Dropout(0.5, True)
     with pytest.raises(ValueError, match="between 0 and 1"):
         mt.nn.Dropout(1.5)
+
+
+def test_sgd_takes_torchs_positional_order_and_default_lr() -> None:
+    for args in [(0.1, 0.9, 0.0, 0.01, True), (0.1, 0.9, 0.5), ()]:
+        w0 = np.array([1.0, -2.0, 3.0])
+        w, tw = mt.nn.Parameter(mt.tensor(w0)), torch.nn.Parameter(torch.tensor(w0))
+        opt, topt = mt.optim.SGD([w], *args), torch.optim.SGD([tw], *args)
+        for key in ("lr", "momentum", "dampening", "weight_decay", "nesterov"):
+            assert opt.defaults[key] == topt.defaults[key], key
+        for _ in range(3):
+            for p, o in ((w, opt), (tw, topt)):
+                o.zero_grad()
+                (p ** 2).sum().backward()
+                o.step()
+        _same(w, tw)
