@@ -244,3 +244,10 @@ def test_sgd_takes_torchs_positional_order_and_default_lr() -> None:
                 (p ** 2).sum().backward()
                 o.step()
         _same(w, tw)
+
+
+def test_relu_takes_torchs_inplace_argument() -> None:
+    data = np.array([-1.0, 0.0, 2.0])
+    _same(mt.nn.ReLU(inplace=False)(mt.tensor(data)), torch.nn.ReLU(False)(torch.tensor(data)))
+    with pytest.raises(NotImplementedError, match=r"write nn\.ReLU\(\)"):
+        mt.nn.ReLU(True)
