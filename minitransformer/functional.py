@@ -42,15 +42,45 @@ from minitransformer.tensor import Tensor
 # The activations and the softmax family are engine ops; they are re-exported here so that
 # ``F.<name>`` covers everything a layer needs. ``softmax``, ``log_softmax`` and
 # ``logsumexp`` subtract the row maximum before exponentiating, so logits of +-1e4 are fine.
-softmax = ops.softmax
 gelu = ops.gelu
 dropout = ops.dropout
 masked_softmax = ops.masked_softmax
-log_softmax = ops.log_softmax
 logsumexp = ops.logsumexp
 relu = ops.relu
 tanh = ops.tanh
 sigmoid = ops.sigmoid
+
+
+
+def implicit_softmax_dim(name: str, ndim: int) -> int:
+    """The dim PyTorch's ``F.softmax(x)`` (no dim) picks, with PyTorch's warning: 0 for a
+    0-, 1- or 3-D input, else 1 (NOT the last axis for 3-D and more)."""
+    import warnings
+
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call "
+                  "to include dim=X as an argument.", UserWarning, stacklevel=3)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None,
+            *, axis: int | None = None) -> Tensor:
+    """``torch.nn.functional.softmax``: along ``dim`` (``axis``, NumPy's name); ``dtype``
+    casts the input first. Without a dim, PyTorch's deprecated implicit choice, with its
+    warning: dim 0 for a 3-D input, not the last axis; pass ``dim=-1``."""
+    dim = dim if axis is None else axis
+    if dim is None:
+        dim = implicit_softmax_dim("softmax", input.ndim)
+    return ops.softmax(input if dtype is None else input.to(dtype), dim)
+
+
+def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
+                dtype: Any = None, *, axis: int | None = None) -> Tensor:
+    """``torch.nn.functional.log_softmax``; the dim rules of :func:`softmax`."""
+    dim = dim if axis is None else axis
+    if dim is None:
+        dim = implicit_softmax_dim("log_softmax", input.ndim)
+    return ops.log_softmax(input if dtype is None else input.to(dtype), dim)
+
 
 __all__ = [
     "AttentionWeights", "CrossEntropy", "LayerNorm", "Linear", "ScaledDotProductAttention",
@@ -180,6 +210,10 @@ def layer_norm(
     with the biased variance (divide by n), as in PyTorch. One fused node,
     :class:`LayerNorm`, with its backward derived by hand.
     """
+    if x.dtype.kind not in "fc":  # NumPy would compute it and round to integers
+        raise DtypeError(f'"LayerNormKernelImpl" not implemented for '
+                         f"'{torch_dtype_name(x.dtype)}', as in PyTorch: layer norm of an "
+                         "integer tensor; convert first: x.float()")
     axes = _normalized_axes(x, normalized_shape, weight, bias)
     shape = x.shape[axes[0] :]
     xp = backend.array_module_of(x.data)

@@ -378,6 +378,9 @@ def fill_(target: Tensor, value: Any) -> Tensor:
 
 def masked_fill_(target: Tensor, mask: Any, value: Any) -> Tensor:
     """``value`` wherever ``mask`` (broadcast to target's shape) is True."""
+    from minitransformer.ops.elementwise import check_bool_mask
+
+    check_bool_mask(mask)
     mask = mask.data if isinstance(mask, Tensor) else backend.to_device(
         np.asarray(mask), target.device)
     _check_shape(target, np.broadcast_shapes(target.shape, mask.shape))

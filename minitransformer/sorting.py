@@ -44,6 +44,9 @@ def _order(x: Tensor, axis: int, descending: bool) -> Any:
     if descending:  # a stable sort of -x: largest first, equal values in their order
         key = -key.astype("int64") if key.dtype.kind in "bu" else -key
     order = xp.argsort(key, axis=axis, kind="stable")
+    if descending and key.dtype.kind == "f":  # NaN counts as the largest, as in PyTorch:
+        nan_last = xp.take_along_axis(~xp.isnan(key), order, axis=axis)  # first, not last
+        order = xp.take_along_axis(order, xp.argsort(nan_last, axis=axis, kind="stable"), axis)
     return order.astype("int64", copy=False)
 
 

@@ -64,6 +64,42 @@ def _preview(data: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _from_nested_tensors(xp: Any, data: Any, dtype: Any, array: Any) -> Any:
+    """``mt.tensor([t0, t1, 2.5])`` with one-element tensors in the (nested) list, as
+    ``torch.tensor``: each tensor counts as its value and its dtype (a Python float as
+    float32, an int as int64), and the result has the promotion of them all."""
+    from minitransformer.promotion import promote_types
+
+    dtypes: list[np.dtype] = []
+
+    def convert(item: Any) -> Any:
+        if isinstance(item, list | tuple):
+            return [convert(i) for i in item]
+        if isinstance(item, Tensor):
+            if item.data.size != 1:
+                raise ValueError("only one element tensors can be converted to Python scalars "
+                                 f"(an element of shape {item.shape}); use mt.stack(list)")
+            dtypes.append(item.dtype)
+            return item.data.reshape(()).item()
+        if isinstance(item, bool | np.bool_):
+            dtypes.append(bool_)
+        elif isinstance(item, int | np.integer):
+            dtypes.append(int64 if isinstance(item, int) else item.dtype)
+        elif isinstance(item, float | np.floating):
+            dtypes.append(float32 if isinstance(item, float) else item.dtype)
+        return item
+
+    converted = convert(data)
+    if dtype is None and dtypes:
+        dtype = dtypes[0]
+        for other in dtypes[1:]:
+            dtype = promote_types(dtype, other)
+    try:
+        return xp.array(converted, dtype=dtype)
+    except (TypeError, ValueError):
+        return array  # not numbers after all: the caller's error names the data
+
+
 class Tensor:
     """An n-dimensional array that can record the ops applied to it.
 
@@ -102,6 +138,9 @@ class Tensor:
         from_python = not backend.is_array(data) and not isinstance(data, np.generic)
         on_device = backend.to_device(data, device) if backend.is_array(data) else data
         array = xp.array(on_device, dtype=dtype)
+        if array.dtype.kind == "O" and isinstance(data, list | tuple):
+            array = _from_nested_tensors(xp, data, dtype, array)  # [loss0, loss1]: 0-d tensors
+            from_python = False
         if array.dtype.kind not in "biufc":  # str, bytes, Python objects: not numbers
             raise DtypeError(
                 f"cannot make a tensor from {type(data).__name__} {_preview(data)} (dtype "
@@ -129,8 +168,20 @@ class Tensor:
     # ----- attributes ---------------------------------------------------------------------
     @property
     def grad(self) -> Tensor | None:
-        """The accumulated gradient: a Tensor of this tensor's shape and dtype, or None."""
-        return self._grad
+        """The accumulated gradient: a Tensor of this tensor's shape and dtype, or None.
+        None, with PyTorch's warning, on a non-leaf tensor without ``retain_grad()``."""
+        grad = self._grad
+        if grad is None and self._ctx is not None and not self._retains_grad:
+            import warnings
+
+            warnings.warn(
+                "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. "
+                "Its .grad attribute won't be populated during autograd.backward(). If you "
+                "indeed want the .grad field to be populated for a non-leaf Tensor, use "
+                ".retain_grad() on the non-leaf Tensor. If you access the non-leaf Tensor by "
+                "mistake, make sure you access the leaf Tensor instead.", UserWarning,
+                stacklevel=2)
+        return grad
 
     @grad.setter
     def grad(self, value: Tensor | None) -> None:
@@ -484,11 +535,18 @@ class Tensor:
     def __int__(self) -> int:
         return int(self.item())
 
-    def any(self) -> bool:
-        return bool(self.data.any())
+    def any(self, axis: Any = None, keepdim: bool = False, *, dim: Any = None) -> Tensor:
+        """Whether any element is nonzero (along ``dim``): a bool tensor, as ``torch.any``."""
+        return self._logical(self.data.any, axis if dim is None else dim, keepdim)
 
-    def all(self) -> bool:
-        return bool(self.data.all())
+    def all(self, axis: Any = None, keepdim: bool = False, *, dim: Any = None) -> Tensor:
+        """Whether every element is nonzero (along ``dim``): a bool tensor, as ``torch.all``."""
+        return self._logical(self.data.all, axis if dim is None else dim, keepdim)
+
+    def _logical(self, reduce: Callable, axis: Any, keepdim: bool) -> Tensor:
+        axis = tuple(axis) if isinstance(axis, list) else axis
+        out = reduce(axis=axis, keepdims=keepdim)
+        return Tensor._from_array(backend.array_module(self.device).asarray(out), self.device)
 
     # ----- methods -----------------------------------------------------------------------
     # x.exp(), x.sum(axis=1), x.reshape(2, 3), ...: every op registered with method=True
@@ -634,8 +692,20 @@ def ones(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     return _filled(lambda xp, s, d: xp.ones(s, d), shape, dtype, device, requires_grad)
 
 
+def _number_dtype(*values: Any) -> np.dtype:
+    """PyTorch's dtype for Python numbers: float32 if any is a float, else int64; bool if all
+    are bools."""
+    values = [v.item() if isinstance(v, np.generic | Tensor) else v for v in values]
+    if all(isinstance(v, bool) for v in values):
+        return bool_
+    return float32 if any(isinstance(v, float) for v in values) else int64
+
+
 def full(shape: Sequence[int], fill_value: float, dtype: Any = None, device: Any = None,
          requires_grad: bool = False) -> Tensor:
+    """As ``torch.full``: without ``dtype``, the fill value's (7 gives int64, 7.0 float32,
+    True bool)."""
+    dtype = dtype if dtype is not None else _number_dtype(fill_value)
     return _filled(lambda xp, s, d: xp.full(s, fill_value, d), (tuple(shape),), dtype, device,
                    requires_grad)
 
@@ -658,12 +728,16 @@ def rand(*shape: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
 
 def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any = None,
-           device: Any = None) -> Tensor:
+           device: Any = None, requires_grad: bool = False) -> Tensor:
+    """As ``torch.arange``: without ``dtype``, int64 for integer bounds and step, float32
+    (the default float) if any is a float."""
     if stop is None:
         start, stop = 0, start
+    if dtype is None:
+        dtype = _number_dtype(start, stop, step, 0)  # the 0: bools count as integers
     device = backend.normalize_device(device)
     array = backend.array_module(device).arange(start, stop, step, dtype=as_dtype(dtype))
-    return Tensor._from_array(array, device)
+    return Tensor._from_array(array, device).requires_grad_(requires_grad)
 
 
 def zeros_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:

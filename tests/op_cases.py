@@ -177,6 +177,8 @@ OP_CASES: dict[str, OpCase] = {
                     lambda a, b: torch.stack([a, b], dim=1)),
     "split": OpCase([normal(2, 5)], lambda x: mt.split(x, 2, axis=1),
                     lambda x: torch.split(x, 2, dim=1)),
+    "flip": OpCase([normal(2, 3, 4)], lambda x: mt.flip(x, (0, 2)),
+                   lambda x: torch.flip(x, (0, 2))),
     "unfold1d": OpCase([normal(2, 2, 5)],
                        lambda x: mt.ops.unfold1d(x, 3, dilation=1, padding=(1, 1)), torch=None),
     "fold1d": OpCase([normal(2, 2, 3, 5)],

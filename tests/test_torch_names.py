@@ -30,7 +30,8 @@ def test_nn_functional_is_the_functional_module_under_pytorchs_path() -> None:
 
     assert F1 is F2 is mt.functional is mt.nn.functional
     assert hasattr(mt.nn.functional, "scaled_dot_product_attention")
-    assert F1.softmax is mt.softmax
+    x = mt.randn(2, 3)  # F.softmax is PyTorch's (dim=None, dtype=); with a dim, mt.softmax
+    assert np.array_equal(F1.softmax(x, dim=-1).numpy(), mt.softmax(x, -1).numpy())
 
 
 def test_dtype_names_and_casts_as_torch() -> None:

@@ -13,6 +13,13 @@ from minitransformer.tensor import Tensor
 class ReLU(Module):
     """max(0, x)."""
 
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        if inplace:  # PyTorch's argument: the input itself would change
+            raise NotImplementedError("nn.ReLU(inplace=True) is not supported here; write "
+                                      "nn.ReLU() (the same output, the input unchanged)")
+        self.inplace = inplace
+
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x)
 

@@ -156,11 +156,15 @@ class Dropout(Module):
     generator), so its masks are reproducible and independent of other layers'.
     """
 
-    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, seed: int | None = None
+                 ) -> None:
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        if inplace:  # PyTorch's second argument (it was taken for a seed here)
+            raise NotImplementedError("nn.Dropout(inplace=True) is not supported here; write "
+                                      "nn.Dropout(p)")
+        self.p, self.inplace = p, inplace
         self.generator = new_generator(seed)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -173,9 +177,15 @@ class Dropout(Module):
 class Softmax(Module):
     """softmax(x)_i = e^{x_i} / sum_j e^{x_j} along ``axis``."""
 
-    def __init__(self, axis: int = -1, *, dim: int | None = None) -> None:
+    def __init__(self, dim: int | None = None, *, axis: int | None = None) -> None:
         super().__init__()
-        self.axis = axis if dim is None else dim  # dim: PyTorch's name
+        # dim: PyTorch's name, and its default: None is PyTorch's implicit choice (dim 0 for
+        # a 3-D input), with its warning; pass dim=-1 for the last axis
+        self.axis = dim if axis is None else axis
+
+    @property
+    def dim(self) -> int | None:
+        return self.axis
 
     def forward(self, x: Tensor) -> Tensor:
         return F.softmax(x, self.axis)

@@ -327,6 +327,8 @@ def dropout(
     x: Tensor,
     p: float = 0.5,
     training: bool = True,
+    inplace: bool = False,
+    *,
     generator: np.random.Generator | None = None,
     seed: int | None = None,
 ) -> Tensor:
@@ -336,10 +338,15 @@ def dropout(
     ``generator`` (a ``numpy.random.Generator``), else from a ``seed``, else from the
     default generator that ``mt.manual_seed`` reseeds (PyTorch's ``F.dropout(x, p)``).
     """
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if inplace:  # PyTorch's fourth argument (it was taken for a generator here)
+        raise NotImplementedError("dropout(inplace=True) is not supported here; write "
+                                  "x = F.dropout(x, p) (or nn.Dropout(p))")
     if not training or p == 0:
         return x
+    if p == 1:  # as PyTorch: every element dropped
+        return x * 0
     if generator is None:
         generator = default_generator() if seed is None else np.random.default_rng(seed)
     return Dropout.apply(x, p=p, generator=generator)

@@ -287,7 +287,11 @@ class FloorDiv(Function):
         if x.dtype == bool:
             raise TypeError('"div_floor_cpu" not implemented for \'Bool\': floor division of '
                             "bool tensors; convert first: x.long() // y.long()")
-        return backend.array_module_of(x).floor_divide(x, y)
+        xp = backend.array_module_of(x)
+        if x.dtype.kind in "iu" and bool(xp.any(y == 0)):  # NumPy would give 0
+            raise ZeroDivisionError("integer floor division by zero (x // 0), an error in "
+                                    "PyTorch too; x.float() // 0 gives inf")
+        return xp.floor_divide(x, y)
 
     def backward(self, grad: Value) -> tuple[Value, Value]:
         raise NotImplementedError("derivative for floor_divide (x // y) is not implemented, "
@@ -475,6 +479,9 @@ def erf(x: Tensor) -> Tensor:
 def clip(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
     if min is None and max is None:
         raise ValueError("clip needs at least one of min and max")
+    dtype = result_type(x, *(b for b in (min, max) if b is not None))
+    if dtype != x.dtype:  # as torch.clamp: an integer tensor with a float bound gives float32
+        x = x.to(dtype)
     return Clip.apply(x, low=min, high=max)
 
 
@@ -492,9 +499,19 @@ def where(condition: Any, x: Any, y: Any) -> Tensor:
     return apply_binary(Where, x, y, condition=cond)
 
 
+def check_bool_mask(mask: Any) -> None:
+    """PyTorch's masked_fill takes a bool tensor only (NumPy would read 1 as True)."""
+    if isinstance(mask, Tensor) and mask.dtype != bool:
+        from minitransformer.errors import DtypeError, cpp_dtype_name
+
+        raise DtypeError(f"masked_fill_ only supports boolean masks, but got mask with dtype "
+                         f"{cpp_dtype_name(mask.dtype)}; make it one: mask.bool() or mask == 1")
+
+
 @register(method=True)
 def masked_fill(x: Tensor, mask: Any, value: float) -> Tensor:
-    """``x`` with ``value`` wherever ``mask`` is True."""
+    """``x`` with ``value`` wherever ``mask`` is True (a bool tensor, as PyTorch requires)."""
+    check_bool_mask(mask)
     fill = value if isinstance(value, Tensor) else Tensor._from_array(  # keeps x's dtype
         backend.array_module(x.device).asarray(value, dtype=x.dtype), x.device)
     return where(mask, fill, x)

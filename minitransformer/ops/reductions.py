@@ -126,6 +126,8 @@ def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
 
 
 def _reduce(fn: type[Function], x: Tensor, axis: Axis, keepdims: bool, **params: Any) -> Tensor:
+    if axis is not None and not isinstance(axis, int) and len(axis) == 0:
+        axis = None  # as PyTorch: x.sum(()) and x.sum(dim=[]) reduce over every axis
     return fn.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims, **params)
 
 
@@ -143,7 +145,10 @@ def prod(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
         y = prod_i x_i,   dy/dx_i = prod_{j != i} x_j
 
     (right at zeros too, where y / x_i is not). Composed of products of pairs, log2(n)
-    rounds of them, so autograd derives the gradient and the second derivative exactly."""
+    rounds of them, so autograd derives the gradient and the second derivative exactly.
+    Integers and bools give int64, as in PyTorch."""
+    if x.dtype.kind in "biu":
+        x = x.long()
     axes = normalize_axes(axis, x.ndim)
     rest = [i for i in range(x.ndim) if i not in axes]
     kept = tuple(x.shape[i] for i in rest)

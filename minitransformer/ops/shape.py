@@ -294,6 +294,14 @@ def getitem(x: Tensor, index: Any) -> Tensor:
 def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     if not tensors:
         raise ValueError("concat needs at least one tensor")
+    dtypes = {t.dtype for t in tensors if isinstance(t, Tensor)}
+    if len(dtypes) > 1:  # torch.cat promotes (int64 with float32 is float32, not float64)
+        from minitransformer.promotion import promote_types
+
+        dtype = next(iter(dtypes))
+        for other in dtypes:
+            dtype = promote_types(dtype, other)
+        tensors = [t.to(dtype) if isinstance(t, Tensor) else t for t in tensors]
     return Concat.apply(*tensors, axis=normalize_axis(axis, tensors[0].ndim))
 
 
@@ -311,8 +319,10 @@ def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
 
 
 @register(method=True)
-def split(x: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
-    """Pieces of ``x`` along ``axis``: of size ``n`` each (an int), or of the given sizes."""
+def split(x: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0
+          ) -> tuple[Tensor, ...]:
+    """Pieces of ``x`` along ``axis``: of size ``n`` each (an int), or of the given sizes; a
+    tuple, as ``torch.split``."""
     axis = normalize_axis(axis, x.ndim)
     length = x.shape[axis]
     if isinstance(split_size_or_sections, int):
@@ -330,4 +340,18 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0)
         index[axis] = slice(start, start + n)
         pieces.append(x[tuple(index)])
         start += n
-    return pieces
+    return tuple(pieces)
+
+
+@register(method=True)
+def flip(x: Tensor, *args: int | Sequence[int], dims: int | Sequence[int] | None = None
+         ) -> Tensor:
+    """``x`` reversed along ``dims``, as ``torch.flip(x, dims)``, ``x.flip(0)`` or
+    ``x.flip(0, 1)``: PyTorch's way to write ``x[::-1]`` (which PyTorch refuses)."""
+    dims = args if dims is None else (dims,)
+    if len(dims) == 1 and isinstance(dims[0], Sequence):
+        dims = tuple(dims[0])
+    index = [slice(None)] * x.ndim
+    for axis in normalize_axes(dims, x.ndim):
+        index[axis] = slice(None, None, -1)
+    return x[tuple(index)]

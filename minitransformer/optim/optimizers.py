@@ -220,9 +220,9 @@ class SGD(Optimizer):
     Without momentum (:math:`\mu = 0`) the step is just :math:`\theta - \eta g`.
     """
 
-    def __init__(self, params: ParamsArg, lr: float, momentum: float = 0.0,
-                 dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(self, params: ParamsArg, lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False) -> None:  # PyTorch's order and defaults
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                         weight_decay=weight_decay)
         super().__init__(params, defaults)

@@ -317,8 +317,8 @@ class _Picture:
         """
         outputs = {id(t) for t in self.walk.outputs}
         for name, t in [*named, *((t.name, t) for t in self.walk.tensors if t.name)]:
-            if t.grad is not None and id(t.grad) in outputs:
-                self.gradient_names.setdefault(id(t.grad), f"{name}.grad")
+            if t._grad is not None and id(t._grad) in outputs:  # _grad: no non-leaf warning
+                self.gradient_names.setdefault(id(t._grad), f"{name}.grad")
 
     # -- which module, which cluster --
     def _module_path(self, fn: Function) -> str | None:
@@ -624,8 +624,9 @@ def _describe_array(array: Any, device: str | None = None) -> str:
 
 def _grad_lines(t: Tensor) -> list[str]:
     """The gradient's norm and shape, or a note that backward has not reached it."""
-    if t.grad is not None:
-        return [f"grad ‖·‖={_norm(t.grad.data):.3g}  {_shape_text(t.grad.shape)}"]
+    grad = t._grad  # not .grad: no non-leaf warning for a drawing
+    if grad is not None:
+        return [f"grad ‖·‖={_norm(grad.data):.3g}  {_shape_text(grad.shape)}"]
     if t.requires_grad and (t._ctx is None or t._retains_grad):
         return ["grad: None"]
     return []
