@@ -331,6 +331,10 @@ def test_block_sizes_fit_the_tile_budget():
             assert batch * block_q * block_k <= max(tiled_module.TILE_ELEMENTS,
                                                     batch * tiled_module.MIN_BLOCK**2)
             assert -(-n // block_q) >= min(workers, n // tiled_module.MIN_BLOCK)  # work for all
+            causal_q, causal_k = block_sizes(batch, n, n, workers, causal=True)
+            assert causal_k <= tiled_module.MAX_BLOCK_K_CAUSAL and causal_q <= n
+            assert batch * causal_q * causal_k <= max(tiled_module.TILE_ELEMENTS,
+                                                      batch * tiled_module.MIN_BLOCK**2)
 
 
 def test_tiled_attention_errors(rng):
