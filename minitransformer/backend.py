@@ -337,6 +337,40 @@ def erf_float32(array: Any) -> np.ndarray:
     return p
 
 
+# Phi(x) = (1 + erf(x / sqrt 2)) / 2, GELU's factor, from the same fit with the constants
+# folded into the coefficients: with z = x / sqrt 2, (1/2) erf(z) = x Pt(x^2) / Qt(x^2),
+# Pt(u) = P(u / 2) / (2 sqrt 2) and Qt(u) = Q(u / 2). Six passes fewer than erf and then
+# "+1, *0.5" (26 against 31 per block: 117 against 141 us for 65,536 values), the same
+# values to float32 rounding.
+_PHI32_P = np.array([c * 0.5**i for i, c in enumerate(_ERF32_P[::-1].astype(np.float64))][::-1],
+                    dtype=np.float64) / (2 * math.sqrt(2))
+_PHI32_P = _PHI32_P.astype(np.float32)  # x^12 ... x^0
+_PHI32_Q = np.array([c * 0.5**i for i, c in enumerate(_ERF32_Q[::-1].astype(np.float64))][::-1],
+                    dtype=np.float32)  # x^8 ... x^0
+_PHI32_X_MAX = np.float32(4 * math.sqrt(2))  # z = 4: erf rounds to +-1 beyond
+
+
+def normal_cdf_float32(x: np.ndarray, out: np.ndarray) -> None:
+    """Phi(x), the standard normal CDF, of a float32 array into ``out`` (float32 arithmetic,
+    within 2.5e-7 of the exact value, about half erf_float32's bound, and within [0, 1])."""
+    z = np.clip(x, -_PHI32_X_MAX, _PHI32_X_MAX)  # a new array; NaN stays NaN
+    squares = z * z
+    p = squares * _PHI32_P[0]
+    p += _PHI32_P[1]
+    for c in _PHI32_P[2:]:
+        p *= squares
+        p += c
+    q = squares * _PHI32_Q[0]
+    q += _PHI32_Q[1]
+    for c in _PHI32_Q[2:]:
+        q *= squares
+        q += c
+    p *= z
+    p /= q
+    np.add(p, np.float32(0.5), out=out)
+    np.clip(out, 0, 1, out=out)  # rounding may take 0.5 - 0.5 below 0: GELU's sign flipped
+
+
 # Elementwise formulas of many steps (GELU's erf is about 25 NumPy passes) run block by
 # block: each block of CACHE_BLOCK elements goes through every step while it is in the
 # core's cache, instead of every step streaming the whole array through memory. Measured

@@ -229,3 +229,24 @@ def test_a_failing_block_kernel_raises_in_the_caller() -> None:
     x = np.arange(4 * backend.CACHE_BLOCK, dtype=np.float64)
     with pytest.raises(ValueError, match="a block failed"):
         backend.by_cache_blocks(kernel, (x,), (np.empty_like(x),))
+
+
+def test_float32_normal_cdf_and_gelu_tails() -> None:
+    """backend.normal_cdf_float32 (GELU's Phi in float32): within 2.5e-7 of the exact
+    Phi, never outside [0, 1]; so GELU of a very negative x is 0 or a tiny negative (it
+    was a positive 1.8e-6 at -30 when rounding took Phi below 0), GELU(-inf) is NaN and
+    GELU(inf) inf, as PyTorch's float64 GELU (its float32 one gives NaN at inf)."""
+    import math
+
+    from minitransformer import backend
+
+    xs = np.linspace(-40, 40, 400001).astype(np.float32)
+    exact = np.array([0.5 * math.erfc(-float(v) / math.sqrt(2)) for v in xs])
+    phi = np.empty_like(xs)
+    backend.normal_cdf_float32(xs, phi)
+    assert np.abs(phi - exact).max() < 2.5e-7
+    assert phi.min() >= 0 and phi.max() <= 1
+    tails = np.array([-np.inf, -30.0, -6.0, np.inf, np.nan], np.float32)
+    y = mt.gelu(mt.tensor(np.concatenate([tails, np.zeros(70000, np.float32)]))).numpy()[:5]
+    assert np.isnan(y[0]) and y[1] <= 0 and y[2] <= 0 and y[3] == np.inf and np.isnan(y[4])
+    assert abs(y[2]) < 1e-6
