@@ -371,14 +371,17 @@ def normal_cdf_float32(x: np.ndarray, out: np.ndarray) -> None:
     np.clip(out, 0, 1, out=out)  # rounding may take 0.5 - 0.5 below 0: GELU's sign flipped
 
 
-# Elementwise formulas of many steps (GELU's erf is about 25 NumPy passes) run block by
-# block: each block of CACHE_BLOCK elements goes through every step while it is in the
-# core's cache, instead of every step streaming the whole array through memory. Measured
-# (2026-12-02, erf_float32 of 2M float32 values, nanoGPT's long config): 11.2 ms whole,
-# 4.2 ms in blocks of 65,536 (5.6 ms at 16,384, 5.3 ms at 262,144). The blocks are dealt
-# out to BLOCK_WORKERS threads (NumPy releases the GIL inside its loops), as PyTorch
-# spreads an elementwise kernel over its threads.
-CACHE_BLOCK = 65536
+# Elementwise formulas of many steps (GELU's Phi is 26 NumPy passes) run block by block:
+# each block of CACHE_BLOCK elements goes through every step while it is in the core's
+# cache, instead of every step streaming the whole array through memory, and the blocks
+# are dealt out to BLOCK_WORKERS threads (NumPy releases the GIL inside its loops), as
+# PyTorch spreads an elementwise kernel over its threads. Measured (2026-12-02, quiet,
+# medians of 40 alternating calls, GELU's forward on float32): at (16, 64, 512), blocks
+# of 65,536 on 1 thread 0.95-1.06 ms, on 2 threads 0.82-1.06; blocks of 131,072 on 2
+# threads 0.66-0.83. At (4, 1,024, 512): 4.2-4.4 ms, 3.4-4.9 ms and 2.7-3.9 ms. Smaller
+# blocks leave too little work per thread hand-off. (Whole, erf of those 2M values took
+# 11.2 ms, against 4.2 ms in blocks on one thread.)
+CACHE_BLOCK = 131072
 _BLOCK_THREADS = os.environ.get("MINITRANSFORMER_BLOCK_THREADS", "")  # e.g. 1: no threads
 BLOCK_WORKERS = (int(_BLOCK_THREADS) if _BLOCK_THREADS.isdigit() and int(_BLOCK_THREADS) > 0
                  else max(1, min(2, os.cpu_count() or 1)))
@@ -405,7 +408,7 @@ def by_cache_blocks(kernel: Any, inputs: tuple[Any, ...], outputs: tuple[Any, ..
         for start in starts[first::step]:
             kernel(*(flat[start:start + CACHE_BLOCK] for flat in flats))
 
-    workers = min(BLOCK_WORKERS, len(starts) // 2)  # a thread needs two blocks to be worth it
+    workers = min(BLOCK_WORKERS, len(starts))
     if workers <= 1:
         work(0, 1)
         return
