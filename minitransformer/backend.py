@@ -409,13 +409,19 @@ def by_cache_blocks(kernel: Any, inputs: tuple[Any, ...], outputs: tuple[Any, ..
             kernel(*(flat[start:start + CACHE_BLOCK] for flat in flats))
 
     workers = min(BLOCK_WORKERS, len(starts))
-    if workers <= 1:
-        work(0, 1)
-        return
-    futures = [_blocks_pool().submit(work, w, workers) for w in range(1, workers)]
-    work(0, workers)  # this thread takes the first share
-    for future in futures:
-        future.result()  # re-raises a worker's exception here
+    run_in_parallel([functools.partial(work, w, workers) for w in range(workers)])
+
+
+def run_in_parallel(functions: list[Any]) -> None:
+    """Call each of ``functions`` (at most :data:`BLOCK_WORKERS`), the first in this thread
+    and the others on a shared pool; re-raise the first exception. The functions must not
+    themselves call this (the pool's threads would wait on each other)."""
+    futures = [_blocks_pool().submit(f) for f in functions[1:]]
+    try:
+        functions[0]()
+    finally:
+        for future in futures:
+            future.result()  # waits for each; re-raises a worker's exception here
 
 
 def _blocks_pool() -> Any:

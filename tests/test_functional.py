@@ -600,3 +600,52 @@ def test_sdpa_need_weights_names_the_function_that_returns_them(need_weights, rn
     else:
         assert "drop need_weights=False" in str(caught.value)
     assert "unexpected keyword" not in str(caught.value)
+
+
+@pytest.mark.parametrize("mask", ["none", "causal", "bool2d", "float4d", "weights"])
+def test_fused_attention_on_two_threads_equals_one(mask, monkeypatch):
+    """The fused node cut in two halves of the batch (ops.attention._batch_halves, on two
+    threads) gives the one-thread values and gradients: masks of (L, S) and (1, 1, L, S),
+    the causal triangle, the weights as an output, and only some inputs needing a grad."""
+    from minitransformer.ops import attention as attention_ops
+
+    rng = np.random.default_rng(11)
+    batch = (1, 3) if mask == "bool2d" else (5, 3)  # a batch of 1: the heads are cut
+    q0, k0, v0 = (rng.standard_normal((*batch, 6, 4)) for _ in range(3))
+    g0 = rng.standard_normal((*batch, 6, 4))
+    kwargs = {"none": {}, "causal": {"is_causal": True},
+              "bool2d": {"attn_mask": rng.random((6, 6)) > 0.3},
+              "float4d": {"attn_mask": mt.tensor(rng.standard_normal((1, 1, 6, 6)))},
+              "weights": {}}[mask]
+
+    def run(threads: bool) -> list[np.ndarray]:
+        monkeypatch.setattr(attention_ops, "HALVES_MIN_SCORES", 0 if threads else 2**62)
+        q = mt.tensor(q0, requires_grad=True)
+        k = mt.tensor(k0, requires_grad=mask != "causal")  # dK not needed in one case
+        v = mt.tensor(v0, requires_grad=True)
+        if mask == "weights":
+            out, weights = F.scaled_dot_product_attention_with_weights(q, k, v)
+            assert (out._ctx.halves is not None) == threads
+            ((out * mt.tensor(g0)).sum() + (weights * weights).sum()).backward()
+            extra = [weights.detach().numpy()]
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, implementation="fused", **kwargs)
+            assert (out._ctx.halves is not None) == threads
+            out.backward(mt.tensor(g0))
+            extra = []
+        grads = [t.grad.numpy() for t in (q, k, v) if t.grad is not None]
+        return [out.detach().numpy(), *grads, *extra]
+
+    for two, one in zip(run(True), run(False), strict=True):
+        np.testing.assert_allclose(two, one, rtol=1e-13, atol=1e-13)
+
+
+def test_fused_attention_on_two_threads_passes_gradcheck(monkeypatch):
+    from minitransformer.ops import attention as attention_ops
+
+    monkeypatch.setattr(attention_ops, "HALVES_MIN_SCORES", 0)
+    rng = np.random.default_rng(12)
+    q, k, v = (mt.tensor(rng.standard_normal((2, 2, 3, 2)), requires_grad=True)
+               for _ in range(3))
+    assert mt.gradcheck(lambda a, b, c: F.scaled_dot_product_attention(
+        a, b, c, is_causal=True, implementation="fused"), (q, k, v))
