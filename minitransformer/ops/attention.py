@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from minitransformer import backend, tuning
+from minitransformer import backend
 from minitransformer.autograd import Function, Value, recorded_gradients
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.activations import MaskedSoftmax, softmax_in_place
@@ -79,9 +79,6 @@ class ScaledDotProductAttention(Function):
     def forward(self, q: Any, k: Any, v: Any, plan: AttentionPlan) -> Any:
         xp = backend.array_module_of(q)
         self.plan = plan
-        self.halves = _batch_halves(q, k, v, plan)
-        if self.halves is not None:  # the same lines on two threads, half the batch each
-            return self._forward_in_halves(q, k, v, plan)
         scaled_q = q * plan.scale  # (..., L, E): scaling Q is cheaper than scaling the scores
         scores = scaled_q @ k.swapaxes(-1, -2)  # (..., L, E) @ (..., E, S) -> (..., L, S)
         if plan.bias is not None:
@@ -104,29 +101,8 @@ class ScaledDotProductAttention(Function):
             return self._backward_recorded(grad)
         return self._backward_fast(grad)
 
-    def _forward_in_halves(self, q: Any, k: Any, v: Any, plan: AttentionPlan) -> Any:
-        """``forward``'s lines for each half of the leading axis, on two threads, into
-        whole arrays (no dropout: see :func:`_batch_halves`)."""
-        plan.weights = np.empty((*q.shape[:-1], k.shape[-2]), dtype=q.dtype)  # (..., L, S)
-        self.z = np.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype)  # (..., L, Ev)
-
-        def half(rows: slice) -> None:
-            scores = plan.weights[rows]
-            np.matmul(q[rows] * plan.scale, k[rows].swapaxes(-1, -2), out=scores)
-            if plan.bias is not None:
-                scores += plan.bias
-            if plan.blocked is not None:
-                np.copyto(scores, -np.inf, where=plan.blocked)
-            softmax_in_place(scores, axis=-1)
-            np.matmul(scores, v[rows], out=self.z[rows])
-
-        _in_halves(half, self.halves)
-        return self.z
-
     def _backward_fast(self, d_out: Value) -> tuple[Value, ...]:
         """The formulas above on the saved arrays, updating fresh arrays in place."""
-        if self.halves is not None:
-            return self._backward_in_halves(d_out)
         q, k, v = self.args  # arrays
         need_q, need_k, need_v = self.needs_input_grad
         plan = self.plan
@@ -154,33 +130,6 @@ class ScaledDotProductAttention(Function):
                 dk = unbroadcast(dk, k.shape)
         return dq, dk, dv
 
-    def _backward_in_halves(self, d_out: Any) -> tuple[Any, ...]:
-        """``_backward_fast``'s lines for each half of the leading axis, on two threads."""
-        q, k, v = self.args
-        need_q, need_k, need_v = self.needs_input_grad
-        weights, scale = self.plan.weights, self.plan.scale
-        dq = np.empty_like(q) if need_q else None
-        dk = np.empty_like(k) if need_k else None
-        dv = np.empty_like(v) if need_v else None
-        d_out = np.ascontiguousarray(d_out)  # (a broadcast view cannot be sliced by rows)
-
-        def half(rows: slice) -> None:
-            if need_v:
-                np.matmul(weights[rows].swapaxes(-1, -2), d_out[rows], out=dv[rows])
-            if need_q or need_k:
-                d_scores = d_out[rows] @ v[rows].swapaxes(-1, -2)  # dA, (..., L, S)
-                d_scores -= backend.sum_along(d_out[rows] * self.z[rows])  # dA - sum(dA * A)
-                d_scores *= weights[rows]  # dS
-                if need_q:
-                    np.matmul(d_scores, k[rows], out=dq[rows])
-                    dq[rows] *= scale
-                if need_k:
-                    np.matmul(d_scores.swapaxes(-1, -2), q[rows], out=dk[rows])
-                    dk[rows] *= scale
-
-        _in_halves(half, self.halves)
-        return dq, dk, dv
-
     def _backward_recorded(self, grad: Tensor) -> tuple[Tensor | None, ...]:
         """Under create_graph: the gradients of the composed reference, with the forward's
         masks, scale and dropout multipliers (the same ``keep``, not a new draw), as a
@@ -188,39 +137,6 @@ class ScaledDotProductAttention(Function):
         q, k, v = self.inputs
         output, _ = planned_attention_reference(q, k, v, self.plan)
         return recorded_gradients(output, (q, k, v), grad)
-
-
-# The fused node on two threads, half the batch (or the heads) each, when the call is
-# big enough and simple enough to be cut there: NumPy arrays, Q, K and V with the same
-# leading axes, masks that do not vary along them, no dropout. Small heads are the case:
-# each (L, S) product is too small for BLAS's own threads. Measured (2026-12-02, quiet):
-# nanoGPT's small config, (16, 4, 64, 32) causal, forward + backward of the formulas
-# 3.8 -> 1.7-2.9 ms; the encoder bench's (64, 4, 32, 16) 4.0 -> 3.0 ms.
-HALVES_MIN_SCORES = 2**16
-
-
-def _batch_halves(q: Any, k: Any, v: Any, plan: AttentionPlan) -> tuple[Any, Any] | None:
-    """Indices of the two halves of the first leading axis longer than 1 (the batch, or
-    the heads when the batch is 1), to compute on two threads; or None (see above)."""
-    axis = next((i for i, n in enumerate(q.shape[:-2]) if n > 1), None)
-    if (axis is None or q.__class__ is not np.ndarray or backend.BLOCK_WORKERS < 2
-            or plan.dropout_p > 0 or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
-            or q.dtype != k.dtype or q.dtype != v.dtype
-            or math.prod(q.shape[:-1]) * k.shape[-2] < HALVES_MIN_SCORES):
-        return None
-    for mask in (plan.bias, plan.blocked):
-        if mask is not None and (mask.__class__ is not np.ndarray
-                                 or any(n != 1 for n in mask.shape[:-2])):
-            return None  # a mask that varies along the batch: not cut (rare)
-    middle, before = q.shape[axis] // 2, (slice(None),) * axis
-    return (*before, slice(0, middle)), (*before, slice(middle, None))
-
-
-def _in_halves(half: Any, halves: tuple[Any, Any]) -> None:
-    """``half(rows)`` for both halves on two threads, OpenBLAS on one thread meanwhile (its
-    threads would fight the two for the cores)."""
-    with tuning.single_threaded_blas():
-        backend.run_in_parallel([lambda rows=rows: half(rows) for rows in halves])
 
 
 class AttentionWeights(Function):
