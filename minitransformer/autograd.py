@@ -424,13 +424,7 @@ class Function:
         if _grad_enabled():
             for t in inputs:
                 if t.requires_grad:
-                    fn.inputs = inputs
-                    fn.module = _current_module.get()
-                    fn._epoch = _epoch[0]  # see _check_unchanged
-                    out.requires_grad = True
-                    out._ctx = fn
-                    if cls.uses_output:
-                        fn._output_ref = weakref.ref(out)
+                    _record(fn, inputs, out)
                     break
         return out
 
@@ -449,17 +443,10 @@ class Function:
         out = _new_tensor(Tensor)
         out._data = data
         out.device = device
+        out.requires_grad = False
+        out._ctx = None
         if _grad_enabled() and (x.requires_grad or y.requires_grad):
-            fn.inputs = (x, y)
-            fn.module = _current_module.get()
-            fn._epoch = _epoch[0]  # see _check_unchanged
-            out.requires_grad = True
-            out._ctx = fn
-            if cls.uses_output:
-                fn._output_ref = weakref.ref(out)
-        else:
-            out.requires_grad = False
-            out._ctx = None
+            _record(fn, (x, y), out)
         return out
 
     @property
@@ -505,6 +492,17 @@ class Function:
     @property
     def name(self) -> str:
         return type(self).__name__
+
+
+def _record(fn: Function, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+    """Make ``fn`` the node that computed ``out`` from ``inputs`` (a graph edge per input)."""
+    fn.inputs = inputs
+    fn.module = _current_module.get()
+    fn._epoch = _epoch[0]  # see _check_unchanged
+    out.requires_grad = True
+    out._ctx = fn
+    if fn.uses_output:
+        fn._output_ref = weakref.ref(out)
 
 
 # attrgetter in map() runs without a Python frame per item (these are on every node's path).
