@@ -319,3 +319,52 @@ def test_the_new_functions_run_on_each_device(device: str) -> None:
     assert mt.randint(0, 5, (2,), device=device).device == device
     w = mt.nn.Parameter(mt.zeros(3, 4, device=device))
     assert mt.nn.init.kaiming_uniform_(w).device == device and w.data.std() > 0
+
+
+# ----- chunk and unbind: tuples of views over split / indexing -----------------------------------
+@requires_torch
+@pytest.mark.parametrize(("shape", "chunks", "dim"),
+                         [((5,), 3, 0), ((6,), 4, 0), ((2, 7), 3, 1), ((2, 7), 10, -1),
+                          ((0, 2), 3, 0), ((4, 3), 1, 0)])
+def test_chunk_matches_torch_pieces_and_gradients(shape: tuple, chunks: int, dim: int) -> None:
+    host = np.random.default_rng(7).standard_normal(shape)
+    x = mt.tensor(host, requires_grad=True)
+    t = torch.tensor(host, requires_grad=True)
+    ours, theirs = x.chunk(chunks, dim), torch.chunk(t, chunks, dim)
+    assert type(ours) is tuple and len(ours) == len(theirs)  # 6 in 4 chunks: 3 pieces
+    for o, th in zip(ours, theirs, strict=True):
+        assert o.shape == tuple(th.shape) and o.dtype == np.float64
+        np.testing.assert_array_equal(o.detach().numpy(), th.detach().numpy())
+    assert [p.shape for p in mt.chunk(x, chunks, dim=dim)] == [p.shape for p in ours]
+    if host.size:
+        weights = [float(i + 1) for i in range(len(ours))]
+        sum(w * p.sum() for w, p in zip(weights, ours, strict=True)).backward()
+        sum(w * p.sum() for w, p in zip(weights, theirs, strict=True)).backward()
+        np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
+
+
+def test_chunk_refuses_what_torch_refuses() -> None:
+    with pytest.raises(ValueError, match="greater than 0"):
+        mt.ones(4).chunk(0)
+    with pytest.raises(ValueError, match="at least a 1-dimensional"):
+        mt.tensor(1.0).chunk(1)
+
+
+@requires_torch
+@pytest.mark.parametrize(("shape", "dim"), [((3,), 0), ((2, 3), 1), ((2, 3, 4), -1), ((0, 3), 0)])
+def test_unbind_matches_torch_slices_and_gradients(shape: tuple, dim: int) -> None:
+    host = np.random.default_rng(8).standard_normal(shape)
+    x = mt.tensor(host, requires_grad=True)
+    t = torch.tensor(host, requires_grad=True)
+    ours, theirs = x.unbind(dim), torch.unbind(t, dim)
+    assert type(ours) is tuple and len(ours) == len(theirs)
+    for o, th in zip(ours, theirs, strict=True):
+        assert o.shape == tuple(th.shape)
+        np.testing.assert_array_equal(o.detach().numpy(), th.detach().numpy())
+    assert len(mt.unbind(x, dim=dim)) == len(ours)
+    if ours:
+        sum((i + 1) * p.sum() for i, p in enumerate(ours)).backward()
+        sum((i + 1) * p.sum() for i, p in enumerate(theirs)).backward()
+        np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
+    with pytest.raises(IndexError, match="no dimensions"):
+        mt.tensor(1.0).unbind()

@@ -344,6 +344,37 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0
 
 
 @register(method=True)
+def chunk(x: Tensor, chunks: int, axis: int = 0) -> tuple[Tensor, ...]:
+    """``x`` cut along ``axis`` into pieces of ceil(size / chunks) each (the last smaller),
+    as ``torch.chunk``: so possibly FEWER than ``chunks`` pieces (6 in 4 chunks: 2, 2, 2).
+    The pieces are ``split``'s, so autograd needs nothing new."""
+    if not isinstance(chunks, int) or chunks < 1:
+        raise ValueError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+    if x.ndim == 0:
+        raise ShapeError("chunk expects at least a 1-dimensional tensor")
+    axis = normalize_axis(axis, x.ndim)
+    length = x.shape[axis]
+    if length == 0:  # torch: `chunks` empty pieces (a split of size 0 is not one)
+        return split(x, [0] * chunks, axis)
+    return split(x, -(-length // chunks), axis)  # -(-a // b): ceil(a / b) in integers
+
+
+@register(method=True)
+def unbind(x: Tensor, axis: int = 0) -> tuple[Tensor, ...]:
+    """The slices ``x[..., i, ...]`` along ``axis``, that axis removed, as ``torch.unbind``:
+    a tuple of ``x.shape[axis]`` tensors (empty for a size-0 axis)."""
+    if x.ndim == 0:
+        raise AxisError(f"Dimension specified as {axis} but tensor has no dimensions")
+    axis = normalize_axis(axis, x.ndim)
+    index = [slice(None)] * x.ndim
+    pieces = []
+    for i in range(x.shape[axis]):
+        index[axis] = i  # an integer index drops the axis; its backward scatters into place
+        pieces.append(x[tuple(index)])
+    return tuple(pieces)
+
+
+@register(method=True)
 def flip(x: Tensor, *args: int | Sequence[int], dims: int | Sequence[int] | None = None
          ) -> Tensor:
     """``x`` reversed along ``dims``, as ``torch.flip(x, dims)``, ``x.flip(0)`` or
