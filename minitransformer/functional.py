@@ -52,6 +52,22 @@ sigmoid = ops.sigmoid
 
 
 
+def silu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002  (PyTorch's name)
+    """SiLU(x) = x * sigmoid(x) (also called swish), as ``torch.nn.functional.silu``;
+    dSiLU/dx = s + x s (1 - s) with s = sigmoid(x).
+
+    Composed of two engine ops, so autograd derives that (and the second derivative) itself."""
+    if inplace:  # PyTorch's argument: the input itself would change
+        raise NotImplementedError("silu(inplace=True) is not supported here; write "
+                                  "F.silu(x) (the same output, the input unchanged)")
+    if input.dtype.kind not in "fc":  # as torch: no integer SiLU, rather than pick a float type
+        kind = {"b": "Bool", "i": "Long" if input.dtype.itemsize == 8 else "Int"}.get(
+            input.dtype.kind, str(input.dtype))
+        raise DtypeError(f'"silu" not implemented for \'{kind}\': silu needs a floating-point '
+                         "tensor (convert first: F.silu(x.float()))")
+    return input * ops.sigmoid(input)
+
+
 def implicit_softmax_dim(name: str, ndim: int) -> int:
     """The dim PyTorch's ``F.softmax(x)`` (no dim) picks, with PyTorch's warning: 0 for a
     0-, 1- or 3-D input, else 1 (NOT the last axis for 3-D and more)."""

@@ -368,3 +368,35 @@ def test_unbind_matches_torch_slices_and_gradients(shape: tuple, dim: int) -> No
         np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
     with pytest.raises(IndexError, match="no dimensions"):
         mt.tensor(1.0).unbind()
+
+
+# ----- SiLU ------------------------------------------------------------------------------------
+@requires_torch
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_silu_matches_torch_values_dtypes_and_gradients(dtype: str) -> None:
+    host = np.linspace(-30.0, 30.0, 41).reshape(1, 41)  # far out: no overflow in the sigmoid
+    x = mt.tensor(host, dtype=getattr(mt, dtype), requires_grad=True)
+    t = torch.tensor(host, dtype=getattr(torch, dtype), requires_grad=True)
+    ours, theirs = mt.nn.functional.silu(x), torch.nn.functional.silu(t)
+    assert isinstance(ours, mt.Tensor) and ours.dtype == _dtype_of(theirs.detach())
+    tol = 1e-6 if dtype == "float32" else 1e-14
+    np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=tol, atol=tol)
+    ours.sum().backward()
+    theirs.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=tol, atol=tol)
+    layer = nn.SiLU()
+    assert isinstance(layer, nn.Module) and repr(layer) == repr(torch.nn.SiLU())
+    np.testing.assert_array_equal(layer(x).detach().numpy(), ours.detach().numpy())
+
+
+def test_silu_gradcheck_and_gradgradcheck_in_float64() -> None:
+    x = mt.tensor(np.random.default_rng(9).standard_normal((2, 3)), requires_grad=True)
+    assert mt.gradcheck(mt.nn.functional.silu, [x])
+    assert mt.gradgradcheck(mt.nn.functional.silu, [x])
+
+
+def test_silu_refuses_integers_and_inplace_as_torch_does() -> None:
+    with pytest.raises(TypeError, match="silu"):
+        mt.nn.functional.silu(mt.tensor([1, 2]))
+    with pytest.raises(NotImplementedError, match="inplace"):
+        nn.SiLU(inplace=True)

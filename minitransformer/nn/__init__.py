@@ -9,7 +9,7 @@ import sys
 
 from minitransformer import functional
 from minitransformer.nn import init, utils
-from minitransformer.nn.activation import GELU, ReLU, Sigmoid, Tanh
+from minitransformer.nn.activation import GELU, ReLU, Sigmoid, SiLU, Tanh
 from minitransformer.nn.attention import Attention, MultiHeadAttention, MultiheadAttention
 from minitransformer.nn.containers import ModuleDict
 from minitransformer.nn.conv import Conv1d
@@ -53,7 +53,7 @@ __all__ = [
     "TransformerEncoder", "TransformerEncoderLayer", "reseed_dropout",
     "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "causal_mask",
     "CrossEntropyLoss", "GELU", "ModuleDict", "functional", "init", "utils",
-    "MSELoss", "MultiheadAttention", "ReLU", "Sigmoid", "Tanh",
+    "MSELoss", "MultiheadAttention", "ReLU", "Sigmoid", "SiLU", "Tanh",
 ]
 
 # PyTorch's path to the functional API, ``torch.nn.functional``: here it is the very module

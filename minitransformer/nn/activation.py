@@ -50,3 +50,17 @@ class Sigmoid(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.sigmoid(x)
+
+
+class SiLU(Module):
+    """x * sigmoid(x), as ``torch.nn.SiLU``."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        if inplace:  # PyTorch's argument: the input itself would change
+            raise NotImplementedError("nn.SiLU(inplace=True) is not supported here; write "
+                                      "nn.SiLU() (the same output, the input unchanged)")
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.silu(x)
