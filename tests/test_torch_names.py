@@ -400,3 +400,42 @@ def test_silu_refuses_integers_and_inplace_as_torch_does() -> None:
         mt.nn.functional.silu(mt.tensor([1, 2]))
     with pytest.raises(NotImplementedError, match="inplace"):
         nn.SiLU(inplace=True)
+
+
+# ----- Identity, Flatten and flatten -------------------------------------------------------------
+@requires_torch
+def test_identity_accepts_any_arguments_and_returns_its_input() -> None:
+    x = mt.randn(2, 3, requires_grad=True)
+    for layer, twin in ((nn.Identity(), torch.nn.Identity()),
+                        (nn.Identity(54, unused="x"), torch.nn.Identity(54, unused="x"))):
+        assert layer(x) is x and repr(layer) == repr(twin)
+        assert not list(layer.parameters()) and layer.state_dict() == {}
+
+
+@requires_torch
+@pytest.mark.parametrize(("args", "shape"), [((), (2, 3, 4, 5)), ((0, 1), (2, 3, 4)),
+                                             ((1, 2), (2, 3, 4, 5)), ((-2,), (2, 3, 4))])
+def test_flatten_module_and_method_match_torch(args: tuple, shape: tuple) -> None:
+    host = np.random.default_rng(10).standard_normal(shape)
+    x, t = mt.tensor(host, requires_grad=True), torch.tensor(host, requires_grad=True)
+    layer, twin = nn.Flatten(*args), torch.nn.Flatten(*args)
+    assert repr(layer) == repr(twin)
+    ours, theirs = layer(x), twin(t)
+    assert ours.shape == tuple(theirs.shape)
+    np.testing.assert_array_equal(ours.detach().numpy(), theirs.detach().numpy())
+    (ours * ours).sum().backward()
+    (theirs * theirs).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
+    # the method and function: torch's argument names and default (start_dim=0)
+    assert x.flatten().shape == tuple(t.flatten().shape)
+    last = len(shape) - 1
+    assert x.flatten(start_dim=last).shape == tuple(t.flatten(start_dim=last).shape)
+    assert mt.flatten(x, end_dim=0).shape == tuple(torch.flatten(t, end_dim=0).shape)
+    assert mt.tensor(1.0).flatten().shape == tuple(torch.tensor(1.0).flatten().shape) == (1,)
+
+
+def test_flatten_refuses_what_torch_refuses() -> None:
+    with pytest.raises(IndexError, match="out of range"):
+        nn.Flatten()(mt.ones(2))  # start_dim=1 of a 1-D input
+    with pytest.raises(ValueError, match="start_dim cannot come after end_dim"):
+        mt.ones(2, 3, 4).flatten(2, 1)

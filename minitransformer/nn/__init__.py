@@ -23,6 +23,8 @@ from minitransformer.nn.layers import (
     Dropout,
     Embedding,
     FeedForward,
+    Flatten,
+    Identity,
     LayerNorm,
     Linear,
     Softmax,
@@ -53,7 +55,7 @@ __all__ = [
     "TransformerEncoder", "TransformerEncoderLayer", "reseed_dropout",
     "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "causal_mask",
     "CrossEntropyLoss", "GELU", "ModuleDict", "functional", "init", "utils",
-    "MSELoss", "MultiheadAttention", "ReLU", "Sigmoid", "SiLU", "Tanh",
+    "MSELoss", "MultiheadAttention", "Flatten", "Identity", "ReLU", "Sigmoid", "SiLU", "Tanh",
 ]
 
 # PyTorch's path to the functional API, ``torch.nn.functional``: here it is the very module

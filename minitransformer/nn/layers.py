@@ -194,6 +194,32 @@ class Softmax(Module):
         return f"axis={self.axis}"
 
 
+class Identity(Module):
+    """y = x, as ``torch.nn.Identity``: a placeholder layer (say, where a norm is switched
+    off). Any arguments are accepted and ignored, as PyTorch's are."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002  (PyTorch's name)
+        return input
+
+
+class Flatten(Module):
+    """Axes ``start_dim`` to ``end_dim`` merged into one, as ``torch.nn.Flatten``: its
+    default ``start_dim=1`` keeps the batch axis (``torch.flatten``'s default is 0)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        return input.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
 def get_activation(activation: str | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     """``"relu"``, ``"gelu"`` (exact), ``"gelu_tanh"`` or a callable, as a function."""
     if callable(activation):

@@ -277,10 +277,14 @@ def broadcast_to(x: Tensor, *shape: Any) -> Tensor:
 
 
 @register(method=True)
-def flatten(x: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Axes ``start_dim`` to ``end_dim`` (both included) merged into one, as
+    ``torch.flatten`` (PyTorch's argument names); a 0-d tensor becomes shape (1,)."""
     if x.ndim == 0:
         return reshape(x, (1,))
-    start, end = normalize_axis(start_axis, x.ndim), normalize_axis(end_axis, x.ndim)
+    start, end = normalize_axis(start_dim, x.ndim), normalize_axis(end_dim, x.ndim)
+    if start > end:  # torch's refusal (the merge below would insert a new axis)
+        raise ShapeError("flatten() has invalid args: start_dim cannot come after end_dim")
     merged = int(np.prod(x.shape[start : end + 1]))
     return reshape(x, x.shape[:start] + (merged,) + x.shape[end + 1 :])
 
