@@ -62,7 +62,15 @@ globals().update(ops.registry.public_names())
 # use the names above), and the rest of PyTorch's top-level names that real model code
 # uses (nanoGPT's model.py runs with ``import minitransformer as torch``; docs/pytorch.md).
 from minitransformer import cuda, functional, nn, optim  # noqa: E402
-from minitransformer.creation import eye, from_numpy, tril, triu  # noqa: E402
+from minitransformer.creation import (  # noqa: E402
+    empty,
+    eye,
+    from_numpy,
+    full_like,
+    linspace,
+    tril,
+    triu,
+)
 from minitransformer.nn import Parameter  # noqa: E402
 from minitransformer.random import multinomial, randint  # noqa: E402
 from minitransformer.serialization import load, save  # noqa: E402

@@ -317,6 +317,8 @@ def test_the_new_functions_run_on_each_device(device: str) -> None:
     draws = mt.multinomial(mt.tensor([[0.0, 1.0]], device=device), 1)
     assert draws.device == device and draws.tolist() == [[1]]
     assert mt.randint(0, 5, (2,), device=device).device == device
+    assert mt.linspace(0, 1, 3, device=device).device == device
+    assert mt.full_like(x, 2.0).device == mt.empty(2, device=device).device == device
     w = mt.nn.Parameter(mt.zeros(3, 4, device=device))
     assert mt.nn.init.kaiming_uniform_(w).device == device and w.data.std() > 0
 
@@ -439,3 +441,44 @@ def test_flatten_refuses_what_torch_refuses() -> None:
         nn.Flatten()(mt.ones(2))  # start_dim=1 of a 1-D input
     with pytest.raises(ValueError, match="start_dim cannot come after end_dim"):
         mt.ones(2, 3, 4).flatten(2, 1)
+
+
+# ----- linspace, empty, full_like -----------------------------------------------------------------
+@requires_torch
+@pytest.mark.parametrize(("args", "dtype"), [((0, 1, 7), None), ((0, 1, 7), "float64"),
+                                             ((-10, 3, 5), "int64"), ((2, 5, 4), None),
+                                             ((0, 1, 1), None), ((0, 1, 0), None),
+                                             ((3.5, -1.25, 6), "float64"), ((-3, 4, 50), "int32")])
+def test_linspace_matches_torch(args: tuple, dtype: str | None) -> None:
+    kwargs = {} if dtype is None else {"dtype": getattr(mt, dtype)}
+    ours = mt.linspace(*args, **kwargs)
+    theirs = torch.linspace(*args, **({} if dtype is None else {"dtype": getattr(torch, dtype)}))
+    assert ours.dtype == _dtype_of(theirs) and ours.shape == tuple(theirs.shape)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-6)
+    if ours.numel():
+        assert ours.numpy()[0] == theirs.numpy()[0] and ours.numpy()[-1] == theirs.numpy()[-1]
+    assert "steps" in inspect.signature(mt.linspace).parameters
+    assert mt.linspace(0, 1, 3, requires_grad=True).requires_grad
+    with pytest.raises(ValueError, match="non-negative"):
+        mt.linspace(0, 1, -1)
+
+
+@requires_torch
+def test_empty_and_full_like_match_torch_shapes_and_dtypes() -> None:
+    for args, kwargs in (((2, 3), {}), (((4,),), {"dtype": "float64"}), ((0,), {"dtype": "int64"})):
+        ours = mt.empty(*args, **{k: getattr(mt, v) for k, v in kwargs.items()})
+        theirs = torch.empty(*args, **{k: getattr(torch, v) for k, v in kwargs.items()})
+        assert ours.shape == tuple(theirs.shape) and ours.dtype == _dtype_of(theirs)
+        assert not ours.numpy().any()  # zeros here; torch leaves them uninitialised
+    assert mt.empty(2, requires_grad=True).requires_grad
+    for base, fill, dtype in ((np.ones((2, 3)), 2.5, None), (np.ones(2, dtype=np.int64), 2.7, None),
+                              (np.ones((2, 2), dtype=np.float32), True, None),
+                              (np.ones(3), 7, "int64")):
+        kw_ours = {} if dtype is None else {"dtype": getattr(mt, dtype)}
+        kw_theirs = {} if dtype is None else {"dtype": getattr(torch, dtype)}
+        ours = mt.full_like(mt.tensor(base), fill, **kw_ours)
+        theirs = torch.full_like(torch.from_numpy(base), fill, **kw_theirs)
+        assert ours.dtype == _dtype_of(theirs)
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    x = mt.full_like(mt.ones(2, dtype=mt.float64), 3.0, requires_grad=True)
+    assert x.requires_grad and x.is_leaf
