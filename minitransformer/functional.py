@@ -104,8 +104,8 @@ __all__ = [
     "gelu", "layer_norm", "layer_norm_reference", "linear", "linear_reference", "log_softmax",
     "masked_softmax",
     "logsumexp", "mse_loss", "relu", "scaled_dot_product_attention",
-    "scaled_dot_product_attention_with_weights", "sigmoid", "softmax",
-    "tanh",
+    "scaled_dot_product_attention_with_weights", "sigmoid", "silu", "softmax",
+    "tanh", "one_hot",
 ]
 
 
@@ -113,6 +113,31 @@ def _constant(array: Any, device: str) -> Tensor:
     """An array as a tensor outside the graph (masks, one-hot targets, saved values)."""
     return Tensor._from_array(array, device)
 
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """``out[..., c] = 1 if tensor[...] == c else 0``: int64 indices of any shape to an int64
+    tensor with one more (last) axis of ``num_classes``, as ``torch.nn.functional.one_hot``;
+    ``num_classes=-1``: ``tensor.max() + 1``. Not differentiable (integers in, integers out).
+    """
+    if not isinstance(tensor, Tensor):
+        raise not_a_tensor(tensor, "one_hot's tensor")
+    if tensor.dtype != np.int64:  # torch's rule: int32 indices are refused too
+        raise DtypeMismatchError("one_hot is only applicable to index tensor of type "
+                                 f"LongTensor, got {torch_dtype_name(tensor.dtype)} "
+                                 "(convert first: t.long())")
+    xp = backend.array_module(tensor.device)
+    indices = tensor.data
+    if num_classes == -1:
+        if indices.size == 0:
+            raise RuntimeError("Can not infer total number of classes from empty tensor.")
+        num_classes = int(indices.max()) + 1
+    if indices.size and int(indices.min()) < 0:
+        raise RuntimeError("Class values must be non-negative.")
+    if num_classes < 0 or indices.size and int(indices.max()) >= num_classes:
+        raise RuntimeError("Class values must be smaller than num_classes.")
+    # compare each index with 0..C-1 along a new last axis: True exactly at its class
+    out = (indices[..., None] == xp.arange(num_classes)).astype(np.int64)
+    return _constant(out, tensor.device)
 
 def _integer_array(indices: Any, device: str, what: str) -> Any:
     """Integer indices (a Tensor, an array or a list) as a backend array on ``device``."""

@@ -482,3 +482,28 @@ def test_empty_and_full_like_match_torch_shapes_and_dtypes() -> None:
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     x = mt.full_like(mt.ones(2, dtype=mt.float64), 3.0, requires_grad=True)
     assert x.requires_grad and x.is_leaf
+
+
+# ----- one_hot ---------------------------------------------------------------------------------
+@requires_torch
+@pytest.mark.parametrize(("indices", "num_classes"), [([0, 2, 1], -1), ([0, 2, 1], 5),
+                                                      ([[1, 0], [3, 3]], -1), (2, 4), ([], 3)])
+def test_one_hot_matches_torch(indices: object, num_classes: int) -> None:
+    ours = mt.nn.functional.one_hot(mt.tensor(indices, dtype=mt.long), num_classes)
+    theirs = torch.nn.functional.one_hot(torch.tensor(indices, dtype=torch.long), num_classes)
+    assert ours.dtype == np.int64 == _dtype_of(theirs) and ours.shape == tuple(theirs.shape)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert not ours.requires_grad
+
+
+@requires_torch
+@pytest.mark.parametrize(("indices", "num_classes", "dtype"),
+                         [([0, -1], -1, "long"), ([0, 3], 3, "long"), ([], -1, "long"),
+                          ([1], 0, "long"), ([1], -2, "long"), ([1], -1, "int"),
+                          ([1.0], -1, "float")])
+def test_one_hot_refuses_as_torch_does(indices: list, num_classes: int, dtype: str) -> None:
+    with pytest.raises(RuntimeError) as theirs:
+        torch.nn.functional.one_hot(torch.tensor(indices, dtype=getattr(torch, dtype)),
+                                    num_classes)
+    with pytest.raises(RuntimeError, match=str(theirs.value).split(".")[0]):
+        mt.nn.functional.one_hot(mt.tensor(indices, dtype=getattr(mt, dtype)), num_classes)
