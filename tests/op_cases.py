@@ -153,6 +153,8 @@ OP_CASES: dict[str, OpCase] = {
                    lambda x: torch.amax(x, dim=0)),
     "amin": OpCase([normal(3, 4)], lambda x: mt.amin(x, axis=(0, 1)),
                    lambda x: torch.amin(x, dim=(0, 1))),
+    "cumsum": OpCase([normal(3, 4)], lambda x: mt.cumsum(x, dim=1),
+                     lambda x: torch.cumsum(x, dim=1)),
     # shapes, indexing, joins
     "reshape": OpCase([normal(2, 3)], lambda x: mt.reshape(x, (3, 2)),
                       lambda x: torch.reshape(x, (3, 2))),

@@ -507,3 +507,40 @@ def test_one_hot_refuses_as_torch_does(indices: list, num_classes: int, dtype: s
                                     num_classes)
     with pytest.raises(RuntimeError, match=str(theirs.value).split(".")[0]):
         mt.nn.functional.one_hot(mt.tensor(indices, dtype=getattr(mt, dtype)), num_classes)
+
+
+# ----- cumsum ----------------------------------------------------------------------------------
+@requires_torch
+@pytest.mark.parametrize(("shape", "dim"), [((5,), 0), ((3, 4), 1), ((2, 3, 4), -2), ((), 0),
+                                            ((0, 3), 0)])
+def test_cumsum_matches_torch_values_and_gradients(shape: tuple, dim: int) -> None:
+    rng = np.random.default_rng(11)
+    host, upstream = rng.standard_normal(shape), rng.standard_normal(shape)
+    x, t = mt.tensor(host, requires_grad=True), torch.tensor(host, requires_grad=True)
+    ours, theirs = x.cumsum(dim), torch.cumsum(t, dim)
+    assert ours.shape == tuple(theirs.shape) and ours.dtype == np.float64
+    np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(mt.cumsum(x, dim=dim).detach().numpy(), ours.detach().numpy())
+    (ours * mt.tensor(upstream)).sum().backward()
+    (theirs * torch.from_numpy(upstream)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@requires_torch
+def test_cumsum_dtypes_as_torch() -> None:
+    for values, dtype, kwargs in (([True, False, True], "bool", {}), ([1, 2, 3], "int32", {}),
+                                  ([1, 2, 3], "int64", {}), ([1.5, 2.0], "float32", {}),
+                                  ([1, 2, 3], "int64", {"dtype": "float64"})):
+        ours = mt.tensor(values, dtype=getattr(mt, dtype)).cumsum(
+            0, **{k: getattr(mt, v) for k, v in kwargs.items()})
+        theirs = torch.tensor(values, dtype=getattr(torch, dtype)).cumsum(
+            0, **{k: getattr(torch, v) for k, v in kwargs.items()})
+        assert ours.dtype == _dtype_of(theirs), (dtype, kwargs)
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_cumsum_gradcheck_and_gradgradcheck_in_float64() -> None:
+    x = mt.tensor(np.random.default_rng(12).standard_normal((3, 4)), requires_grad=True)
+    for dim in (0, 1, -1):
+        assert mt.gradcheck(lambda a, d=dim: (a.cumsum(d) ** 2).sum(d), [x])
+        assert mt.gradgradcheck(lambda a, d=dim: (a.cumsum(d) ** 2).sum(d), [x])

@@ -12,7 +12,7 @@ from minitransformer import backend
 from minitransformer.autograd import Function, Value
 from minitransformer.errors import DtypeError, ShapeError
 from minitransformer.ops.registry import register
-from minitransformer.ops.shape import normalize_axes
+from minitransformer.ops.shape import normalize_axes, normalize_axis
 from minitransformer.tensor import Tensor
 
 Axis = int | Sequence[int] | None
@@ -118,6 +118,22 @@ class Max(Function):
         return (_expand(self, grad) * self.share,)
 
 
+class CumSum(Function):
+    """y_i = sum_{j <= i} x_j along ``axis``;  dL/dx_j = sum_{i >= j} g_i: the upstream
+    gradient's cumsum taken from the far end (reverse, cumsum, reverse back)."""
+
+    uses_input_values = False
+
+    def forward(self, x: Any, axis: int) -> Any:
+        self.axis = axis
+        return backend.array_module_of(x).cumsum(x, axis=axis)
+
+    def backward(self, grad: Value) -> tuple[Value]:
+        reverse = [slice(None)] * grad.ndim
+        reverse[self.axis] = slice(None, None, -1)  # a view; under create_graph, a flip op
+        reverse = tuple(reverse)
+        return (self.xp.cumsum(grad[reverse], axis=self.axis)[reverse],)
+
 def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
     count = 1
     for a in axes:
@@ -167,6 +183,18 @@ def prod(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
         out = out.reshape(*[1 if i in axes else n for i, n in enumerate(x.shape)])
     return out
 
+
+@register(method=True)
+def cumsum(x: Tensor, axis: int, *, dtype: Any = None) -> Tensor:
+    """y_i = x_0 + ... + x_i along ``axis``, as ``torch.cumsum(x, dim)``: the dim is
+    required, integers and bools give int64, ``dtype=`` casts the input first."""
+    if dtype is not None:
+        x = x.to(dtype)
+    elif x.dtype.kind in "biu":  # torch's rule, and no int32 overflow
+        x = x.long()
+    if x.ndim == 0:  # torch: a 0-d input is its own cumsum (dim 0 or -1)
+        return cumsum(x.reshape(1), normalize_axis(axis, 0)).reshape(())
+    return CumSum.apply(x, axis=normalize_axis(axis, x.ndim))
 
 def _require_float(x: Tensor, name: str) -> None:
     """PyTorch refuses to average integers (it will not guess the float type)."""
