@@ -345,6 +345,12 @@ def test_chunk_matches_torch_pieces_and_gradients(shape: tuple, chunks: int, dim
         np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
 
 
+def test_chunk_and_unbind_pieces_are_views_of_the_input() -> None:
+    x = mt.arange(12.0).reshape(3, 4)
+    for piece in (*x.chunk(3, dim=1), *x.unbind(0), *mt.unbind(x, dim=1)):
+        assert np.shares_memory(piece.data, x.data)
+
+
 def test_chunk_refuses_what_torch_refuses() -> None:
     with pytest.raises(ValueError, match="greater than 0"):
         mt.ones(4).chunk(0)
