@@ -10,14 +10,19 @@ from minitransformer.nn.module import Module
 from minitransformer.tensor import Tensor
 
 
+def _refuse_inplace(name: str, inplace: bool) -> None:
+    """PyTorch's ``inplace=`` argument: True would change the input itself; refused."""
+    if inplace:
+        raise NotImplementedError(f"nn.{name}(inplace=True) is not supported here; write "
+                                  f"nn.{name}() (the same output, the input unchanged)")
+
+
 class ReLU(Module):
     """max(0, x)."""
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
-        if inplace:  # PyTorch's argument: the input itself would change
-            raise NotImplementedError("nn.ReLU(inplace=True) is not supported here; write "
-                                      "nn.ReLU() (the same output, the input unchanged)")
+        _refuse_inplace("ReLU", inplace)
         self.inplace = inplace
 
     def forward(self, x: Tensor) -> Tensor:
@@ -57,9 +62,7 @@ class SiLU(Module):
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
-        if inplace:  # PyTorch's argument: the input itself would change
-            raise NotImplementedError("nn.SiLU(inplace=True) is not supported here; write "
-                                      "nn.SiLU() (the same output, the input unchanged)")
+        _refuse_inplace("SiLU", inplace)
         self.inplace = inplace
 
     def forward(self, x: Tensor) -> Tensor:
